@@ -1,0 +1,1 @@
+"""Bundled task data (package so pip carries it)."""

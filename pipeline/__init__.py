@@ -1,0 +1,1 @@
+"""distill framework: config, cache, records, runner, CLI."""

@@ -1,0 +1,100 @@
+"""`distill`: one subcommand per stage, plus `run` and `status`.
+
+Only argparse, yaml and the config dataclasses are imported here: `distill --help` stays fast
+and never imports torch or vLLM. Stage code is imported when a stage actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from pipeline.config import ConfigError, load_config, shipped_config
+
+STAGE_HELP = {
+    "generate": "the teacher writes n step-by-step samples per train question (vLLM)",
+    "filter": "verify, deduplicate, decontaminate and score samples into kept.jsonl",
+    "train": "fine-tune the student on kept.jsonl with TRL SFT (full or LoRA)",
+    "eval": "measure teacher, base and distilled student on the held-out split",
+    "run": "generate -> filter -> train -> eval, skipping what is cached",
+    "status": "show every stage of a run: complete / partial / missing / stale",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="distill",
+        description="Sequence-level distillation: a vLLM teacher writes rationales, a TRL "
+        "student learns them. Every stage is cached under runs/<run>/<stage>/<key>/.",
+        epilog="Overrides: any config field as key.sub=value, e.g. generate.n=8 "
+        "teacher.endpoint=http://host:8000/v1 train.student=/models/mine",
+    )
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, text in STAGE_HELP.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument(
+            "--config",
+            "-c",
+            default=None,
+            help="YAML config (default: the bundled pipeline/configs/default.yaml)",
+        )
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+        if name != "status":
+            p.add_argument(
+                "--force", action="store_true", help=f"rerun {name} even if it is cached"
+            )
+        if name == "train":
+            p.add_argument("--launcher", choices=["none", "accelerate"], default=None)
+            p.add_argument("--accelerate-config", default=None)
+            p.add_argument("--num-processes", type=int, default=None)
+    return ap
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    extra = list(args.overrides)
+    if getattr(args, "launcher", None):
+        extra.append(f"train.launcher={args.launcher}")
+    if getattr(args, "accelerate_config", None):
+        extra.append(f"train.accelerate_config={args.accelerate_config}")
+    if getattr(args, "num_processes", None):
+        extra.append(f"train.num_processes={args.num_processes}")
+    return extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config or shipped_config("default"), _overrides(args))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from pipeline import report
+    from pipeline.errors import UserError
+
+    try:
+        if args.command == "status":
+            from pipeline.runner import status
+
+            report.print_status(cfg, status(cfg))
+            return 0
+        from pipeline.runner import run_chain
+
+        target = "eval" if args.command == "run" else args.command
+        t0 = time.monotonic()
+        results = run_chain(cfg, target, force=args.force, on_result=report.print_stage_line)
+        report.print_summary(cfg, results, time.monotonic() - t0)
+        return 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: finished work is on disk; rerun the same command to continue",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

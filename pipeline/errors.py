@@ -1,0 +1,5 @@
+"""Errors a user can fix: the CLI prints their one-line message instead of a traceback."""
+
+
+class UserError(Exception):
+    """Base for config, data, teacher, model, lock and training pre-flight errors."""

@@ -1,0 +1,410 @@
+"""vLLM teachers: managed OpenAI-compatible servers, external endpoints, the offline engine.
+
+One client for all of them: `generate_all(requests, on_done)` sends every request, balanced by
+outstanding count across live endpoints, retrying transient faults with backoff, and calls
+`on_done` as each completion arrives so the caller can append it to disk at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pipeline.errors import UserError
+
+
+class TeacherError(UserError, RuntimeError):
+    """The teacher could not be reached or started; the message says what to do."""
+
+
+@dataclass
+class Request:
+    id: str
+    messages: list[dict[str, str]]
+    sampling: dict[str, Any]  # temperature, top_p, max_tokens, seed, stop
+
+
+@dataclass
+class Completion:
+    id: str
+    text: str
+    finish_reason: str
+    usage: dict[str, int]
+    endpoint: str
+
+
+@dataclass
+class Failure:
+    id: str
+    reason: str
+    attempts: int
+
+
+# --- managed server ------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: SIGTERM it when the pipeline dies, even by kill -9."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ManagedServer:
+    model_dir: Path
+    served_name: str
+    log_path: Path
+    dtype: str = "bfloat16"
+    max_model_len: int = 1024
+    kv_cache_gib: float = 1.0
+    extra_args: list[str] = field(default_factory=list)
+    gpu_ids: str = ""
+    port: int = 0
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> None:
+        self.port = self.port or free_port()
+        env = dict(os.environ)
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(self.kv_cache_gib))))
+        env.setdefault("VLLM_HOST_IP", "127.0.0.1")
+        if self.gpu_ids:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpu_ids
+        cmd = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model_dir),
+            "--served-model-name",
+            self.served_name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dtype",
+            self.dtype,
+            "--max-model-len",
+            str(self.max_model_len),
+            "--enforce-eager",
+            "--disable-uvicorn-access-log",
+            # vllm-cpu 0.32 crashes a seeded request whose prefill is chunked ("CPU Generator
+            # does not use offset"); whole prefills keep per-sample seeds, so samples repeat.
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens",
+            str(max(self.max_model_len, 8192)),
+            *self.extra_args,
+        ]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        # Own session: stop() can signal the server and its engine workers as one group.
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+
+    def wait_healthy(self, timeout_s: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        health = f"http://127.0.0.1:{self.port}/health"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise TeacherError(
+                    f"vLLM server for {self.model_dir} exited with code {self.proc.returncode} "
+                    f"while starting; last lines of {self.log_path}:\n{tail(self.log_path)}"
+                )
+            try:
+                if httpx.get(health, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TeacherError(
+            f"vLLM server for {self.model_dir} not healthy after {timeout_s:.0f}s; "
+            f"see {self.log_path}"
+        )
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            pass
+        # Workers that outlived their server: same session id, so kill the group for good.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --- async client --------------------------------------------------------------------------------
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass
+class Endpoint:
+    url: str
+    model: str
+    outstanding: int = 0
+    alive: bool = True
+    consecutive_failures: int = 0
+    served: int = 0
+    failures: int = 0
+    tokens: int = 0
+
+
+@dataclass
+class ClientStats:
+    retries: int = 0
+    failovers: int = 0
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+async def _post(
+    client: httpx.AsyncClient, ep: Endpoint, req: Request, timeout_s: float
+) -> Completion:
+    body = {"model": ep.model, "messages": req.messages, "n": 1, **req.sampling}
+    r = await client.post(f"{ep.url}/chat/completions", json=body, timeout=timeout_s)
+    if r.status_code != 200:
+        raise httpx.HTTPStatusError(
+            f"HTTP {r.status_code}: {r.text[:200]}", request=r.request, response=r
+        )
+    data = r.json()
+    choice = data["choices"][0]
+    usage = data.get("usage") or {}
+    return Completion(
+        id=req.id,
+        text=choice["message"].get("content") or "",
+        finish_reason=choice.get("finish_reason") or "unknown",
+        usage={
+            "prompt_tokens": int(usage.get("prompt_tokens", 0)),
+            "completion_tokens": int(usage.get("completion_tokens", 0)),
+        },
+        endpoint=ep.url,
+    )
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code in RETRYABLE_STATUS
+    return isinstance(exc, (httpx.TransportError, KeyError, ValueError))
+
+
+async def _run_all(
+    endpoints: list[Endpoint],
+    requests: list[Request],
+    on_done: Callable[[Completion], None],
+    on_fail: Callable[[Failure], None],
+    *,
+    concurrency: int,
+    retries: int,
+    backoff_s: float,
+    timeout_s: float,
+    stats: ClientStats,
+) -> None:
+    sem = asyncio.Semaphore(max(1, concurrency))
+    dead_after = max(3, retries)
+    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency)
+
+    def pick(avoid: str | None) -> Endpoint | None:
+        live = [e for e in endpoints if e.alive]
+        if not live:
+            return None
+        pool = [e for e in live if e.url != avoid] or live
+        # Least outstanding first: a replica slowed by long reasoning outputs is asked less.
+        return min(pool, key=lambda e: (e.outstanding, e.served))
+
+    async def one(client: httpx.AsyncClient, req: Request) -> None:
+        async with sem:
+            last_err = ""
+            avoid = None
+            for attempt in range(1, retries + 1):
+                ep = pick(avoid)
+                if ep is None:
+                    break
+                ep.outstanding += 1
+                try:
+                    comp = await _post(client, ep, req, timeout_s)
+                except Exception as exc:  # noqa: BLE001 - classified below
+                    ep.outstanding -= 1
+                    ep.failures += 1
+                    last_err = f"{ep.url}: {type(exc).__name__}: {exc}"[:300]
+                    if not _is_retryable(exc):
+                        break
+                    ep.consecutive_failures += 1
+                    if ep.consecutive_failures >= dead_after and ep.alive:
+                        ep.alive = False  # out of rotation; its work goes elsewhere
+                        stats.failovers += 1
+                        print(
+                            f"teacher endpoint {ep.url} taken out of rotation: {last_err}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    avoid = ep.url
+                    stats.retries += 1
+                    delay = backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())
+                    await asyncio.sleep(min(delay, 30.0))
+                    continue
+                ep.outstanding -= 1
+                ep.consecutive_failures = 0
+                ep.served += 1
+                ep.tokens += comp.usage.get("completion_tokens", 0)
+                on_done(comp)
+                return
+            on_fail(Failure(req.id, last_err or "no live teacher endpoint", attempt))
+
+    async with httpx.AsyncClient(limits=limits) as client:
+        tasks = [asyncio.create_task(one(client, r)) for r in requests]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+
+def generate_http(
+    urls: list[str],
+    model: str,
+    requests: list[Request],
+    on_done: Callable[[Completion], None],
+    on_fail: Callable[[Failure], None],
+    *,
+    concurrency: int,
+    retries: int,
+    backoff_s: float,
+    timeout_s: float,
+) -> ClientStats:
+    endpoints = [Endpoint(u.rstrip("/"), model) for u in urls]
+    stats = ClientStats()
+    asyncio.run(
+        _run_all(
+            endpoints,
+            requests,
+            on_done,
+            on_fail,
+            concurrency=concurrency,
+            retries=retries,
+            backoff_s=backoff_s,
+            timeout_s=timeout_s,
+            stats=stats,
+        )
+    )
+    stats.endpoints = {
+        e.url: {"served": e.served, "failures": e.failures, "alive": e.alive, "tokens": e.tokens}
+        for e in endpoints
+    }
+    return stats
+
+
+def check_endpoint(url: str, timeout_s: float = 5.0) -> list[str]:
+    """Served model names at an external endpoint, or a TeacherError naming it."""
+    try:
+        r = httpx.get(f"{url.rstrip('/')}/models", timeout=timeout_s)
+        r.raise_for_status()
+        return [m["id"] for m in r.json().get("data", [])]
+    except (httpx.HTTPError, ValueError, KeyError) as e:
+        raise TeacherError(f"teacher endpoint {url} is not answering ({e})") from None
+
+
+# --- offline engine ------------------------------------------------------------------------------
+
+
+def generate_offline(
+    model_dir: Path,
+    requests: list[Request],
+    on_done: Callable[[Completion], None],
+    *,
+    dtype: str,
+    max_model_len: int,
+    seed: int,
+    chunk: int,
+) -> None:
+    """vllm.LLM in this process, in chunks so finished work reaches disk as it goes.
+
+    Per-request seeds crash vllm-cpu 0.32 offline, so the engine gets one seed; samples are
+    repeatable per run, not per request as with the server.
+    """
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(
+        model=str(model_dir),
+        dtype=dtype,
+        enforce_eager=True,
+        max_model_len=max_model_len,
+        seed=seed,
+    )
+    for start in range(0, len(requests), max(1, chunk)):
+        part = requests[start : start + chunk]
+        params = [
+            SamplingParams(
+                n=1,
+                temperature=r.sampling["temperature"],
+                top_p=r.sampling["top_p"],
+                max_tokens=r.sampling["max_tokens"],
+                stop=r.sampling.get("stop") or None,
+            )
+            for r in part
+        ]
+        outs = llm.chat([r.messages for r in part], params, use_tqdm=False)
+        for r, o in zip(part, outs, strict=True):
+            c = o.outputs[0]
+            on_done(
+                Completion(
+                    id=r.id,
+                    text=c.text,
+                    finish_reason=c.finish_reason or "unknown",
+                    usage={
+                        "prompt_tokens": len(o.prompt_token_ids or []),
+                        "completion_tokens": len(c.token_ids),
+                    },
+                    endpoint="offline",
+                )
+            )

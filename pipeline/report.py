@@ -1,0 +1,81 @@
+"""What the CLI prints: a line per stage as it finishes, a summary at the end, `status`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import Config
+
+console = Console(stderr=False, highlight=False)
+
+
+def _fmt_rows(rows: dict[str, int]) -> str:
+    return ", ".join(f"{k.removesuffix('.jsonl')} {v:,}" for k, v in rows.items()) or "-"
+
+
+def print_stage_line(r: Any) -> None:
+    console.print(
+        f"[bold]{r.name}[/]: {r.status} in {r.seconds:.1f}s  ({_fmt_rows(r.rows)})  -> {r.dir}"
+    )
+
+
+def _generate_summary(r: Any) -> Table:
+    s = r.stats
+    t = Table(title="generate", show_header=False, title_justify="left")
+    t.add_column("what")
+    t.add_column("value", overflow="fold")
+    t.add_row("questions", f"{s.get('questions', 0):,}")
+    t.add_row(
+        "samples",
+        f"{s.get('samples', 0):,} ({s.get('requested', 0):,} requested, "
+        f"{s.get('reused', 0):,} reused)",
+    )
+    t.add_row("completion tokens", f"{s.get('completion_tokens', 0):,}")
+    tps = s.get("tokens_per_second")
+    t.add_row("teacher tok/s", f"{tps:,.0f}" if tps else "- (nothing generated)")
+    t.add_row("truncation rate", f"{100 * s.get('truncation_rate', 0):.1f}%")
+    if s.get("torn_lines_dropped"):
+        t.add_row("torn lines dropped", str(s["torn_lines_dropped"]))
+    for url, e in (s.get("endpoints") or {}).items():
+        t.add_row(f"endpoint {url}", f"{e['served']} served, {e['failures']} failures")
+    t.add_row("samples file", str(r.dir / "samples.jsonl"))
+    return t
+
+
+SUMMARIES = {"generate": _generate_summary}
+
+
+def print_summary(cfg: Config, results: list[Any], seconds: float) -> None:
+    t = Table(title=f"run '{cfg.run}' ({seconds:.1f}s)", title_justify="left")
+    for col in ("stage", "status", "seconds", "rows"):
+        t.add_column(col)
+    t.add_column("dir", overflow="fold")
+    for r in results:
+        t.add_row(r.name, r.status, f"{r.seconds:.1f}", _fmt_rows(r.rows), str(r.dir))
+    console.print(t)
+    for r in results:
+        fn = SUMMARIES.get(r.name)
+        if fn and (r.status == "ran" or r is results[-1]):
+            console.print(fn(r))
+
+
+def print_status(cfg: Config, rows: list[Any]) -> None:
+    t = Table(title=f"run '{cfg.run}' in {cfg.runs_dir}/{cfg.run}", title_justify="left")
+    for col in ("stage", "state", "key", "rows", "seconds", "finished", "note"):
+        t.add_column(col)
+    colors = {"complete": "green", "partial": "yellow", "stale": "magenta", "error": "red"}
+    for s in rows:
+        c = colors.get(s.state, "white")
+        t.add_row(
+            s.name,
+            f"[{c}]{s.state}[/]",
+            s.key,
+            _fmt_rows(s.rows),
+            f"{s.seconds:.1f}" if s.seconds is not None else "",
+            s.ended,
+            s.note,
+        )
+    console.print(t)

@@ -1,0 +1,1 @@
+"""Jinja prompt templates (package so pip carries them)."""

@@ -1,0 +1,1 @@
+"""distill stages: generate, filter, train, eval."""

@@ -1,0 +1,357 @@
+"""generate: the teacher writes n rationale samples per train question.
+
+Samples are content-addressed and live in one append-only pool per run, shared by every
+generate key: raising n or adding questions asks the teacher only for what the pool lacks.
+The stage dir then gets the exact selection for its key, written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pipeline.cache import StageLock
+from pipeline.config import Config, semantic
+from pipeline.llm import (
+    Completion,
+    Failure,
+    ManagedServer,
+    Request,
+    TeacherError,
+    check_endpoint,
+    generate_http,
+    generate_offline,
+)
+from pipeline.models import SMOLLM2, model_identity, resolve_model
+from pipeline.records import (
+    AppendLog,
+    atomic_write_jsonl,
+    canonical_json,
+    read_jsonl_tolerant,
+    sha256_text,
+)
+from pipeline.tasks import Question, load_task, render_messages, template_bytes
+
+NAME = "generate"
+VERSION = 1
+OUTPUTS = ["samples.jsonl", "errors.jsonl"]
+POOL = "pool.jsonl"
+
+
+def endpoints_of(cfg: Config) -> list[str]:
+    ep = cfg.teacher.endpoint
+    if isinstance(ep, list):
+        return [str(u) for u in ep]
+    return [] if ep in ("auto", "", None) else [str(ep)]
+
+
+def teacher_identity(cfg: Config) -> str:
+    """What the teacher is, for keys and sample ids: weights for local models, else its name."""
+    if endpoints_of(cfg) and cfg.teacher.engine != "offline":
+        return f"endpoint-model:{cfg.teacher.name or cfg.teacher.model}"
+    if cfg.teacher.model == SMOLLM2:
+        return f"{SMOLLM2}:q4_1-gguf"
+    return model_identity(resolve_model(cfg.teacher.model, cfg.cache_dir))
+
+
+def key_parts(cfg: Config) -> dict[str, Any]:
+    task = load_task(cfg.task)
+    return {
+        "config": {
+            "task": semantic(cfg.task),
+            "teacher": semantic(cfg.teacher),
+            "generate": semantic(cfg.generate),
+        },
+        "extra": {
+            "teacher_identity": teacher_identity(cfg),
+            "template": template_bytes(cfg.teacher.template),
+            "task_data": task.source_hash,
+        },
+    }
+
+
+def sampling_dict(cfg: Config) -> dict[str, Any]:
+    s = asdict(cfg.generate.sampling)
+    return {k: s[k] for k in ("temperature", "top_p", "max_tokens", "seed", "stop")}
+
+
+def plan_requests(cfg: Config, identity: str) -> list[tuple[Request, Question, int]]:
+    task = load_task(cfg.task)
+    shots = task.fewshot[: cfg.teacher.fewshot]
+    sampling = sampling_dict(cfg)
+    out = []
+    for q in task.train:
+        messages = render_messages(
+            cfg.teacher.template, q, fewshot=shots, system=cfg.teacher.system
+        )
+        for i in range(cfg.generate.n):
+            sid = sha256_text(canonical_json([identity, messages, sampling, i]))[:32]
+            # Each sample gets its own seed, derived from its id, so it is repeatable alone.
+            req_sampling = {**sampling, "seed": int(sid[:8], 16) & 0x7FFFFFFF}
+            if not req_sampling["stop"]:
+                del req_sampling["stop"]
+            out.append((Request(sid, messages, req_sampling), q, i))
+    return out
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so managed servers are stopped by the finally blocks."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def managed_teachers(cfg: Config, model_dir: Path, name: str, log_dir: Path) -> Iterator[list[str]]:
+    t = cfg.teacher
+    servers = [
+        ManagedServer(
+            model_dir=model_dir,
+            served_name=name,
+            log_path=log_dir / f"server-{i}.log",
+            dtype=t.dtype,
+            max_model_len=t.max_model_len,
+            kv_cache_gib=t.kv_cache_gib,
+            extra_args=list(t.server_args),
+            gpu_ids=t.gpu_ids[i] if i < len(t.gpu_ids) else "",
+        )
+        for i in range(max(1, t.replicas))
+    ]
+    try:
+        started = time.monotonic()
+        for s in servers:
+            s.start()
+        print(f"starting {len(servers)} vLLM server(s) for {model_dir} ...", flush=True)
+        for s in servers:
+            s.wait_healthy(t.startup_timeout_s)
+        print(f"teacher ready in {time.monotonic() - started:.1f}s", flush=True)
+        yield [s.url for s in servers]
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def _served_name(urls: list[str]) -> str:
+    """The model name to ask for when teacher.name is not set: what the endpoint serves."""
+    errors = []
+    for u in urls:
+        try:
+            served = check_endpoint(u)
+        except TeacherError as e:
+            errors.append(str(e))
+            continue
+        if served:
+            return served[0]
+    raise TeacherError(
+        "; ".join(errors) or "no model served at the teacher endpoints; set teacher.name"
+    )
+
+
+def _record(
+    req: Request, q: Question, index: int, comp: Completion, cfg: Config, identity: str
+) -> dict:
+    return {
+        "id": req.id,
+        "question_id": q.id,
+        "sample_index": index,
+        "teacher": cfg.teacher.name or cfg.teacher.model,
+        "teacher_identity": identity,
+        "messages": req.messages,
+        "completion": comp.text,
+        "finish_reason": comp.finish_reason,
+        "usage": comp.usage,
+        "sampling": req.sampling,
+        "prompt_sha": sha256_text(canonical_json(req.messages)),
+        "gold": q.answer,
+        "answer_type": q.answer_type,
+        "choices": list(q.choices),
+        "endpoint": comp.endpoint,
+    }
+
+
+def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    t = cfg.teacher
+    urls = endpoints_of(cfg)
+    offline = t.engine == "offline"
+    if t.engine not in ("server", "offline"):
+        raise TeacherError(f"teacher.engine must be server or offline, got '{t.engine}'")
+    model_dir: Path | None = None
+    if offline or not urls:
+        model_dir = resolve_model(t.model, cfg.cache_dir)  # clear error before any server starts
+    identity = teacher_identity(cfg)
+    planned = plan_requests(cfg, identity)
+    pool_path = out.parent / POOL
+
+    with StageLock(out.parent / ".pool.lock"):
+        prior = read_jsonl_tolerant(pool_path)
+        if prior.torn:
+            print(
+                f"{pool_path}: dropped {len(prior.torn)} torn line(s) at line(s) "
+                f"{prior.torn[:5]} left by an interrupted run; they will be asked again",
+                file=sys.stderr,
+            )
+        have = {r["id"]: r for r in prior.rows}
+        missing = [(r, q, i) for r, q, i in planned if r.id not in have]
+        reused = len(planned) - len(missing)
+        print(
+            f"generate: {len(planned)} samples for {len(load_task(cfg.task).train)} questions "
+            f"(n={cfg.generate.n}); {reused} already in the pool, {len(missing)} to request",
+            flush=True,
+        )
+        failures: list[Failure] = []
+        client_stats: dict[str, Any] = {}
+        if missing:
+            client_stats = _request_missing(
+                cfg,
+                missing,
+                have,
+                pool_path,
+                prior.valid_bytes,
+                identity,
+                model_dir,
+                urls,
+                out,
+                failures,
+            )
+        atomic_write_jsonl(
+            out / "errors.jsonl",
+            ({"id": f.id, "reason": f.reason, "attempts": f.attempts} for f in failures),
+        )
+        if failures:
+            raise TeacherError(
+                f"{len(failures)} of {len(missing)} requests failed after retries "
+                f"(first: {failures[0].reason}); finished samples are kept in {pool_path}, "
+                f"details in {out / 'errors.jsonl'}; rerun to request only what is missing"
+            )
+        rows = [have[r.id] for r, _, _ in planned]
+        atomic_write_jsonl(out / "samples.jsonl", rows)
+
+    seconds = time.monotonic() - started
+    comp_tokens = sum(r["usage"]["completion_tokens"] for r in rows)
+    new_tokens = sum(have[r.id]["usage"]["completion_tokens"] for r, _, _ in missing)
+    truncated = sum(r["finish_reason"] == "length" for r in rows)
+    gen_seconds = client_stats.pop("seconds", 0.0)
+    return {
+        "questions": len({r["question_id"] for r in rows}),
+        "samples": len(rows),
+        "requested": len(missing),
+        "reused": reused,
+        "torn_lines_dropped": len(prior.torn),
+        "completion_tokens": comp_tokens,
+        "new_completion_tokens": new_tokens,
+        "generation_seconds": round(gen_seconds, 2),
+        "tokens_per_second": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
+        "truncation_rate": round(truncated / len(rows), 4) if rows else 0.0,
+        "stage_seconds": round(seconds, 2),
+        **client_stats,
+    }
+
+
+def _request_missing(
+    cfg: Config,
+    missing: list[tuple[Request, Question, int]],
+    have: dict[str, dict],
+    pool_path: Path,
+    valid_bytes: int,
+    identity: str,
+    model_dir: Path | None,
+    urls: list[str],
+    out: Path,
+    failures: list[Failure],
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    g = cfg.generate
+    by_id = {r.id: (r, q, i) for r, q, i in missing}
+    bar = tqdm(
+        total=len(missing), unit="sample", desc="teacher", dynamic_ncols=True, file=sys.stderr
+    )
+    tokens = 0
+    with AppendLog(pool_path, valid_bytes=valid_bytes, fsync_every=g.fsync_every) as log:
+
+        def on_done(c: Completion) -> None:
+            nonlocal tokens
+            req, q, i = by_id[c.id]
+            row = _record(req, q, i, c, cfg, identity)
+            log.write(row)
+            have[c.id] = row
+            tokens += c.usage["completion_tokens"]
+            bar.update(1)
+            if bar.n % 16 == 0:
+                rate = tokens / max(1e-9, time.monotonic() - t0)
+                bar.set_postfix_str(f"{rate:,.0f} tok/s")
+
+        def on_fail(f: Failure) -> None:
+            failures.append(f)
+            bar.update(1)
+
+        requests = [r for r, _, _ in missing]
+        t = cfg.teacher
+        with _sigterm_as_interrupt():
+            if t.engine == "offline":
+                assert model_dir is not None
+                t0 = time.monotonic()
+                generate_offline(
+                    model_dir,
+                    requests,
+                    on_done,
+                    dtype=t.dtype,
+                    max_model_len=t.max_model_len,
+                    seed=g.sampling.seed,
+                    chunk=g.offline_chunk,
+                )
+                stats: dict[str, Any] = {"engine": "offline"}
+                seconds = time.monotonic() - t0
+            else:
+                with contextlib.ExitStack() as stack:
+                    if urls:
+                        name = t.name or _served_name(urls)
+                    else:
+                        assert model_dir is not None
+                        name = t.name or model_dir.name
+                        urls = stack.enter_context(
+                            managed_teachers(cfg, model_dir, name, out / "logs")
+                        )
+                    t0 = time.monotonic()
+                    cs = generate_http(
+                        urls,
+                        name,
+                        requests,
+                        on_done,
+                        on_fail,
+                        concurrency=g.concurrency,
+                        retries=g.retries,
+                        backoff_s=g.backoff_s,
+                        timeout_s=g.request_timeout_s,
+                    )
+                    seconds = time.monotonic() - t0
+                stats = {
+                    "engine": "server",
+                    "retries": cs.retries,
+                    "failovers": cs.failovers,
+                    "endpoints": cs.endpoints,
+                }
+    bar.close()
+    stats["seconds"] = seconds
+    return stats
+
+
+def progress(cfg: Config, out: Path) -> str:
+    """For `distill status`: how many of this key's samples the pool already holds."""
+    planned = plan_requests(cfg, teacher_identity(cfg))
+    have = {r["id"] for r in read_jsonl_tolerant(out.parent / POOL).rows}
+    return f"{sum(r.id in have for r, _, _ in planned)} of {len(planned)} samples"

