@@ -8,6 +8,7 @@ outstanding count across live endpoints, retrying transient faults with backoff,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import random
@@ -16,13 +17,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from pipeline.config import TeacherConfig
 from pipeline.errors import UserError
 
 
@@ -182,7 +184,53 @@ def tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-# --- async client --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so managed servers are stopped by the finally blocks."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def managed_servers(
+    model_dir: Path, name: str, log_dir: Path, t: TeacherConfig
+) -> Iterator[list[str]]:
+    """Start `t.replicas` vLLM servers for a local model, yield their URLs, always stop them."""
+    servers = [
+        ManagedServer(
+            model_dir=model_dir,
+            served_name=name,
+            log_path=log_dir / f"server-{i}.log",
+            dtype=t.dtype,
+            max_model_len=t.max_model_len,
+            kv_cache_gib=t.kv_cache_gib,
+            extra_args=list(t.server_args),
+            gpu_ids=t.gpu_ids[i] if i < len(t.gpu_ids) else "",
+        )
+        for i in range(max(1, t.replicas))
+    ]
+    try:
+        started = time.monotonic()
+        for s in servers:
+            s.start()
+        print(f"starting {len(servers)} vLLM server(s) for {model_dir} ...", flush=True)
+        for s in servers:
+            s.wait_healthy(t.startup_timeout_s)
+        print(f"vLLM ready in {time.monotonic() - started:.1f}s", flush=True)
+        yield [s.url for s in servers]
+    finally:
+        for s in servers:
+            s.stop()
+
+
+# --- async client ------------------------------------------------------------------------------
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 

@@ -8,10 +8,8 @@ The stage dir then gets the exact selection for its key, written atomically.
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,12 +19,13 @@ from pipeline.config import Config, semantic
 from pipeline.llm import (
     Completion,
     Failure,
-    ManagedServer,
     Request,
     TeacherError,
     check_endpoint,
     generate_http,
     generate_offline,
+    managed_servers,
+    sigterm_as_interrupt,
 )
 from pipeline.models import SMOLLM2, model_identity, resolve_model
 from pipeline.records import (
@@ -98,50 +97,6 @@ def plan_requests(cfg: Config, identity: str) -> list[tuple[Request, Question, i
                 del req_sampling["stop"]
             out.append((Request(sid, messages, req_sampling), q, i))
     return out
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so managed servers are stopped by the finally blocks."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-@contextlib.contextmanager
-def managed_teachers(cfg: Config, model_dir: Path, name: str, log_dir: Path) -> Iterator[list[str]]:
-    t = cfg.teacher
-    servers = [
-        ManagedServer(
-            model_dir=model_dir,
-            served_name=name,
-            log_path=log_dir / f"server-{i}.log",
-            dtype=t.dtype,
-            max_model_len=t.max_model_len,
-            kv_cache_gib=t.kv_cache_gib,
-            extra_args=list(t.server_args),
-            gpu_ids=t.gpu_ids[i] if i < len(t.gpu_ids) else "",
-        )
-        for i in range(max(1, t.replicas))
-    ]
-    try:
-        started = time.monotonic()
-        for s in servers:
-            s.start()
-        print(f"starting {len(servers)} vLLM server(s) for {model_dir} ...", flush=True)
-        for s in servers:
-            s.wait_healthy(t.startup_timeout_s)
-        print(f"teacher ready in {time.monotonic() - started:.1f}s", flush=True)
-        yield [s.url for s in servers]
-    finally:
-        for s in servers:
-            s.stop()
 
 
 def _served_name(urls: list[str]) -> str:
@@ -301,7 +256,7 @@ def _request_missing(
 
         requests = [r for r, _, _ in missing]
         t = cfg.teacher
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             if t.engine == "offline":
                 assert model_dir is not None
                 t0 = time.monotonic()
@@ -324,7 +279,7 @@ def _request_missing(
                         assert model_dir is not None
                         name = t.name or model_dir.name
                         urls = stack.enter_context(
-                            managed_teachers(cfg, model_dir, name, out / "logs")
+                            managed_servers(model_dir, name, out / "logs", cfg.teacher)
                         )
                     t0 = time.monotonic()
                     cs = generate_http(
