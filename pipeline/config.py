@@ -122,7 +122,9 @@ class FilterConfig:
     near_threshold: float = knob(0.8, doc="MinHash Jaccard threshold")
     shingle: int = knob(5, doc="word shingle size for MinHash")
     num_perm: int = knob(128)
-    decontam_n: int = knob(8, doc="word n-gram size for eval-set overlap")
+    decontam_n: int = knob(
+        13, doc="word n-gram size for eval-set overlap (shorter eval questions count whole)"
+    )
     selection: str = knob("all", doc="all (every kept sample) | best (best-of-n by score)")
     per_question_cap: int = knob(0, doc="max kept per question; 0 = no cap")
 
@@ -167,12 +169,11 @@ class TrainConfig:
 class EvalConfig:
     models: list[str] = knob(
         factory=lambda: ["teacher", "base", "student"],
-        doc="teacher, base, student, student_answer_only",
+        doc="teacher, base, student, student_answer_only (also trains the answer-only ablation)",
     )
     sampling: SamplingConfig = knob(
         factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256, seed=0)
     )
-    answer_only_ablation: bool = knob(False, doc="also train and evaluate an answer-only student")
     concurrency: int = runtime(64)
 
 
@@ -199,10 +200,6 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return _build(tp, value, where)
     if tp is Any:
         return value
     if origin in (list,):
@@ -223,6 +220,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -235,7 +237,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+def _build(cls: type, data: dict[str, Any], where: str, base: Any = None) -> Any:
+    """`base` (default: cls()) with `data` applied; nested sections merge onto their defaults,
+    so `eval.sampling.max_tokens=16` keeps eval's greedy temperature."""
     hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -244,11 +248,18 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ConfigError(
             f"unknown config key '{prefix}{unknown[0]}' (known here: {', '.join(sorted(names))})"
         )
+    base = cls() if base is None else base
     kwargs = {}
     for name, value in data.items():
         path = f"{where}.{name}" if where else name
-        kwargs[name] = _coerce(value, hints[name], path)
-    return cls(**kwargs)
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+            kwargs[name] = _build(tp, value, path, getattr(base, name))
+        else:
+            kwargs[name] = _coerce(value, tp, path)
+    return dataclasses.replace(base, **kwargs)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -1,0 +1,230 @@
+"""Pre-flight for the train stage: read kept.jsonl, tokenize it exactly the way TRL's SFTTrainer
+does for conversational prompt-completion rows, and check what the student will learn from.
+
+The prepared rows (`input_ids` + `labels`, -100 on the prompt) are what the trainer trains on: the
+SFTTrainer sees `input_ids` and `labels` and skips its own tokenization, so the checks here inspect
+the real training data, not a re-rendering of it.
+
+Checks, each with a one-line message: the student has a chat template; every completion ends with
+the student's EOS; every loss mask is non-empty and covers only the completion; sequences over
+`max_length` are counted and truncated or dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.models import has_chat_template
+from pipeline.records import DataError, read_jsonl
+
+IGNORE = -100
+
+
+class TrainError(UserError, ValueError):
+    """A train-stage problem the user can fix; the message says how."""
+
+
+@dataclass
+class Prepared:
+    rows: list[dict[str, list[int]]]  # input_ids, labels
+    stats: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+# --- input rows ----------------------------------------------------------------------------------
+
+
+def _is_messages(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+    )
+
+
+def load_rows(kept: Path, answer_only: bool = False) -> list[dict[str, Any]]:
+    """kept.jsonl -> [{prompt, completion}] (conversational); `answer_only` drops the rationale."""
+    kept = Path(kept)
+    if not kept.is_file():
+        raise TrainError(f"no training data: {kept} does not exist (did the filter stage run?)")
+    rows = []
+    for lineno, row in enumerate(read_jsonl(kept), 1):
+        prompt, completion = row.get("prompt"), row.get("completion")
+        if not _is_messages(prompt):
+            raise DataError(f"{kept}:{lineno}: 'prompt' must be a list of chat messages")
+        if answer_only:
+            if "answer" not in row:
+                raise DataError(f"{kept}:{lineno}: train.answer_only needs an 'answer' field")
+            completion = [{"role": "assistant", "content": f"Answer: {row['answer']}"}]
+        elif not _is_messages(completion):
+            raise DataError(f"{kept}:{lineno}: 'completion' must be a list of chat messages")
+        rows.append({"prompt": prompt, "completion": completion})
+    if not rows:
+        raise TrainError(f"no training examples in {kept}: the filter stage kept nothing")
+    return rows
+
+
+# --- tokenizer -----------------------------------------------------------------------------------
+
+
+def load_tokenizer(student: Path, chat_template_file: str = ""):
+    """The student's tokenizer, with `chat_template_file` installed if the student has none."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(student)
+    if not (has_chat_template(Path(student)) or getattr(tok, "chat_template", None)):
+        if not chat_template_file:
+            raise TrainError(
+                f"student {student} has no chat template; set train.chat_template to a Jinja "
+                "chat template file"
+            )
+        path = Path(chat_template_file).expanduser()
+        if not path.is_file():
+            raise TrainError(f"train.chat_template file not found: {path}")
+        tok.chat_template = path.read_text()
+    if tok.eos_token is None:
+        raise TrainError(f"student {student} tokenizer has no eos_token; set one in its config")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token  # labels are built here, so padding never masks a real EOS
+    return tok
+
+
+def stop_token_ids(tok, student: Path | None = None) -> set[int]:
+    """The tokenizer's EOS plus the generation config's eos ids (what vLLM stops on)."""
+    ids = {tok.eos_token_id}
+    gen = Path(student) / "generation_config.json" if student else None
+    if gen is not None and gen.is_file():
+        import json
+
+        eos = json.loads(gen.read_text()).get("eos_token_id")
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return {i for i in ids if i is not None}
+
+
+# --- tokenization (mirrors trl.SFTTrainer._prepare_dataset for conversational rows) ---------
+
+
+def _ids(tok, messages: list[dict[str, Any]], **kwargs) -> list[int]:
+    out = tok.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)
+    return list(out["input_ids"])
+
+
+def tokenize_row(tok, row: dict[str, Any]) -> tuple[list[int], list[int], int, bool]:
+    """-> (input_ids, labels, prompt_len, prompt_is_prefix)."""
+    prompt_ids = _ids(tok, row["prompt"], add_generation_prompt=True)
+    ids = _ids(tok, row["prompt"] + row["completion"])
+    n = 0
+    for a, b in zip(prompt_ids, ids, strict=False):
+        if a != b:
+            break
+        n += 1
+    labels = [IGNORE] * n + ids[n:]
+    return ids, labels, n, n == len(prompt_ids)
+
+
+def _ends_with_stop(tok, ids: list[int], labels: list[int], stops: set[int]) -> bool:
+    """The trained part has a stop token followed by nothing but whitespace (e.g. `<|im_end|>\\n`)."""
+    trained = [t for t, lab in zip(ids, labels, strict=True) if lab != IGNORE]
+    for i in range(len(trained) - 1, -1, -1):
+        if trained[i] in stops:
+            return tok.decode(trained[i + 1 :]).strip() == ""
+    return False
+
+
+def check_mask(ids: list[int], labels: list[int], prompt_len: int) -> str | None:
+    """None when labels are -100 on every prompt token and only there; else what is wrong."""
+    if len(ids) != len(labels):
+        return "labels and input_ids differ in length"
+    if all(lab == IGNORE for lab in labels):
+        return "the loss mask is empty (no completion token is trained)"
+    if any(lab != IGNORE for lab in labels[:prompt_len]):
+        return "the loss mask covers prompt tokens"
+    if any(lab == IGNORE for lab in labels[prompt_len:]):
+        return "the loss mask misses completion tokens"
+    return None
+
+
+def prepare(
+    tok,
+    rows: list[dict[str, Any]],
+    max_length: int,
+    overlong: str = "truncate",
+    stops: set[int] | None = None,
+) -> Prepared:
+    """Tokenize and check every row; raise TrainError on the first hard problem."""
+    if overlong not in ("truncate", "drop"):
+        raise TrainError(f"train.overlong must be 'truncate' or 'drop', got {overlong!r}")
+    if max_length <= 0:
+        raise TrainError(f"train.max_length must be positive, got {max_length}")
+    stops = stops or {tok.eos_token_id}
+    out: list[dict[str, list[int]]] = []
+    overlong_n = truncated = dropped = not_prefix = 0
+    lengths = []
+    for i, row in enumerate(rows):
+        ids, labels, prompt_len, is_prefix = tokenize_row(tok, row)
+        not_prefix += not is_prefix
+        problem = check_mask(ids, labels, prompt_len)
+        if problem:
+            raise TrainError(f"example {i}: {problem}; check the chat template")
+        if not _ends_with_stop(tok, ids, labels, stops):
+            raise TrainError(
+                f"example {i}: the rendered completion does not end with the student's EOS token "
+                f"{tok.eos_token!r}; the student would never learn to stop. Use a chat template "
+                "that closes the assistant turn with it (train.chat_template)"
+            )
+        if len(ids) > max_length:
+            overlong_n += 1
+            if overlong == "drop":
+                dropped += 1
+                continue
+            ids, labels = ids[:max_length], labels[:max_length]
+            if all(lab == IGNORE for lab in labels):  # the prompt alone fills max_length
+                dropped += 1
+                continue
+            truncated += 1
+        lengths.append(len(ids))
+        out.append({"input_ids": ids, "labels": labels})
+
+    warnings = []
+    if overlong_n:
+        warnings.append(
+            f"{overlong_n} of {len(rows)} examples are longer than train.max_length={max_length} "
+            f"tokens: {truncated} truncated (they lose their EOS), {dropped} dropped "
+            f"(train.overlong={overlong})"
+        )
+    if not_prefix:
+        warnings.append(
+            f"{not_prefix} examples: the chat template renders the prompt differently alone than "
+            "before a completion; training starts the completion where they diverge"
+        )
+    if not out:
+        raise TrainError(
+            f"all {len(rows)} examples were dropped as longer than train.max_length={max_length}; "
+            "raise train.max_length or set train.overlong=truncate"
+        )
+    stats = {
+        "examples_in": len(rows),
+        "examples": len(out),
+        "overlong": overlong_n,
+        "truncated": truncated,
+        "dropped": dropped,
+        "prompt_not_prefix": not_prefix,
+        "tokens": sum(lengths),
+        "trained_tokens": sum(sum(lab != IGNORE for lab in r["labels"]) for r in out),
+        "max_tokens": max(lengths),
+        "mean_tokens": round(sum(lengths) / len(lengths), 2),
+    }
+    return Prepared(rows=out, stats=stats, warnings=warnings)
+
+
+def preflight(student: Path, kept: Path, train_cfg) -> tuple[Any, Prepared]:
+    """Everything checked before a model is loaded: -> (tokenizer, prepared rows)."""
+    tok = load_tokenizer(student, train_cfg.chat_template)
+    rows = load_rows(kept, train_cfg.answer_only)
+    prepared = prepare(
+        tok, rows, train_cfg.max_length, train_cfg.overlong, stop_token_ids(tok, student)
+    )
+    return tok, prepared

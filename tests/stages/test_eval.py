@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import stages.eval as ev
+from pipeline.config import ConfigError, load_config
+from pipeline.metrics import summarize
+from pipeline.records import read_jsonl_tolerant
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _cfg(tmp_path: Path, tiny: Path, *extra: str):
+    return load_config(
+        None,
+        [
+            f"teacher.model={tiny}",
+            f"train.student={tiny}",
+            "task.max_eval=12",
+            "task.max_train=8",
+            # a partial eval.sampling override replaces the whole section: keep it greedy
+            "eval.sampling.temperature=0.0",
+            "eval.sampling.max_tokens=16",
+            "eval.concurrency=16",
+            "teacher.startup_timeout_s=300",
+            f"runs_dir={tmp_path / 'runs'}",
+            f"cache_dir={tmp_path / 'cache'}",
+            *extra,
+        ],
+    )
+
+
+def _fake_train(tmp_path: Path, tiny: Path, name: str = "train") -> Path:
+    d = tmp_path / name
+    shutil.copytree(tiny, d / "model")
+    return d
+
+
+# --- fast: no server -------------------------------------------------------------------------------
+
+
+def test_model_labels_validates():
+    cfg = load_config(None, ["eval.models=[base, student, base, student_answer_only]"])
+    assert ev.model_labels(cfg) == ["base", "student", "student_answer_only"]
+    with pytest.raises(ConfigError, match="unknown model 'tutor'"):
+        ev.model_labels(load_config(None, ["eval.models=[tutor]"]))
+
+
+def test_key_parts_ignore_runtime_knobs(tmp_path, tiny_model):
+    base = ev.key_parts(_cfg(tmp_path, tiny_model))
+    same = ev.key_parts(
+        _cfg(tmp_path, tiny_model, "eval.concurrency=3", "teacher.replicas=2", "run=other")
+    )
+    assert base == same
+    other = ev.key_parts(_cfg(tmp_path, tiny_model, "eval.sampling.max_tokens=32"))
+    assert other != base
+    assert set(base["extra"]) >= {"teacher_identity", "student_template", "task_data"}
+
+
+def test_score_rows_and_same_answer_use_the_task_checker():
+    rows = [
+        {"completion": "3 + 4 = 7\nAnswer: 7", "gold": "7", "answer_type": "numeric"},
+        {"completion": "Answer: 7.0", "gold": "7", "answer_type": "numeric"},
+        {"completion": "I think 8", "gold": "7", "answer_type": "numeric"},
+        {"completion": "Answer: B", "gold": "B", "answer_type": "choice", "choices": ["x", "y"]},
+    ]
+    ev.score_rows(rows)
+    assert [r["correct"] for r in rows] == [True, True, False, True]
+    assert [r["formatted"] for r in rows] == [True, True, False, True]
+    assert ev.same_answer(rows[0], rows[1])  # 7 and 7.0 agree
+    assert not ev.same_answer(rows[0], {**rows[2], "pred": None})
+
+
+def _rows():
+    rows = []
+    for model, correct in [
+        ("teacher", [1, 1, 0, 1]),
+        ("base", [0, 0, 0, 1]),
+        ("student", [1, 0, 0, 1]),
+    ]:
+        for i, c in enumerate(correct):
+            rows.append(
+                {
+                    "model": model,
+                    "question_id": f"q{i}",
+                    "pred": str(i) if c else None,
+                    "correct": bool(c),
+                    "formatted": bool(c),
+                    "completion": f"step {i} Answer: {i}" if c else "no idea",
+                    "finish_reason": "stop" if c else "length",
+                    "usage": {"completion_tokens": 5 + i},
+                }
+            )
+    return rows
+
+
+def test_report_and_plot_from_metrics(tmp_path):
+    rows = _rows()
+    metrics = {
+        "task": "arith",
+        "questions": 4,
+        "models": ["teacher", "base", "student"],
+        "skipped": ["student_answer_only"],
+        "sampling": {"temperature": 0.0, "max_tokens": 16},
+        "per_model": summarize(rows),
+        "mcnemar": {"student_vs_base": ev.paired_mcnemar(rows, "student", "base")},
+    }
+    md = ev.render_report(metrics)
+    assert "| model | accuracy [95% CI] |" in md
+    assert "Held-out questions: 4" in md
+    assert "| student | 50.0% [" in md and "(2/4)" in md
+    assert "McNemar student vs base" in md and "exact p = 1" in md
+    assert "Skipped (no input): student_answer_only" in md
+    png = tmp_path / "accuracy.png"
+    ev.plot_accuracy(metrics, png)
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+# --- slow: real vLLM servers over the tiny model ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_eval_end_to_end_and_resume(tmp_path, tiny_model):
+    cfg = _cfg(tmp_path, tiny_model)
+    inputs = {"filter": tmp_path / "filter", "train": _fake_train(tmp_path, tiny_model)}
+    inputs["filter"].mkdir()
+    out = tmp_path / "runs" / "default" / "eval" / "aaaaaaaaaaaa"
+    models = ["teacher", "base", "student"]
+    n_q = 12
+    n = len(models) * n_q
+
+    stats = ev.run(cfg, inputs, out)
+    assert stats["questions"] == n_q and stats["models"] == models
+    assert stats["requested"] == n and stats["reused"] == 0
+    assert stats["skipped"] == []
+
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == n
+    assert len({r["id"] for r in rows}) == n
+    assert {r["model"] for r in rows} == set(models)
+    for r in rows:
+        assert r["id"] == f"{r['model']}:{r['question_id']}"
+        assert {"pred", "correct", "formatted", "completion", "finish_reason", "usage"} <= set(r)
+        assert r["usage"]["completion_tokens"] <= 16
+    teacher_prompt = next(r for r in rows if r["model"] == "teacher")["messages"][-1]["content"]
+    student_prompt = next(r for r in rows if r["model"] == "student")["messages"][-1]["content"]
+    assert teacher_prompt.count("Question:") == 2  # one worked example, then the question
+    assert student_prompt.count("Question:") == 1
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["questions"] == n_q
+    assert set(metrics["per_model"]) == set(models)
+    for label, m in metrics["per_model"].items():
+        assert m["n"] == n_q
+        assert 0.0 <= m["ci_low"] <= m["accuracy"] <= m["ci_high"] <= 1.0
+        for k in ("format_rate", "truncation_rate", "answered_rate"):
+            assert 0.0 <= m[k] <= 1.0
+        assert m["mean_completion_tokens"] <= 16
+        if label == "teacher":
+            assert m["agreement"] is None
+        else:
+            assert 0.0 <= m["agreement"] <= 1.0 and 0.0 <= m["similarity"] <= 1.0
+    assert {"student_vs_base", "student_vs_teacher"} <= set(metrics["mcnemar"])
+    assert 0.0 <= metrics["mcnemar"]["student_vs_base"]["p_value"] <= 1.0
+    # Same weights, same prompt, greedy: the copied "student" answers exactly like "base".
+    assert metrics["mcnemar"]["student_vs_base"]["b01"] == 0
+    assert metrics["mcnemar"]["student_vs_base"]["b10"] == 0
+
+    md = (out / "report.md").read_text()
+    assert "| model | accuracy [95% CI] |" in md
+    assert f"Held-out questions: {n_q}" in md
+    for label in models:
+        assert f"| {label} |" in md
+    assert "McNemar student vs base" in md
+    assert (out / "accuracy.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "logs" / "teacher" / "server-0.log").is_file()
+
+    # Rerun: everything is reused, no server starts.
+    again = ev.run(cfg, inputs, out)
+    assert again["requested"] == 0 and again["reused"] == n
+    assert json.loads((out / "metrics.json").read_text())["per_model"] == metrics["per_model"]
+
+    # Interrupted run: the student's last rows are gone and a torn line is left behind.
+    pred = out / "predictions.jsonl"
+    keep = [r for r in rows if not (r["model"] == "student" and r["question_id"] in _last(rows))]
+    pred.write_text("".join(json.dumps(r) + "\n" for r in keep) + '{"id": "student:x", "comp')
+    resumed = ev.run(cfg, inputs, out)
+    assert resumed["torn_lines_dropped"] == 1
+    assert resumed["requested"] == 3 and resumed["reused"] == n - 3
+    after = read_jsonl_tolerant(pred)
+    assert not after.torn and len(after.rows) == n
+    assert json.loads((out / "metrics.json").read_text())["per_model"] == metrics["per_model"]
+
+    # Another eval key of the same run reuses identical requests (same weights, prompt, sampling).
+    out2 = out.parent / "bbbbbbbbbbbb"
+    other = ev.run(cfg, inputs, out2)
+    assert other["requested"] == 0 and other["reused_from_other_keys"] == n
+
+
+def _last(rows: list[dict], k: int = 3) -> set[str]:
+    return set(sorted({r["question_id"] for r in rows if r["model"] == "student"})[-k:])
