@@ -45,7 +45,30 @@ def _generate_summary(r: Any) -> Table:
     return t
 
 
-SUMMARIES = {"generate": _generate_summary}
+def _filter_summary(r: Any) -> Table:
+    s = r.stats
+    t = Table(title="filter", show_header=False, title_justify="left")
+    t.add_column("what")
+    t.add_column("value", overflow="fold")
+    n = max(1, s.get("input", 0))
+    t.add_row(
+        "kept", f"{s.get('kept', 0):,} of {s.get('input', 0):,} ({100 * s.get('kept', 0) / n:.1f}%)"
+    )
+    for reason, c in (s.get("reasons") or {}).items():
+        t.add_row(f"  dropped: {reason}", f"{c:,} ({100 * c / n:.1f}%)")
+    t.add_row("questions with a kept sample", f"{s.get('questions_with_kept', 0):,}")
+    t.add_row("training set", str(r.dir / "kept.jsonl"))
+    return t
+
+
+def _eval_summary(r: Any) -> Table | str:
+    table = (r.dir / "report.md") if r.dir else None
+    if table and table.is_file():
+        return table.read_text()
+    return ""
+
+
+SUMMARIES = {"generate": _generate_summary, "filter": _filter_summary, "eval": _eval_summary}
 
 
 def print_summary(cfg: Config, results: list[Any], seconds: float) -> None:

@@ -23,3 +23,40 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def run_cli(*args: str, timeout: float = 900, env: dict | None = None):
+    """Run `distill ARGS` in a fresh interpreter (vLLM needs a spawn-safe __main__)."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_generated(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One real generate run (vLLM server over the tiny model), shared by downstream tests."""
+    import json
+
+    runs = tmp_path_factory.mktemp("runs")
+    overrides = [
+        f"runs_dir={runs}",
+        f"cache_dir={runs / 'cache'}",
+        f"teacher.model={tiny_model}",
+        f"train.student={tiny_model}",
+        "task.max_train=12",
+        "task.max_eval=8",
+        "generate.n=2",
+        "generate.sampling.max_tokens=24",
+    ]
+    r = run_cli("generate", *overrides)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (stage_dir,) = [p.parent for p in (runs / "default" / "generate").glob("*/manifest.json")]
+    manifest = json.loads((stage_dir / "manifest.json").read_text())
+    return {"overrides": overrides, "dir": stage_dir, "manifest": manifest, "runs": runs}

@@ -79,3 +79,62 @@ def build_tiny_model(
 
 if __name__ == "__main__":
     print(build_tiny_model(Path(sys.argv[1])))
+
+
+def arith_rationale(question: str, fact: str, answer: str) -> str:
+    """The worked answer a competent teacher gives to a bundled arithmetic question."""
+    import re
+
+    a, b = re.findall(r"\d+", question)[:2]
+    op = "+" if fact.startswith("add") else "-"
+    return f"We compute {a} {op} {b} = {answer}.\nAnswer: {answer}"
+
+
+def build_tiny_teacher(out: Path, base: Path, *, steps: int = 150, seed: int = 0) -> Path:
+    """The tiny model after a short plain-torch SFT on bundled arithmetic, so that it answers in
+    format and is often right: a cheap stand-in for a real teacher that filter will keep."""
+    import json as _json
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out)
+    if (out / "config.json").exists():
+        return out
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    from pipeline.config import TaskConfig
+    from pipeline.tasks import load_task, render_messages
+
+    task = load_task(TaskConfig(source="bundled:arith", split_by="fact", eval_fraction=0.3))
+    facts = {r["id"]: r["fact"] for r in map(_json.loads, (root / "data/arith.jsonl").open())}
+    shots = task.fewshot[:1]
+    tok = AutoTokenizer.from_pretrained(base)
+    texts = []
+    for q in task.train + task.eval:
+        done = arith_rationale(q.question, facts[q.id], q.answer)
+        for tpl, fs in (("student_zeroshot.j2", []), ("teacher_oneshot.j2", shots)):
+            msgs = render_messages(tpl, q, fewshot=fs)
+            msgs.append({"role": "assistant", "content": done})
+            texts.append(tok.apply_chat_template(msgs, tokenize=False))
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(len(texts), (8,), generator=rng).tolist()
+        batch = tok([texts[i] for i in idx], return_tensors="pt", padding=True)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.copy(base / "generation_config.json", tmp / "generation_config.json")
+    tmp.rename(out)
+    return out

@@ -1,0 +1,146 @@
+"""The whole chain, `distill run`, on tiny models: real vLLM, real TRL, every stage cached."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def chain(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from tiny_model import build_tiny_teacher
+
+    tmp = tmp_path_factory.mktemp("chain")
+    teacher = build_tiny_teacher(tmp / "teacher", tiny_model)
+    overrides = [
+        f"runs_dir={tmp / 'runs'}",
+        f"cache_dir={tmp / 'cache'}",
+        f"teacher.model={teacher}",
+        f"train.student={tiny_model}",
+        "task.max_train=16",
+        "task.max_eval=10",
+        "generate.n=2",
+        "generate.sampling.max_tokens=24",
+        # The tiny teacher has learned the format, not arithmetic: keep formatted samples.
+        "filter.checks=[truncated,format,exact_dedup]",
+        "train.max_steps=6",
+        "train.batch_size=4",
+        "train.save_steps=2",
+        "train.learning_rate=0.001",
+        "eval.sampling.max_tokens=24",
+    ]
+    return {"overrides": overrides, "runs": tmp / "runs" / "default"}
+
+
+def _manifests(runs: Path) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for m in sorted(runs.glob("*/*/manifest.json"), key=lambda p: p.stat().st_mtime):
+        out.setdefault(m.parent.parent.name, []).append(json.loads(m.read_text()))
+    return out
+
+
+def _status_lines(stdout: str) -> dict[str, str]:
+    """'generate: cached in 0.0s ...' lines printed as each stage finishes."""
+    out = {}
+    for line in stdout.splitlines():
+        head, _, rest = line.partition(": ")
+        if head in ("generate", "filter", "train", "eval") and rest.split(" ")[0] in (
+            "cached",
+            "ran",
+        ):
+            out[head] = rest.split(" ")[0]
+    return out
+
+
+def test_run_end_to_end_then_cached_then_filter_change(chain: dict):
+    r = run_cli("run", *chain["overrides"])
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert _status_lines(r.stdout) == {s: "ran" for s in ("generate", "filter", "train", "eval")}
+    ms = _manifests(chain["runs"])
+    assert set(ms) == {"generate", "filter", "train", "eval"}
+    gen, filt, train, ev = (ms[s][0] for s in ("generate", "filter", "train", "eval"))
+    assert filt["inputs"] == {"generate": gen["key"]}
+    assert train["inputs"] == {"filter": filt["key"]}
+    assert ev["inputs"] == {"filter": filt["key"], "train": train["key"]}
+    assert gen["stats"]["samples"] == 16 * 2
+    assert filt["outputs"]["kept.jsonl"]["rows"] > 0, "the tiny teacher should answer in format"
+    assert train["stats"]["steps"] == 6
+
+    eval_dir = next(chain["runs"].glob("eval/*/metrics.json")).parent
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert set(metrics["per_model"]) == {"teacher", "base", "student"}
+    for m in metrics["per_model"].values():
+        assert 0 <= m["ci_low"] <= m["accuracy"] <= m["ci_high"] <= 1
+        assert m["n"] == 10
+    report = (eval_dir / "report.md").read_text()
+    assert "| student" in report and "10" in report
+    assert (eval_dir / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert "accuracy" in r.stdout  # the metrics table is printed at the end
+
+    again = run_cli("run", *chain["overrides"])
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert _status_lines(again.stdout) == {
+        s: "cached" for s in ("generate", "filter", "train", "eval")
+    }
+    assert "starting" not in again.stdout + again.stderr  # no vLLM server was started
+
+    changed = run_cli("run", *chain["overrides"], "filter.max_repetition=0.6")
+    assert changed.returncode == 0, changed.stderr[-4000:]
+    assert _status_lines(changed.stdout) == {
+        "generate": "cached",
+        "filter": "ran",
+        "train": "ran",
+        "eval": "ran",
+    }
+
+
+def test_interrupt_during_train_resumes_from_checkpoint(chain: dict):
+    overrides = [*chain["overrides"], "train.max_steps=400", "train.save_steps=5"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", *overrides],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 600
+    ckpt = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        # A checkpoint of this (unfinished) train key, complete enough to resume from.
+        found = [
+            c
+            for c in chain["runs"].glob("train/*/checkpoints/checkpoint-*")
+            if (c / "trainer_state.json").is_file()
+            and not (c.parents[1] / "manifest.json").exists()
+        ]
+        if found:
+            ckpt = found[0]
+            break
+        time.sleep(0.2)
+    assert ckpt is not None, "training never wrote a checkpoint"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    assert "interrupted" in out
+    train_dir = ckpt.parents[1]
+    assert not (train_dir / "manifest.json").exists()
+
+    again = run_cli("run", *overrides)
+    assert again.returncode == 0, again.stderr[-4000:]
+    lines = _status_lines(again.stdout)
+    assert lines["generate"] == "cached" and lines["filter"] == "cached"
+    assert lines["train"] == "ran"
+    manifest = json.loads((train_dir / "manifest.json").read_text())
+    assert manifest["stats"]["resumed_from_step"] >= 5
+    assert manifest["stats"]["steps"] == 400

@@ -1,0 +1,168 @@
+"""filter on real teacher samples (vLLM over the tiny model) plus planted cases."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.records import atomic_write_jsonl, read_jsonl
+from pipeline.tasks import load_task
+from stages import filter as filt
+
+RATIONALE = (
+    "{a} plus {b}: we start with {a} things and then we add {b} more of them to the pile, "
+    "counting each one carefully on our fingers while we go along so nothing is missed, and "
+    "when we have counted them all together we get {s} in total as the final count. To check "
+    "it we count again from the very start, one by one, pointing at every item in turn and "
+    "saying each number out loud, and the second count agrees with the first one exactly, so "
+    "we can be sure that our sum is right and we write it down below.\nAnswer: {s}"
+)
+
+
+def _planted(base: list[dict], cfg) -> tuple[list[dict], dict[str, str]]:
+    """Real samples plus records planted to hit each check; returns rows and expected reasons."""
+    task = load_task(cfg.task)
+    q0, q1 = task.train[0], task.train[1]
+    expect: dict[str, str] = {}
+    template = base[0]
+
+    def make(rid: str, q, text: str) -> dict:
+        return {
+            **template,
+            "id": rid,
+            "question_id": q.id,
+            "gold": q.answer,
+            "completion": text,
+            "finish_reason": "stop",
+            "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split())},
+        }
+
+    a = int(q0.answer)
+    good = RATIONALE.format(a=a, b=0, s=a)
+    rows = [make("good-1", q0, good)]
+    rows.append(make("dup-exact", q0, "  " + good.upper() + "  "))  # same after normalizing
+    expect["dup-exact"] = "exact_duplicate"
+    near = good.replace("carefully", "slowly")  # one word: Jaccard of 5-shingles ~0.9
+    rows.append(make("dup-near", q0, near))
+    expect["dup-near"] = "near_duplicate"
+    leak_q = task.eval[0]
+    leak = f"This reminds me of: {leak_q.question} Anyway {q1.answer}.\nAnswer: {q1.answer}"
+    rows.append(make("leak", q1, leak))
+    expect["leak"] = "contaminated"
+    rows.append(make("wrong", q1, f"I think so.\nAnswer: {int(q1.answer) + 1}"))
+    expect["wrong"] = "wrong_answer"
+    rows.append(make("noline", q1, "no final line here"))
+    expect["noline"] = "no_answer_line"
+    trunc = make("trunc", q1, f"Answer: {q1.answer}")
+    trunc["finish_reason"] = "length"
+    rows.append(trunc)
+    expect["trunc"] = "truncated"
+    rows.append(make("loop", q1, "la la la la " * 60 + f"\nAnswer: {q1.answer}"))
+    expect["loop"] = "repetitive"
+    return base + rows, expect
+
+
+@pytest.mark.slow
+def test_filter_on_real_samples_routes_every_record_once(tiny_generated: dict, tmp_path: Path):
+    cfg = load_config(None, tiny_generated["overrides"])
+    base = list(read_jsonl(tiny_generated["dir"] / "samples.jsonl"))
+    assert base and all(r["teacher"] for r in base)
+    rows, expect = _planted(base, cfg)
+    gen = tmp_path / "gen"
+    atomic_write_jsonl(gen / "samples.jsonl", rows)
+    out = tmp_path / "filter"
+    stats = filt.run(cfg, {"generate": gen}, out)
+
+    kept = list(read_jsonl(out / "kept.jsonl"))
+    rejected = list(read_jsonl(out / "rejected.jsonl"))
+    report = json.loads((out / "report.json").read_text())
+    kept_ids = [r["sample_id"] for r in kept]
+    rej_ids = [r["id"] for r in rejected]
+    assert sorted(kept_ids + rej_ids) == sorted(r["id"] for r in rows)  # each exactly once
+    assert len(set(kept_ids + rej_ids)) == len(rows)
+    assert report["kept"] + report["rejected"] == report["input"] == len(rows)
+    assert sum(report["reasons"].values()) == report["rejected"]
+    assert stats["kept"] == len(kept)
+
+    reasons = {r["id"]: r["reason"] for r in rejected}
+    for rid, reason in expect.items():
+        assert reasons.get(rid) == reason, (rid, reasons.get(rid))
+    assert "good-1" in kept_ids
+    near = next(r for r in rejected if r["id"] == "dup-near")
+    assert near["duplicate_of"] == "good-1"
+    leak = next(r for r in rejected if r["id"] == "leak")
+    assert leak["eval_question"] == load_task(cfg.task).eval[0].id
+    assert report["contamination_matches"][0]["id"] == "leak"
+
+    good = kept[kept_ids.index("good-1")]
+    # The student's prompt is zero-shot: no teacher exemplar leaks into training data.
+    assert "Lily" not in good["prompt"][0]["content"] and "Question:" in good["prompt"][0]["content"]
+    assert good["completion"][0]["role"] == "assistant"
+    assert good["completion"][0]["content"].endswith(f"Answer: {good['gold']}")
+    assert good["answer"] == good["gold"]
+
+
+def test_threshold_changes_the_filter_key_only(tmp_path: Path, tiny_model: Path):
+    from pipeline.runner import plan
+
+    base = [f"runs_dir={tmp_path}", f"teacher.model={tiny_model}"]
+    a = plan(load_config(None, base), "filter")
+    b = plan(load_config(None, [*base, "filter.near_threshold=0.7"]), "filter")
+    assert a["generate"].key == b["generate"].key
+    assert a["filter"].key != b["filter"].key
+
+
+HOSTILE = [
+    "",
+    " ",
+    "\x00\x01\x02\xff" * 100,
+    "{" * 10000 + "}" * 3,
+    "\\boxed{" * 5000,
+    "Answer: " + "9" * 100000,
+    "Answer: ∞ ½ −3 ٣",
+    "🙂" * 50000,
+    "Answer:\nAnswer:\nAnswer: \\frac{1}{0}",
+    "a " * 200000,
+]
+
+
+def test_hostile_completions_never_crash(tmp_path: Path):
+    cfg = load_config(None, ["teacher.model=/x", "task.max_train=20", "task.max_eval=20"])
+    task = load_task(cfg.task)
+    rng = random.Random(0)
+    rows = []
+    for i in range(120):
+        q = task.train[i % len(task.train)]
+        text = HOSTILE[i % len(HOSTILE)] if i < 60 else "".join(
+            chr(rng.randrange(1, 0x2FFF)) for _ in range(rng.randrange(0, 3000))
+        )
+        rows.append(
+            {
+                "id": f"h{i}",
+                "question_id": q.id,
+                "gold": q.answer,
+                "answer_type": "numeric",
+                "completion": text,
+                "finish_reason": rng.choice(["stop", "length"]),
+                "usage": {"completion_tokens": rng.randrange(0, 5000)},
+            }
+        )
+    gen = tmp_path / "gen"
+    atomic_write_jsonl(gen / "samples.jsonl", rows)
+    stats = filt.run(cfg, {"generate": gen}, tmp_path / "out")
+    assert stats["kept"] + stats["rejected"] == len(rows)
+
+
+def test_bad_sample_file_is_a_clear_error(tmp_path: Path):
+    from pipeline.records import DataError
+
+    cfg = load_config(None, ["teacher.model=/x"])
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    (gen / "samples.jsonl").write_text('{"id": "a", "question_id": "q"}\n')
+    with pytest.raises(DataError, match=r"samples.jsonl:1: .*'completion'"):
+        filt.run(cfg, {"generate": gen}, tmp_path / "out")
