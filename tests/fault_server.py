@@ -1,0 +1,114 @@
+"""FaultInjectingEndpoint: a FAKE OpenAI-compatible endpoint, for faults a real server can't show.
+
+It misbehaves on the first `faults` chat requests (HTTP 500, a hang past the client's timeout, or
+a dropped connection) and then answers properly by forwarding the request unchanged to a real
+vLLM server (`upstream`), so the completions the pipeline stores are still real ones. Only the
+fault is fake. `GET /v1/models` and `/health` are forwarded too.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Literal
+
+Mode = Literal["500", "hang", "drop"]
+
+
+class FaultInjectingEndpoint:
+    """Run with `with FaultInjectingEndpoint(upstream_url, mode, faults=K) as fake: fake.url`."""
+
+    def __init__(self, upstream: str, mode: Mode, *, faults: int = 3, hang_s: float = 5.0):
+        if mode not in ("500", "hang", "drop"):
+            raise ValueError(f"unknown fault mode {mode!r}")
+        self.upstream = upstream.rstrip("/")
+        self.mode = mode
+        self.faults = faults
+        self.hang_s = hang_s
+        self.chat_requests = 0  # every POST /chat/completions seen
+        self.faults_injected = 0
+        self.forwarded = 0
+        self._lock = threading.Lock()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> FaultInjectingEndpoint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _take_fault(self) -> bool:
+        with self._lock:
+            self.chat_requests += 1
+            if self.faults_injected < self.faults:
+                self.faults_injected += 1
+                return True
+            self.forwarded += 1
+            return False
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+            def _forward(self, method: str, body: bytes | None) -> None:
+                path = self.path[len("/v1") :] if self.path.startswith("/v1") else self.path
+                req = urllib.request.Request(
+                    fake.upstream + path,
+                    data=body,
+                    method=method,
+                    headers={"Content-Type": "application/json"},
+                )
+                try:
+                    with urllib.request.urlopen(req, timeout=120) as r:
+                        status, data = r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    status, data = e.code, e.read()
+                self._send(status, data)
+
+            def _send(self, status: int, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                if self.path == "/health":
+                    self._send(200, b"")
+                    return
+                self._forward("GET", None)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if not self.path.endswith("/chat/completions") or not fake._take_fault():
+                    self._forward("POST", body)
+                    return
+                if fake.mode == "500":
+                    err = {"error": {"message": "injected fault", "type": "InternalServerError"}}
+                    self._send(500, json.dumps(err).encode())
+                elif fake.mode == "hang":
+                    time.sleep(fake.hang_s)  # the client times out long before this
+                    self.close_connection = True
+                else:  # drop: close the socket without a byte of response
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+        return Handler

