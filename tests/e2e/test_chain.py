@@ -144,3 +144,41 @@ def test_interrupt_during_train_resumes_from_checkpoint(chain: dict):
     manifest = json.loads((train_dir / "manifest.json").read_text())
     assert manifest["stats"]["resumed_from_step"] >= 5
     assert manifest["stats"]["steps"] == 400
+
+
+def test_new_student_on_cached_dataset_starts_no_server(chain: dict, tmp_path: Path):
+    from tiny_model import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other-student", seed=7)
+    r = run_cli("train", *chain["overrides"], f"train.student={other}")
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert _status_lines(r.stdout) == {"generate": "cached", "filter": "cached", "train": "ran"}
+    assert "starting" not in r.stdout + r.stderr  # no vLLM server
+    trains = _manifests(chain["runs"])["train"]
+    newest = trains[-1]
+    assert newest["stats"]["steps"] == 6
+    filt = _manifests(chain["runs"])["filter"]
+    assert newest["inputs"]["filter"] in {m["key"] for m in filt}
+    assert len({m["key"] for m in trains}) == len(trains)  # a new dir keyed by the student
+
+
+def test_accelerate_two_processes_through_cli(chain: dict):
+    from transformers import AutoModelForCausalLM
+
+    r = run_cli(
+        "train",
+        *chain["overrides"],
+        "train.max_steps=4",
+        "--launcher",
+        "accelerate",
+        "--num-processes",
+        "2",
+    )
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert _status_lines(r.stdout)["train"] == "ran"
+    done = [m for m in _manifests(chain["runs"])["train"] if m["stats"].get("num_processes") == 2]
+    assert len(done) == 1 and done[0]["stats"]["steps"] == 4
+    train_dir = chain["runs"] / "train" / done[0]["key"][:12]
+    assert len(list(train_dir.rglob("manifest.json"))) == 1  # rank 1 wrote none
+    model = AutoModelForCausalLM.from_pretrained(train_dir / "model")
+    assert model.config.num_hidden_layers == 2

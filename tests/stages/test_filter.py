@@ -100,7 +100,9 @@ def test_filter_on_real_samples_routes_every_record_once(tiny_generated: dict, t
 
     good = kept[kept_ids.index("good-1")]
     # The student's prompt is zero-shot: no teacher exemplar leaks into training data.
-    assert "Lily" not in good["prompt"][0]["content"] and "Question:" in good["prompt"][0]["content"]
+    assert (
+        "Lily" not in good["prompt"][0]["content"] and "Question:" in good["prompt"][0]["content"]
+    )
     assert good["completion"][0]["role"] == "assistant"
     assert good["completion"][0]["content"].endswith(f"Answer: {good['gold']}")
     assert good["answer"] == good["gold"]
@@ -137,8 +139,10 @@ def test_hostile_completions_never_crash(tmp_path: Path):
     rows = []
     for i in range(120):
         q = task.train[i % len(task.train)]
-        text = HOSTILE[i % len(HOSTILE)] if i < 60 else "".join(
-            chr(rng.randrange(1, 0x2FFF)) for _ in range(rng.randrange(0, 3000))
+        text = (
+            HOSTILE[i % len(HOSTILE)]
+            if i < 60
+            else "".join(chr(rng.randrange(1, 0x2FFF)) for _ in range(rng.randrange(0, 3000)))
         )
         rows.append(
             {
@@ -166,3 +170,40 @@ def test_bad_sample_file_is_a_clear_error(tmp_path: Path):
     (gen / "samples.jsonl").write_text('{"id": "a", "question_id": "q"}\n')
     with pytest.raises(DataError, match=r"samples.jsonl:1: .*'completion'"):
         filt.run(cfg, {"generate": gen}, tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_kept_jsonl_loads_in_datasets_and_trl_trains_on_it(
+    tiny_generated: dict, tiny_model: Path, tmp_path: Path
+):
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    cfg = load_config(None, tiny_generated["overrides"])
+    rows, _ = _planted(list(read_jsonl(tiny_generated["dir"] / "samples.jsonl")), cfg)
+    atomic_write_jsonl(tmp_path / "gen" / "samples.jsonl", rows)
+    filt.run(cfg, {"generate": tmp_path / "gen"}, tmp_path / "filter")
+
+    ds = load_dataset("json", data_files=str(tmp_path / "filter" / "kept.jsonl"), split="train")
+    assert {"prompt", "completion"} <= set(ds.column_names) and len(ds) >= 1
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model),
+        args=SFTConfig(
+            output_dir=str(tmp_path / "sft"),
+            max_steps=2,
+            per_device_train_batch_size=2,
+            use_cpu=True,
+            bf16=False,
+            gradient_checkpointing=False,
+            report_to="none",
+            save_strategy="no",
+        ),
+        train_dataset=ds,  # as written by filter: no conversion step
+        processing_class=AutoTokenizer.from_pretrained(tiny_model),
+    )
+    first = trainer.train_dataset[0]
+    mask = first.get("completion_mask") or [int(t != -100) for t in first["labels"]]
+    assert mask[0] == 0 and 1 in mask  # TRL saw a prompt to mask and a completion to learn
+    out = trainer.train()
+    assert out.global_step == 2 and out.training_loss > 0
