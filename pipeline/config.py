@@ -307,12 +307,15 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         raise ConfigError(f"{path or 'config'}: {e}") from None
 
 
-def semantic(obj: Any) -> Any:
-    """The part of a config that defines results: runtime() fields dropped, recursively."""
+def semantic(obj: Any, exclude: tuple[str, ...] = ()) -> Any:
+    """The part of a config that defines results: runtime() fields dropped, recursively.
+
+    `exclude` drops top-level fields a key covers otherwise, e.g. a model path whose weights
+    are hashed: moving a model dir must not invalidate work done with it."""
     if dataclasses.is_dataclass(obj):
         out = {}
         for f in dataclasses.fields(obj):
-            if f.metadata.get("runtime"):
+            if f.metadata.get("runtime") or f.name in exclude:
                 continue
             out[f.name] = semantic(getattr(obj, f.name))
         return out

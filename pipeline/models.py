@@ -100,6 +100,13 @@ def model_identity(path: Path) -> str:
     return h.hexdigest()
 
 
+def identity_of(ref: str, cache_dir: str = "") -> str:
+    """Cache-key identity of a model reference: the bundled GGUF by name, a dir by content."""
+    if ref == SMOLLM2:
+        return f"{SMOLLM2}:q4_1-gguf"
+    return model_identity(resolve_model(ref, cache_dir))
+
+
 def has_chat_template(path: Path) -> bool:
     if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
         return True

@@ -36,7 +36,13 @@ from pipeline.llm import (
     sigterm_as_interrupt,
 )
 from pipeline.metrics import paired_mcnemar, summarize
-from pipeline.models import SMOLLM2, ModelError, has_chat_template, model_identity, resolve_model
+from pipeline.models import (
+    ModelError,
+    has_chat_template,
+    identity_of,
+    model_identity,
+    resolve_model,
+)
 from pipeline.records import (
     AppendLog,
     DataError,
@@ -72,26 +78,21 @@ def model_labels(cfg: Config) -> list[str]:
     return labels
 
 
-def base_identity(cfg: Config) -> str:
-    if cfg.train.student == SMOLLM2:
-        return f"{SMOLLM2}:q4_1-gguf"
-    return model_identity(resolve_model(cfg.train.student, cfg.cache_dir))
-
-
 def key_parts(cfg: Config) -> dict[str, Any]:
     labels = model_labels(cfg)
     task = load_task(cfg.task)
     return {
         "config": {
             "task": semantic(cfg.task),
-            "teacher": semantic(cfg.teacher),
+            "teacher": semantic(cfg.teacher, exclude=("model",)),
             "eval": semantic(cfg.eval),
             "student_template": cfg.student_template,
-            "base": cfg.train.student,
         },
         "extra": {
             "teacher_identity": teacher_identity(cfg) if "teacher" in labels else "",
-            "base_identity": base_identity(cfg) if "base" in labels else "",
+            "base_identity": identity_of(cfg.train.student, cfg.cache_dir)
+            if "base" in labels
+            else "",
             "teacher_template": template_bytes(cfg.teacher.template),
             "student_template": template_bytes(cfg.student_template),
             "task_data": task.source_hash,
@@ -140,7 +141,14 @@ def models_under_test(
             if not has_chat_template(model_dir) and cfg.train.chat_template:
                 args = ["--chat-template", str(Path(cfg.train.chat_template).expanduser())]
             muts.append(
-                ModelUnderTest(label, base_identity(cfg), model_dir, [], label, server_args=args)
+                ModelUnderTest(
+                    label,
+                    identity_of(cfg.train.student, cfg.cache_dir),
+                    model_dir,
+                    [],
+                    label,
+                    server_args=args,
+                )
             )
         else:
             key = TRAINED_INPUT[label]

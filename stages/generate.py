@@ -27,7 +27,7 @@ from pipeline.llm import (
     managed_servers,
     sigterm_as_interrupt,
 )
-from pipeline.models import SMOLLM2, model_identity, resolve_model
+from pipeline.models import identity_of, resolve_model
 from pipeline.records import (
     AppendLog,
     atomic_write_jsonl,
@@ -54,9 +54,7 @@ def teacher_identity(cfg: Config) -> str:
     """What the teacher is, for keys and sample ids: weights for local models, else its name."""
     if endpoints_of(cfg) and cfg.teacher.engine != "offline":
         return f"endpoint-model:{cfg.teacher.name or cfg.teacher.model}"
-    if cfg.teacher.model == SMOLLM2:
-        return f"{SMOLLM2}:q4_1-gguf"
-    return model_identity(resolve_model(cfg.teacher.model, cfg.cache_dir))
+    return identity_of(cfg.teacher.model, cfg.cache_dir)
 
 
 def key_parts(cfg: Config) -> dict[str, Any]:
@@ -64,7 +62,7 @@ def key_parts(cfg: Config) -> dict[str, Any]:
     return {
         "config": {
             "task": semantic(cfg.task),
-            "teacher": semantic(cfg.teacher),
+            "teacher": semantic(cfg.teacher, exclude=("model",)),
             "generate": semantic(cfg.generate),
         },
         "extra": {

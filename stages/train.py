@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, ConfigError, load_config, semantic, to_dict
-from pipeline.models import SMOLLM2, model_identity, resolve_model
+from pipeline.models import identity_of, resolve_model
 from pipeline.records import DataError, atomic_write_json, atomic_write_jsonl
 from stages.train_preflight import TrainError, preflight
 
@@ -46,15 +46,10 @@ CONFIG_FILE = "train_config.json"
 def key_parts(cfg: Config) -> dict[str, Any]:
     """The student's weights, not its path, and the semantic train config (launcher excluded)."""
     t = cfg.train
-    student = (
-        f"{SMOLLM2}:q4_1-gguf"
-        if t.student == SMOLLM2
-        else model_identity(resolve_model(t.student, cfg.cache_dir))
-    )
-    extra = {"student_identity": student}
+    extra = {"student_identity": identity_of(t.student, cfg.cache_dir)}
     if t.chat_template:
         extra["chat_template"] = Path(t.chat_template).read_text()
-    return {"config": {"train": semantic(t)}, "extra": extra}
+    return {"config": {"train": semantic(t, exclude=("student",))}, "extra": extra}
 
 
 def _log(msg: str) -> None:

@@ -288,6 +288,32 @@ def test_lora_adapter_and_merged_model(tiny_model, tmp_path, filter_dir):
     assert isinstance(text, str)
 
 
+@pytest.mark.slow  # one vLLM server start
+def test_lora_merged_model_serves_in_vllm(tiny_model, tmp_path, filter_dir):
+    import httpx
+
+    from pipeline.llm import ManagedServer
+
+    cfg = make_cfg(tiny_model, tmp_path, "train.max_steps=2", "train.lora.enabled=true")
+    out = tmp_path / "out"
+    train.run(cfg, {"filter": filter_dir}, out)
+    server = ManagedServer(out / "model", "merged", tmp_path / "server.log")
+    server.start()
+    try:
+        server.wait_healthy(600)
+        r = httpx.post(
+            f"{server.url}/chat/completions",
+            json={"model": "merged", "messages": make_rows()[0]["prompt"], "max_tokens": 8},
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["usage"]["completion_tokens"] > 0
+        assert isinstance(body["choices"][0]["message"]["content"], str)
+    finally:
+        server.stop()
+
+
 SLOW_STEP = """
 import sys, time
 import transformers
