@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -9,7 +10,8 @@ from rich.table import Table
 
 from pipeline.config import Config
 
-console = Console(stderr=False, highlight=False)
+# Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _fmt_rows(rows: dict[str, int]) -> str:
