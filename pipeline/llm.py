@@ -85,6 +85,7 @@ class ManagedServer:
     kv_cache_gib: float = 1.0
     extra_args: list[str] = field(default_factory=list)
     gpu_ids: str = ""
+    cpu_ids: str = ""  # CPU engine: bind its OpenMP threads to these cores (e.g. "0-3")
     port: int = 0
     proc: subprocess.Popen | None = None
 
@@ -99,6 +100,10 @@ class ManagedServer:
         env.setdefault("VLLM_HOST_IP", "127.0.0.1")
         if self.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu_ids
+        elif self.cpu_ids and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            # Replicas on one host: each CPU engine gets its own cores (an explicit binding
+            # in the user's environment wins). GPU builds ignore this variable.
+            env["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_ids
         cmd = [
             sys.executable,
             "-m",
@@ -177,6 +182,44 @@ class ManagedServer:
             pass
 
 
+def cpu_slices(replicas: int) -> list[str]:
+    """Disjoint core sets, one per CPU replica, for VLLM_CPU_OMP_THREADS_BIND.
+
+    vLLM's `auto` binding gives every engine the same cores (all allowed physical cores of
+    NUMA node 0, less one reserved for the scheduler), so replicas on one host would time-share
+    them. Whole physical cores are split evenly (one logical CPU each, as `auto` picks on x86)
+    and, as `auto` does, a slice of two or more cores keeps its last core back, unbound, for
+    that replica's API server and engine-core process. Empty (keep `auto`) for one replica, or
+    when there are fewer cores than replicas.
+    """
+    if replicas <= 1 or not hasattr(os, "sched_getaffinity"):
+        return []
+    allowed = sorted(os.sched_getaffinity(0))
+    cores: dict[tuple[str, str], int] = {}
+    for cpu in allowed:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            core = (
+                (topo / "physical_package_id").read_text().strip(),
+                (topo / "core_id").read_text().strip(),
+            )
+        except OSError:
+            core = ("", str(cpu))
+        cores.setdefault(core, cpu)  # first logical CPU of each physical core
+    ids = sorted(cores.values())
+    if len(ids) < replicas:
+        return []
+    per, extra = divmod(len(ids), replicas)
+    out, start = [], 0
+    for i in range(replicas):
+        part = ids[start : start + per + (i < extra)]
+        start += len(part)
+        if len(part) > 1:
+            part = part[:-1]
+        out.append(",".join(map(str, part)))
+    return out
+
+
 def tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -203,6 +246,8 @@ def managed_servers(
     model_dir: Path, name: str, log_dir: Path, t: TeacherConfig
 ) -> Iterator[list[str]]:
     """Start `t.replicas` vLLM servers for a local model, yield their URLs, always stop them."""
+    replicas = max(1, t.replicas)
+    cpus = [] if t.gpu_ids else cpu_slices(replicas)
     servers = [
         ManagedServer(
             model_dir=model_dir,
@@ -213,8 +258,9 @@ def managed_servers(
             kv_cache_gib=t.kv_cache_gib,
             extra_args=list(t.server_args),
             gpu_ids=t.gpu_ids[i] if i < len(t.gpu_ids) else "",
+            cpu_ids=cpus[i] if cpus else "",
         )
-        for i in range(max(1, t.replicas))
+        for i in range(replicas)
     ]
     try:
         started = time.monotonic()
@@ -326,7 +372,10 @@ async def _run_all(
                     if not _is_retryable(exc):
                         break
                     ep.consecutive_failures += 1
-                    if ep.consecutive_failures >= dead_after and ep.alive:
+                    others_alive = any(e.alive for e in endpoints if e is not ep)
+                    # Never the last live one: with nowhere to send the work, every pending
+                    # request would fail at once instead of using its own retries.
+                    if ep.consecutive_failures >= dead_after and ep.alive and others_alive:
                         ep.alive = False  # out of rotation; its work goes elsewhere
                         stats.failovers += 1
                         print(
