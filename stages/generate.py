@@ -85,7 +85,11 @@ def plan_requests(cfg: Config, identity: str) -> list[tuple[Request, Question, i
     out = []
     for q in task.train:
         messages = render_messages(
-            cfg.teacher.template, q, fewshot=shots, system=cfg.teacher.system
+            cfg.teacher.template,
+            q,
+            fewshot=shots,
+            system=cfg.teacher.system,
+            fewshot_style=cfg.teacher.fewshot_style,
         )
         for i in range(cfg.generate.n):
             sid = sha256_text(canonical_json([identity, messages, sampling, i]))[:32]
@@ -257,6 +261,11 @@ def _request_missing(
         with sigterm_as_interrupt():
             if t.engine == "offline":
                 assert model_dir is not None
+
+                def engine_ready() -> None:
+                    nonlocal t0
+                    t0 = time.monotonic()  # engine start-up excluded, as for the server
+
                 t0 = time.monotonic()
                 generate_offline(
                     model_dir,
@@ -266,6 +275,7 @@ def _request_missing(
                     max_model_len=t.max_model_len,
                     seed=g.sampling.seed,
                     chunk=g.offline_chunk,
+                    on_ready=engine_ready,
                 )
                 stats: dict[str, Any] = {"engine": "offline"}
                 seconds = time.monotonic() - t0

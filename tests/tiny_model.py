@@ -114,8 +114,8 @@ def build_tiny_teacher(out: Path, base: Path, *, steps: int = 150, seed: int = 0
     texts = []
     for q in task.train + task.eval:
         done = arith_rationale(q.question, facts[q.id], q.answer)
-        for tpl, fs in (("student_zeroshot.j2", []), ("teacher_oneshot.j2", shots)):
-            msgs = render_messages(tpl, q, fewshot=fs)
+        for fs in ([], shots):  # the student's zero-shot prompt and the teacher's one-shot one
+            msgs = render_messages("student_zeroshot.j2", q, fewshot=fs)
             msgs.append({"role": "assistant", "content": done})
             texts.append(tok.apply_chat_template(msgs, tokenize=False))
     torch.manual_seed(seed)

@@ -147,9 +147,11 @@ def test_eval_end_to_end_and_resume(tmp_path, tiny_model):
         assert r["id"] == f"{r['model']}:{r['question_id']}"
         assert {"pred", "correct", "formatted", "completion", "finish_reason", "usage"} <= set(r)
         assert r["usage"]["completion_tokens"] <= 16
-    teacher_prompt = next(r for r in rows if r["model"] == "teacher")["messages"][-1]["content"]
+    teacher_msgs = next(r for r in rows if r["model"] == "teacher")["messages"]
     student_prompt = next(r for r in rows if r["model"] == "student")["messages"][-1]["content"]
-    assert teacher_prompt.count("Question:") == 2  # one worked example, then the question
+    # one worked example as an earlier turn, then the question
+    assert [m["role"] for m in teacher_msgs] == ["user", "assistant", "user"]
+    assert teacher_msgs[0]["content"].count("Question:") == 1
     assert student_prompt.count("Question:") == 1
 
     metrics = json.loads((out / "metrics.json").read_text())
