@@ -2,12 +2,24 @@
 against bare `vllm.LLM.chat` over the same prompts and sampling settings.
 
     python benchmarks/generate_throughput.py [--model DIR] [--prompts 200] [--max-tokens 128]
+        [--reps 3] [--offline] [--bare-defaults]
 
-Only generation is timed on both sides: for the pipeline, the manifest's `generation_seconds`
-(server start-up excluded) and `new_completion_tokens`; for bare vLLM, the `LLM.chat` call (engine
-start-up excluded) and the generated token count. Without --model the tiny random test model
-(tests/tiny_model.py) is built once under --workdir. Prints both rates and their ratio (target:
-pipeline >= 0.95 x bare). Bare vLLM runs in its own process, under a __main__ guard (spawn).
+Only generation is timed on every side: for the pipeline, the manifest's `generation_seconds`
+(server or engine start-up excluded) and `new_completion_tokens` (the server's usage counts);
+for bare vLLM, the `LLM.chat` call (engine start-up excluded) and the generated token count.
+Every run starts cold (a fresh server, a fresh engine, empty prefix cache), so warm-up counts
+equally on every side. Runs are interleaved (pipeline, bare, pipeline, bare, ...) so load from
+other processes hits both alike; each repetition's ratio is printed, then the median ratio.
+
+Fair by default: bare vLLM gets the very SamplingParams the server builds from our requests,
+per-request seeds included, and the engine settings the managed CPU server runs with (whole
+prefills, 8192 batched tokens, 256 sequences), so both sides generate the same tokens.
+--bare-defaults instead runs bare `vllm.LLM` as shipped (one engine seed, chunked prefill).
+--offline also times `teacher.engine=offline` (vllm.LLM inside the pipeline, one engine seed)
+against bare vLLM with the same engine settings as that path (vLLM defaults, no request seeds).
+
+Without --model the tiny random test model (tests/tiny_model.py) is built once under --workdir.
+Target: pipeline >= 0.95 x bare. Bare vLLM runs in its own process, under a __main__ guard.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,13 +38,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def pipeline_overrides(args: argparse.Namespace, model: Path, workdir: Path, run: str) -> list[str]:
+def pipeline_overrides(
+    args: argparse.Namespace, model: Path, workdir: Path, run: str, engine: str = "server"
+) -> list[str]:
     return [
         f"runs_dir={workdir / 'runs'}",
         f"cache_dir={workdir / 'cache'}",
         f"run={run}",
         f"teacher.model={model}",
         "teacher.endpoint=auto",
+        f"teacher.engine={engine}",
         f"task.max_train={args.prompts}",
         "generate.n=1",
         f"generate.sampling.max_tokens={args.max_tokens}",
@@ -40,9 +56,9 @@ def pipeline_overrides(args: argparse.Namespace, model: Path, workdir: Path, run
     ]
 
 
-def run_pipeline(args: argparse.Namespace, model: Path, workdir: Path) -> dict:
-    run = f"bench-{int(time.time())}"  # a fresh run: nothing reused from earlier benchmarks
-    ov = pipeline_overrides(args, model, workdir, run)
+def run_pipeline(args: argparse.Namespace, model: Path, workdir: Path, engine: str) -> dict:
+    run = f"bench-{engine}-{time.time_ns()}"  # a fresh run: nothing reused from earlier runs
+    ov = pipeline_overrides(args, model, workdir, run, engine)
     t0 = time.monotonic()
     p = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "generate", *ov],
@@ -80,13 +96,31 @@ def requests_for(args: argparse.Namespace, model: Path, workdir: Path) -> list[d
     return [{"messages": r.messages, "sampling": r.sampling} for r, _, _ in planned]
 
 
-def run_bare(model: Path, reqs: list[dict], seed: int) -> dict:
-    """Child-process side: bare vllm.LLM over the same requests."""
+def run_bare(model: Path, reqs: list[dict], seed: int, matched: bool) -> dict:
+    """Child-process side: bare vllm.LLM over the same requests.
+
+    matched: the server's engine settings and per-request seeds (see ManagedServer.start);
+    otherwise vLLM's offline defaults and one engine seed, as `teacher.engine=offline` runs.
+    """
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=str(model), dtype="bfloat16", enforce_eager=True, max_model_len=1024, seed=seed)
+    engine: dict = {}
+    if matched:
+        engine = {
+            "enable_chunked_prefill": False,
+            "max_num_batched_tokens": 8192,
+            "max_num_seqs": 256,
+        }
+    llm = LLM(
+        model=str(model),
+        dtype="bfloat16",
+        enforce_eager=True,
+        max_model_len=1024,
+        seed=seed,
+        **engine,
+    )
     params = [
         SamplingParams(
             n=1,
@@ -94,6 +128,7 @@ def run_bare(model: Path, reqs: list[dict], seed: int) -> dict:
             top_p=r["sampling"]["top_p"],
             max_tokens=r["sampling"]["max_tokens"],
             stop=r["sampling"].get("stop") or None,
+            seed=r["sampling"]["seed"] if matched else None,
         )
         for r in reqs
     ]
@@ -104,12 +139,16 @@ def run_bare(model: Path, reqs: list[dict], seed: int) -> dict:
     return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds, "samples": len(outs)}
 
 
-def bare_in_subprocess(model: Path, reqs: list[dict], workdir: Path, seed: int) -> dict:
+def bare_in_subprocess(
+    model: Path, reqs: list[dict], workdir: Path, seed: int, matched: bool
+) -> dict:
     req_file = workdir / "bare_requests.json"
     req_file.write_text(json.dumps(reqs))
     out_file = workdir / "bare_result.json"
+    out_file.unlink(missing_ok=True)
+    argv = [str(req_file), str(out_file), str(model), str(seed), str(int(matched))]
     p = subprocess.run(
-        [sys.executable, __file__, "--bare", str(req_file), str(out_file), str(model), str(seed)],
+        [sys.executable, __file__, "--bare", *argv],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -119,17 +158,36 @@ def bare_in_subprocess(model: Path, reqs: list[dict], workdir: Path, seed: int) 
     return json.loads(out_file.read_text())
 
 
+def show(name: str, r: dict) -> None:
+    print(
+        f"{name:15s} {r['tokens']:7d} tokens in {r['seconds']:7.2f}s = {r['tok_s']:8.1f} tok/s"
+        f"  ({r['samples']} samples)",
+        flush=True,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="HF model dir (default: tiny model)")
     ap.add_argument("--prompts", type=int, default=200)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=0.7)
-    ap.add_argument("--concurrency", type=int, default=64, help="pipeline requests in flight")
+    ap.add_argument("--concurrency", type=int, default=None, help="default: generate.concurrency")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
+    ap.add_argument("--offline", action="store_true", help="also time teacher.engine=offline")
+    ap.add_argument(
+        "--bare-defaults",
+        action="store_true",
+        help="compare the server path with bare vLLM's defaults, not its own engine settings",
+    )
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "distill-bench")
     ap.add_argument("--order", choices=["pipeline-first", "bare-first"], default="pipeline-first")
     args = ap.parse_args()
+    if args.concurrency is None:
+        from pipeline.config import GenerateConfig
+
+        args.concurrency = GenerateConfig().concurrency
     args.workdir.mkdir(parents=True, exist_ok=True)
     model = args.model
     if model is None:
@@ -140,37 +198,63 @@ def main() -> None:
     model = model.resolve()
 
     reqs = requests_for(args, model, args.workdir)
-    print(f"{len(reqs)} prompts x max_tokens {args.max_tokens}, model {model}", flush=True)
-    results = {}
-    order = ["pipeline", "bare"] if args.order == "pipeline-first" else ["bare", "pipeline"]
-    for which in order:
-        if which == "pipeline":
-            results["pipeline"] = run_pipeline(args, model, args.workdir)
-        else:
-            results["bare"] = bare_in_subprocess(model, reqs, args.workdir, args.seed)
-        r = results[which]
-        print(
-            f"{which:9s} {r['tokens']:7d} tokens in {r['seconds']:6.2f}s = {r['tok_s']:8.1f} tok/s"
-            f"  ({r['samples']} samples)",
-            flush=True,
-        )
-    ratio = results["pipeline"]["tok_s"] / results["bare"]["tok_s"]
-    print(f"pipeline / bare = {ratio:.3f}  (target >= 0.95)")
     print(
-        f"pipeline wall time incl. server start-up: {results['pipeline']['wall_incl_startup']:.1f}s"
+        f"{len(reqs)} prompts x max_tokens {args.max_tokens}, concurrency {args.concurrency}, "
+        f"{args.reps} interleaved reps, model {model}",
+        flush=True,
     )
-    print(
-        json.dumps(
-            {k: {kk: v[kk] for kk in ("tokens", "seconds", "tok_s")} for k, v in results.items()}
-            | {"ratio": ratio}
+    # (label, runner, comparator label): each pipeline side is compared with its own bare side.
+    matched = not args.bare_defaults
+    bare_server = "bare-matched" if matched else "bare-defaults"
+    sides = {
+        "pipeline": lambda: run_pipeline(args, model, args.workdir, "server"),
+        bare_server: lambda: bare_in_subprocess(model, reqs, args.workdir, args.seed, matched),
+    }
+    pairs = [("pipeline", bare_server)]
+    if args.offline:
+        sides["offline"] = lambda: run_pipeline(args, model, args.workdir, "offline")
+        sides.setdefault(
+            "bare-defaults",
+            lambda: bare_in_subprocess(model, reqs, args.workdir, args.seed, False),
         )
-    )
+        pairs.append(("offline", "bare-defaults"))
+    order = list(sides)
+    if args.order == "bare-first":
+        order = [k for k in order if k.startswith("bare")] + [
+            k for k in order if not k.startswith("bare")
+        ]
+    results: dict[str, list[dict]] = {k: [] for k in sides}
+    ratios: dict[str, list[float]] = {p: [] for p, _ in pairs}
+    for rep in range(args.reps):
+        for which in order:
+            results[which].append(sides[which]())
+            show(f"[{rep + 1}] {which}", results[which][-1])
+        for p, b in pairs:
+            ratios[p].append(results[p][-1]["tok_s"] / results[b][-1]["tok_s"])
+            print(f"[{rep + 1}] {p} / {b} = {ratios[p][-1]:.3f}", flush=True)
+    summary: dict = {}
+    for p, b in pairs:
+        med = statistics.median(ratios[p])
+        rs = ", ".join(f"{r:.3f}" for r in ratios[p])
+        print(f"median {p} / {b} = {med:.3f}  (reps: {rs}; target >= 0.95)")
+        summary[f"{p}/{b}"] = {"median": med, "ratios": ratios[p]}
+    for k, rs in results.items():
+        summary[k] = {
+            "median_tok_s": statistics.median(r["tok_s"] for r in rs),
+            "tok_s": [r["tok_s"] for r in rs],
+            "tokens": [r["tokens"] for r in rs],
+            "seconds": [r["seconds"] for r in rs],
+        }
+    walls = [r["wall_incl_startup"] for r in results["pipeline"]]
+    print(f"pipeline wall time incl. server start-up: {statistics.median(walls):.1f}s (median)")
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--bare":
-        req_path, out_path, model_dir, seed = sys.argv[2:6]
-        result = run_bare(Path(model_dir), json.loads(Path(req_path).read_text()), int(seed))
+        req_path, out_path, model_dir, seed, matched = sys.argv[2:7]
+        reqs = json.loads(Path(req_path).read_text())
+        result = run_bare(Path(model_dir), reqs, int(seed), matched == "1")
         Path(out_path).write_text(json.dumps(result))
     else:
         main()

@@ -12,8 +12,20 @@ import random
 from pathlib import Path
 
 NAMES = ["Tom", "Sara", "Ali", "Mia", "Ben", "Lena", "Omar", "Jade", "Ravi", "Nora", "Eli", "Zoe"]
-OBJECTS = ["apples", "pencils", "marbles", "cookies", "stickers", "books", "cards", "shells",
-           "coins", "balloons", "stamps", "toy cars"]
+OBJECTS = [
+    "apples",
+    "pencils",
+    "marbles",
+    "cookies",
+    "stickers",
+    "books",
+    "cards",
+    "shells",
+    "coins",
+    "balloons",
+    "stamps",
+    "toy cars",
+]
 ADD = [
     "{n} has {a} {o}. {n} gets {b} more {o}. How many {o} does {n} have now?",
     "There are {a} {o} on a table. {n} puts {b} more {o} on the table. How many {o} are on the table now?",
@@ -54,8 +66,14 @@ def main() -> None:
                 a, b = x, y
                 text, answer = rng.choice(SUB).format(n=n, o=o, a=a, b=b), a - b
                 fact = f"sub:{x}-{y}"
-            rows.append({"id": f"arith-{len(rows):05d}", "question": text, "answer": str(answer),
-                         "fact": fact})
+            rows.append(
+                {
+                    "id": f"arith-{len(rows):05d}",
+                    "question": text,
+                    "answer": str(answer),
+                    "fact": fact,
+                }
+            )
     out = Path(__file__).with_name("arith.jsonl")
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"wrote {len(rows)} questions over {len(facts())} facts to {out}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import random
 import signal
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 from pipeline.config import TeacherConfig
@@ -127,6 +129,9 @@ class ManagedServer:
             "--no-enable-chunked-prefill",
             "--max-num-batched-tokens",
             str(max(self.max_model_len, 8192)),
+            # A CPU server defaults to 128 sequences a step, vllm.LLM to 256: half the batch,
+            # half the tokens per step. GPU servers already match their offline default.
+            *([] if self.gpu_ids else ["--max-num-seqs", "256"]),
             *self.extra_args,
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -300,16 +305,25 @@ class ClientStats:
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+class HTTPStatusError(RuntimeError):
+    """A non-200 answer from a teacher endpoint."""
+
+    def __init__(self, status: int, text: str):
+        super().__init__(f"HTTP {status}: {text[:200]}")
+        self.status = status
+
+
 async def _post(
-    client: httpx.AsyncClient, ep: Endpoint, req: Request, timeout_s: float
+    client: aiohttp.ClientSession, ep: Endpoint, req: Request, timeout_s: float
 ) -> Completion:
     body = {"model": ep.model, "messages": req.messages, "n": 1, **req.sampling}
-    r = await client.post(f"{ep.url}/chat/completions", json=body, timeout=timeout_s)
-    if r.status_code != 200:
-        raise httpx.HTTPStatusError(
-            f"HTTP {r.status_code}: {r.text[:200]}", request=r.request, response=r
-        )
-    data = r.json()
+    # As httpx's timeout did: connecting, and each wait for response bytes, get timeout_s.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
+    async with client.post(f"{ep.url}/chat/completions", json=body, timeout=timeout) as r:
+        raw = await r.read()
+    if r.status != 200:
+        raise HTTPStatusError(r.status, raw.decode(errors="replace"))
+    data = json.loads(raw)
     choice = data["choices"][0]
     usage = data.get("usage") or {}
     return Completion(
@@ -325,9 +339,10 @@ async def _post(
 
 
 def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, httpx.HTTPStatusError):
-        return exc.response.status_code in RETRYABLE_STATUS
-    return isinstance(exc, (httpx.TransportError, KeyError, ValueError))
+    if isinstance(exc, HTTPStatusError):
+        return exc.status in RETRYABLE_STATUS
+    # Connection refused/reset/dropped, timeouts, truncated or malformed bodies.
+    return isinstance(exc, (aiohttp.ClientError, TimeoutError, KeyError, ValueError))
 
 
 async def _run_all(
@@ -344,7 +359,6 @@ async def _run_all(
 ) -> None:
     sem = asyncio.Semaphore(max(1, concurrency))
     dead_after = max(3, retries)
-    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency)
 
     def pick(avoid: str | None) -> Endpoint | None:
         live = [e for e in endpoints if e.alive]
@@ -354,7 +368,7 @@ async def _run_all(
         # Least outstanding first: a replica slowed by long reasoning outputs is asked less.
         return min(pool, key=lambda e: (e.outstanding, e.served))
 
-    async def one(client: httpx.AsyncClient, req: Request) -> None:
+    async def one(client: aiohttp.ClientSession, req: Request) -> None:
         async with sem:
             last_err = ""
             avoid = None
@@ -396,7 +410,11 @@ async def _run_all(
                 return
             on_fail(Failure(req.id, last_err or "no live teacher endpoint", attempt))
 
-    async with httpx.AsyncClient(limits=limits) as client:
+    # aiohttp, not httpx: httpx's async pool cost ~5 ms of client CPU per request, enough to
+    # starve a CPU engine's scheduler and halve throughput (benchmarks/generate_throughput.py).
+    # trust_env: proxy settings from the environment apply, as they did with httpx.
+    connector = aiohttp.TCPConnector(limit=concurrency + 8, limit_per_host=0)
+    async with aiohttp.ClientSession(connector=connector, trust_env=True) as client:
         tasks = [asyncio.create_task(one(client, r)) for r in requests]
         try:
             await asyncio.gather(*tasks)
@@ -461,6 +479,7 @@ def generate_offline(
     max_model_len: int,
     seed: int,
     chunk: int,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """vllm.LLM in this process, in chunks so finished work reaches disk as it goes.
 
@@ -478,6 +497,8 @@ def generate_offline(
         max_model_len=max_model_len,
         seed=seed,
     )
+    if on_ready is not None:
+        on_ready()  # engine up: generation starts now
     for start in range(0, len(requests), max(1, chunk)):
         part = requests[start : start + chunk]
         params = [
