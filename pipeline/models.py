@@ -60,7 +60,8 @@ def resolve_model(ref: str, cache_dir: str = "", *, convert: bool = True) -> Pat
     """A local model dir for `ref`; clear error if there is none. `convert=False` only checks."""
     if ref == SMOLLM2:
         gguf = _smollm2_gguf()
-        digest = hashlib.sha256(f"{gguf}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
+        # Name and size, not path: every checkout's venv shares one converted copy.
+        digest = hashlib.sha256(f"{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
         out = cache_root(cache_dir) / "models" / f"smollm2-135m-instruct-{digest}"
         if (out / "config.json").is_file() or not convert:
             return out
