@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.config import Config
 
@@ -63,11 +64,12 @@ def _filter_summary(r: Any) -> Table:
     return t
 
 
-def _eval_summary(r: Any) -> Table | str:
-    table = (r.dir / "report.md") if r.dir else None
-    if table and table.is_file():
-        return table.read_text()
-    return ""
+def _eval_summary(r: Any) -> Text:
+    report = r.dir / "report.md"
+    if not report.is_file():
+        return Text("")
+    lines = [ln for ln in report.read_text().splitlines() if not ln.startswith("![")]
+    return Text("\n".join(lines))  # Text: brackets in the report are not rich markup
 
 
 SUMMARIES = {"generate": _generate_summary, "filter": _filter_summary, "eval": _eval_summary}

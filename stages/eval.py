@@ -515,7 +515,7 @@ def render_report(metrics: dict[str, Any]) -> str:
     lines = [
         f"# Eval: {metrics['task']}",
         "",
-        f"Held-out questions: {metrics['questions']} (split by hash, never used for training). "
+        f"Held-out questions: {metrics['questions']} (held out before generation, never used for training). "
         f"Sampling: temperature {metrics['sampling']['temperature']}, "
         f"max_tokens {metrics['sampling']['max_tokens']}.",
         "",
@@ -557,10 +557,10 @@ def plot_accuracy(metrics: dict[str, Any], path: Path) -> None:
         capsize=6,
         color=[colors[MODELS.index(k) % len(colors)] if k in MODELS else "#999" for k in labels],
     )
-    for b, a in zip(bars, acc, strict=True):
+    for b, a, top in zip(bars, acc, hi, strict=True):
         ax.annotate(
             f"{100 * a:.1f}%",
-            (b.get_x() + b.get_width() / 2, 100 * a),
+            (b.get_x() + b.get_width() / 2, 100 * (a + top)),  # above the error bar
             xytext=(0, 3),
             textcoords="offset points",
             ha="center",
