@@ -38,6 +38,7 @@ def chain(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         "train.save_steps=2",
         "train.learning_rate=0.001",
         "eval.sampling.max_tokens=24",
+        "eval.models=[teacher,base,student,student_answer_only]",
     ]
     return {"overrides": overrides, "runs": tmp / "runs" / "default"}
 
@@ -68,22 +69,30 @@ def test_run_end_to_end_then_cached_then_filter_change(chain: dict):
     assert _status_lines(r.stdout) == {s: "ran" for s in ("generate", "filter", "train", "eval")}
     ms = _manifests(chain["runs"])
     assert set(ms) == {"generate", "filter", "train", "eval"}
-    gen, filt, train, ev = (ms[s][0] for s in ("generate", "filter", "train", "eval"))
+    gen, filt, ev = (ms[s][0] for s in ("generate", "filter", "eval"))
+    train, ablation = sorted(ms["train"], key=lambda m: m["config"]["train"]["answer_only"])
     assert filt["inputs"] == {"generate": gen["key"]}
-    assert train["inputs"] == {"filter": filt["key"]}
-    assert ev["inputs"] == {"filter": filt["key"], "train": train["key"]}
+    assert train["inputs"] == ablation["inputs"] == {"filter": filt["key"]}
+    assert ablation["config"]["train"]["answer_only"] and train["key"] != ablation["key"]
+    assert ev["inputs"] == {
+        "filter": filt["key"],
+        "train": train["key"],
+        "train_answer_only": ablation["key"],
+    }
     assert gen["stats"]["samples"] == 16 * 2
     assert filt["outputs"]["kept.jsonl"]["rows"] > 0, "the tiny teacher should answer in format"
     assert train["stats"]["steps"] == 6
 
     eval_dir = next(chain["runs"].glob("eval/*/metrics.json")).parent
     metrics = json.loads((eval_dir / "metrics.json").read_text())
-    assert set(metrics["per_model"]) == {"teacher", "base", "student"}
+    assert set(metrics["per_model"]) == {"teacher", "base", "student", "student_answer_only"}
     for m in metrics["per_model"].values():
         assert 0 <= m["ci_low"] <= m["accuracy"] <= m["ci_high"] <= 1
         assert m["n"] == 10
+    paired = metrics["mcnemar"]["student_vs_student_answer_only"]  # the ablation's paired test
+    assert paired["n"] == 10 and 0 <= paired["p_value"] <= 1
     report = (eval_dir / "report.md").read_text()
-    assert "| student" in report and "10" in report
+    assert "| student_answer_only" in report and "McNemar student vs student_answer_only" in report
     assert (eval_dir / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert "accuracy" in r.stdout  # the metrics table is printed at the end
 
