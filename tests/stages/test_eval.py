@@ -9,7 +9,10 @@ import pytest
 import stages.eval as ev
 from pipeline.config import ConfigError, load_config
 from pipeline.metrics import summarize
-from pipeline.records import read_jsonl_tolerant
+from pipeline.records import (
+    read_jsonl,  # splits on \n only: model text may hold U+2028
+    read_jsonl_tolerant,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -139,7 +142,7 @@ def test_eval_end_to_end_and_resume(tmp_path, tiny_model):
     assert stats["requested"] == n and stats["reused"] == 0
     assert stats["skipped"] == []
 
-    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    rows = list(read_jsonl(out / "predictions.jsonl"))
     assert len(rows) == n
     assert len({r["id"] for r in rows}) == n
     assert {r["model"] for r in rows} == set(models)

@@ -23,7 +23,10 @@ from fault_server import FaultInjectingEndpoint
 
 from pipeline.config import load_config, shipped_config
 from pipeline.llm import ManagedServer, free_port
-from pipeline.records import read_jsonl_tolerant
+from pipeline.records import (
+    read_jsonl,  # splits on \n only: model text may hold U+2028
+    read_jsonl_tolerant,
+)
 from pipeline.runner import plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +97,7 @@ def manifest(ov: list[str]) -> dict:
 
 def samples(ov: list[str]) -> list[dict]:
     path = stage_dir(ov) / "samples.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return list(read_jsonl(path))
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -22,7 +22,10 @@ import pytest
 
 from pipeline.config import load_config, shipped_config
 from pipeline.llm import ManagedServer, cpu_slices
-from pipeline.records import read_jsonl_tolerant
+from pipeline.records import (
+    read_jsonl,  # splits on \n only: model text may hold U+2028
+    read_jsonl_tolerant,
+)
 from pipeline.runner import plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,7 +141,7 @@ def test_run_survives_a_killed_replica_without_losing_or_repeating(killed_replic
     )
     assert "Traceback" not in k["stderr"]
     total = QUESTIONS * N
-    rows = [json.loads(line) for line in (k["dir"] / "samples.jsonl").read_text().splitlines()]
+    rows = list(read_jsonl(k["dir"] / "samples.jsonl"))
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids)) == total
     assert {(r["question_id"], r["sample_index"]) for r in rows} == {
@@ -170,7 +173,7 @@ def test_stats_show_the_failover(killed_replica: dict) -> None:
     assert eps[dead]["served"] + eps[live]["served"] == total
     assert eps[live]["served"] > total // 2  # it took over the dead replica's share
     # every record says who answered it, and agrees with the counts
-    rows = [json.loads(line) for line in (k["dir"] / "samples.jsonl").read_text().splitlines()]
+    rows = list(read_jsonl(k["dir"] / "samples.jsonl"))
     per_ep = Counter(r["endpoint"] for r in rows)
     assert per_ep == {dead: eps[dead]["served"], live: eps[live]["served"]}
     assert f"teacher endpoint {dead} taken out of rotation" in k["stderr"]
