@@ -267,15 +267,22 @@ def managed_servers(
         )
         for i in range(replicas)
     ]
-    try:
-        started = time.monotonic()
-        for s in servers:
-            s.start()
-        print(f"starting {len(servers)} vLLM server(s) for {model_dir} ...", flush=True)
-        for s in servers:
-            s.wait_healthy(t.startup_timeout_s)
+    print(f"starting {len(servers)} vLLM server(s) for {model_dir} ...", flush=True)
+    started = time.monotonic()
+    with running(servers, t.startup_timeout_s):
         print(f"vLLM ready in {time.monotonic() - started:.1f}s", flush=True)
         yield [s.url for s in servers]
+
+
+@contextlib.contextmanager
+def running(servers: list[ManagedServer], timeout_s: float) -> Iterator[list[ManagedServer]]:
+    """Start all servers (their loading overlaps), wait until each is healthy, always stop all."""
+    try:
+        for s in servers:
+            s.start()
+        for s in servers:
+            s.wait_healthy(timeout_s)
+        yield servers
     finally:
         for s in servers:
             s.stop()

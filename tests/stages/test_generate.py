@@ -22,7 +22,7 @@ import pytest
 from fault_server import FaultInjectingEndpoint
 
 from pipeline.config import load_config, shipped_config
-from pipeline.llm import ManagedServer, free_port
+from pipeline.llm import ManagedServer, free_port, running
 from pipeline.records import (
     read_jsonl,  # splits on \n only: model text may hold U+2028
     read_jsonl_tolerant,
@@ -276,15 +276,8 @@ def servers(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
         ManagedServer(model_dir=model, served_name=SERVED, log_path=tmp / f"server-{i}.log")
         for i in range(2)
     ]
-    try:
-        for s in pair:
-            s.start()
-        for s in pair:
-            s.wait_healthy(600)
+    with running(pair, 600):
         yield pair
-    finally:
-        for s in pair:
-            s.stop()
 
 
 @pytest.mark.slow

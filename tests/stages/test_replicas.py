@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config, shipped_config
-from pipeline.llm import ManagedServer, cpu_slices
+from pipeline.llm import ManagedServer, cpu_slices, running
 from pipeline.records import (
     read_jsonl,  # splits on \n only: model text may hold U+2028
     read_jsonl_tolerant,
@@ -49,15 +49,8 @@ def replica_pair(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
         )
         for i in range(2)
     ]
-    try:
-        for s in pair:
-            s.start()
-        for s in pair:
-            s.wait_healthy(600)
+    with running(pair, 600):
         yield pair
-    finally:
-        for s in pair:
-            s.stop()
 
 
 def _pool_rows(pool: Path) -> list[dict]:
