@@ -1,8 +1,10 @@
 """Teacher throughput: `distill generate` (managed vLLM server + async client + JSONL appends)
 against bare `vllm.LLM.chat` over the same prompts and sampling settings.
 
-    python benchmarks/generate_throughput.py [--model DIR] [--prompts 200] [--max-tokens 128]
-        [--reps 3] [--offline] [--bare-defaults]
+    python benchmarks/generate_throughput.py [--model DIR] [--prompts 400] [--n 4]
+        [--max-tokens 128] [--reps 3] [--offline] [--bare-defaults]
+
+Defaults are the bundled default run's generate stage: 400 questions x 4 samples, 128 tokens.
 
 Only generation is timed on every side: for the pipeline, the manifest's `generation_seconds`
 (server or engine start-up excluded) and `new_completion_tokens` (the server's usage counts);
@@ -11,9 +13,9 @@ Every run starts cold (a fresh server, a fresh engine, empty prefix cache), so w
 equally on every side. Runs are interleaved (pipeline, bare, pipeline, bare, ...) so load from
 other processes hits both alike; each repetition's ratio is printed, then the median ratio.
 
-Fair by default: bare vLLM gets the very SamplingParams the server builds from our requests,
-per-request seeds included, and the engine settings the managed CPU server runs with (whole
-prefills, 8192 batched tokens, 256 sequences), so both sides generate the same tokens.
+Fair by default: bare vLLM gets the very calls the pipeline makes (the same prompts, each with
+the same n and SamplingParams, seeds included) and the engine settings the managed CPU server
+runs with (whole prefills, 8192 batched tokens, 256 sequences), so both generate the same tokens.
 --bare-defaults instead runs bare `vllm.LLM` as shipped (one engine seed, chunked prefill).
 --offline also times `teacher.engine=offline` (vllm.LLM inside the pipeline, one engine seed)
 against bare vLLM with the same engine settings as that path (vLLM defaults, no request seeds).
@@ -49,10 +51,11 @@ def pipeline_overrides(
         "teacher.endpoint=auto",
         f"teacher.engine={engine}",
         f"task.max_train={args.prompts}",
-        "generate.n=1",
+        f"generate.n={args.n}",
         f"generate.sampling.max_tokens={args.max_tokens}",
         f"generate.sampling.temperature={args.temperature}",
         f"generate.concurrency={args.concurrency}",
+        *args.set,
     ]
 
 
@@ -85,15 +88,18 @@ def run_pipeline(args: argparse.Namespace, model: Path, workdir: Path, engine: s
 
 
 def requests_for(args: argparse.Namespace, model: Path, workdir: Path) -> list[dict]:
-    """Exactly the messages and sampling the pipeline sends (its own planning code)."""
+    """Exactly the calls the pipeline makes (its own planning code): messages, n, sampling."""
     from pipeline.config import load_config, shipped_config
-    from stages.generate import plan_requests, teacher_identity
+    from stages.generate import calls, plan_requests, teacher_identity
 
     cfg = load_config(
         shipped_config("default"), pipeline_overrides(args, model, workdir, "bench-plan")
     )
     planned = plan_requests(cfg, teacher_identity(cfg))
-    return [{"messages": r.messages, "sampling": r.sampling} for r, _, _ in planned]
+    return [
+        {"messages": r.messages, "n": r.n, "sampling": r.sampling}
+        for r in calls(planned, cfg.generate.samples_per_call)
+    ]
 
 
 def run_bare(model: Path, reqs: list[dict], seed: int, matched: bool) -> dict:
@@ -123,7 +129,7 @@ def run_bare(model: Path, reqs: list[dict], seed: int, matched: bool) -> dict:
     )
     params = [
         SamplingParams(
-            n=1,
+            n=r["n"],
             temperature=r["sampling"]["temperature"],
             top_p=r["sampling"]["top_p"],
             max_tokens=r["sampling"]["max_tokens"],
@@ -135,8 +141,9 @@ def run_bare(model: Path, reqs: list[dict], seed: int, matched: bool) -> dict:
     t0 = time.monotonic()
     outs = llm.chat([r["messages"] for r in reqs], params, use_tqdm=False)
     seconds = time.monotonic() - t0
-    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-    return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds, "samples": len(outs)}
+    tokens = sum(len(c.token_ids) for o in outs for c in o.outputs)
+    samples = sum(len(o.outputs) for o in outs)
+    return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds, "samples": samples}
 
 
 def bare_in_subprocess(
@@ -169,11 +176,16 @@ def show(name: str, r: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="HF model dir (default: tiny model)")
-    ap.add_argument("--prompts", type=int, default=200)
-    ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--temperature", type=float, default=0.7)
+    # Defaults: the bundled default run's generate stage (pipeline/configs/default.yaml).
+    ap.add_argument("--prompts", type=int, default=None, help="default: task.max_train")
+    ap.add_argument("--n", type=int, default=None, help="samples per prompt; default: generate.n")
+    ap.add_argument("--max-tokens", type=int, default=None)
+    ap.add_argument("--temperature", type=float, default=None)
     ap.add_argument("--concurrency", type=int, default=None, help="default: generate.concurrency")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument(
+        "--set", action="append", default=[], help="extra pipeline override KEY=VALUE (repeat)"
+    )
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
     ap.add_argument("--offline", action="store_true", help="also time teacher.engine=offline")
     ap.add_argument(
@@ -184,10 +196,18 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "distill-bench")
     ap.add_argument("--order", choices=["pipeline-first", "bare-first"], default="pipeline-first")
     args = ap.parse_args()
-    if args.concurrency is None:
-        from pipeline.config import GenerateConfig
+    from pipeline.config import load_config, shipped_config
 
-        args.concurrency = GenerateConfig().concurrency
+    default = load_config(shipped_config("default"))
+    for name, value in [
+        ("prompts", default.task.max_train),
+        ("n", default.generate.n),
+        ("max_tokens", default.generate.sampling.max_tokens),
+        ("temperature", default.generate.sampling.temperature),
+        ("concurrency", default.generate.concurrency),
+    ]:
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     args.workdir.mkdir(parents=True, exist_ok=True)
     model = args.model
     if model is None:
@@ -199,7 +219,8 @@ def main() -> None:
 
     reqs = requests_for(args, model, args.workdir)
     print(
-        f"{len(reqs)} prompts x max_tokens {args.max_tokens}, concurrency {args.concurrency}, "
+        f"{len(reqs)} calls for {sum(r['n'] for r in reqs)} samples x max_tokens "
+        f"{args.max_tokens}, concurrency {args.concurrency}, "
         f"{args.reps} interleaved reps, model {model}",
         flush=True,
     )

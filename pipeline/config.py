@@ -78,6 +78,9 @@ class TeacherConfig:
     server_args: list[str] = runtime(factory=list, doc="extra args for the vLLM server")
     gpu_ids: list[str] = runtime(factory=list, doc="per replica CUDA_VISIBLE_DEVICES, e.g. ['0,1']")
     startup_timeout_s: float = runtime(600.0)
+    frontend_nice: int = runtime(
+        10, doc="managed CPU servers: nice for the API server once up, so the engine wins a core"
+    )
 
 
 @dataclass(frozen=True)
@@ -94,14 +97,19 @@ class GenerateConfig:
     n: int = knob(4, doc="samples per question")
     sampling: SamplingConfig = knob(factory=SamplingConfig)
     concurrency: int = runtime(
-        256, doc="requests in flight across all endpoints (a managed CPU server batches 256)"
+        512,
+        doc="samples in flight across all endpoints; about twice the servers' batch (a managed "
+        "CPU server runs 256) so a finished sequence's place is taken at once",
     )
-    retries: int = runtime(5, doc="attempts per request on transient errors")
+    samples_per_call: int = runtime(
+        0, doc="cap on a call's samples (the API's n); 0 = all of a question's; 1 if n>1 fails"
+    )
+    retries: int = runtime(5, doc="attempts per call on transient errors")
     backoff_s: float = runtime(0.5, doc="first retry delay; doubles each attempt")
     request_timeout_s: float = runtime(
         900.0, doc="per request; a full 256-sequence CPU batch answers all at once, late"
     )
-    offline_chunk: int = runtime(256, doc="prompts per vllm.LLM.generate call (engine: offline)")
+    offline_chunk: int = runtime(256, doc="samples per vllm.LLM.chat call (engine: offline)")
     fsync_every: int = runtime(32, doc="records appended between fsyncs")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import random
@@ -36,9 +37,24 @@ class TeacherError(UserError, RuntimeError):
 
 @dataclass
 class Request:
-    id: str
+    """One call for `len(ids)` samples of one prompt (the API's `n`).
+
+    With a `seed`, vLLM seeds the k-th sample of a call with seed + k, so a sample's text does
+    not depend on how samples are grouped into calls.
+    """
+
+    ids: list[str]
     messages: list[dict[str, str]]
     sampling: dict[str, Any]  # temperature, top_p, max_tokens, seed, stop
+
+    @property
+    def id(self) -> str:
+        """The first sample's id: the only one for a single-sample request."""
+        return self.ids[0]
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
 
 
 @dataclass
@@ -88,6 +104,7 @@ class ManagedServer:
     extra_args: list[str] = field(default_factory=list)
     gpu_ids: str = ""
     cpu_ids: str = ""  # CPU engine: bind its OpenMP threads to these cores (e.g. "0-3")
+    frontend_nice: int = 0  # CPU engine: the API server's nice once healthy (see lower_frontend)
     port: int = 0
     proc: subprocess.Popen | None = None
 
@@ -159,6 +176,7 @@ class ManagedServer:
                 )
             try:
                 if httpx.get(health, timeout=2).status_code == 200:
+                    self.lower_frontend()
                     return
             except httpx.HTTPError:
                 pass
@@ -168,6 +186,23 @@ class ManagedServer:
             f"vLLM server for {self.model_dir} not healthy after {timeout_s:.0f}s; "
             f"see {self.log_path}"
         )
+
+    def lower_frontend(self) -> None:
+        """Renice the API server process (every thread; not its engine children).
+
+        On a CPU host the engine's scheduler process shares the cores left over from the model
+        workers with the API server. Whenever the API server's request handling and
+        detokenizing hold that core, the scheduler's next step waits, and the model workers idle.
+        A nicer API server lets the scheduler go first; its own work only fills the gaps.
+        Threads it starts later inherit the value.
+        """
+        if self.gpu_ids or not self.frontend_nice or self.proc is None:
+            return
+        try:
+            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+                os.setpriority(os.PRIO_PROCESS, int(tid), self.frontend_nice)
+        except OSError:
+            pass  # no /proc, or the thread already ended: only a speed-up is lost
 
     def stop(self, grace_s: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -264,6 +299,7 @@ def managed_servers(
             extra_args=list(t.server_args),
             gpu_ids=t.gpu_ids[i] if i < len(t.gpu_ids) else "",
             cpu_ids=cpus[i] if cpus else "",
+            frontend_nice=t.frontend_nice,
         )
         for i in range(replicas)
     ]
@@ -322,8 +358,10 @@ class HTTPStatusError(RuntimeError):
 
 async def _post(
     client: aiohttp.ClientSession, ep: Endpoint, req: Request, timeout_s: float
-) -> Completion:
-    body = {"model": ep.model, "messages": req.messages, "n": 1, **req.sampling}
+) -> list[Completion]:
+    body: dict[str, Any] = {"model": ep.model, "messages": req.messages, "n": req.n, **req.sampling}
+    if req.n > 1:
+        body["return_token_ids"] = True  # vLLM: per-sample token counts (usage sums them)
     # As httpx's timeout did: connecting, and each wait for response bytes, get timeout_s.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
     async with client.post(f"{ep.url}/chat/completions", json=body, timeout=timeout) as r:
@@ -331,18 +369,30 @@ async def _post(
     if r.status != 200:
         raise HTTPStatusError(r.status, raw.decode(errors="replace"))
     data = json.loads(raw)
-    choice = data["choices"][0]
+    choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+    if len(choices) != req.n:
+        raise ValueError(f"asked for {req.n} samples, got {len(choices)}")
     usage = data.get("usage") or {}
-    return Completion(
-        id=req.id,
-        text=choice["message"].get("content") or "",
-        finish_reason=choice.get("finish_reason") or "unknown",
-        usage={
-            "prompt_tokens": int(usage.get("prompt_tokens", 0)),
-            "completion_tokens": int(usage.get("completion_tokens", 0)),
-        },
-        endpoint=ep.url,
-    )
+    total = int(usage.get("completion_tokens", 0))
+    out = []
+    for k, choice in enumerate(choices):
+        if "token_ids" in choice and choice["token_ids"] is not None:
+            tokens = len(choice["token_ids"])
+        else:  # a server without per-choice ids: an even share of the summed usage
+            tokens = total // req.n + (k < total % req.n)
+        out.append(
+            Completion(
+                id=req.ids[k],
+                text=choice["message"].get("content") or "",
+                finish_reason=choice.get("finish_reason") or "unknown",
+                usage={
+                    "prompt_tokens": int(usage.get("prompt_tokens", 0)),
+                    "completion_tokens": tokens,
+                },
+                endpoint=ep.url,
+            )
+        )
+    return out
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -364,8 +414,13 @@ async def _run_all(
     timeout_s: float,
     stats: ClientStats,
 ) -> None:
-    sem = asyncio.Semaphore(max(1, concurrency))
+    limit = max(1, concurrency)
+    in_flight = 0  # samples, not calls: the server batches sequences
+    room = asyncio.Condition()
     dead_after = max(3, retries)
+
+    def fits(n: int) -> bool:
+        return in_flight == 0 or in_flight + n <= limit
 
     def pick(avoid: str | None) -> Endpoint | None:
         live = [e for e in endpoints if e.alive]
@@ -376,54 +431,71 @@ async def _run_all(
         return min(pool, key=lambda e: (e.outstanding, e.served))
 
     async def one(client: aiohttp.ClientSession, req: Request) -> None:
-        async with sem:
-            last_err = ""
-            avoid = None
-            for attempt in range(1, retries + 1):
-                ep = pick(avoid)
-                if ep is None:
+        nonlocal in_flight
+        try:
+            await attempts(client, req)
+        finally:
+            async with room:
+                in_flight -= req.n
+                room.notify()
+
+    async def attempts(client: aiohttp.ClientSession, req: Request) -> None:
+        last_err = ""
+        avoid = None
+        for attempt in range(1, retries + 1):
+            ep = pick(avoid)
+            if ep is None:
+                break
+            ep.outstanding += req.n
+            try:
+                comps = await _post(client, ep, req, timeout_s)
+            except Exception as exc:  # noqa: BLE001 - classified below
+                ep.outstanding -= req.n
+                ep.failures += 1
+                last_err = f"{ep.url}: {type(exc).__name__}: {exc}"[:300]
+                if not _is_retryable(exc):
                     break
-                ep.outstanding += 1
-                try:
-                    comp = await _post(client, ep, req, timeout_s)
-                except Exception as exc:  # noqa: BLE001 - classified below
-                    ep.outstanding -= 1
-                    ep.failures += 1
-                    last_err = f"{ep.url}: {type(exc).__name__}: {exc}"[:300]
-                    if not _is_retryable(exc):
-                        break
-                    ep.consecutive_failures += 1
-                    others_alive = any(e.alive for e in endpoints if e is not ep)
-                    # Never the last live one: with nowhere to send the work, every pending
-                    # request would fail at once instead of using its own retries.
-                    if ep.consecutive_failures >= dead_after and ep.alive and others_alive:
-                        ep.alive = False  # out of rotation; its work goes elsewhere
-                        stats.failovers += 1
-                        print(
-                            f"teacher endpoint {ep.url} taken out of rotation: {last_err}",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                    avoid = ep.url
-                    stats.retries += 1
-                    delay = backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())
-                    await asyncio.sleep(min(delay, 30.0))
-                    continue
-                ep.outstanding -= 1
-                ep.consecutive_failures = 0
-                ep.served += 1
-                ep.tokens += comp.usage.get("completion_tokens", 0)
-                on_done(comp)
-                return
-            on_fail(Failure(req.id, last_err or "no live teacher endpoint", attempt))
+                ep.consecutive_failures += 1
+                others_alive = any(e.alive for e in endpoints if e is not ep)
+                # Never the last live one: with nowhere to send the work, every pending
+                # request would fail at once instead of using its own retries.
+                if ep.consecutive_failures >= dead_after and ep.alive and others_alive:
+                    ep.alive = False  # out of rotation; its work goes elsewhere
+                    stats.failovers += 1
+                    print(
+                        f"teacher endpoint {ep.url} taken out of rotation: {last_err}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                avoid = ep.url
+                stats.retries += 1
+                delay = backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())
+                await asyncio.sleep(min(delay, 30.0))
+                continue
+            ep.outstanding -= req.n
+            ep.consecutive_failures = 0
+            ep.served += len(comps)
+            for c in comps:
+                ep.tokens += c.usage.get("completion_tokens", 0)
+                on_done(c)
+            return
+        for sid in req.ids:
+            on_fail(Failure(sid, last_err or "no live teacher endpoint", attempt))
 
     # aiohttp, not httpx: httpx's async pool cost ~5 ms of client CPU per request, enough to
     # starve a CPU engine's scheduler and halve throughput (benchmarks/generate_throughput.py).
     # trust_env: proxy settings from the environment apply, as they did with httpx.
-    connector = aiohttp.TCPConnector(limit=concurrency + 8, limit_per_host=0)
+    connector = aiohttp.TCPConnector(limit=limit + 8, limit_per_host=0)
     async with aiohttp.ClientSession(connector=connector, trust_env=True) as client:
-        tasks = [asyncio.create_task(one(client, r)) for r in requests]
+        tasks = []
         try:
+            # One dispatcher admits calls in order while their samples fit the limit (a call
+            # larger than the limit goes alone), so one waiter is woken per finished call.
+            for req in requests:
+                async with room:
+                    await room.wait_for(functools.partial(fits, req.n))
+                    in_flight += req.n
+                tasks.append(asyncio.create_task(one(client, req)))
             await asyncio.gather(*tasks)
         finally:
             for t in tasks:
@@ -506,11 +578,10 @@ def generate_offline(
     )
     if on_ready is not None:
         on_ready()  # engine up: generation starts now
-    for start in range(0, len(requests), max(1, chunk)):
-        part = requests[start : start + chunk]
+    for part in _chunks(requests, max(1, chunk)):
         params = [
             SamplingParams(
-                n=1,
+                n=r.n,
                 temperature=r.sampling["temperature"],
                 top_p=r.sampling["top_p"],
                 max_tokens=r.sampling["max_tokens"],
@@ -520,16 +591,30 @@ def generate_offline(
         ]
         outs = llm.chat([r.messages for r in part], params, use_tqdm=False)
         for r, o in zip(part, outs, strict=True):
-            c = o.outputs[0]
-            on_done(
-                Completion(
-                    id=r.id,
-                    text=c.text,
-                    finish_reason=c.finish_reason or "unknown",
-                    usage={
-                        "prompt_tokens": len(o.prompt_token_ids or []),
-                        "completion_tokens": len(c.token_ids),
-                    },
-                    endpoint="offline",
+            for sid, c in zip(r.ids, sorted(o.outputs, key=lambda c: c.index), strict=True):
+                on_done(
+                    Completion(
+                        id=sid,
+                        text=c.text,
+                        finish_reason=c.finish_reason or "unknown",
+                        usage={
+                            "prompt_tokens": len(o.prompt_token_ids or []),
+                            "completion_tokens": len(c.token_ids),
+                        },
+                        endpoint="offline",
+                    )
                 )
-            )
+
+
+def _chunks(requests: list[Request], samples: int) -> Iterator[list[Request]]:
+    """Consecutive requests, about `samples` samples a chunk (a larger request goes alone)."""
+    part: list[Request] = []
+    size = 0
+    for r in requests:
+        if part and size + r.n > samples:
+            yield part
+            part, size = [], 0
+        part.append(r)
+        size += r.n
+    if part:
+        yield part

@@ -185,7 +185,7 @@ def plan_requests(cfg: Config, muts: list[ModelUnderTest], questions: list[Quest
                 )
             else:
                 messages = render_messages(cfg.student_template, q)
-            m.requests.append((Request(f"{m.label}:{q.id}", messages, dict(sampling)), q))
+            m.requests.append((Request([f"{m.label}:{q.id}"], messages, dict(sampling)), q))
 
 
 def request_sha(identity: str, req: Request) -> str:

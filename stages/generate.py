@@ -41,6 +41,7 @@ NAME = "generate"
 VERSION = 1
 OUTPUTS = ["samples.jsonl", "errors.jsonl"]
 POOL = "pool.jsonl"
+SEEDS = "seed=base+i"  # in sample ids: samples seeded another way are other samples
 
 
 def endpoints_of(cfg: Config) -> list[str]:
@@ -91,13 +92,36 @@ def plan_requests(cfg: Config, identity: str) -> list[tuple[Request, Question, i
             system=cfg.teacher.system,
             fewshot_style=cfg.teacher.fewshot_style,
         )
+        # Sample i is seeded base + i, as vLLM seeds the k-th sample of an n-sample call
+        # seed + k: a call for samples i..j is one request with seed base + i, and every sample
+        # stays repeatable alone, however calls are grouped.
+        base = int(sha256_text(canonical_json([identity, messages, sampling]))[:8], 16)
+        base &= 0x3FFFFFFF  # room for + i within a signed 32-bit seed
         for i in range(cfg.generate.n):
-            sid = sha256_text(canonical_json([identity, messages, sampling, i]))[:32]
-            # Each sample gets its own seed, derived from its id, so it is repeatable alone.
-            req_sampling = {**sampling, "seed": int(sid[:8], 16) & 0x7FFFFFFF}
+            sid = sha256_text(canonical_json([identity, messages, sampling, i, SEEDS]))[:32]
+            req_sampling = {**sampling, "seed": base + i}
             if not req_sampling["stop"]:
                 del req_sampling["stop"]
-            out.append((Request(sid, messages, req_sampling), q, i))
+            out.append((Request([sid], messages, req_sampling), q, i))
+    return out
+
+
+def calls(missing: list[tuple[Request, Question, int]], per_call: int) -> list[Request]:
+    """The API calls for these samples: each run of consecutive sample indices of a question
+    becomes one call for up to `per_call` samples (0: no cap), seeded with its first sample.
+
+    Fewer, larger calls spare the server a prompt render, a tokenization and an HTTP exchange
+    per sample; vLLM's prefix cache already shares the prompt's prefill.
+    """
+    out: list[Request] = []
+    prev: tuple[str, int] | None = None
+    for r, q, i in missing:
+        last = out[-1] if out else None
+        if last is not None and prev == (q.id, i - 1) and (per_call <= 0 or last.n < per_call):
+            last.ids.append(r.id)
+        else:
+            out.append(Request([r.id], r.messages, dict(r.sampling)))
+        prev = (q.id, i)
     return out
 
 
@@ -190,7 +214,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
         )
         if failures:
             raise TeacherError(
-                f"{len(failures)} of {len(missing)} requests failed after retries "
+                f"{len(failures)} of {len(missing)} samples failed after retries "
                 f"(first: {failures[0].reason}); finished samples are kept in {pool_path}, "
                 f"details in {out / 'errors.jsonl'}; rerun to request only what is missing"
             )
@@ -256,7 +280,7 @@ def _request_missing(
             failures.append(f)
             bar.update(1)
 
-        requests = [r for r, _, _ in missing]
+        requests = calls(missing, g.samples_per_call)
         t = cfg.teacher
         with sigterm_as_interrupt():
             if t.engine == "offline":

@@ -328,6 +328,13 @@ def test_raising_n_requests_only_new_samples(
     assert len(pool.rows) == 40  # nothing asked twice
     assert stage_dir(ov2) != stage_dir(ov4)  # n is part of the key; both dirs stay valid
     assert (stage_dir(ov2) / "manifest.json").is_file()
+    # Samples 2-3 came as one n=2 call per question; from scratch all four come as one n=4
+    # call. Per-sample seeds (base + index) make every text the same either way.
+    fresh = overrides(tmp_path, tiny_model, "fresh", *external(servers[0].url), "generate.n=4")
+    ok(distill("generate", fresh))
+    again = {r["id"]: r["completion"] for r in samples(fresh)}
+    assert again == {sid: r["completion"] for sid, r in by_id.items()}
+    assert len(set(again.values())) > 20  # the samples of a question really differ
 
 
 @pytest.mark.slow
@@ -374,7 +381,7 @@ def test_unreachable_endpoint_fails_cleanly_and_keeps_samples(
     assert "Traceback" not in r.stderr
     errs = error_lines(r.stderr)
     assert len(errs) == 1, r.stderr[-2000:]
-    assert "10 of 10 requests failed" in errs[0] and dead in errs[0]
+    assert "10 of 10 samples failed" in errs[0] and dead in errs[0]
     assert pool.read_bytes() == pool_before  # finished samples intact, nothing torn
     d = stage_dir(ov2)
     assert not (d / "manifest.json").exists()  # partial, never read as done
