@@ -107,7 +107,7 @@ class GenerateConfig:
     retries: int = runtime(5, doc="attempts per call on transient errors")
     backoff_s: float = runtime(0.5, doc="first retry delay; doubles each attempt")
     request_timeout_s: float = runtime(
-        900.0, doc="per request; a full 256-sequence CPU batch answers all at once, late"
+        900.0, doc="per call, queueing in the server included; a full CPU batch answers late"
     )
     offline_chunk: int = runtime(256, doc="samples per vllm.LLM.chat call (engine: offline)")
     fsync_every: int = runtime(32, doc="records appended between fsyncs")
