@@ -297,7 +297,7 @@ def _norm_words(s: str) -> str:
     return " ".join(s.lower().split()).rstrip(".").strip()
 
 
-def _choice_index(s: str, choices: list[str] | None) -> int | None:
+def choice_index(s: str, choices: list[str] | None) -> int | None:
     s = _clean(_strip_latex_text(s))
     if not s:
         return None
@@ -341,7 +341,7 @@ def is_correct(
             # Non-plain numbers (\sqrt{2}, \pi/2): ask math_verify, guarded.
             return _math_verify_equal(_strip_wrappers(pred), _strip_wrappers(gold))
         if answer_type == "choice":
-            p_idx, g_idx = _choice_index(pred, choices), _choice_index(gold, choices)
+            p_idx, g_idx = choice_index(pred, choices), choice_index(gold, choices)
             return p_idx is not None and p_idx == g_idx
         p_txt = _norm_words(_strip_latex_text(pred))
         return bool(p_txt) and p_txt == _norm_words(_strip_latex_text(gold))

@@ -48,28 +48,85 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+class ManifestError(UserError, ValueError):
+    """A manifest that exists but cannot be read: the stage is corrupt, not partial."""
+
+
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    """The stage's manifest; None when there is none (partial); ManifestError when damaged."""
     p = Path(stage_dir) / MANIFEST
+    if not p.exists():
+        return None
     if not p.is_file():
-        return None
+        raise ManifestError(f"{MANIFEST} is not a file")
     try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+        m = json.loads(p.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise ManifestError(f"{MANIFEST} cannot be read ({str(e)[:80]})") from None
+    if not isinstance(m, dict) or not isinstance(m.get("outputs"), dict) or "key" not in m:
+        raise ManifestError(f"{MANIFEST} is not a manifest (no key or outputs)")
+    return m
+
+
+def _file_info(p: Path, hashed: bool = True) -> dict[str, Any]:
+    info: dict[str, Any] = {"bytes": p.stat().st_size}
+    if hashed:
+        info["sha256"] = sha256_file(p)
+    if p.suffix == ".jsonl":
+        info["rows"] = count_lines(p)
+    return info
 
 
 def describe_outputs(stage_dir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
-    out = {}
+    """Size, row count (JSONL) and sha256 of each output; a dir output lists its files."""
+    out: dict[str, dict[str, Any]] = {}
     for name in names:
         p = Path(stage_dir) / name
         if p.is_file():
-            info: dict[str, Any] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-            if p.suffix == ".jsonl":
-                info["rows"] = count_lines(p)
-            out[name] = info
+            out[name] = _file_info(p)
         elif p.is_dir():
-            out[name] = {"dir": True}
+            files = sorted(f for f in p.rglob("*") if f.is_file())
+            out[name] = {
+                "dir": True,
+                "files": {str(f.relative_to(p)): _file_info(f) for f in files},
+            }
     return out
+
+
+def verify_outputs(stage_dir: Path, manifest: dict[str, Any], *, deep: bool = False) -> list[str]:
+    """What no longer matches the manifest: missing files, other sizes or row counts, and with
+    `deep` other sha256s. [] means the outputs are what the stage wrote."""
+    problems: list[str] = []
+
+    def check(p: Path, want: dict[str, Any], name: str) -> None:
+        if not p.is_file():
+            problems.append(f"{name} is missing")
+            return
+        size = p.stat().st_size
+        if "bytes" in want and size != want["bytes"]:
+            problems.append(f"{name} has {size:,} bytes, the manifest says {want['bytes']:,}")
+            return
+        if "rows" in want:
+            rows = count_lines(p)
+            if rows != want["rows"]:
+                problems.append(f"{name} has {rows:,} rows, the manifest says {want['rows']:,}")
+                return
+        if deep and "sha256" in want and sha256_file(p) != want["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest's")
+
+    for name, want in manifest.get("outputs", {}).items():
+        p = Path(stage_dir) / name
+        if not isinstance(want, dict):
+            problems.append(f"{MANIFEST}: entry for {name} is damaged")
+        elif want.get("dir"):
+            if not p.is_dir():
+                problems.append(f"{name}/ is missing")
+                continue
+            for rel, info in (want.get("files") or {}).items():
+                check(p / rel, info, f"{name}/{rel}")
+        else:
+            check(p, want, name)
+    return problems
 
 
 def write_manifest(
@@ -104,6 +161,24 @@ class LockedError(UserError, RuntimeError):
     pass
 
 
+def _holder(fd: int) -> str:
+    """Who holds a lock: the pid its holder wrote, with that process's command line if alive."""
+    text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    parts = text.split()
+    if len(parts) >= 2 and parts[0] == "pid" and parts[1].isdigit():
+        try:
+            cmd = (
+                Path(f"/proc/{parts[1]}/cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")
+            )
+            return f"{text} ({cmd.strip()[:160]})"
+        except OSError:
+            return text
+    return text or "another process"
+
+
 @dataclass
 class StageLock:
     """An OS lock (flock) on a file in the stage dir: a kill -9 releases it with the process."""
@@ -112,15 +187,20 @@ class StageLock:
     _fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            raise LockedError(
+                f"cannot lock {self.path}: a file and a directory are mixed up there; move it away"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            holder = _holder(fd)
             os.close(fd)
             raise LockedError(
-                f"{self.path.parent} is being written by {holder}; wait for it or stop it"
+                f"{self.path.parent} is in use by {holder}; wait for it to finish or stop it"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)

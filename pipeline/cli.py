@@ -1,4 +1,4 @@
-"""`distill`: one subcommand per stage, plus `run` and `status`.
+"""`distill`: one subcommand per stage, plus `run`, `status` and `config`.
 
 Only argparse, yaml and the config dataclasses are imported here: `distill --help` stays fast
 and never imports torch or vLLM. Stage code is imported when a stage actually runs.
@@ -7,10 +7,13 @@ and never imports torch or vLLM. Stage code is imported when a stage actually ru
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 import time
 
-from pipeline.config import ConfigError, load_config, shipped_config
+from pipeline.config import load_config, shipped_config
+from pipeline.errors import UserError
 
 STAGE_HELP = {
     "generate": "the teacher writes n step-by-step samples per train question (vLLM)",
@@ -18,7 +21,8 @@ STAGE_HELP = {
     "train": "fine-tune the student on kept.jsonl with TRL SFT (full or LoRA)",
     "eval": "measure teacher, base and distilled student on the held-out split",
     "run": "generate -> filter -> train -> eval, skipping what is cached",
-    "status": "show every stage of a run: complete / partial / missing / stale",
+    "status": "show every stage of a run: complete / partial / corrupt / missing / stale",
+    "config": "print every config field: type, default, value, whether it is in a key, doc",
 }
 
 
@@ -40,7 +44,14 @@ def _parser() -> argparse.ArgumentParser:
             help="YAML config (default: the bundled pipeline/configs/default.yaml)",
         )
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-        if name != "status":
+        if name != "config":
+            p.add_argument(
+                "--verify",
+                action="store_true",
+                help="also compare every output's sha256 with its manifest"
+                + ("" if name == "status" else " (a stage whose files differ is rebuilt)"),
+            )
+        if name not in ("status", "config"):
             p.add_argument(
                 "--force", action="store_true", help=f"rerun {name} even if it is cached"
             )
@@ -65,28 +76,22 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        cfg = load_config(args.config or shipped_config("default"), _overrides(args))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    from pipeline import report
-    from pipeline.errors import UserError
-
-    try:
-        if args.command == "status":
-            from pipeline.runner import status
-
-            report.print_status(cfg, status(cfg))
-            return 0
-        from pipeline.runner import run_chain
-
-        target = "eval" if args.command == "run" else args.command
-        t0 = time.monotonic()
-        results = run_chain(cfg, target, force=args.force, on_result=report.print_stage_line)
-        report.print_summary(cfg, results, time.monotonic() - t0)
-        return 0
+        return _main(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `distill config | head`: the reader left, nothing to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as e:
+        # A path the user gave that the OS refuses (permissions, a full disk, a file where a
+        # dir should be): one line, not a traceback. DISTILL_DEBUG=1 shows the traceback.
+        if os.environ.get("DISTILL_DEBUG"):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        hint = "; free some space" if e.errno == errno.ENOSPC else ""
+        print(f"error: {where}{e.strerror or e}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -94,6 +99,29 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config or shipped_config("default"), _overrides(args))
+    from pipeline import report
+
+    if args.command == "config":
+        report.print_config(cfg)
+        return 0
+    if args.command == "status":
+        from pipeline.runner import status
+
+        report.print_status(cfg, status(cfg, verify=args.verify))
+        return 0
+    from pipeline.runner import run_chain
+
+    target = "eval" if args.command == "run" else args.command
+    t0 = time.monotonic()
+    results = run_chain(
+        cfg, target, force=args.force, verify=args.verify, on_result=report.print_stage_line
+    )
+    report.print_summary(cfg, results, time.monotonic() - t0)
+    return 0
 
 
 if __name__ == "__main__":

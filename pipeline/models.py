@@ -15,6 +15,7 @@ from pipeline.records import sha256_file
 
 SMOLLM2 = "smollm2-135m"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
 
 class ModelError(UserError, ValueError):
@@ -56,8 +57,11 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def resolve_model(ref: str, cache_dir: str = "", *, convert: bool = True) -> Path:
-    """A local model dir for `ref`; clear error if there is none. `convert=False` only checks."""
+def resolve_model(
+    ref: str, cache_dir: str = "", *, convert: bool = True, key: str = "model"
+) -> Path:
+    """A local model dir for `ref`; a clear error naming the config `key` if there is none.
+    `convert=False` only checks."""
     if ref == SMOLLM2:
         gguf = _smollm2_gguf()
         # Name and size, not path: every checkout's venv shares one converted copy.
@@ -71,14 +75,30 @@ def resolve_model(ref: str, cache_dir: str = "", *, convert: bool = True) -> Pat
                 print(f"converting {gguf.name} to safetensors under {out} (once)", flush=True)
                 _convert_gguf(gguf, out)
         return out
-    path = Path(ref).expanduser()
+    path = Path(ref).expanduser()  # the config checked that it expands
     if not path.is_dir():
+        what = "is a file, not a directory" if path.exists() else "does not exist"
         raise ModelError(
-            f"model '{ref}' is not a local directory; give the path of a HF model dir "
+            f"{key}: {ref!r} {what}; give the path of a HF model dir "
             f"(config.json + weights + tokenizer) or '{SMOLLM2}'"
         )
-    if not (path / "config.json").is_file():
-        raise ModelError(f"model dir {path} has no config.json; is it a HF model directory?")
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise ModelError(f"{key}: {path} has no config.json; is it a HF model directory?")
+    try:
+        data = json.loads(cfg.read_bytes())
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict) or not data.get("model_type"):
+        raise ModelError(
+            f"{key}: {cfg} is not a HF model config (a JSON object with model_type); "
+            "the model dir is damaged or incomplete"
+        )
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelError(
+            f"{key}: {path} has no tokenizer ({', '.join(TOKENIZER_FILES)}); save the "
+            "tokenizer beside the weights (tokenizer.save_pretrained)"
+        )
     return path.resolve()
 
 
@@ -101,15 +121,19 @@ def model_identity(path: Path) -> str:
     return h.hexdigest()
 
 
-def identity_of(ref: str, cache_dir: str = "") -> str:
+def identity_of(ref: str, cache_dir: str = "", *, key: str = "model") -> str:
     """Cache-key identity of a model reference: the bundled GGUF by name, a dir by content."""
     if ref == SMOLLM2:
         return f"{SMOLLM2}:q4_1-gguf"
-    return model_identity(resolve_model(ref, cache_dir))
+    return model_identity(resolve_model(ref, cache_dir, key=key))
 
 
 def has_chat_template(path: Path) -> bool:
     if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
         return True
     cfg = path / "tokenizer_config.json"
-    return cfg.is_file() and bool(json.loads(cfg.read_text()).get("chat_template"))
+    try:
+        data = json.loads(cfg.read_bytes()) if cfg.is_file() else {}
+    except (ValueError, RecursionError):
+        raise ModelError(f"{cfg} is not valid JSON; the model dir is damaged") from None
+    return isinstance(data, dict) and bool(data.get("chat_template"))

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from pipeline.cache import LOCK, MANIFEST, StageLock, read_manifest, stage_key, write_manifest
-from pipeline.config import Config
+from pipeline.cache import (
+    LOCK,
+    MANIFEST,
+    ManifestError,
+    StageLock,
+    read_manifest,
+    stage_key,
+    verify_outputs,
+    write_manifest,
+)
+from pipeline.config import Config, expand
+from pipeline.errors import UserError
 
 STAGES = ("generate", "filter", "train", "eval")
 ABLATION = "train_answer_only"  # the train stage again, on answer-only completions
@@ -60,7 +72,7 @@ class StageResult:
 
 
 def run_dir(cfg: Config) -> Path:
-    return Path(cfg.runs_dir) / cfg.run
+    return expand(cfg.runs_dir, "runs_dir") / cfg.run
 
 
 def plan(cfg: Config, upto: str) -> dict[str, StagePlan]:
@@ -77,30 +89,68 @@ def plan(cfg: Config, upto: str) -> dict[str, StagePlan]:
     return plans
 
 
-def is_complete(p: StagePlan) -> dict[str, Any] | None:
-    m = read_manifest(p.dir)
-    return m if m and m.get("key") == p.key else None
+def check_complete(p: StagePlan, *, deep: bool = False) -> tuple[dict[str, Any] | None, list[str]]:
+    """(manifest, []) when `p` is complete: a manifest for this key whose outputs all match it.
+    (None, problems) when the dir claims completion but its files say otherwise (corrupt);
+    (None, []) when it is partial or missing."""
+    try:
+        m = read_manifest(p.dir)
+    except ManifestError as e:
+        return None, [str(e)]
+    if m is None or m.get("key") != p.key:
+        return None, []
+    problems = verify_outputs(p.dir, m, deep=deep)
+    return (None, problems) if problems else (m, [])
 
 
 def _rows(manifest: dict[str, Any]) -> dict[str, int]:
     return {k: v["rows"] for k, v in manifest.get("outputs", {}).items() if "rows" in v}
 
 
-def run_stage(p: StagePlan, plans: dict[str, StagePlan], force: bool) -> StageResult:
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((q for q in [path, *path.parents] if q.exists() and not q.is_dir()), path)
+        raise UserError(
+            f"{blocker} is a file where distill keeps a directory; move it away and rerun"
+        ) from None
+
+
+def stage_locks(p: StagePlan) -> list[StageLock]:
+    """The stage dir's lock, then the shared ones the stage names (generate: the pool's)."""
+    extra = getattr(stage_module(p.stage), "locks", None)
+    return [
+        StageLock(p.dir / LOCK),
+        *(StageLock(x) for x in (extra(p.cfg, p.dir) if extra else [])),
+    ]
+
+
+def run_stage(
+    p: StagePlan, plans: dict[str, StagePlan], force: bool, verify: bool = False
+) -> StageResult:
+    """Run `p` unless it is complete; `verify` also checks the outputs' sha256s."""
     t0 = time.monotonic()
-    done = None if force else is_complete(p)
+    done = None if force else check_complete(p, deep=verify)[0]
     if done:
         return StageResult(
-            p.name, "cached", time.monotonic() - t0, p.dir, done["stats"], _rows(done)
+            p.name, "cached", time.monotonic() - t0, p.dir, done.get("stats") or {}, _rows(done)
         )
     mod = stage_module(p.stage)
-    p.dir.mkdir(parents=True, exist_ok=True)
-    with StageLock(p.dir / ".lock"):
-        done = None if force else is_complete(p)  # another run may have finished it meanwhile
-        if done:
+    _make_dir(p.dir)
+    if (p.dir / MANIFEST).exists() and not (p.dir / MANIFEST).is_file():
+        raise UserError(f"{p.dir / MANIFEST} is not a file; move it away and rerun")
+    with contextlib.ExitStack() as held:
+        # Every lock before any delete: a run refused by a lock changes nothing.
+        for lock in stage_locks(p):
+            held.enter_context(lock)
+        done, problems = (None, []) if force else check_complete(p, deep=verify)
+        if done:  # another run finished it meanwhile
             return StageResult(
-                p.name, "cached", time.monotonic() - t0, p.dir, done["stats"], _rows(done)
+                p.name, "cached", time.monotonic() - t0, p.dir, done.get("stats") or {}, _rows(done)
             )
+        if problems:
+            print(f"{p.name}: {p.dir} is corrupt ({problems[0]}); rebuilding it", file=sys.stderr)
         (p.dir / MANIFEST).unlink(missing_ok=True)
         if force:  # from scratch: no leftover checkpoint or partial output is resumed
             for child in p.dir.iterdir():
@@ -123,13 +173,14 @@ def run_stage(p: StagePlan, plans: dict[str, StagePlan], force: bool) -> StageRe
 
 
 def run_chain(
-    cfg: Config, target: str, *, force: bool = False, on_result: Any = None
+    cfg: Config, target: str, *, force: bool = False, verify: bool = False, on_result: Any = None
 ) -> list[StageResult]:
-    """Run `target` and whatever it needs that is not cached. `force` reruns `target` only."""
+    """Run `target` and whatever it needs that is not cached. `force` reruns `target` only;
+    `verify` rebuilds any stage whose outputs' sha256s differ from its manifest."""
     plans = plan(cfg, target)
     results = []
     for name, p in plans.items():
-        r = run_stage(p, plans, force and name == target)
+        r = run_stage(p, plans, force and name == target, verify)
         results.append(r)
         if on_result:
             on_result(r)
@@ -148,32 +199,49 @@ class StageStatus:
     note: str = ""
 
 
-def status(cfg: Config) -> list[StageStatus]:
+def status(cfg: Config, *, verify: bool = False) -> list[StageStatus]:
+    """Every stage's state; `verify` also compares each output's sha256 with its manifest."""
     out: list[StageStatus] = []
+    labels = [label for label, *_ in chain(cfg, "eval")]
+    plans: dict[str, StagePlan] = {}
+    errors: dict[str, str] = {}
     try:
         plans = plan(cfg, "eval")
-    except Exception as e:  # noqa: BLE001 - status must show what it can
-        plans = {}
-        note = f"cannot compute keys: {e}"
-    for name in plans or STAGES:
+    except UserError as e:
+        # Stage by stage: a student that cannot be keyed leaves generate and filter readable.
+        for target in ("generate", "filter", "train"):
+            try:
+                plans.update(plan(cfg, target))
+            except UserError:
+                break
+        for label in labels:
+            if label not in plans:
+                errors[label] = f"cannot compute its key: {e}"
+    for name in labels:
         p = plans.get(name)
         if p is None:
-            out.append(StageStatus(name, "error", note=note))
+            out.append(StageStatus(name, "error", note=errors.get(name, "")))
             continue
         st = StageStatus(name, "missing", p.key[:12], str(p.dir))
-        m = read_manifest(p.dir)
-        if m and m.get("key") == p.key:
+        m, problems = check_complete(p, deep=verify)
+        if m:
             st.state, st.rows, st.seconds, st.ended = (
                 "complete",
                 _rows(m),
                 m.get("seconds"),
                 m.get("ended", ""),
             )
-        elif p.dir.exists():
+        elif problems:
+            st.state = "corrupt"
+            st.note = "; ".join(problems[:3]) + "; a rerun rebuilds it"
+        elif p.dir.exists() and not p.dir.is_dir():
+            st.state = "corrupt"
+            st.note = "a file stands where the stage dir should be; move it away"
+        elif p.dir.is_dir():
             st.state = "partial"
             st.note = _partial_note(p)
         else:
-            others = [d for d in (run_dir(cfg) / p.stage).glob("*") if read_manifest(d)]
+            others = [d for d in (run_dir(cfg) / p.stage).glob("*") if (d / MANIFEST).is_file()]
             if others:
                 st.state = "stale"
                 st.note = f"{len(others)} complete dir(s) for other configs"

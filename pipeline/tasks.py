@@ -7,13 +7,16 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ConfigError, TaskConfig
-from pipeline.records import DataError, read_jsonl, sha256_file
+from pipeline.answers import choice_index
+from pipeline.config import ConfigError, TaskConfig, expand, template_file
+from pipeline.records import DataError, parse_line, read_jsonl, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "data"
@@ -119,70 +122,135 @@ def _load_olmo(name: str) -> tuple[list[Question], Path]:
     return list(seen.values()), path
 
 
-def _load_jsonl(path: Path, columns: dict[str, str], answer_type: str) -> list[Question]:
+def _scalar_text(value: Any) -> str | None:
+    """A string, or a number written as the file wrote it; None for null, bool, list, dict and
+    NaN or infinity (JSON's NaN token)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return str(value)
+    return None
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _load_jsonl(
+    path: Path, columns: dict[str, str], answer_type: str, split_by: str
+) -> list[Question]:
+    """Questions from a JSONL file; every row is checked and a bad one named by file:line.
+
+    Two rows asking the same question (same text and choices) are refused with both line
+    numbers: the teacher would see one prompt for both, so their samples could not be told
+    apart, and differing golds mean one of them is wrong."""
     col = {"id": "id", "question": "question", "answer": "answer", "choices": "choices"}
     col.update(columns)
     out = []
-    ids: set[str] = set()
-    for lineno, row in enumerate(read_jsonl(path), 1):
+    id_line: dict[str, int] = {}
+    text_line: dict[tuple[str, tuple[str, ...]], int] = {}
+    lineno = 0
+    for lineno, row in _numbered_rows(path):
+        where = f"{path}:{lineno}"
         for need in ("question", "answer"):
             if col[need] not in row:
                 raise DataError(
-                    f"{path}:{lineno}: missing field '{col[need]}' (for {need}); "
+                    f"{where}: missing field '{col[need]}' (for {need}); "
                     f"map your column with task.columns.{need}=NAME"
                 )
-        qid = str(row.get(col["id"], f"{path.stem}-{lineno}"))
-        if qid in ids:
-            raise DataError(f"{path}:{lineno}: duplicate id '{qid}'")
-        ids.add(qid)
-        choices = row.get(col["choices"]) or ()
-        if not isinstance(choices, (list, tuple)):
-            raise DataError(f"{path}:{lineno}: field '{col['choices']}' must be a list")
-        group_field = columns.get("group", "")
-        group = str(row.get(group_field, qid)) if group_field else qid
+        question = row[col["question"]]
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(
+                f"{where}: field '{col['question']}' must be a non-empty string, "
+                f"got {_kind(question) if not isinstance(question, str) else 'an empty one'}"
+            )
+        answer = _scalar_text(row[col["answer"]])
+        if answer is None or not answer.strip():
+            raise DataError(
+                f"{where}: field '{col['answer']}' must be a string or a number, got "
+                f"{_kind(row[col['answer']]) if answer is None else 'an empty string'}"
+            )
+        raw_id = row.get(col["id"], f"{path.stem}-{lineno}")
+        qid = _scalar_text(raw_id)
+        if qid is None or not qid.strip():
+            raise DataError(
+                f"{where}: field '{col['id']}' must be a string or number, got {_kind(raw_id)}"
+            )
+        if qid in id_line:
+            raise DataError(f"{where}: duplicate id '{qid}' (first on line {id_line[qid]})")
+        id_line[qid] = lineno
+        choices = row.get(col["choices"]) or []
+        if not isinstance(choices, list) or any(_scalar_text(c) is None for c in choices):
+            raise DataError(f"{where}: field '{col['choices']}' must be a list of strings")
+        choices_t = tuple(str(_scalar_text(c)) for c in choices)
+        kind = answer_type or ("choice" if choices_t else "numeric")
+        if kind == "choice" and choices_t and choice_index(answer, list(choices_t)) is None:
+            raise DataError(
+                f"{where}: answer {answer!r} is neither a letter A-{LETTERS[len(choices_t) - 1]} "
+                f"nor one of the {len(choices_t)} choices"
+            )
+        same = text_line.setdefault((question.strip(), choices_t), lineno)
+        if same != lineno:
+            raise DataError(
+                f"{where}: the same question as line {same}; the teacher would see one prompt "
+                "for two questions: remove one of them, or make them differ"
+            )
+        group = qid
+        if split_by:
+            value = _scalar_text(row.get(split_by))
+            if value is None:
+                raise DataError(
+                    f"{where}: task.split_by field '{split_by}' is "
+                    f"{'missing' if split_by not in row else _kind(row[split_by])}; every row "
+                    "needs it (a string or number), or the split cannot keep groups apart"
+                )
+            group = value
         out.append(
             Question(
                 qid,
-                str(row[col["question"]]),
-                str(row[col["answer"]]),
-                answer_type or ("choice" if choices else "numeric"),
-                tuple(str(c) for c in choices),
+                question,
+                answer.strip(),
+                kind,
+                choices_t,
                 group=group,
                 meta={k: v for k, v in row.items() if k not in col.values()},
             )
         )
     if not out:
-        raise DataError(f"{path}: no questions")
+        raise DataError(f"{path}: no questions (the file has no rows)")
     return out
 
 
+def _numbered_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) for the non-blank lines of a JSONL file."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if raw.strip():
+                try:
+                    yield lineno, parse_line(raw)
+                except ValueError as e:
+                    raise DataError(f"{path}:{lineno}: {e}; fix or remove this line") from None
+
+
 def _resolve_source(cfg: TaskConfig) -> tuple[str, list[Question], Path]:
+    """The config guarantees the source's form and that its file exists."""
     kind, _, arg = cfg.source.partition(":")
-    if kind == "bundled":
-        path = DATA_DIR / f"{arg}.jsonl"
-        if not path.is_file():
-            raise ConfigError(f"task.source {cfg.source}: no bundled file {path}")
-        cols = dict(cfg.columns)
-        if cfg.split_by:
-            cols.setdefault("group", cfg.split_by)
-        return arg, _load_jsonl(path, cols, cfg.answer_type or "numeric"), path
-    if kind == "jsonl":
-        path = Path(arg).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"task.source {cfg.source}: file not found")
-        cols = dict(cfg.columns)
-        if cfg.split_by:
-            cols.setdefault("group", cfg.split_by)
-        return path.stem, _load_jsonl(path, cols, cfg.answer_type), path
     if kind == "olmo":
         qs, path = _load_olmo(arg)
         if cfg.answer_type:
-            qs = [
-                Question(q.id, q.question, q.answer, cfg.answer_type, q.choices, q.group)
-                for q in qs
-            ]
+            qs = [dataclasses.replace(q, answer_type=cfg.answer_type) for q in qs]
         return arg, qs, path
-    raise ConfigError(f"task.source '{cfg.source}': expected bundled:NAME, jsonl:PATH or olmo:NAME")
+    if kind == "bundled":
+        path = DATA_DIR / f"{arg}.jsonl"
+        default_type = cfg.answer_type or "numeric"
+    else:
+        path = expand(arg, "task.source")
+        default_type = cfg.answer_type
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a JSONL file (task.source)")
+    return path.stem, _load_jsonl(path, dict(cfg.columns), default_type, cfg.split_by), path
 
 
 def _hash01(text: str) -> float:
@@ -214,24 +282,42 @@ def _load_task_cached(cfg_json: str) -> Task:
         train = train[: cfg.max_train]
     if cfg.max_eval:
         held = held[: cfg.max_eval]
+    for split, qs in (("train", train), ("eval", held)):
+        if not qs:
+            raise DataError(
+                f"{path}: the {split} split is empty ({len(questions)} questions in "
+                f"{len({q.group for q in questions})} split group(s), task.eval_fraction="
+                f"{cfg.eval_fraction}); add questions or change task.eval_fraction"
+            )
     fewshot_path = DATA_DIR / "fewshot" / f"{name}.jsonl"
     if not fewshot_path.is_file():
         kind = questions[0].answer_type
         fewshot_path = DATA_DIR / "fewshot" / f"generic_{kind}.jsonl"
     fewshot = list(read_jsonl(fewshot_path)) if fewshot_path.is_file() else []
+    for i, ex in enumerate(fewshot, 1):
+        if not all(isinstance(ex.get(k), str) for k in ("question", "rationale")):
+            raise DataError(
+                f"{fewshot_path}:{i}: a worked example needs 'question' and 'rationale'"
+            )
     return Task(name, train, held, sha256_file(path), fewshot)
+
+
+def fewshot_examples(task: Task, k: int) -> list[dict[str, str]]:
+    """The first `k` worked examples, or a ConfigError when the task has fewer."""
+    if k > len(task.fewshot):
+        raise ConfigError(
+            f"{k} worked examples asked for, but task {task.name!r} has {len(task.fewshot)} "
+            "(data/fewshot/)",
+            "teacher.fewshot",
+        )
+    return task.fewshot[:k]
 
 
 # --- prompts -------------------------------------------------------------------------------------
 
 
 def template_path(name: str) -> Path:
-    p = Path(name)
-    if not p.is_absolute():
-        p = PROMPTS_DIR / name
-    if not p.is_file():
-        raise ConfigError(f"prompt template not found: {p}")
-    return p
+    return template_file(name, "template")
 
 
 def template_bytes(name: str) -> str:
@@ -263,8 +349,6 @@ def render_messages(
     templates that loop over `examples` (`inline`). Small chat models follow turns far better:
     SmolLM2-135M answered 45% of bundled questions greedily with a turn, 20% inline.
     """
-    if fewshot_style not in ("turns", "inline"):
-        raise ConfigError(f"teacher.fewshot_style must be turns or inline, got '{fewshot_style}'")
     tpl = _env_template(str(template_path(template)))
 
     def user(question: str, choices: tuple[str, ...], examples: list[dict[str, str]]) -> dict:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config, ConfigError, semantic
+from pipeline.config import Config, semantic
 from pipeline.llm import (
     Completion,
     Failure,
@@ -45,16 +45,23 @@ from pipeline.models import (
 )
 from pipeline.records import (
     AppendLog,
-    DataError,
     atomic_write_json,
     atomic_write_jsonl,
     atomic_write_text,
     canonical_json,
     read_jsonl_tolerant,
+    recover_log,
+    schema_problem,
     sha256_text,
 )
-from pipeline.tasks import Question, load_task, render_messages, template_bytes
-from stages.generate import _served_name, endpoints_of, teacher_identity
+from pipeline.tasks import (
+    Question,
+    fewshot_examples,
+    load_task,
+    render_messages,
+    template_bytes,
+)
+from stages.generate import _served_name, teacher_identity
 
 NAME = "eval"
 VERSION = 1
@@ -69,13 +76,8 @@ PAIRS = (("student", "base"), ("student", "student_answer_only"), ("student", "t
 
 
 def model_labels(cfg: Config) -> list[str]:
-    labels = list(dict.fromkeys(cfg.eval.models))
-    unknown = [m for m in labels if m not in MODELS]
-    if unknown:
-        raise ConfigError(f"eval.models: unknown model '{unknown[0]}' (choose from {MODELS})")
-    if not labels:
-        raise ConfigError("eval.models is empty; name at least one of " + ", ".join(MODELS))
-    return labels
+    """eval.models without repeats (the config guarantees known, non-empty names)."""
+    return list(dict.fromkeys(cfg.eval.models))
 
 
 def key_parts(cfg: Config) -> dict[str, Any]:
@@ -90,7 +92,7 @@ def key_parts(cfg: Config) -> dict[str, Any]:
         },
         "extra": {
             "teacher_identity": teacher_identity(cfg) if "teacher" in labels else "",
-            "base_identity": identity_of(cfg.train.student, cfg.cache_dir)
+            "base_identity": identity_of(cfg.train.student, cfg.cache_dir, key="train.student")
             if "base" in labels
             else "",
             "teacher_template": template_bytes(cfg.teacher.template),
@@ -131,19 +133,19 @@ def models_under_test(
     t = cfg.teacher
     for label in model_labels(cfg):
         if label == "teacher":
-            urls = endpoints_of(cfg) if t.engine != "offline" else []
-            model_dir = None if urls else resolve_model(t.model, cfg.cache_dir)
+            urls = t.urls()
+            model_dir = None if urls else resolve_model(t.model, cfg.cache_dir, key="teacher.model")
             name = t.name or (model_dir.name if model_dir else "")
             muts.append(ModelUnderTest(label, teacher_identity(cfg), model_dir, urls, name))
         elif label == "base":
-            model_dir = resolve_model(cfg.train.student, cfg.cache_dir)
+            model_dir = resolve_model(cfg.train.student, cfg.cache_dir, key="train.student")
             args = []
             if not has_chat_template(model_dir) and cfg.train.chat_template:
                 args = ["--chat-template", str(Path(cfg.train.chat_template).expanduser())]
             muts.append(
                 ModelUnderTest(
                     label,
-                    identity_of(cfg.train.student, cfg.cache_dir),
+                    identity_of(cfg.train.student, cfg.cache_dir, key="train.student"),
                     model_dir,
                     [],
                     label,
@@ -170,7 +172,8 @@ def models_under_test(
 
 def plan_requests(cfg: Config, muts: list[ModelUnderTest], questions: list[Question]) -> None:
     task = load_task(cfg.task)
-    shots = task.fewshot[: cfg.teacher.fewshot]
+    teacher = any(m.label == "teacher" for m in muts)
+    shots = fewshot_examples(task, cfg.teacher.fewshot) if teacher else []
     sampling = sampling_dict(cfg)
     for m in muts:
         m.requests = []
@@ -211,13 +214,29 @@ def _row(m: ModelUnderTest, req: Request, q: Question, comp: Completion) -> dict
     }
 
 
+PREDICTION_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "model": str,
+    "question_id": str,
+    "request_sha": str,
+    "completion": str,
+    "usage": dict,
+    "gold": str,
+    "answer_type": str,
+}
+
+
+def check_prediction(row: dict[str, Any]) -> str | None:
+    return schema_problem(row, PREDICTION_FIELDS)
+
+
 def _sibling_rows(out: Path) -> dict[str, dict[str, Any]]:
     """Finished completions in other eval dirs of this run, by request hash."""
     found: dict[str, dict[str, Any]] = {}
     for path in sorted(out.parent.glob(f"*/{PREDICTIONS}")):
         if path.parent.resolve() == out.resolve():
             continue
-        for r in read_jsonl_tolerant(path).rows:
+        for r in read_jsonl_tolerant(path, check_prediction).rows:
             if r.get("request_sha") and "completion" in r:
                 found.setdefault(r["request_sha"], r)
     return found
@@ -259,26 +278,17 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     started = time.monotonic()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.teacher.engine not in ("server", "offline"):
-        raise TeacherError(f"teacher.engine must be server or offline, got '{cfg.teacher.engine}'")
     task = load_task(cfg.task)
-    questions = task.eval
-    if not questions:
-        raise DataError(
-            f"task {task.name}: the held-out split is empty; raise task.eval_fraction "
-            "or task.max_eval"
-        )
+    questions = task.eval  # never empty: load_task refuses an empty split
     muts, skipped = models_under_test(cfg, inputs)
+    api_key = cfg.teacher.api_key() if any(m.urls for m in muts) else ""
     plan_requests(cfg, muts, questions)
 
     pred_path = out / PREDICTIONS
-    prior = read_jsonl_tolerant(pred_path)
-    if prior.torn:
-        print(
-            f"{pred_path}: dropped {len(prior.torn)} torn line(s) at line(s) {prior.torn[:5]} "
-            "left by an interrupted run; they will be asked again",
-            file=sys.stderr,
-        )
+    prior = recover_log(pred_path, check_prediction)
+    note = prior.message(pred_path, pred_path.with_name(PREDICTIONS + ".quarantine"), "answers")
+    if note:
+        print(note, file=sys.stderr, flush=True)
     have: dict[str, dict[str, Any]] = {}
     for r in prior.rows:
         have[r["id"]] = r
@@ -294,7 +304,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     gen_seconds = 0.0
     from_siblings = 0
     new_tokens = 0
-    with AppendLog(pred_path, valid_bytes=prior.valid_bytes, fsync_every=16) as log:
+    with AppendLog(pred_path, fsync_every=16) as log:
         if missing:
             siblings = _sibling_rows(out)
             still: list[tuple[ModelUnderTest, Request, Question]] = []
@@ -321,7 +331,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
                 todo = [(req, q) for mm, req, q in missing if mm is m]
                 if not todo:
                     continue
-                seconds, tokens = _request_model(cfg, m, todo, log, have, failures, out)
+                seconds, tokens = _request_model(cfg, m, todo, log, have, failures, out, api_key)
                 gen_seconds += seconds
                 new_tokens += tokens
     if failures:
@@ -366,7 +376,8 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
         "requested": len(missing),
         "reused": reused,
         "reused_from_other_keys": from_siblings,
-        "torn_lines_dropped": len(prior.torn),
+        "torn_lines_dropped": int(prior.torn_tail is not None),
+        "damaged_lines_quarantined": len(prior.quarantined) + len(prior.duplicates),
         "new_completion_tokens": new_tokens,
         "generation_seconds": round(gen_seconds, 2),
         "tokens_per_second": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
@@ -388,6 +399,7 @@ def _request_model(
     have: dict[str, dict[str, Any]],
     failures: list[Failure],
     out: Path,
+    api_key: str,
 ) -> tuple[float, int]:
     """Serve one model, send its missing requests, stop it. Returns (seconds, new tokens)."""
     from tqdm import tqdm
@@ -435,7 +447,7 @@ def _request_model(
             with contextlib.ExitStack() as stack:
                 urls, name = m.urls, m.served_name
                 if urls:
-                    name = name or _served_name(urls)
+                    name = name or _served_name(urls, api_key)
                 else:
                     assert m.model_dir is not None
                     tcfg = t
@@ -456,6 +468,7 @@ def _request_model(
                     retries=cfg.generate.retries,
                     backoff_s=cfg.generate.backoff_s,
                     timeout_s=cfg.generate.request_timeout_s,
+                    api_key=api_key if m.urls else "",
                 )
                 seconds = time.monotonic() - t0
         log.sync()
@@ -580,6 +593,7 @@ def plot_accuracy(metrics: dict[str, Any], path: Path) -> None:
 def print_table(metrics: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(
         title=f"eval: {metrics['task']}, {metrics['questions']} held-out questions",
@@ -588,15 +602,15 @@ def print_table(metrics: dict[str, Any]) -> None:
     for c in ("model", "accuracy [95% CI]", "format%", "trunc%", "tokens", "agree%", "sim"):
         t.add_column(c)
     for r in table_rows(metrics):
-        t.add_row(*r)
+        t.add_row(*(Text(x) for x in r))  # '[95% CI]' and model names are text, not markup
     console = Console(highlight=False)
     console.print(t)
     for line in mcnemar_lines(metrics):
-        console.print(line)
+        console.print(Text(line))
 
 
 def progress(cfg: Config, out: Path) -> str:
     """For `distill status`: predictions already made for this key."""
     n = len(load_task(cfg.task).eval) * len(model_labels(cfg))
-    have = {r["id"] for r in read_jsonl_tolerant(Path(out) / PREDICTIONS).rows}
+    have = {r["id"] for r in read_jsonl_tolerant(Path(out) / PREDICTIONS, check_prediction).rows}
     return f"{len(have)} of up to {n} predictions"

@@ -29,7 +29,7 @@ from typing import Any
 
 from pipeline.config import Config, ConfigError, load_config, semantic, to_dict
 from pipeline.models import identity_of, resolve_model
-from pipeline.records import DataError, atomic_write_json, atomic_write_jsonl
+from pipeline.records import DataError, atomic_write_json, atomic_write_jsonl, sha256_file
 from stages.train_preflight import TrainError, preflight
 
 __all__ = ["TrainError", "run", "launch_command", "train_in_process", "main"]
@@ -46,9 +46,9 @@ CONFIG_FILE = "train_config.json"
 def key_parts(cfg: Config) -> dict[str, Any]:
     """The student's weights, not its path, and the semantic train config (launcher excluded)."""
     t = cfg.train
-    extra = {"student_identity": identity_of(t.student, cfg.cache_dir)}
-    if t.chat_template:
-        extra["chat_template"] = Path(t.chat_template).read_text()
+    extra = {"student_identity": identity_of(t.student, cfg.cache_dir, key="train.student")}
+    if t.chat_template:  # the config checked that the file exists
+        extra["chat_template"] = sha256_file(Path(t.chat_template).expanduser())
     return {"config": {"train": semantic(t, exclude=("student",))}, "extra": extra}
 
 
@@ -68,13 +68,10 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     """Train the student on inputs['filter']/kept.jsonl; write everything under `out`."""
     kept = Path(inputs["filter"]) / "kept.jsonl"
     out = Path(out)
-    launcher = cfg.train.launcher or "none"
-    if launcher == "none":
+    if cfg.train.launcher == "none":
         return train_in_process(cfg, kept, out)
-    if launcher != "accelerate":
-        raise TrainError(f"train.launcher must be 'none' or 'accelerate', got {launcher!r}")
     # Pre-flight here too: a bad dataset fails in seconds, with its message, before N processes.
-    student = resolve_model(cfg.train.student, cfg.cache_dir)
+    student = resolve_model(cfg.train.student, cfg.cache_dir, key="train.student")
     _, prepared = preflight(student, kept, cfg.train)
     for w in prepared.warnings:
         _log(f"warning: {w}")
@@ -174,12 +171,6 @@ def bf16_supported(use_cpu: bool) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _warmup(ratio: float) -> float:
-    if not 0 <= ratio < 1:
-        raise TrainError(f"train.warmup_ratio must be in [0, 1), got {ratio}")
-    return float(ratio)  # transformers 5: a float below 1 in warmup_steps is a ratio
-
-
 def sft_config(cfg: Config, out: Path, *, use_cpu: bool, bf16: bool):
     from trl import SFTConfig
 
@@ -193,7 +184,7 @@ def sft_config(cfg: Config, out: Path, *, use_cpu: bool, bf16: bool):
         gradient_accumulation_steps=t.grad_accum,
         max_length=t.max_length,
         packing=t.packing,
-        warmup_steps=_warmup(t.warmup_ratio),
+        warmup_steps=float(t.warmup_ratio),  # transformers 5: a float below 1 is a ratio
         lr_scheduler_type=t.lr_scheduler,
         weight_decay=t.weight_decay,
         seed=t.seed,
@@ -261,17 +252,39 @@ class PaddingCounter:
         return round(1 - self.real / self.total, 4) if self.total else None
 
 
+CHECKPOINT_WEIGHTS = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin")
+
+
 def last_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest complete checkpoint (one a kill mid-save left without trainer_state is skipped)."""
+    """The newest usable checkpoint: its trainer_state.json parses and its weights are there.
+
+    One a kill left half-saved, or a disk damaged, is skipped (with a note), so training
+    resumes from the one before it instead of failing on every rerun."""
     if not ckpt_dir.is_dir():
         return None
     found = []
     for d in ckpt_dir.iterdir():
         name = d.name
-        if d.is_dir() and name.startswith("checkpoint-") and name[11:].isdigit():
-            if (d / "trainer_state.json").is_file():
-                found.append((int(name[11:]), d))
+        if not (d.is_dir() and name.startswith("checkpoint-") and name[11:].isdigit()):
+            continue
+        problem = _checkpoint_problem(d)
+        if problem is None:
+            found.append((int(name[11:]), d))
+        elif (d / "trainer_state.json").exists():  # a half-saved one has no state: say nothing
+            _log(f"skipping {d.name}: {problem}")
     return max(found)[1] if found else None
+
+
+def _checkpoint_problem(d: Path) -> str | None:
+    try:
+        state = json.loads((d / "trainer_state.json").read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return "trainer_state.json missing or damaged"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return "trainer_state.json has no global_step"
+    if not any((d / w).is_file() for w in CHECKPOINT_WEIGHTS):
+        return "no weights"
+    return None
 
 
 def checkpoint_step(ckpt: Path | None) -> int:
@@ -284,7 +297,7 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
     """Pre-flight, train (resuming if a checkpoint exists), save; rank 0 writes the outputs."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    student = resolve_model(cfg.train.student, cfg.cache_dir)
+    student = resolve_model(cfg.train.student, cfg.cache_dir, key="train.student")
     tok, prepared = preflight(student, kept, cfg.train)
     for w in prepared.warnings:
         _log(f"warning: {w}")
@@ -303,14 +316,19 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
         _log("warning: bf16 is not supported natively here; training in fp32")
     args = sft_config(cfg, out, use_cpu=use_cpu, bf16=bf16)
     lora = cfg.train.lora.enabled
-    trainer = SFTTrainer(
-        model=str(student),
-        args=args,
-        train_dataset=Dataset.from_list(prepared.rows),
-        processing_class=tok,
-        peft_config=lora_config(cfg) if lora else None,
-        callbacks=[_log_last_step_callback()],
-    )
+    try:
+        trainer = SFTTrainer(
+            model=str(student),
+            args=args,
+            train_dataset=Dataset.from_list(prepared.rows),
+            processing_class=tok,
+            peft_config=lora_config(cfg) if lora else None,
+            callbacks=[_log_last_step_callback()],
+        )
+    except ValueError as e:
+        if lora and "target" in str(e).lower():  # peft: modules not found in the model
+            raise TrainError(f"train.lora.target_modules: {str(e)[:300]}") from None
+        raise
     counter = PaddingCounter(trainer.data_collator)
     trainer.data_collator = counter
 

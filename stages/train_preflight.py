@@ -74,17 +74,20 @@ def load_tokenizer(student: Path, chat_template_file: str = ""):
     """The student's tokenizer, with `chat_template_file` installed if the student has none."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(student)
+    try:
+        tok = AutoTokenizer.from_pretrained(student)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise TrainError(
+            f"train.student: cannot load the tokenizer of {student} ({str(e)[:160]})"
+        ) from None
     if not (has_chat_template(Path(student)) or getattr(tok, "chat_template", None)):
         if not chat_template_file:
             raise TrainError(
                 f"student {student} has no chat template; set train.chat_template to a Jinja "
                 "chat template file"
             )
-        path = Path(chat_template_file).expanduser()
-        if not path.is_file():
-            raise TrainError(f"train.chat_template file not found: {path}")
-        tok.chat_template = path.read_text()
+        # The config checked that the file exists and is UTF-8 text.
+        tok.chat_template = Path(chat_template_file).expanduser().read_text(encoding="utf-8")
     if tok.eos_token is None:
         raise TrainError(f"student {student} tokenizer has no eos_token; set one in its config")
     if tok.pad_token is None:
@@ -155,10 +158,6 @@ def prepare(
     stops: set[int] | None = None,
 ) -> Prepared:
     """Tokenize and check every row; raise TrainError on the first hard problem."""
-    if overlong not in ("truncate", "drop"):
-        raise TrainError(f"train.overlong must be 'truncate' or 'drop', got {overlong!r}")
-    if max_length <= 0:
-        raise TrainError(f"train.max_length must be positive, got {max_length}")
     stops = stops or {tok.eos_token_id}
     out: list[dict[str, list[int]]] = []
     overlong_n = truncated = dropped = not_prefix = 0

@@ -428,7 +428,7 @@ def test_malformed_task_jsonl_names_file_and_line(tiny_model: Path, tmp_path: Pa
         '{"id": "q3", "question": "3+3?", "answer": \n'
         '{"id": "q4", "question": "4+4?", "answer": "8"}\n'
     )
-    ov = overrides(tmp_path, tiny_model, "bad", f"task.source=jsonl:{data}")
+    ov = overrides(tmp_path, tiny_model, "bad", f"task.source=jsonl:{data}", "task.split_by=")
     r = distill("generate", ov)
     assert r.returncode == 2
     errs = error_lines(r.stderr)

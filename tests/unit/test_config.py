@@ -36,7 +36,7 @@ def test_unknown_key_in_yaml_names_dotted_path(tmp_path: Path) -> None:
 
 
 def test_unknown_top_level_section(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="'teachr'"):
+    with pytest.raises(ConfigError, match="^teachr: unknown config key"):
         load_config(_yaml(tmp_path, "teachr:\n  model: x\n"))
 
 
@@ -180,7 +180,8 @@ def _gen_key(*overrides: str) -> str:
         "generate.retries=1",
         "generate.request_timeout_s=5",
         "teacher.endpoint=[http://10.0.0.1:8000/v1, http://10.0.0.2:8000/v1]",
-        "teacher.replicas=4",
+        "teacher.frontend_nice=0",
+        "teacher.api_key_env=MY_KEY",
         "run=other",
         "runs_dir=/elsewhere",
     ],
@@ -205,7 +206,232 @@ def test_semantic_knobs_change_generate_key(override: str) -> None:
     assert _gen_key(override) != _gen_key()
 
 
+def test_replicas_do_not_change_generate_key() -> None:
+    """With endpoint: auto (the bundled model needs no files to be keyed)."""
+    auto = ["teacher.endpoint=auto", "task.max_train=5"]
+    a = plan(load_config(None, auto), "generate")["generate"].key
+    b = plan(load_config(None, [*auto, "teacher.replicas=3"]), "generate")["generate"].key
+    assert a == b
+
+
 def test_stage_dir_is_under_run_and_uses_key_prefix() -> None:
     cfg = load_config(None, [*BASE, "runs_dir=/r", "run=x"])
     p = plan(cfg, "generate")["generate"]
     assert p.dir == Path("/r/x/generate") / p.key[:12]
+
+
+# --- every value checked where the config is built -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, key, words",
+    [
+        ("filter.selection=bset", "filter.selection", "'bset' is not one of 'all', 'best'"),
+        ("filter.dedup_scope=questoin", "filter.dedup_scope", "'questoin' is not one of"),
+        ("task.answer_type=numerc", "task.answer_type", "'numerc' is not one of"),
+        ("teacher.engine=vllm", "teacher.engine", "'vllm' is not one of 'server', 'offline'"),
+        ("teacher.fewshot_style=sideways", "teacher.fewshot_style", "is not one of"),
+        ("train.overlong=cut", "train.overlong", "is not one of 'truncate', 'drop'"),
+        ("train.lr_scheduler=cosin", "train.lr_scheduler", "'cosin' is not one of"),
+        ("train.launcher=torchrun", "train.launcher", "is not one of 'none', 'accelerate'"),
+        (("eval.models=[teacher, studnet]",), "eval.models[1]", "'studnet' is not one of"),
+        (("filter.checks=[correct, dedup]",), "filter.checks[1]", "'dedup' is not one of"),
+        ("generate.n=-3", "generate.n", "-3 is out of range: must be >= 1"),
+        ("generate.n=0", "generate.n", "must be >= 1"),
+        ("task.eval_fraction=1.5", "task.eval_fraction", "must be < 1"),
+        ("task.eval_fraction=0", "task.eval_fraction", "must be > 0"),
+        ("task.max_train=-5", "task.max_train", "must be >= 0"),
+        ("filter.decontam_n=0", "filter.decontam_n", "must be >= 1"),
+        ("generate.retries=0", "generate.retries", "must be >= 1"),
+        ("generate.concurrency=0", "generate.concurrency", "must be >= 1"),
+        ("generate.sampling.temperature=-1", "generate.sampling.temperature", ">= 0"),
+        ("generate.sampling.top_p=0", "generate.sampling.top_p", "must be > 0"),
+        ("generate.sampling.top_p=2", "generate.sampling.top_p", "must be <= 1"),
+        ("generate.sampling.temperature=.nan", "generate.sampling.temperature", "finite"),
+        ("generate.sampling.seed=" + "9" * 30, "generate.sampling.seed", "out of range"),
+        ("train.batch_size=0", "train.batch_size", ">= 1"),
+        ("train.learning_rate=0", "train.learning_rate", "> 0"),
+        ("train.lora.r=0", "train.lora.r", ">= 1"),
+        ("train.max_steps=0", "train.max_steps", "0 steps"),
+        ("filter.near_threshold=1", "filter.near_threshold", "< 1"),
+        ("filter.min_tokens=5000", "filter.min_tokens", "above filter.max_tokens"),
+        ("generate.sampling.max_tokens=5000", "generate.sampling.max_tokens", "max_model_len"),
+        ("eval.models=[]", "eval.models", "empty"),
+        (("filter.checks=[correct, correct]",), "filter.checks", "listed twice"),
+        ("teacher.endpoint=[]", "teacher.endpoint", "an empty list"),
+        ("teacher.endpoint=localhost:8000", "teacher.endpoint", "expected http://HOST:PORT/v1"),
+        ("teacher.endpoint=http://[::1:8000/v1", "teacher.endpoint", "Invalid IPv6 URL"),
+        ("teacher.endpoint=ftp://h/v1", "teacher.endpoint", "expected http://HOST:PORT/v1"),
+        (("teacher.endpoint=[http://a/v1, x]",), "teacher.endpoint[1]", "expected http"),
+        (("teacher.endpoint=http://a/v1", "teacher.replicas=2"), "teacher.replicas", "auto only"),
+        (("teacher.endpoint=http://a/v1", "teacher.engine=offline"), "teacher.engine", "auto"),
+        (("teacher.gpu_ids=['0', '1']",), "teacher.gpu_ids", "2 entries for 1 replica"),
+        ("teacher.gpu_ids=[gpu0]", "teacher.gpu_ids[0]", "GPU indices"),
+        ("run=../escape", "run", "not a plain name"),
+        ("run=/abs/path", "run", "not a plain name"),
+        ("run=a[b", "run", "not a plain name"),
+        ("run=", "run", "not a plain name"),
+        ("runs_dir=~nosuchuser/runs", "runs_dir", "cannot expand '~nosuchuser'"),
+        ("teacher.model=~nosuchuser/m", "teacher.model", "no such user"),
+        ("train.chat_template=/no/such.jinja", "train.chat_template", "not found"),
+        ("train.accelerate_config=nope", "train.accelerate_config", "neither a file nor"),
+        ("task.columns.solution=answer", "task.columns.solution", "unknown field 'solution'"),
+        ("task.source=jsonl", "task.source", "expected bundled:NAME"),
+        ("task.source=olmo:gsm9k", "task.source", "unknown benchmark 'gsm9k'"),
+        (("task.source=olmo:gsm8k", "task.split_by=fact"), "task.split_by", "not olmo:"),
+        ("task.source=bundled:nope", "task.source", "no bundled task 'nope'"),
+        ("teacher.template=nope.j2", "teacher.template", "not found"),
+    ],
+)
+def test_bad_values_fail_at_load_naming_key_value_and_allowed(override, key, words) -> None:
+    overrides = [override] if isinstance(override, str) else list(override)
+    with pytest.raises(ConfigError) as e:
+        load_config(shipped_config("default"), overrides)
+    msg = str(e.value)
+    assert msg.startswith(f"{key}: "), msg
+    assert words in msg, msg
+    assert "\n" not in msg
+    assert msg.endswith("(from the command line)")
+
+
+def test_an_api_key_pasted_into_api_key_env_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["teacher.api_key_env=sk-live-0123456789abcdef"])
+    assert "teacher.api_key_env" in str(e.value) and "sk-live" not in str(e.value)
+
+
+def test_credentials_in_an_endpoint_url_are_not_echoed() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["teacher.endpoint=http://user:hunter2@[::1:80/v1"])
+    assert "hunter2" not in str(e.value) and "user:***@" in str(e.value)
+
+
+def test_error_in_a_yaml_file_names_the_file(tmp_path: Path) -> None:
+    p = _yaml(tmp_path, "filter:\n  selection: bset\n")
+    with pytest.raises(ConfigError, match=rf"^filter\.selection: .* \(from {p}\)$"):
+        load_config(p)
+    # A rule between two keys blames the one the command line set.
+    with pytest.raises(ConfigError, match=r"^task\.split_by: .*\(from the command line\)$"):
+        load_config(_yaml(tmp_path, "task:\n  source: olmo:gsm8k\n"), ["task.split_by=x"])
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"generate:\n  n: 4\n  # caf\xe9\n", ":3: not UTF-8 (byte 0xe9)"),
+        (b"generate:\n\tn: 4\n", ":2: not valid YAML"),
+        (b"generate:\n  n: " + b"7" * 5000 + b"\n", "a value cannot be read"),
+        (b"- a\n- b\n", "top level must be a mapping"),
+    ],
+)
+def test_unreadable_yaml_is_one_line_naming_the_file(tmp_path: Path, content, words) -> None:
+    p = tmp_path / "cfg.yaml"
+    p.write_bytes(content)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value).startswith(str(p)) and words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_bom_and_an_empty_file_are_fine(tmp_path: Path) -> None:
+    p = tmp_path / "cfg.yaml"
+    p.write_bytes(b"\xef\xbb\xbfgenerate:\n  n: 3\n")
+    assert load_config(p).generate.n == 3
+    p.write_bytes(b"")
+    assert load_config(p) == Config()
+
+
+def test_values_are_stored_as_their_type() -> None:
+    cfg = load_config(None, ["train.learning_rate=3e-4", "teacher.name=7", "task.columns.id=5"])
+    assert cfg.train.learning_rate == 3e-4 and isinstance(cfg.train.learning_rate, float)
+    assert cfg.teacher.name == "7" and cfg.task.columns == {"id": "5"}
+
+
+# --- documented, and shown by `distill config` ------------------------------------------------
+
+
+def test_every_field_has_a_doc_and_a_shown_type() -> None:
+    from pipeline.config import describe
+
+    fields = describe()
+    assert len(fields) > 80
+    for f in fields:
+        assert f.doc.strip(), f"{f.key} has no doc"
+        assert f.type and "typing" not in f.type, f"{f.key}: {f.type}"
+    by_key = {f.key: f for f in fields}
+    assert by_key["filter.selection"].type == "all | best"
+    assert by_key["generate.n"].type == "int (>= 1)"
+    assert by_key["generate.n"].in_key and not by_key["generate.concurrency"].in_key
+    assert not by_key["teacher.endpoint"].in_key and by_key["generate.sampling.seed"].in_key
+
+
+def test_distill_config_prints_every_field() -> None:
+    import subprocess
+    import sys
+
+    from pipeline.config import describe
+
+    p = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "config", "generate.n=7"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert p.returncode == 0, p.stderr
+    for f in describe():
+        assert f"  {f.key} " in p.stdout, f.key
+    line = next(x for x in p.stdout.splitlines() if x.strip().startswith("generate.n "))
+    assert "key" in line and "default 4" in line and "(now 7)" in line
+
+
+def test_schedulers_offered_are_ones_transformers_builds() -> None:
+    import typing
+
+    torch = pytest.importorskip("torch")
+    from transformers import get_scheduler
+
+    from pipeline.config import Scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    for name in typing.get_args(Scheduler):
+        get_scheduler(name, opt, num_warmup_steps=1, num_training_steps=10)
+
+
+def test_filter_checks_offered_are_the_ones_filter_has() -> None:
+    import typing
+
+    from pipeline.config import CheckName
+    from stages.filter import RECORD_CHECKS, SET_CHECKS
+
+    assert set(typing.get_args(CheckName)) == {*RECORD_CHECKS, *SET_CHECKS}
+
+
+@pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: p.name)
+def test_every_shipped_config_plans_its_stage_keys(path: Path, tiny_model: Path) -> None:
+    """So a shipped config can never rot: loaded as shipped, keyed with the tiny model standing
+    in for its model paths (which exist only on the machines it was written for)."""
+    cfg = load_config(path, [f"teacher.model={tiny_model}", f"train.student={tiny_model}"])
+    plans = plan(cfg, "eval")
+    assert {"generate", "filter", "train", "eval"} <= set(plans)
+    assert all(len(p.key) == 64 for p in plans.values())
+
+
+def test_redaction() -> None:
+    from pipeline.redact import redact_text
+
+    assert redact_text("http://u:pw@h:1/v1") == "http://u:***@h:1/v1"
+    assert redact_text("see https://tok123@host/v1 now") == "see https://***@host/v1 now"
+    assert redact_text("http://h:8000/v1") == "http://h:8000/v1"
+    assert redact_text("http://h/v1?api_key=abc&x=1") == "http://h/v1?api_key=***&x=1"
+    assert redact_text("Bearer sk-1 failed", ("sk-1",)) == "Bearer *** failed"
+
+
+def test_status_shows_the_stages_it_can_key(tmp_path: Path) -> None:
+    """A student that cannot be keyed must not hide finished generate and filter work."""
+    from pipeline.runner import status
+
+    cfg = load_config(shipped_config("default"), [f"runs_dir={tmp_path}", "train.student=/nope"])
+    st = {s.name: s for s in status(cfg)}
+    assert st["generate"].state == "missing" and st["filter"].state == "missing"
+    assert st["train"].state == "error" and "train.student" in st["train"].note
+    assert st["eval"].state == "error" and st["train_answer_only"].state == "error"

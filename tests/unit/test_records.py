@@ -1,5 +1,5 @@
-"""JSONL IO that never loses work: tolerant resume reads, AppendLog tail repair, atomic writes,
-strict reads that name file and line."""
+"""JSONL IO that never loses work: tolerant resume reads, log recovery with a quarantine,
+atomic writes, strict reads that name file and line."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pipeline.records import (
     atomic_write_jsonl,
     read_jsonl,
     read_jsonl_tolerant,
+    recover_log,
 )
 
 
@@ -30,7 +31,6 @@ def test_tolerant_read_drops_torn_last_line_and_reports_it(tmp_path: Path) -> No
     r = read_jsonl_tolerant(p)
     assert [row["id"] for row in r.rows] == ["a", "b"]
     assert r.torn == [3]
-    assert r.valid_bytes == len(intact.encode())
 
 
 def test_tolerant_read_complete_but_invalid_last_line(tmp_path: Path) -> None:
@@ -39,7 +39,6 @@ def test_tolerant_read_complete_but_invalid_last_line(tmp_path: Path) -> None:
     r = read_jsonl_tolerant(p)
     assert [row["id"] for row in r.rows] == ["a"]
     assert r.torn == [2]
-    assert r.valid_bytes == len(b'{"id": "a"}\n')
 
 
 def test_tolerant_read_row_without_id_is_torn(tmp_path: Path) -> None:
@@ -57,7 +56,6 @@ def test_tolerant_read_clean_and_missing_files(tmp_path: Path) -> None:
     r = read_jsonl_tolerant(p)
     assert [row["id"] for row in r.rows] == ["a", "b"]
     assert r.torn == []
-    assert r.valid_bytes == p.stat().st_size
 
 
 def test_tolerant_read_invalid_utf8_tail(tmp_path: Path) -> None:
@@ -68,23 +66,76 @@ def test_tolerant_read_invalid_utf8_tail(tmp_path: Path) -> None:
     assert r.torn == [2]
 
 
-def test_append_log_truncates_torn_tail_before_appending(tmp_path: Path) -> None:
+def test_recovery_cuts_torn_tail_before_appending(tmp_path: Path) -> None:
     p = tmp_path / "pool.jsonl"
     p.write_text('{"id": "a"}\n{"id": "b", "x": [1, ')
-    prior = read_jsonl_tolerant(p)
-    with AppendLog(p, valid_bytes=prior.valid_bytes, fsync_every=1) as log:
+    rec = recover_log(p)
+    assert [r["id"] for r in rec.rows] == ["a"] and rec.torn_tail == 2 and not rec.quarantined
+    with AppendLog(p, fsync_every=1) as log:
         log.write({"id": "c"})
         log.write({"id": "d"})
     assert _lines(p) == ['{"id": "a"}', '{"id":"c"}', '{"id":"d"}']
     again = read_jsonl_tolerant(p)
     assert [r["id"] for r in again.rows] == ["a", "c", "d"]
     assert again.torn == []
+    moved = [json.loads(x) for x in _lines(tmp_path / "pool.jsonl.quarantine")]
+    assert [(m["line"], m["text"]) for m in moved] == [(2, '{"id": "b", "x": [1, ')]
+
+
+def test_recovery_keeps_every_good_row_around_damage_in_the_middle(tmp_path: Path) -> None:
+    """One damaged line mid-file used to cut the file there, deleting every good row after it."""
+    p = tmp_path / "pool.jsonl"
+    good = [json.dumps({"id": f"s{i}", "text": "é \u2028 x"}, ensure_ascii=False) for i in range(6)]
+    damaged = [
+        *good[:2],
+        '{"id": "s9", "text": "half',  # a torn write followed by later appends
+        *good[2:4],
+        "\x00" * 40,  # a zeroed block after a crash
+        '{"text": "no id"}',
+        *good[4:],
+    ]
+    data = "\n".join(damaged).encode() + b"\n"
+    p.write_bytes(data)
+    rec = recover_log(p)
+    assert [r["id"] for r in rec.rows] == [f"s{i}" for i in range(6)]
+    assert rec.quarantined == [3, 6, 7] and rec.torn_tail is None
+    # The good rows, byte for byte, in order (split on \\n only: the text holds U+2028).
+    assert p.read_bytes() == "".join(g + "\n" for g in good).encode()
+    q = tmp_path / "pool.jsonl.quarantine"
+    moved = [json.loads(x) for x in _lines(q)]
+    assert [m["line"] for m in moved] == [3, 6, 7]
+    assert "not valid JSON" in moved[0]["reason"] and "'id'" in moved[2]["reason"]
+    import base64
+
+    assert base64.b64decode(moved[1]["bytes_b64"]) == b"\x00" * 40  # exact bytes kept
+    msg = rec.message(p, q, "samples")
+    assert msg is not None and "line 3, 6, 7" in msg and "every other row is kept" in msg
+    assert recover_log(p).quarantined == [] and q.read_text().count("\n") == 3  # idempotent
+
+
+def test_recovery_moves_repeated_ids_and_rows_failing_the_check(tmp_path: Path) -> None:
+    p = tmp_path / "pool.jsonl"
+    p.write_text('{"id": "a", "n": 1}\n{"id": "b", "n": "x"}\n{"id": "a", "n": 2}\n')
+    rec = recover_log(p, lambda r: None if isinstance(r["n"], int) else "n is not an int")
+    assert [(r["id"], r["n"]) for r in rec.rows] == [("a", 1)]
+    assert rec.quarantined == [2] and rec.duplicates == [3]
+    assert _lines(p) == ['{"id": "a", "n": 1}']
+
+
+def test_recovery_keeps_a_complete_last_row_without_its_newline(tmp_path: Path) -> None:
+    p = tmp_path / "pool.jsonl"
+    p.write_text('{"id": "a"}\n{"id": "b"}')
+    rec = recover_log(p)
+    assert [r["id"] for r in rec.rows] == ["a", "b"] and rec.torn_tail is None
+    assert p.read_text() == '{"id": "a"}\n{"id": "b"}\n'
+    assert not (tmp_path / "pool.jsonl.quarantine").exists()
 
 
 def test_append_log_keeps_intact_file_and_appends(tmp_path: Path) -> None:
     p = tmp_path / "pool.jsonl"
     p.write_text('{"id": "a"}\n')
-    with AppendLog(p, valid_bytes=p.stat().st_size) as log:
+    assert recover_log(p).rows == [{"id": "a"}]
+    with AppendLog(p) as log:
         log.write({"id": "b", "text": "é"})
     rows = [json.loads(line) for line in _lines(p)]
     assert rows == [{"id": "a"}, {"id": "b", "text": "é"}]

@@ -41,8 +41,6 @@ def test_fewshot_as_turns_or_inline():
     assert len(inline) == 1 and shots[0]["rationale"] in inline[0]["content"]
     student = render_messages("student_zeroshot.j2", q)
     assert student == turns[3:]  # the student sees the teacher's final turn, nothing before
-    with pytest.raises(ConfigError, match="fewshot_style"):
-        render_messages("student_zeroshot.j2", q, fewshot_style="sideways")
 
 
 def test_jsonl_column_map_and_errors(tmp_path):
@@ -54,15 +52,21 @@ def test_jsonl_column_map_and_errors(tmp_path):
                 source=f"jsonl:{f}", columns={"id": "qid", "question": "problem", "answer": "sol"}
             )
         )
-    f.write_text('{"qid": "a", "problem": "2+2?", "sol": "4"}\n')
+    f.write_text(
+        "".join(
+            f'{{"qid": "{c}", "problem": "{i}+{i}?", "sol": {2 * i}}}\n'
+            for i, c in enumerate("abcdefgh")
+        )
+    )
     task = load_task(
         TaskConfig(
             source=f"jsonl:{f}",
             columns={"id": "qid", "question": "problem", "answer": "sol"},
-            eval_fraction=0.0,
+            eval_fraction=0.5,
         )
     )
-    assert [(q.id, q.question, q.answer) for q in task.train] == [("a", "2+2?", "4")]
+    got = {(q.id, q.question, q.answer) for q in task.train + task.eval}
+    assert ("b", "1+1?", "2") in got and len(got) == 8  # a number answer read as its text
 
 
 def test_olmo_benchmarks_load_from_the_package():
@@ -72,3 +76,97 @@ def test_olmo_benchmarks_load_from_the_package():
     csqa = load_task(TaskConfig(source="olmo:csqa", eval_fraction=0.5))
     c = (csqa.train + csqa.eval)[0]
     assert c.answer in "ABCDE" and len(c.choices) == 5 and c.answer_type == "choice"
+
+
+# --- every task row is checked; a bad one is named by file:line -----------------------------
+
+
+def _task_file(tmp_path, lines: list[str | bytes], name: str = "qs.jsonl"):
+    p = tmp_path / name
+    p.write_bytes(b"".join((x if isinstance(x, bytes) else x.encode()) + b"\n" for x in lines))
+    return p
+
+
+def _row(i: int, **over) -> str:
+    row = {"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i), "topic": "t"}
+    row.update(over)
+    return json.dumps({k: v for k, v in row.items() if v is not ...})
+
+
+GOOD = [_row(i) for i in range(1, 9)]
+
+
+@pytest.mark.parametrize(
+    "bad, line, words",
+    [
+        (_row(3, answer=None), 3, "'answer' must be a string or a number, got null"),
+        (_row(3, answer=[1, 2]), 3, "got list"),
+        (_row(3, answer={"v": 1}), 3, "got dict"),
+        (_row(3, answer=True), 3, "got bool"),
+        (_row(3, answer=""), 3, "got an empty string"),
+        (_row(3, question=""), 3, "'question' must be a non-empty string"),
+        (_row(3, question=7), 3, "'question' must be a non-empty string, got int"),
+        (_row(3, question=...), 3, "missing field 'question'"),
+        (_row(3, id=None), 3, "field 'id' must be a string or number, got null"),
+        (_row(3, choices="A, B"), 3, "must be a list of strings"),
+        ('{"id": "q3", "answer": ' + "1" * 5000 + "}", 3, "not usable JSON"),
+        ('{"id": "q3", "answer": ' + "[" * 100000 + "]" * 100000 + "}", 3, "nested too deeply"),
+        (b'{"id": "q3", "question": "caf\xe9?", "answer": "1"}', 3, "not UTF-8 (byte 0xe9"),
+        ('["q3", "What?", "1"]', 3, "expected a JSON object, got list"),
+        ('{"id": "q3", "question": "x?", "answer": ', 3, "not valid JSON"),
+        (_row(3, id="q1", question="What is 99?"), 3, "duplicate id 'q1' (first on line 1)"),
+    ],
+)
+def test_bad_task_rows_are_named_by_file_and_line(tmp_path, bad, line, words):
+    lines = [*GOOD[:2], bad, *GOOD[3:]]
+    p = _task_file(tmp_path, lines)
+    with pytest.raises(DataError) as e:
+        load_task(TaskConfig(source=f"jsonl:{p}", eval_fraction=0.5))
+    assert f"{p}:{line}:" in str(e.value) and words in str(e.value), str(e.value)
+
+
+def test_same_question_twice_is_refused_with_both_lines(tmp_path):
+    """Two ids, one prompt: their samples could not be told apart, so one question would be
+    lost and its samples appear twice under the other's id and gold."""
+    twin = _row(9, question="What is 4 + 4?", answer="9")
+    p = _task_file(tmp_path, [*GOOD, twin])
+    with pytest.raises(DataError, match=rf"{p}:9: the same question as line 4"):
+        load_task(TaskConfig(source=f"jsonl:{p}", eval_fraction=0.5))
+
+
+def test_split_by_field_must_be_on_every_row(tmp_path):
+    """A field no row has used to turn the split's leak guard off without a word."""
+    p = _task_file(tmp_path, [*GOOD[:5], _row(6, topic=...), *GOOD[6:]])
+    with pytest.raises(DataError, match=rf"{p}:6: task.split_by field 'topic' is missing"):
+        load_task(TaskConfig(source=f"jsonl:{p}", eval_fraction=0.5, split_by="topic"))
+    with pytest.raises(DataError, match=rf"{p}:1: task.split_by field 'fact' is missing"):
+        load_task(TaskConfig(source=f"jsonl:{p}", eval_fraction=0.5, split_by="fact"))
+
+
+def test_bom_crlf_and_blank_lines_are_read(tmp_path):
+    body = ("\r\n".join(GOOD[:4]) + "\r\n\r\n" + "\n".join(GOOD[4:]) + "\n").encode()
+    p = tmp_path / "bom.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + body)
+    task = load_task(TaskConfig(source=f"jsonl:{p}", eval_fraction=0.5))
+    assert sorted(q.id for q in task.train + task.eval) == [f"q{i}" for i in range(1, 9)]
+    assert {q.answer for q in task.train + task.eval} == {str(2 * i) for i in range(1, 9)}
+
+
+def test_an_empty_split_is_refused_before_any_work(tmp_path):
+    p = _task_file(tmp_path, GOOD[:1])
+    with pytest.raises(DataError, match="split is empty"):
+        load_task(TaskConfig(source=f"jsonl:{p}", eval_fraction=0.5))
+
+
+def test_fewshot_beyond_the_task_examples_is_a_config_error():
+    from pipeline.tasks import fewshot_examples
+
+    task = load_task(TaskConfig(source="bundled:arith", split_by="fact"))
+    assert len(fewshot_examples(task, 2)) == 2
+    with pytest.raises(ConfigError, match=r"teacher\.fewshot: 3 worked examples asked for"):
+        fewshot_examples(task, 3)
+
+
+def test_bundled_task_has_no_repeated_question():
+    rows = [json.loads(x) for x in (ROOT / "data/arith.jsonl").read_text().splitlines()]
+    assert len({r["question"] for r in rows}) == len(rows) == 1080
