@@ -1,9 +1,14 @@
 """FaultInjectingEndpoint: a FAKE OpenAI-compatible endpoint, for faults a real server can't show.
 
-It misbehaves on the first `faults` chat requests (HTTP 500, a hang past the client's timeout, or
-a dropped connection) and then answers properly by forwarding the request unchanged to a real
-vLLM server (`upstream`), so the completions the pipeline stores are still real ones. Only the
-fault is fake. `GET /v1/models` and `/health` are forwarded too.
+It misbehaves on the first `faults` chat requests (HTTP 500, a hang past the client's timeout, a
+dropped connection, an HTML page, a JSON body without `choices`, or HTTP 401 as from a gateway
+that wants a key) and then answers properly by forwarding the request to a real vLLM server
+(`upstream`), so the completions the pipeline stores are still real ones. Only the fault is fake.
+`GET /v1/models` and `/health` are forwarded too, except in `401` and `html` modes, where every
+request gets the fault (a gateway in front of everything).
+
+`upstream_key` stands in for an authenticating proxy: requests go upstream with that key as a
+Bearer token, whatever credentials the client sent; `seen_auth` records what clients sent.
 """
 
 from __future__ import annotations
@@ -17,16 +22,26 @@ import urllib.error
 import urllib.request
 from typing import Literal
 
-Mode = Literal["500", "hang", "drop"]
+Mode = Literal["500", "hang", "drop", "html", "no_choices", "401"]
 
 
 class FaultInjectingEndpoint:
     """Run with `with FaultInjectingEndpoint(upstream_url, mode, faults=K) as fake: fake.url`."""
 
-    def __init__(self, upstream: str, mode: Mode, *, faults: int = 3, hang_s: float = 5.0):
-        if mode not in ("500", "hang", "drop"):
+    def __init__(
+        self,
+        upstream: str,
+        mode: Mode,
+        *,
+        faults: int = 3,
+        hang_s: float = 5.0,
+        upstream_key: str = "",
+    ):
+        if mode not in ("500", "hang", "drop", "html", "no_choices", "401"):
             raise ValueError(f"unknown fault mode {mode!r}")
         self.upstream = upstream.rstrip("/")
+        self.upstream_key = upstream_key
+        self.seen_auth: list[str] = []
         self.mode = mode
         self.faults = faults
         self.hang_s = hang_s
@@ -70,11 +85,11 @@ class FaultInjectingEndpoint:
 
             def _forward(self, method: str, body: bytes | None) -> None:
                 path = self.path[len("/v1") :] if self.path.startswith("/v1") else self.path
+                headers = {"Content-Type": "application/json"}
+                if fake.upstream_key:
+                    headers["Authorization"] = f"Bearer {fake.upstream_key}"
                 req = urllib.request.Request(
-                    fake.upstream + path,
-                    data=body,
-                    method=method,
-                    headers={"Content-Type": "application/json"},
+                    fake.upstream + path, data=body, method=method, headers=headers
                 )
                 try:
                     with urllib.request.urlopen(req, timeout=120) as r:
@@ -91,17 +106,31 @@ class FaultInjectingEndpoint:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:  # noqa: N802 - http.server API
+                fake.seen_auth.append(self.headers.get("Authorization", ""))
                 if self.path == "/health":
                     self._send(200, b"")
+                    return
+                if fake.mode in ("401", "html") and fake._take_fault():
+                    self._fault()
                     return
                 self._forward("GET", None)
 
             def do_POST(self) -> None:  # noqa: N802 - http.server API
+                fake.seen_auth.append(self.headers.get("Authorization", ""))
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if not self.path.endswith("/chat/completions") or not fake._take_fault():
                     self._forward("POST", body)
                     return
-                if fake.mode == "500":
+                self._fault()
+
+            def _fault(self) -> None:
+                if fake.mode == "401":
+                    self._send(401, b'{"error": "Unauthorized"}')
+                elif fake.mode == "html":
+                    self._send(200, b"<html><body>Bad gateway</body></html>")
+                elif fake.mode == "no_choices":
+                    self._send(200, b'{"object": "chat.completion", "model": "x"}')
+                elif fake.mode == "500":
                     err = {"error": {"message": "injected fault", "type": "InternalServerError"}}
                     self._send(500, json.dumps(err).encode())
                 elif fake.mode == "hang":
