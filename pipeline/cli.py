@@ -68,7 +68,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         extra.append(f"train.launcher={args.launcher}")
     if getattr(args, "accelerate_config", None):
         extra.append(f"train.accelerate_config={args.accelerate_config}")
-    if getattr(args, "num_processes", None):
+    if getattr(args, "num_processes", None) is not None:
         extra.append(f"train.num_processes={args.num_processes}")
     return extra
 

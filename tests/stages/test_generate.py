@@ -223,7 +223,7 @@ def test_resume_after_sigkill_loses_nothing_and_asks_nothing_twice(
     assert 0 < len(prior) < total, "the kill should land mid-run"
 
     r = ok(k["resumed"])
-    assert "torn" in r.stderr and "pool.jsonl" in r.stderr  # the torn line is reported
+    assert "unfinished last line" in r.stderr and "pool.jsonl" in r.stderr  # reported
 
     m = manifest(k["ov"])
     st = m["stats"]
