@@ -1,4 +1,5 @@
-"""Near-dedup benchmark: our vectorized MinHash LSH against a plain datasketch MinHashLSH.
+"""Near-dedup benchmark: the filter's near_duplicates (rensa MinHash + LSH, with per-scope
+indexes and confirmed candidates) against a plain datasketch MinHashLSH.
 
     .venv/bin/python benchmarks/dedup.py [--n 100000] [--threshold 0.6] [--shingle 3]
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.dedup import near_duplicates, normalize_text  # noqa: E402
+from stages.filter.dedup import near_duplicates, normalize_text  # noqa: E402
 
 
 def make_records(
@@ -101,7 +102,7 @@ def main() -> None:
     )
     t_ours = time.perf_counter() - t0
     r, p, f = score(ours, cluster)
-    print(f"ours       {t_ours:8.2f} s  recall={r:.4f} precision={p:.4f} flagged={f}")
+    print(f"filter     {t_ours:8.2f} s  recall={r:.4f} precision={p:.4f} flagged={f}")
 
     if not args.skip_baseline:
         t0 = time.perf_counter()

@@ -17,8 +17,8 @@ Fair by default: bare vLLM gets the very calls the pipeline makes (the same prom
 the same n and SamplingParams, seeds included) and the engine settings the managed CPU server
 runs with (whole prefills, 8192 batched tokens, 256 sequences), so both generate the same tokens.
 --bare-defaults instead runs bare `vllm.LLM` as shipped (one engine seed, chunked prefill).
---offline also times `teacher.engine=offline` (vllm.LLM inside the pipeline, one engine seed)
-against bare vLLM with the same engine settings as that path (vLLM defaults, no request seeds).
+--offline also times `teacher.serve.engine=offline` (vllm.LLM inside the pipeline, with the
+managed server's engine settings and per-request seeds) against the same matched bare vLLM.
 
 Without --model the tiny random test model (tests/tiny_model.py) is built once under --workdir.
 Target: pipeline >= 0.95 x bare. Bare vLLM runs in its own process, under a __main__ guard.
@@ -49,7 +49,7 @@ def pipeline_overrides(
         f"run={run}",
         f"teacher.model={model}",
         "teacher.endpoint=auto",
-        f"teacher.engine={engine}",
+        f"teacher.serve.engine={engine}",
         f"task.max_train={args.prompts}",
         f"generate.n={args.n}",
         f"generate.sampling.max_tokens={args.max_tokens}",
@@ -90,12 +90,13 @@ def run_pipeline(args: argparse.Namespace, model: Path, workdir: Path, engine: s
 def requests_for(args: argparse.Namespace, model: Path, workdir: Path) -> list[dict]:
     """Exactly the calls the pipeline makes (its own planning code): messages, n, sampling."""
     from pipeline.config import load_config, shipped_config
-    from stages.generate import calls, plan_requests, teacher_identity
+    from pipeline.models import teacher_identity
+    from stages.generate.samples import calls, plan_samples
 
     cfg = load_config(
         shipped_config("default"), pipeline_overrides(args, model, workdir, "bench-plan")
     )
-    planned = plan_requests(cfg, teacher_identity(cfg))
+    planned = plan_samples(cfg, teacher_identity(cfg.teacher, cfg.cache_dir))
     return [
         {"messages": r.messages, "n": r.n, "sampling": r.sampling}
         for r in calls(planned, cfg.generate.samples_per_call)
@@ -106,7 +107,7 @@ def run_bare(model: Path, reqs: list[dict], seed: int, matched: bool) -> dict:
     """Child-process side: bare vllm.LLM over the same requests.
 
     matched: the server's engine settings and per-request seeds (see ManagedServer.start);
-    otherwise vLLM's offline defaults and one engine seed, as `teacher.engine=offline` runs.
+    otherwise vLLM's offline defaults and one engine seed.
     """
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
@@ -187,7 +188,7 @@ def main() -> None:
         "--set", action="append", default=[], help="extra pipeline override KEY=VALUE (repeat)"
     )
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
-    ap.add_argument("--offline", action="store_true", help="also time teacher.engine=offline")
+    ap.add_argument("--offline", action="store_true", help="also time teacher.serve.engine=offline")
     ap.add_argument(
         "--bare-defaults",
         action="store_true",
@@ -235,10 +236,10 @@ def main() -> None:
     if args.offline:
         sides["offline"] = lambda: run_pipeline(args, model, args.workdir, "offline")
         sides.setdefault(
-            "bare-defaults",
-            lambda: bare_in_subprocess(model, reqs, args.workdir, args.seed, False),
+            "bare-matched",
+            lambda: bare_in_subprocess(model, reqs, args.workdir, args.seed, True),
         )
-        pairs.append(("offline", "bare-defaults"))
+        pairs.append(("offline", "bare-matched"))
     order = list(sides)
     if args.order == "bare-first":
         order = [k for k in order if k.startswith("bare")] + [

@@ -1,4 +1,4 @@
-"""Teacher replicas on one host: `distill generate` with `teacher.replicas=1`, then `=2`.
+"""Teacher replicas on one host: `distill generate` with `teacher.serve.replicas=1`, then `=2`.
 
     python benchmarks/replicas.py [--model DIR] [--prompts 200] [--max-tokens 128]
                                   [--compare-auto] [--workdir DIR]
@@ -39,7 +39,7 @@ def overrides(args: argparse.Namespace, model: Path, runs: Path, replicas: int) 
         "run=replicas",
         f"teacher.model={model}",
         "teacher.endpoint=auto",
-        f"teacher.replicas={replicas}",
+        f"teacher.serve.replicas={replicas}",
         f"task.max_train={args.prompts}",
         "generate.n=1",
         f"generate.sampling.max_tokens={args.max_tokens}",
@@ -264,7 +264,7 @@ def explain(cores: int, one: dict, two: dict, ratio: float) -> str:
         )
         lines.append("    cores shifts these rates from run to run; use --repeat and a quiet host.")
     lines.append(
-        "  Replicas scale when each has its own hardware: GPUs (teacher.gpu_ids), NUMA nodes, or"
+        "  Replicas scale when each has its own hardware: GPUs (teacher.serve.gpu_ids), NUMA nodes, or"
         " hosts (a list of endpoints)."
     )
     return "\n".join(lines)

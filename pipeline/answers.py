@@ -121,9 +121,10 @@ def _answer_line(text: str) -> str | None:
     return cleaned or None
 
 
-def extract_answer(text: str, answer_type: AnswerType = "exact") -> str | None:
-    """The final answer: the last "Answer: ..." style line, else the last \\boxed{...}."""
-    del answer_type  # one extraction rule for all types; checking is type-aware
+def extract_answer(text: str) -> str | None:
+    """The final answer: the last "Answer: ..." style line, else the last \\boxed{...}.
+
+    One rule for every answer type; checking against gold (is_correct) is type-aware."""
     if not isinstance(text, str) or not text:
         return None
     ans = _answer_line(text)

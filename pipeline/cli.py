@@ -15,15 +15,18 @@ import time
 from pipeline.config import load_config, shipped_config
 from pipeline.errors import UserError
 
-STAGE_HELP = {
-    "generate": "the teacher writes n step-by-step samples per train question (vLLM)",
-    "filter": "verify, deduplicate, decontaminate and score samples into kept.jsonl",
-    "train": "fine-tune the student on kept.jsonl with TRL SFT (full or LoRA)",
-    "eval": "measure teacher, base and distilled student on the held-out split",
+COMMANDS_HELP = {
     "run": "generate -> filter -> train -> eval, skipping what is cached",
     "status": "show every stage of a run: complete / partial / corrupt / missing / stale",
     "config": "print every config field: type, default, value, whether it is in a key, doc",
 }
+
+
+def _commands() -> dict[str, str]:
+    """Each stage's own one-line HELP, then the chain-wide commands."""
+    from pipeline.runner import STAGES, stage_module
+
+    return {name: stage_module(name).HELP for name in STAGES} | COMMANDS_HELP
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         "teacher.endpoint=http://host:8000/v1 train.student=/models/mine",
     )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, text in STAGE_HELP.items():
+    for name, text in _commands().items():
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument(
             "--config",

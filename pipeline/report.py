@@ -28,59 +28,11 @@ def print_stage_line(r: Any) -> None:
     )
 
 
-def _generate_summary(r: Any) -> Table:
-    s = r.stats
-    t = Table(title="generate", show_header=False, title_justify="left")
-    t.add_column("what")
-    t.add_column("value", overflow="fold")
-    t.add_row("questions", f"{s.get('questions', 0):,}")
-    t.add_row(
-        "samples",
-        f"{s.get('samples', 0):,} ({s.get('requested', 0):,} requested, "
-        f"{s.get('reused', 0):,} reused)",
-    )
-    t.add_row("completion tokens", f"{s.get('completion_tokens', 0):,}")
-    tps = s.get("tokens_per_second")
-    t.add_row("teacher tok/s", f"{tps:,.0f}" if tps else "- (nothing generated)")
-    t.add_row("truncation rate", f"{100 * s.get('truncation_rate', 0):.1f}%")
-    if s.get("torn_lines_dropped"):
-        t.add_row("torn lines dropped", str(s["torn_lines_dropped"]))
-    if s.get("damaged_lines_quarantined"):
-        t.add_row("damaged pool lines moved to quarantine", str(s["damaged_lines_quarantined"]))
-    for url, e in (s.get("endpoints") or {}).items():  # redacted URLs; Text: '[' is not markup
-        t.add_row(Text(f"endpoint {url}"), f"{e['served']} served, {e['failures']} failures")
-    t.add_row("samples file", Text(str(r.dir / "samples.jsonl")))
-    return t
-
-
-def _filter_summary(r: Any) -> Table:
-    s = r.stats
-    t = Table(title="filter", show_header=False, title_justify="left")
-    t.add_column("what")
-    t.add_column("value", overflow="fold")
-    n = max(1, s.get("input", 0))
-    t.add_row(
-        "kept", f"{s.get('kept', 0):,} of {s.get('input', 0):,} ({100 * s.get('kept', 0) / n:.1f}%)"
-    )
-    for reason, c in (s.get("reasons") or {}).items():
-        t.add_row(f"  dropped: {reason}", f"{c:,} ({100 * c / n:.1f}%)")
-    t.add_row("questions with a kept sample", f"{s.get('questions_with_kept', 0):,}")
-    t.add_row("training set", Text(str(r.dir / "kept.jsonl")))
-    return t
-
-
-def _eval_summary(r: Any) -> Text:
-    report = r.dir / "report.md"
-    if not report.is_file():
-        return Text("")
-    lines = [ln for ln in report.read_text().splitlines() if not ln.startswith("![")]
-    return Text("\n".join(lines))  # Text: brackets in the report are not rich markup
-
-
-SUMMARIES = {"generate": _generate_summary, "filter": _filter_summary, "eval": _eval_summary}
-
-
 def print_summary(cfg: Config, results: list[Any], seconds: float) -> None:
+    """The run's table, then each stage's own summary: of the stages that ran, and of the
+    target (the last) even when cached, so `distill eval` always ends with the results."""
+    from pipeline.runner import stage_module
+
     t = Table(title=Text(f"run '{cfg.run}' ({seconds:.1f}s)"), title_justify="left")
     for col in ("stage", "status", "seconds", "rows"):
         t.add_column(col)
@@ -91,9 +43,11 @@ def print_summary(cfg: Config, results: list[Any], seconds: float) -> None:
         )
     console.print(t)
     for r in results:
-        fn = SUMMARIES.get(r.name)
-        if fn and (r.status == "ran" or r is results[-1]):
-            console.print(fn(r))
+        if r.status == "ran" or r is results[-1]:
+            text = stage_module(r.stage).summary(r.stats, r.dir)
+            if text:
+                console.print(Text(f"{r.name}:", style="bold"))
+                console.print(Text(text))
 
 
 def print_status(cfg: Config, rows: list[Any]) -> None:

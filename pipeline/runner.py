@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from pipeline.cache import (
@@ -25,34 +23,48 @@ from pipeline.cache import (
 )
 from pipeline.config import Config, expand
 from pipeline.errors import UserError
+from pipeline.stage import Stage
 
-STAGES = ("generate", "filter", "train", "eval")
-ABLATION = "train_answer_only"  # the train stage again, on answer-only completions
-
-
-def chain(cfg: Config, upto: str) -> list[tuple[str, str, Config, tuple[str, ...]]]:
-    """(label, stage module, config, upstream labels) for `upto` and what it needs, in order."""
-    ablation = "student_answer_only" in cfg.eval.models
-    steps = [
-        ("generate", "generate", cfg, ()),
-        ("filter", "filter", cfg, ("generate",)),
-        ("train", "train", cfg, ("filter",)),
-    ]
-    if ablation and upto == "eval":
-        variant = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, answer_only=True))
-        steps.append((ABLATION, "train", variant, ("filter",)))
-    steps.append(("eval", "eval", cfg, ("filter", "train", *((ABLATION,) if ablation else ()))))
-    labels = [s[0] for s in steps]
-    return steps[: labels.index(upto) + 1] if upto in labels else steps
+STAGES = ("generate", "filter", "train", "eval")  # the stages, in chain order
 
 
-def stage_module(name: str) -> ModuleType:
-    return importlib.import_module(f"stages.{name}")
+@dataclass(frozen=True)
+class Step:
+    label: str  # its name in the chain: a stage name, or an extra input's label
+    stage: str  # the stage that runs it
+    cfg: Config
+    upstream: tuple[str, ...]  # labels of the steps whose dirs are its inputs
+
+
+def stage_module(name: str) -> Stage:
+    """The stage package `stages.<name>`, checked against the contract. Only the names in
+    STAGES load: a helper module (stages.filter.dedup, stages.shared) is never taken for one."""
+    if name not in STAGES:
+        raise ValueError(f"{name!r} is not a stage (stages: {', '.join(STAGES)})")
+    mod = importlib.import_module(f"stages.{name}")
+    if not isinstance(mod, Stage) or mod.NAME != name:
+        raise TypeError(f"stages.{name} does not provide the stage contract (pipeline/stage.py)")
+    return mod
+
+
+def chain(cfg: Config, upto: str) -> list[Step]:
+    """The steps `upto` needs, in order: each stage after its upstream stages, and each extra
+    input a stage declares (e.g. a second train run that eval needs) just before that stage."""
+    if upto not in STAGES:
+        raise ValueError(f"{upto!r} is not a stage")
+    steps: list[Step] = []
+    for name in STAGES[: STAGES.index(upto) + 1]:
+        mod = stage_module(name)
+        extras = mod.extra_inputs(cfg)
+        for x in extras:
+            steps.append(Step(x.label, x.stage, x.cfg, stage_module(x.stage).UPSTREAM))
+        steps.append(Step(name, name, cfg, (*mod.UPSTREAM, *(x.label for x in extras))))
+    return steps
 
 
 @dataclass
 class StagePlan:
-    name: str  # label in the chain (train_answer_only is a second train)
+    name: str  # label in the chain: a stage, or an extra input a stage declared
     stage: str  # stage module
     cfg: Config
     key: str
@@ -64,6 +76,7 @@ class StagePlan:
 @dataclass
 class StageResult:
     name: str
+    stage: str
     status: str  # cached | ran
     seconds: float
     dir: Path
@@ -78,13 +91,14 @@ def run_dir(cfg: Config) -> Path:
 def plan(cfg: Config, upto: str) -> dict[str, StagePlan]:
     """Keys for `upto` and everything it depends on, in chain order."""
     plans: dict[str, StagePlan] = {}
-    for label, stage, scfg, ups in chain(cfg, upto):
-        mod = stage_module(stage)
-        parts = mod.key_parts(scfg)
-        upstream = {u: plans[u].key for u in ups}
-        key = stage_key(stage, mod.VERSION, parts["config"], upstream, parts.get("extra"))
-        plans[label] = StagePlan(
-            label, stage, scfg, key, run_dir(cfg) / stage / key[:12], upstream, parts["config"]
+    for step in chain(cfg, upto):
+        mod = stage_module(step.stage)
+        parts = mod.key_parts(step.cfg)
+        upstream = {u: plans[u].key for u in step.upstream}
+        key = stage_key(step.stage, mod.VERSION, parts.config, upstream, parts.extra)
+        d = run_dir(cfg) / step.stage / key[:12]
+        plans[step.label] = StagePlan(
+            step.label, step.stage, step.cfg, key, d, upstream, parts.config
         )
     return plans
 
@@ -119,11 +133,15 @@ def _make_dir(path: Path) -> None:
 
 def stage_locks(p: StagePlan) -> list[StageLock]:
     """The stage dir's lock, then the shared ones the stage names (generate: the pool's)."""
-    extra = getattr(stage_module(p.stage), "locks", None)
-    return [
-        StageLock(p.dir / LOCK),
-        *(StageLock(x) for x in (extra(p.cfg, p.dir) if extra else [])),
-    ]
+    extra = stage_module(p.stage).locks(p.cfg, p.dir)
+    return [StageLock(p.dir / LOCK), *(StageLock(x) for x in extra)]
+
+
+def _cached(p: StagePlan, manifest: dict[str, Any], t0: float) -> StageResult:
+    stats = manifest.get("stats") or {}
+    return StageResult(
+        p.name, p.stage, "cached", time.monotonic() - t0, p.dir, stats, _rows(manifest)
+    )
 
 
 def run_stage(
@@ -133,9 +151,7 @@ def run_stage(
     t0 = time.monotonic()
     done = None if force else check_complete(p, deep=verify)[0]
     if done:
-        return StageResult(
-            p.name, "cached", time.monotonic() - t0, p.dir, done.get("stats") or {}, _rows(done)
-        )
+        return _cached(p, done, t0)
     mod = stage_module(p.stage)
     _make_dir(p.dir)
     if (p.dir / MANIFEST).exists() and not (p.dir / MANIFEST).is_file():
@@ -146,9 +162,7 @@ def run_stage(
             held.enter_context(lock)
         done, problems = (None, []) if force else check_complete(p, deep=verify)
         if done:  # another run finished it meanwhile
-            return StageResult(
-                p.name, "cached", time.monotonic() - t0, p.dir, done.get("stats") or {}, _rows(done)
-            )
+            return _cached(p, done, t0)
         if problems:
             print(f"{p.name}: {p.dir} is corrupt ({problems[0]}); rebuilding it", file=sys.stderr)
         (p.dir / MANIFEST).unlink(missing_ok=True)
@@ -169,7 +183,7 @@ def run_stage(
             stats=stats,
             started=started,
         )
-    return StageResult(p.name, "ran", time.monotonic() - t0, p.dir, stats, _rows(manifest))
+    return StageResult(p.name, p.stage, "ran", time.monotonic() - t0, p.dir, stats, _rows(manifest))
 
 
 def run_chain(
@@ -202,7 +216,7 @@ class StageStatus:
 def status(cfg: Config, *, verify: bool = False) -> list[StageStatus]:
     """Every stage's state; `verify` also compares each output's sha256 with its manifest."""
     out: list[StageStatus] = []
-    labels = [label for label, *_ in chain(cfg, "eval")]
+    labels = [step.label for step in chain(cfg, "eval")]
     plans: dict[str, StagePlan] = {}
     errors: dict[str, str] = {}
     try:
@@ -250,5 +264,4 @@ def status(cfg: Config, *, verify: bool = False) -> list[StageStatus]:
 
 
 def _partial_note(p: StagePlan) -> str:
-    fn = getattr(stage_module(p.stage), "progress", None)
-    return fn(p.cfg, p.dir) if fn else "started, not finished"
+    return stage_module(p.stage).progress(p.cfg, p.dir)

@@ -9,13 +9,13 @@ import importlib.util
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pipeline.answers import choice_index
-from pipeline.config import ConfigError, TaskConfig, expand, template_file
+from pipeline.config import ConfigError, TaskConfig, TeacherConfig, expand, template_file
 from pipeline.records import DataError, parse_line, read_jsonl, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,17 +33,6 @@ class Question:
     answer_type: str = "numeric"
     choices: tuple[str, ...] = ()
     group: str = ""  # what the split hashes: a fact, a passage... (defaults to id)
-    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "question": self.question,
-            "answer": self.answer,
-            "answer_type": self.answer_type,
-            "choices": list(self.choices),
-            "group": self.group,
-        }
 
 
 @dataclass(frozen=True)
@@ -149,76 +138,73 @@ def _load_jsonl(
     out = []
     id_line: dict[str, int] = {}
     text_line: dict[tuple[str, tuple[str, ...]], int] = {}
-    lineno = 0
     for lineno, row in _numbered_rows(path):
         where = f"{path}:{lineno}"
-        for need in ("question", "answer"):
-            if col[need] not in row:
-                raise DataError(
-                    f"{where}: missing field '{col[need]}' (for {need}); "
-                    f"map your column with task.columns.{need}=NAME"
-                )
-        question = row[col["question"]]
-        if not isinstance(question, str) or not question.strip():
-            raise DataError(
-                f"{where}: field '{col['question']}' must be a non-empty string, "
-                f"got {_kind(question) if not isinstance(question, str) else 'an empty one'}"
-            )
-        answer = _scalar_text(row[col["answer"]])
-        if answer is None or not answer.strip():
-            raise DataError(
-                f"{where}: field '{col['answer']}' must be a string or a number, got "
-                f"{_kind(row[col['answer']]) if answer is None else 'an empty string'}"
-            )
-        raw_id = row.get(col["id"], f"{path.stem}-{lineno}")
-        qid = _scalar_text(raw_id)
-        if qid is None or not qid.strip():
-            raise DataError(
-                f"{where}: field '{col['id']}' must be a string or number, got {_kind(raw_id)}"
-            )
-        if qid in id_line:
-            raise DataError(f"{where}: duplicate id '{qid}' (first on line {id_line[qid]})")
-        id_line[qid] = lineno
-        choices = row.get(col["choices"]) or []
-        if not isinstance(choices, list) or any(_scalar_text(c) is None for c in choices):
-            raise DataError(f"{where}: field '{col['choices']}' must be a list of strings")
-        choices_t = tuple(str(_scalar_text(c)) for c in choices)
-        kind = answer_type or ("choice" if choices_t else "numeric")
-        if kind == "choice" and choices_t and choice_index(answer, list(choices_t)) is None:
-            raise DataError(
-                f"{where}: answer {answer!r} is neither a letter A-{LETTERS[len(choices_t) - 1]} "
-                f"nor one of the {len(choices_t)} choices"
-            )
-        same = text_line.setdefault((question.strip(), choices_t), lineno)
+        q = _question(row, col, answer_type, split_by, where, f"{path.stem}-{lineno}")
+        if q.id in id_line:
+            raise DataError(f"{where}: duplicate id '{q.id}' (first on line {id_line[q.id]})")
+        id_line[q.id] = lineno
+        same = text_line.setdefault((q.question.strip(), q.choices), lineno)
         if same != lineno:
             raise DataError(
                 f"{where}: the same question as line {same}; the teacher would see one prompt "
                 "for two questions: remove one of them, or make them differ"
             )
-        group = qid
-        if split_by:
-            value = _scalar_text(row.get(split_by))
-            if value is None:
-                raise DataError(
-                    f"{where}: task.split_by field '{split_by}' is "
-                    f"{'missing' if split_by not in row else _kind(row[split_by])}; every row "
-                    "needs it (a string or number), or the split cannot keep groups apart"
-                )
-            group = value
-        out.append(
-            Question(
-                qid,
-                question,
-                answer.strip(),
-                kind,
-                choices_t,
-                group=group,
-                meta={k: v for k, v in row.items() if k not in col.values()},
-            )
-        )
+        out.append(q)
     if not out:
         raise DataError(f"{path}: no questions (the file has no rows)")
     return out
+
+
+def _question(
+    row: dict[str, Any], col: dict[str, str], answer_type: str, split_by: str, where: str, dflt: str
+) -> Question:
+    """One task row as a Question, or a DataError saying what is wrong at `where` (file:line)."""
+    for need in ("question", "answer"):
+        if col[need] not in row:
+            raise DataError(
+                f"{where}: missing field '{col[need]}' (for {need}); "
+                f"map your column with task.columns.{need}=NAME"
+            )
+    question = row[col["question"]]
+    if not isinstance(question, str) or not question.strip():
+        raise DataError(
+            f"{where}: field '{col['question']}' must be a non-empty string, "
+            f"got {_kind(question) if not isinstance(question, str) else 'an empty one'}"
+        )
+    answer = _scalar_text(row[col["answer"]])
+    if answer is None or not answer.strip():
+        raise DataError(
+            f"{where}: field '{col['answer']}' must be a string or a number, got "
+            f"{_kind(row[col['answer']]) if answer is None else 'an empty string'}"
+        )
+    qid = _scalar_text(row.get(col["id"], dflt))
+    if qid is None or not qid.strip():
+        raise DataError(
+            f"{where}: field '{col['id']}' must be a string or number, "
+            f"got {_kind(row.get(col['id']))}"
+        )
+    choices = row.get(col["choices"]) or []
+    if not isinstance(choices, list) or any(_scalar_text(c) is None for c in choices):
+        raise DataError(f"{where}: field '{col['choices']}' must be a list of strings")
+    choices_t = tuple(str(_scalar_text(c)) for c in choices)
+    kind = answer_type or ("choice" if choices_t else "numeric")
+    if kind == "choice" and choices_t and choice_index(answer, list(choices_t)) is None:
+        raise DataError(
+            f"{where}: answer {answer!r} is neither a letter A-{LETTERS[len(choices_t) - 1]} "
+            f"nor one of the {len(choices_t)} choices"
+        )
+    group = qid
+    if split_by:
+        value = _scalar_text(row.get(split_by))
+        if value is None:
+            raise DataError(
+                f"{where}: task.split_by field '{split_by}' is "
+                f"{'missing' if split_by not in row else _kind(row[split_by])}; every row "
+                "needs it (a string or number), or the split cannot keep groups apart"
+            )
+        group = value
+    return Question(qid, question, answer.strip(), kind, choices_t, group=group)
 
 
 def _numbered_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -311,6 +297,15 @@ def fewshot_examples(task: Task, k: int) -> list[dict[str, str]]:
             "teacher.fewshot",
         )
     return task.fewshot[:k]
+
+
+def teacher_messages(
+    t: TeacherConfig, q: Question, shots: list[dict[str, str]]
+) -> list[dict[str, str]]:
+    """The teacher's prompt for `q`: its template, worked examples and system message."""
+    return render_messages(
+        t.template, q, fewshot=shots, system=t.system, fewshot_style=t.fewshot_style
+    )
 
 
 # --- prompts -------------------------------------------------------------------------------------

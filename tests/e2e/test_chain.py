@@ -191,3 +191,66 @@ def test_accelerate_two_processes_through_cli(chain: dict):
     assert len(list(train_dir.rglob("manifest.json"))) == 1  # rank 1 wrote none
     model = AutoModelForCausalLM.from_pretrained(train_dir / "model")
     assert model.config.num_hidden_layers == 2
+
+
+def _servers_of(root: Path) -> list:
+    """Live vLLM server processes serving a model dir under `root`."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if p.info["status"] != psutil.STATUS_ZOMBIE and "vllm" in cmd and str(root) in cmd:
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def test_kill9_during_eval_leaves_no_server_and_resumes(chain: dict):
+    """kill -9 of the pipeline alone (not its group): its managed servers die with it, and the
+    rerun asks only for the predictions that did not reach disk."""
+    overrides = [*chain["overrides"], "eval.sampling.max_tokens=20"]  # a new eval key
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "eval", *overrides],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    root = chain["runs"].parents[1]  # the module's tmp dir: the teacher and students live there
+    deadline = time.monotonic() + 600
+    rows_at_kill = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        preds = [
+            p
+            for p in chain["runs"].glob("eval/*/predictions.jsonl")
+            if not (p.parent / "manifest.json").exists()
+        ]
+        rows_at_kill = preds[0].read_bytes().count(b"\n") if preds else 0
+        if rows_at_kill >= 5 and _servers_of(root):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "eval ended before the kill"
+    assert _servers_of(root), "no server was running at the kill"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 90
+    while _servers_of(root) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _servers_of(root) == [], "a managed server outlived the killed pipeline"
+
+    again = run_cli("eval", *overrides)
+    assert again.returncode == 0, again.stderr[-4000:]
+    eval_dir = next(
+        p.parent
+        for p in chain["runs"].glob("eval/*/manifest.json")
+        if json.loads(p.read_text())["config"]["eval"]["sampling"]["max_tokens"] == 20
+    )
+    stats = json.loads((eval_dir / "manifest.json").read_text())["stats"]
+    assert stats["reused"] >= rows_at_kill - 1  # what reached disk was kept (a torn tail aside)
+    assert stats["reused"] + stats["requested"] == stats["predictions"] == 40
+    from pipeline.records import read_jsonl  # splits on \n only: model text may hold U+2028
+
+    ids = [r["id"] for r in read_jsonl(eval_dir / "predictions.jsonl")]
+    assert len(ids) == len(set(ids)) == 40

@@ -246,3 +246,20 @@ def test_force_refused_by_a_lock_changes_nothing(run, keyed_server, stage, lock)
     assert len(errors) == 1 and f"pid {os.getpid()}" in errors[0], p.stderr
     assert snapshot(run["runs"]) == before  # a refused --force deletes nothing
     ok(distill(keyed_server, stage, "--force", *run["ov"]))  # and works once the lock is free
+
+
+def test_status_shows_complete_partial_stale_missing_and_corrupt(run, keyed_server):
+    """`distill status` as a user reads it, in every state a stage can be in."""
+    ov = run["ov"]
+    st = _status(keyed_server, ov)
+    assert st["generate"].startswith("complete") and st["filter"].startswith("complete")
+    assert st["train"].startswith("missing") and st["eval"].startswith("missing")
+    n3 = [*ov, "generate.n=3"]
+    st = _status(keyed_server, n3)  # no dir for n=3 (the fixture removed it), others complete
+    assert st["generate"].startswith("stale") and "other configs" in st["generate"]
+    dirs([*n3])["generate"].mkdir(parents=True)  # a run for n=3 started: the pool has 30
+    st = _status(keyed_server, n3)
+    assert st["generate"].startswith("partial") and "30 of 30 samples" in st["generate"]
+    (run["dirs"]["filter"] / "kept.jsonl").write_text("{}\n")  # (the random teacher kept none)
+    st = _status(keyed_server, ov)
+    assert st["filter"].startswith("corrupt") and "kept.jsonl" in st["filter"]

@@ -8,11 +8,13 @@ import pytest
 
 import stages.eval as ev
 from pipeline.config import ConfigError, load_config
-from pipeline.metrics import summarize
 from pipeline.records import (
     read_jsonl,  # splits on \n only: model text may hold U+2028
     read_jsonl_tolerant,
 )
+from stages.eval import metrics as scoring
+from stages.eval import report as write_up
+from stages.eval.metrics import summarize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -29,7 +31,8 @@ def _cfg(tmp_path: Path, tiny: Path, *extra: str):
             "eval.sampling.temperature=0.0",
             "eval.sampling.max_tokens=16",
             "eval.concurrency=16",
-            "teacher.startup_timeout_s=300",
+            "eval.serve.startup_timeout_s=300",
+            "teacher.serve.startup_timeout_s=300",
             f"runs_dir={tmp_path / 'runs'}",
             f"cache_dir={tmp_path / 'cache'}",
             *extra,
@@ -56,12 +59,12 @@ def test_model_labels_validates():
 def test_key_parts_ignore_runtime_knobs(tmp_path, tiny_model):
     base = ev.key_parts(_cfg(tmp_path, tiny_model))
     same = ev.key_parts(
-        _cfg(tmp_path, tiny_model, "eval.concurrency=3", "teacher.replicas=2", "run=other")
+        _cfg(tmp_path, tiny_model, "eval.concurrency=3", "teacher.serve.replicas=2", "run=other")
     )
     assert base == same
     other = ev.key_parts(_cfg(tmp_path, tiny_model, "eval.sampling.max_tokens=32"))
     assert other != base
-    assert set(base["extra"]) >= {"teacher_identity", "student_template", "task_data"}
+    assert set(base.extra) >= {"teacher_identity", "student_template", "task_data"}
 
 
 def test_score_rows_and_same_answer_use_the_task_checker():
@@ -71,11 +74,11 @@ def test_score_rows_and_same_answer_use_the_task_checker():
         {"completion": "I think 8", "gold": "7", "answer_type": "numeric"},
         {"completion": "Answer: B", "gold": "B", "answer_type": "choice", "choices": ["x", "y"]},
     ]
-    ev.score_rows(rows)
+    scoring.score_rows(rows)
     assert [r["correct"] for r in rows] == [True, True, False, True]
     assert [r["formatted"] for r in rows] == [True, True, False, True]
-    assert ev.same_answer(rows[0], rows[1])  # 7 and 7.0 agree
-    assert not ev.same_answer(rows[0], {**rows[2], "pred": None})
+    assert scoring.same_answer(rows[0], rows[1])  # 7 and 7.0 agree
+    assert not scoring.same_answer(rows[0], {**rows[2], "pred": None})
 
 
 def _rows():
@@ -110,16 +113,15 @@ def test_report_and_plot_from_metrics(tmp_path):
         "skipped": ["student_answer_only"],
         "sampling": {"temperature": 0.0, "max_tokens": 16},
         "per_model": summarize(rows),
-        "mcnemar": {"student_vs_base": ev.paired_mcnemar(rows, "student", "base")},
+        "mcnemar": {"student_vs_base": scoring.paired_mcnemar(rows, "student", "base")},
     }
-    md = ev.render_report(metrics)
+    md = write_up.render_report(metrics)
     assert "| model | accuracy [95% CI] |" in md
     assert "Held-out questions: 4" in md
     assert "| student | 50.0% [" in md and "(2/4)" in md
     assert "McNemar student vs base" in md and "exact p = 1" in md
-    assert "Skipped (no input): student_answer_only" in md
     png = tmp_path / "accuracy.png"
-    ev.plot_accuracy(metrics, png)
+    write_up.plot_accuracy(metrics, png)
     assert png.read_bytes()[:8] == PNG_MAGIC
     assert not list(tmp_path.glob(".*tmp*"))
 
@@ -140,7 +142,6 @@ def test_eval_end_to_end_and_resume(tmp_path, tiny_model):
     stats = ev.run(cfg, inputs, out)
     assert stats["questions"] == n_q and stats["models"] == models
     assert stats["requested"] == n and stats["reused"] == 0
-    assert stats["skipped"] == []
 
     rows = list(read_jsonl(out / "predictions.jsonl"))
     assert len(rows) == n

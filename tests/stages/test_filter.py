@@ -207,3 +207,78 @@ def test_kept_jsonl_loads_in_datasets_and_trl_trains_on_it(
     assert mask[0] == 0 and 1 in mask  # TRL saw a prompt to mask and a completion to learn
     out = trainer.train()
     assert out.global_step == 2 and out.training_loss > 0
+
+
+# --- selection and dedup scope, on hand-made samples (the checks, not the teacher, are tested) --
+
+
+def _samples(per_question: dict[str, list[str]]) -> tuple[list[dict], dict]:
+    from pipeline.tasks import Question
+
+    rows, questions = [], {}
+    for qid, texts in per_question.items():
+        questions[qid] = Question(qid, f"What is {qid}?", "7")
+        for i, text in enumerate(texts):
+            rows.append(
+                {
+                    "id": f"{qid}-{i}",
+                    "question_id": qid,
+                    "gold": "7",
+                    "answer_type": "numeric",
+                    "completion": text,
+                    "finish_reason": "stop",
+                    "usage": {"completion_tokens": len(text.split())},
+                }
+            )
+    return rows, questions
+
+
+def _cfg(*overrides: str):
+    return load_config(None, ["filter.checks=[format, correct, exact_dedup]", *overrides]).filter
+
+
+def test_selection_best_keeps_the_best_scored_sample_per_question() -> None:
+    from stages.filter.checks import filter_records
+
+    long = "We add three and four by counting up from three: four, five, six and then seven."
+    rows, qs = _samples(
+        {
+            "a": ["No idea.\nAnswer: 8", long + "\nAnswer: 7", "3 + 4 = 7.\nAnswer: 7"],
+            "b": ["Answer: 7", "Answer: 9"],
+        }
+    )
+    checks = "filter.checks=[format, correct, length, repetition, exact_dedup]"
+    kept, rejected, scores = filter_records(rows, _cfg(checks, "filter.selection=best"), qs, [])
+    # Wrong answers fail `correct`; of the right ones, the shorter is best-scored (-0.001/token).
+    assert sorted(r["id"] for r in kept) == ["a-2", "b-0"]
+    reasons = {r["id"]: r["reason"] for r in rejected}
+    assert reasons == {"a-0": "wrong_answer", "a-1": "selection_cap", "b-1": "wrong_answer"}
+    assert scores["a-2"]["score"] > scores["a-1"]["score"]
+
+
+def test_a_per_question_cap_that_bites_keeps_the_first_ones() -> None:
+    from stages.filter.checks import filter_records
+
+    texts = [f"Step {i}: 3 + 4 = 7.\nAnswer: 7" for i in range(5)]
+    rows, qs = _samples({"a": texts, "b": texts[:2]})
+    kept, rejected, _ = filter_records(rows, _cfg("filter.per_question_cap=3"), qs, [])
+    assert [r["id"] for r in kept] == ["a-0", "a-1", "a-2", "b-0", "b-1"]
+    assert {r["id"]: r["reason"] for r in rejected} == {
+        "a-3": "selection_cap",
+        "a-4": "selection_cap",
+    }
+
+
+def test_dedup_scope_global_removes_copies_across_questions() -> None:
+    from stages.filter.checks import filter_records
+
+    same = "Three plus four makes seven.\nAnswer: 7"
+    rows, qs = _samples({"a": [same], "b": [same], "c": [same + " "]})
+    kept, rejected, _ = filter_records(rows, _cfg(), qs, [])  # scope question: all kept
+    assert len(kept) == 3 and not rejected
+    kept, rejected, _ = filter_records(rows, _cfg("filter.dedup_scope=global"), qs, [])
+    assert [r["id"] for r in kept] == ["a-0"]
+    assert {r["id"]: (r["reason"], r["duplicate_of"]) for r in rejected} == {
+        "b-0": ("exact_duplicate", "a-0"),
+        "c-0": ("exact_duplicate", "a-0"),
+    }

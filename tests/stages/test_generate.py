@@ -22,12 +22,12 @@ import pytest
 from fault_server import FaultInjectingEndpoint
 
 from pipeline.config import load_config, shipped_config
-from pipeline.llm import ManagedServer, free_port, running
 from pipeline.records import (
     read_jsonl,  # splits on \n only: model text may hold U+2028
     read_jsonl_tolerant,
 )
 from pipeline.runner import plan
+from pipeline.servers import ManagedServer, free_port, running
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVED = "tiny"
@@ -352,6 +352,40 @@ def test_two_endpoints_both_serve(
     assert {r["endpoint"] for r in samples(ov)} == set(urls)
 
 
+@pytest.mark.slow
+def test_force_rebuilds_the_stage_from_the_pool_and_asks_nothing(killed_and_resumed: dict) -> None:
+    """--force clears the stage dir; the pool (every sample paid for) is kept, so the rerun
+    rebuilds the same samples without asking the teacher or starting a server."""
+    k = killed_and_resumed
+    ok(k["resumed"])
+    pool_before = k["pool"].read_bytes()
+    before = (stage_dir(k["ov"]) / "samples.jsonl").read_bytes()
+    r = ok(distill("generate", [*k["ov"], "--force"]))
+    assert "vLLM server(s)" not in r.stdout
+    assert k["pool"].read_bytes() == pool_before
+    assert (stage_dir(k["ov"]) / "samples.jsonl").read_bytes() == before
+    st = manifest(k["ov"])["stats"]
+    assert st["requested"] == 0 and st["reused"] == k["total"]
+
+
+@pytest.mark.slow
+def test_serving_the_same_model_at_a_url_keeps_key_and_pool(
+    killed_and_resumed: dict, servers: list[ManagedServer], tmp_path: Path
+) -> None:
+    """teacher.model names the local weights, so the teacher is the same whether distill starts
+    the server (endpoint: auto) or one already runs it: same key, cached, pool reused."""
+    k = killed_and_resumed
+    ok(k["resumed"])
+    at_url = [*k["ov"], *external(servers[0].url)]
+    assert stage_dir(at_url) == stage_dir(k["ov"])
+    r = ok(distill("generate", at_url))
+    assert "generate: cached" in r.stdout
+    more = ok(distill("generate", [*at_url, "generate.n=5"]))  # a new key, over the URL
+    assert "vLLM server(s)" not in more.stdout
+    st = manifest([*at_url, "generate.n=5"])["stats"]
+    assert st["reused"] == k["total"] and st["requested"] == k["total"] // 4
+
+
 # --- faults ----------------------------------------------------------------------------------
 
 
@@ -458,7 +492,7 @@ def test_missing_model_fails_before_any_server(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_offline_engine_writes_the_same_schema(
+def test_offline_engine_writes_the_same_samples(
     servers: list[ManagedServer], tiny_model: Path, tmp_path: Path
 ) -> None:
     ov_srv = overrides(
@@ -466,7 +500,12 @@ def test_offline_engine_writes_the_same_schema(
     )
     ok(distill("generate", ov_srv))
     ov_off = overrides(
-        tmp_path, tiny_model, "schema-off", "teacher.engine=offline", "task.max_train=4"
+        tmp_path,
+        tiny_model,
+        "schema-off",
+        "teacher.serve.engine=offline",
+        "task.max_train=4",
+        "eval.serve.engine=offline",
     )
     r = ok(distill("generate", ov_off))
     assert "vLLM server(s)" not in r.stdout  # in-process engine, no server started
@@ -485,3 +524,6 @@ def test_offline_engine_writes_the_same_schema(
         assert b["usage"]["prompt_tokens"] > 0 and b["usage"]["completion_tokens"] > 0
     st = manifest(ov_off)["stats"]
     assert st["engine"] == "offline" and st["samples"] == 8
+    # Same weights, prompts and seeds: the same sample ids, and (each sample seeded on its own
+    # by both engines) the same texts. A sample id never stands for another engine's draw.
+    assert {x["id"]: x["completion"] for x in off} == {x["id"]: x["completion"] for x in srv}

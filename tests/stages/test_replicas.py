@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config, shipped_config
-from pipeline.llm import ManagedServer, cpu_slices, running
 from pipeline.records import (
     read_jsonl,  # splits on \n only: model text may hold U+2028
     read_jsonl_tolerant,
 )
 from pipeline.runner import plan
+from pipeline.servers import ManagedServer, cpu_slices, running
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVED = "tiny-replica"

@@ -16,7 +16,8 @@ import pytest
 
 from pipeline.config import load_config
 from stages import train
-from stages.train_preflight import IGNORE, TrainError, load_rows, preflight, prepare
+from stages.train import trainer as train_loop
+from stages.train.preflight import IGNORE, TrainError, load_rows, preflight, prepare
 
 ROOT = Path(__file__).resolve().parents[2]
 EOS_LESS_TEMPLATE = (
@@ -118,7 +119,7 @@ def test_labels_mask_prompt_only(tiny_model, tmp_path, filter_dir):
     from datasets import Dataset
     from trl import SFTTrainer
 
-    args = train.sft_config(cfg, tmp_path / "out", use_cpu=True, bf16=False)
+    args = train_loop.sft_config(cfg, tmp_path / "out", use_cpu=True, bf16=False)
     trainer = SFTTrainer(
         model=str(tiny_model),
         args=args,
@@ -165,7 +166,7 @@ def test_preflight_overlong(tiny_model, tmp_path, capsys):
     rows = make_rows(4)
     rows[1]["completion"][0]["content"] = " ".join(["Step 1 : 3 + 4 = 7 ."] * 30) + " Answer : 7"
     kept = write_kept(tmp_path / "filter", rows) / "kept.jsonl"
-    from stages.train_preflight import load_tokenizer
+    from stages.train.preflight import load_tokenizer
 
     tok = load_tokenizer(tiny_model)
     loaded = load_rows(kept)
@@ -292,7 +293,7 @@ def test_lora_adapter_and_merged_model(tiny_model, tmp_path, filter_dir):
 def test_lora_merged_model_serves_in_vllm(tiny_model, tmp_path, filter_dir):
     import httpx
 
-    from pipeline.llm import ManagedServer
+    from pipeline.servers import ManagedServer
 
     cfg = make_cfg(tiny_model, tmp_path, "train.max_steps=2", "train.lora.enabled=true")
     out = tmp_path / "out"
@@ -322,7 +323,7 @@ def slow(self, *a, **k):
     time.sleep(0.4)
     return _step(self, *a, **k)
 transformers.Trainer.training_step = slow
-from stages.train import main
+from stages.train.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """
 

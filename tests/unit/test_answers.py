@@ -92,7 +92,7 @@ CASES: list[tuple[str, str, str, bool]] = [
 
 @pytest.mark.parametrize(("text", "gold", "kind", "expected"), CASES)
 def test_verdicts(text: str, gold: str, kind: str, expected: bool) -> None:
-    pred = extract_answer(text, kind)
+    pred = extract_answer(text)
     choices = CHOICES if kind == "choice" else None
     assert is_correct(pred, gold, kind, choices=choices) is expected, pred
 
@@ -112,7 +112,7 @@ def test_verdicts(text: str, gold: str, kind: str, expected: bool) -> None:
     ],
 )
 def test_extract(text: str, expected: str | None) -> None:
-    assert extract_answer(text, "exact") == expected
+    assert extract_answer(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -187,7 +187,7 @@ def test_fuzz_never_raises_and_is_fast() -> None:
         t0 = time.perf_counter()
         assert isinstance(has_answer_line(text), bool)
         for kind in ("numeric", "choice", "exact"):
-            pred = extract_answer(text, kind)
+            pred = extract_answer(text)
             assert pred is None or isinstance(pred, str)
             for gold in golds:
                 assert isinstance(is_correct(pred, gold, kind, choices=CHOICES), bool)

@@ -137,14 +137,14 @@ def test_every_shipped_config_loads(path: Path) -> None:
     cfg = load_config(path)
     assert isinstance(cfg, Config)
     assert cfg.generate.n >= 1
-    assert cfg.teacher.engine in ("server", "offline")
+    assert cfg.teacher.serve.engine in ("server", "offline")
 
 
 def test_example_configs_say_what_they_are_for() -> None:
     ext = load_config(shipped_config("external_endpoints"))
     assert isinstance(ext.teacher.endpoint, list) and len(ext.teacher.endpoint) >= 2
     assert all(u.startswith("http") and u.endswith("/v1") for u in ext.teacher.endpoint)
-    assert load_config(shipped_config("offline")).teacher.engine == "offline"
+    assert load_config(shipped_config("offline")).teacher.serve.engine == "offline"
     gpu = load_config(shipped_config("gsm8k_qwen_gpu"))
     assert gpu.task.source == "olmo:gsm8k"
     # The model dirs the docker compose file mounts; the recipe names what goes in them.
@@ -180,7 +180,7 @@ def _gen_key(*overrides: str) -> str:
         "generate.retries=1",
         "generate.request_timeout_s=5",
         "teacher.endpoint=[http://10.0.0.1:8000/v1, http://10.0.0.2:8000/v1]",
-        "teacher.frontend_nice=0",
+        "teacher.serve.frontend_nice=0",
         "teacher.api_key_env=MY_KEY",
         "run=other",
         "runs_dir=/elsewhere",
@@ -199,18 +199,25 @@ def test_runtime_knobs_do_not_change_generate_key(override: str) -> None:
         "generate.sampling.seed=5",
         "teacher.fewshot=0",
         "task.max_train=6",
-        "teacher.name=other-model",
     ],
 )
 def test_semantic_knobs_change_generate_key(override: str) -> None:
     assert _gen_key(override) != _gen_key()
 
 
+def test_the_served_name_keys_a_hosted_teacher_but_not_local_weights() -> None:
+    hosted = ["teacher.model=some-hosted-model"]
+    assert _gen_key(*hosted, "teacher.name=other") != _gen_key(*hosted)
+    # smollm2-135m (the default teacher.model) names local weights: they are the identity,
+    # whatever name the servers give them.
+    assert _gen_key("teacher.name=other") == _gen_key()
+
+
 def test_replicas_do_not_change_generate_key() -> None:
     """With endpoint: auto (the bundled model needs no files to be keyed)."""
     auto = ["teacher.endpoint=auto", "task.max_train=5"]
     a = plan(load_config(None, auto), "generate")["generate"].key
-    b = plan(load_config(None, [*auto, "teacher.replicas=3"]), "generate")["generate"].key
+    b = plan(load_config(None, [*auto, "teacher.serve.replicas=3"]), "generate")["generate"].key
     assert a == b
 
 
@@ -229,7 +236,11 @@ def test_stage_dir_is_under_run_and_uses_key_prefix() -> None:
         ("filter.selection=bset", "filter.selection", "'bset' is not one of 'all', 'best'"),
         ("filter.dedup_scope=questoin", "filter.dedup_scope", "'questoin' is not one of"),
         ("task.answer_type=numerc", "task.answer_type", "'numerc' is not one of"),
-        ("teacher.engine=vllm", "teacher.engine", "'vllm' is not one of 'server', 'offline'"),
+        (
+            "teacher.serve.engine=vllm",
+            "teacher.serve.engine",
+            "'vllm' is not one of 'server', 'offline'",
+        ),
         ("teacher.fewshot_style=sideways", "teacher.fewshot_style", "is not one of"),
         ("train.overlong=cut", "train.overlong", "is not one of 'truncate', 'drop'"),
         ("train.lr_scheduler=cosin", "train.lr_scheduler", "'cosin' is not one of"),
@@ -263,10 +274,13 @@ def test_stage_dir_is_under_run_and_uses_key_prefix() -> None:
         ("teacher.endpoint=http://[::1:8000/v1", "teacher.endpoint", "Invalid IPv6 URL"),
         ("teacher.endpoint=ftp://h/v1", "teacher.endpoint", "expected http://HOST:PORT/v1"),
         (("teacher.endpoint=[http://a/v1, x]",), "teacher.endpoint[1]", "expected http"),
-        (("teacher.endpoint=http://a/v1", "teacher.replicas=2"), "teacher.replicas", "auto only"),
-        (("teacher.endpoint=http://a/v1", "teacher.engine=offline"), "teacher.engine", "auto"),
-        (("teacher.gpu_ids=['0', '1']",), "teacher.gpu_ids", "2 entries for 1 replica"),
-        ("teacher.gpu_ids=[gpu0]", "teacher.gpu_ids[0]", "GPU indices"),
+        (
+            ("teacher.endpoint=http://a/v1", "teacher.serve.engine=offline"),
+            "teacher.serve.engine",
+            "auto",
+        ),
+        (("teacher.serve.gpu_ids=['0', '1']",), "teacher.serve.gpu_ids", "2 entries for 1 replica"),
+        ("teacher.serve.gpu_ids=[gpu0]", "teacher.serve.gpu_ids[0]", "GPU indices"),
         ("run=../escape", "run", "not a plain name"),
         ("run=/abs/path", "run", "not a plain name"),
         ("run=a[b", "run", "not a plain name"),
@@ -401,7 +415,7 @@ def test_filter_checks_offered_are_the_ones_filter_has() -> None:
     import typing
 
     from pipeline.config import CheckName
-    from stages.filter import RECORD_CHECKS, SET_CHECKS
+    from stages.filter.checks import RECORD_CHECKS, SET_CHECKS
 
     assert set(typing.get_args(CheckName)) == {*RECORD_CHECKS, *SET_CHECKS}
 
@@ -451,3 +465,11 @@ DEFAULT_KEYS = {
 def test_default_stage_keys_are_pinned() -> None:
     plans = plan(load_config(shipped_config("default")), "eval")
     assert {name: p.key for name, p in plans.items()} == DEFAULT_KEYS
+
+
+def test_one_config_serves_both_ways() -> None:
+    """docker/compose.yaml points the GPU recipe (teacher.serve.replicas: 2) at running servers:
+    the serve section then simply goes unused, and the teacher, named by its weights, keeps its
+    key (tests/unit/test_docker_files.py checks the compose side)."""
+    cfg = load_config(shipped_config("gsm8k_qwen_gpu"), ["teacher.endpoint=http://teacher:8000/v1"])
+    assert cfg.teacher.serve.replicas == 2 and cfg.teacher.urls() == ["http://teacher:8000/v1"]

@@ -150,6 +150,24 @@ def check_mask(ids: list[int], labels: list[int], prompt_len: int) -> str | None
     return None
 
 
+def checked_row(
+    tok, row: dict[str, Any], i: int, stops: set[int]
+) -> tuple[list[int], list[int], bool]:
+    """(input_ids, labels, prompt_is_prefix) of example `i`, or TrainError: a loss mask that is
+    empty or covers the prompt, or a completion that does not end with the student's EOS."""
+    ids, labels, prompt_len, is_prefix = tokenize_row(tok, row)
+    problem = check_mask(ids, labels, prompt_len)
+    if problem:
+        raise TrainError(f"example {i}: {problem}; check the chat template")
+    if not _ends_with_stop(tok, ids, labels, stops):
+        raise TrainError(
+            f"example {i}: the rendered completion does not end with the student's EOS token "
+            f"{tok.eos_token!r}; the student would never learn to stop. Use a chat template "
+            "that closes the assistant turn with it (train.chat_template)"
+        )
+    return ids, labels, is_prefix
+
+
 def prepare(
     tok,
     rows: list[dict[str, Any]],
@@ -163,17 +181,8 @@ def prepare(
     overlong_n = truncated = dropped = not_prefix = 0
     lengths = []
     for i, row in enumerate(rows):
-        ids, labels, prompt_len, is_prefix = tokenize_row(tok, row)
+        ids, labels, is_prefix = checked_row(tok, row, i, stops)
         not_prefix += not is_prefix
-        problem = check_mask(ids, labels, prompt_len)
-        if problem:
-            raise TrainError(f"example {i}: {problem}; check the chat template")
-        if not _ends_with_stop(tok, ids, labels, stops):
-            raise TrainError(
-                f"example {i}: the rendered completion does not end with the student's EOS token "
-                f"{tok.eos_token!r}; the student would never learn to stop. Use a chat template "
-                "that closes the assistant turn with it (train.chat_template)"
-            )
         if len(ids) > max_length:
             overlong_n += 1
             if overlong == "drop":

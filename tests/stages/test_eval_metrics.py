@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pipeline.metrics import (
+from stages.eval.metrics import (
     _lcs_length,
     mcnemar_exact,
     paired_mcnemar,

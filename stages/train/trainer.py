@@ -1,55 +1,23 @@
-"""train stage: supervised fine-tuning of the student on the filter stage's kept.jsonl with TRL.
-
-`run(cfg, inputs, out)` trains in this process, or, with `train.launcher: accelerate`, starts
-`accelerate launch ... -m stages.train` and waits for it. Outputs in `out/`:
-
-  model/             the student (full fine-tune, or LoRA merged into the base): loads in vLLM
-  adapter/           the LoRA adapter (LoRA only)
-  checkpoints/       Trainer checkpoints every train.save_steps; after success only the last is kept
-  train_log.jsonl    one line per logging step (step, epoch, loss, learning_rate, grad_norm)
-  loss.png           the loss curve
-  train_stats.json   the stats run() returns
-
-A rerun after a kill resumes from the last complete checkpoint and ends at the same step.
-torch / transformers / trl are imported inside functions: importing this module stays cheap.
-"""
+"""Training the student with TRL's SFTTrainer, in this process (or in each `accelerate launch`
+process): pre-flight, resume from the newest usable checkpoint, save the model in the student's
+dtype (LoRA merged), the loss log and curve. torch / transformers / trl are imported inside
+functions, so importing this module stays cheap."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config, ConfigError, load_config, semantic, to_dict
-from pipeline.models import identity_of, resolve_model
-from pipeline.records import DataError, atomic_write_json, atomic_write_jsonl, sha256_file
-from stages.train_preflight import TrainError, preflight
+from pipeline.config import Config
+from pipeline.records import atomic_write_json, atomic_write_jsonl
+from stages.shared.models import local_model
+from stages.train.preflight import TrainError, preflight
 
-__all__ = ["TrainError", "run", "launch_command", "train_in_process", "main"]
-
-NAME = "train"
-VERSION = 1
-OUTPUTS = ["model", "train_log.jsonl", "loss.png", STATS_FILE := "train_stats.json"]
-
-ROOT = Path(__file__).resolve().parents[1]
-ACCELERATE_CONFIGS = ROOT / "pipeline" / "configs" / "accelerate"
-CONFIG_FILE = "train_config.json"
-
-
-def key_parts(cfg: Config) -> dict[str, Any]:
-    """The student's weights, not its path, and the semantic train config (launcher excluded)."""
-    t = cfg.train
-    extra = {"student_identity": identity_of(t.student, cfg.cache_dir, key="train.student")}
-    if t.chat_template:  # the config checked that the file exists
-        extra["chat_template"] = sha256_file(Path(t.chat_template).expanduser())
-    return {"config": {"train": semantic(t, exclude=("student",))}, "extra": extra}
+STATS_FILE = "train_stats.json"
 
 
 def _log(msg: str) -> None:
@@ -59,103 +27,6 @@ def _log(msg: str) -> None:
 
 def _is_rank0() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-# --- entry ---------------------------------------------------------------------------------------
-
-
-def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
-    """Train the student on inputs['filter']/kept.jsonl; write everything under `out`."""
-    kept = Path(inputs["filter"]) / "kept.jsonl"
-    out = Path(out)
-    if cfg.train.launcher == "none":
-        return train_in_process(cfg, kept, out)
-    # Pre-flight here too: a bad dataset fails in seconds, with its message, before N processes.
-    student = resolve_model(cfg.train.student, cfg.cache_dir, key="train.student")
-    _, prepared = preflight(student, kept, cfg.train)
-    for w in prepared.warnings:
-        _log(f"warning: {w}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / STATS_FILE).unlink(missing_ok=True)
-    write_child_config(cfg, out / CONFIG_FILE)
-    cmd = launch_command(cfg, kept, out)
-    _log("launching: " + " ".join(cmd))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    rc = subprocess.run(cmd, env=env, cwd=str(ROOT)).returncode  # output streams through
-    if rc != 0:
-        raise TrainError(f"training under accelerate failed (exit code {rc}); see the output above")
-    if not (out / STATS_FILE).is_file():
-        raise TrainError(f"accelerate run exited 0 but wrote no {out / STATS_FILE}")
-    return json.loads((out / STATS_FILE).read_text())
-
-
-def accelerate_config_path(name: str) -> Path:
-    """A config file path, or a shipped name (ddp_cpu, ddp_gpu, fsdp_gpu, deepspeed_zero3_gpu)."""
-    if not name:
-        name = "ddp_gpu" if shutil.which("nvidia-smi") else "ddp_cpu"
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path.resolve()
-    shipped = ACCELERATE_CONFIGS / (name if name.endswith(".yaml") else f"{name}.yaml")
-    if shipped.is_file():
-        return shipped
-    known = ", ".join(sorted(p.stem for p in ACCELERATE_CONFIGS.glob("*.yaml")))
-    raise TrainError(f"train.accelerate_config {name!r} is neither a file nor one of: {known}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_child_config(cfg: Config, path: Path) -> None:
-    """What the launched processes need: the train section (+ cache dir), as JSON (valid YAML)."""
-    atomic_write_json(
-        path, {"run": cfg.run, "cache_dir": cfg.cache_dir, "train": to_dict(cfg.train)}
-    )
-
-
-def launch_command(cfg: Config, kept: Path, out: Path) -> list[str]:
-    """`accelerate launch` for `python -m stages.train`; run() writes out/train_config.json."""
-    t = cfg.train
-    return [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(accelerate_config_path(t.accelerate_config)),
-        "--num_processes",
-        str(max(1, t.num_processes)),
-        "--main_process_port",
-        str(_free_port()),
-        "-m",
-        "stages.train",
-        "--config-json",
-        str(Path(out) / CONFIG_FILE),
-        "--kept",
-        str(kept),
-        "--out",
-        str(out),
-    ]
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.split("\n")[0])
-    p.add_argument("--config-json", required=True, help="config file (JSON or YAML)")
-    p.add_argument("--kept", required=True, help="the filter stage's kept.jsonl")
-    p.add_argument("--out", required=True, help="the train stage dir")
-    a = p.parse_args(argv)
-    try:
-        train_in_process(load_config(a.config_json), Path(a.kept), Path(a.out))
-    except (TrainError, DataError, ConfigError) as e:
-        print(f"train: error: {e}", file=sys.stderr, flush=True)
-        return 2
-    return 0
-
-
-# --- training ------------------------------------------------------------------------------------
 
 
 def bf16_supported(use_cpu: bool) -> bool:
@@ -297,7 +168,7 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
     """Pre-flight, train (resuming if a checkpoint exists), save; rank 0 writes the outputs."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    student = resolve_model(cfg.train.student, cfg.cache_dir, key="train.student")
+    student = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
     tok, prepared = preflight(student, kept, cfg.train)
     for w in prepared.warnings:
         _log(f"warning: {w}")
@@ -305,33 +176,7 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
         f"{prepared.stats['examples']} examples, {prepared.stats['trained_tokens']} trained tokens "
         f"(mean length {prepared.stats['mean_tokens']}, max {prepared.stats['max_tokens']})"
     )
-
-    import torch
-    from datasets import Dataset
-    from trl import SFTTrainer
-
-    use_cpu = not torch.cuda.is_available()
-    bf16 = bool(cfg.train.bf16 and bf16_supported(use_cpu))
-    if cfg.train.bf16 and not bf16:
-        _log("warning: bf16 is not supported natively here; training in fp32")
-    args = sft_config(cfg, out, use_cpu=use_cpu, bf16=bf16)
-    lora = cfg.train.lora.enabled
-    try:
-        trainer = SFTTrainer(
-            model=str(student),
-            args=args,
-            train_dataset=Dataset.from_list(prepared.rows),
-            processing_class=tok,
-            peft_config=lora_config(cfg) if lora else None,
-            callbacks=[_log_last_step_callback()],
-        )
-    except ValueError as e:
-        if lora and "target" in str(e).lower():  # peft: modules not found in the model
-            raise TrainError(f"train.lora.target_modules: {str(e)[:300]}") from None
-        raise
-    counter = PaddingCounter(trainer.data_collator)
-    trainer.data_collator = counter
-
+    trainer, counter, bf16 = _make_trainer(cfg, student, tok, prepared.rows, out)
     ckpt = last_checkpoint(out / "checkpoints")
     resumed_from = checkpoint_step(ckpt)
     if ckpt is not None:
@@ -341,6 +186,7 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
 
     # Every rank calls save_model (FSDP / ZeRO-3 gather the weights); only rank 0 writes files.
+    lora = cfg.train.lora.enabled
     save_dir = out / ("adapter" if lora else "model")
     if trainer.is_world_process_zero():
         shutil.rmtree(save_dir, ignore_errors=True)
@@ -371,12 +217,38 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
         finalize_model(student, tok, out, lora)
         prune_checkpoints(out / "checkpoints")
         atomic_write_json(out / STATS_FILE, stats)
-        _log(
-            f"done: {stats['steps']} steps in {seconds:.1f}s, final loss {stats['final_loss']}; "
-            f"model in {out / 'model'}"
-        )
+        _log(f"done: {stats['steps']} steps in {seconds:.1f}s, final loss {stats['final_loss']}")
     trainer.accelerator.wait_for_everyone()
     return stats
+
+
+def _make_trainer(cfg: Config, student: Path, tok, rows: list[dict], out: Path):  # noqa: ANN202
+    """The SFTTrainer over the pre-flighted rows, its batches counted for padding."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    use_cpu = not torch.cuda.is_available()
+    bf16 = bool(cfg.train.bf16 and bf16_supported(use_cpu))
+    if cfg.train.bf16 and not bf16:
+        _log("warning: bf16 is not supported natively here; training in fp32")
+    lora = cfg.train.lora.enabled
+    try:
+        trainer = SFTTrainer(
+            model=str(student),
+            args=sft_config(cfg, out, use_cpu=use_cpu, bf16=bf16),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tok,
+            peft_config=lora_config(cfg) if lora else None,
+            callbacks=[_log_last_step_callback()],
+        )
+    except ValueError as e:
+        if lora and "target" in str(e).lower():  # peft: modules not found in the model
+            raise TrainError(f"train.lora.target_modules: {str(e)[:300]}") from None
+        raise
+    counter = PaddingCounter(trainer.data_collator)
+    trainer.data_collator = counter
+    return trainer, counter, bf16
 
 
 # --- outputs -------------------------------------------------------------------------------------
@@ -449,7 +321,3 @@ def prune_checkpoints(ckpt_dir: Path) -> None:
     for d in ckpt_dir.iterdir():
         if d.is_dir() and d != last:
             shutil.rmtree(d, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,53 +1,30 @@
-"""filter: teacher samples -> the student's training set, with a reason for every drop.
-
-Each record-level check is a plain function `(record, ctx) -> (keep, reason, scores)`; set-level
-checks (dedup) and selection look at all survivors at once. Checks run in the configured order
-and a record stops at the first check that rejects it, so every input ends in exactly one of
-kept.jsonl / rejected.jsonl.
-"""
+"""The filter's checks: each record check is a plain function `(record, ctx) -> Verdict`; set
+checks (dedup) and selection look at all survivors at once. Checks run in the configured order and
+a record stops at the first that rejects it, so every input ends in exactly one of kept or
+rejected, with its reason."""
 
 from __future__ import annotations
 
 import re
-import sys
-import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pipeline.answers import extract_answer, has_answer_line, is_correct
-from pipeline.config import Config, FilterConfig, semantic
-from pipeline.records import (
-    DataError,
-    atomic_write_json,
-    atomic_write_jsonl,
-    read_jsonl,
-    schema_problem,
-)
-from pipeline.tasks import Question, load_task, render_messages, template_bytes
-from stages.dedup import exact_duplicates, near_duplicates
-
-NAME = "filter"
-VERSION = 1
-OUTPUTS = ["kept.jsonl", "rejected.jsonl", "report.json"]
-
-Verdict = tuple[bool, str | None, dict[str, Any]]
+from pipeline.config import Config, FilterConfig
+from pipeline.tasks import Question, render_messages
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _ANSWER_TAIL = re.compile(r"(?im)^[^\n]*\b(?:final\s+)?answer\s*(?:is|:)[^\n]*$")
 
 
-def key_parts(cfg: Config) -> dict[str, Any]:
-    task = load_task(cfg.task)
-    return {
-        "config": {"filter": semantic(cfg.filter), "student_template": cfg.student_template},
-        "extra": {
-            "student_template": template_bytes(cfg.student_template),
-            "eval_set": task.source_hash + ":" + str(len(task.eval)),
-        },
-    }
+@dataclass(frozen=True)
+class Verdict:
+    keep: bool
+    reason: str | None = None  # why not, when not kept
+    scores: dict[str, Any] = field(default_factory=dict)  # what the check measured
+    detail: dict[str, Any] = field(default_factory=dict)  # written beside a rejected record
 
 
 @dataclass
@@ -56,7 +33,6 @@ class Context:
     questions: dict[str, Question]
     eval_ngrams: dict[tuple[str, ...], str]
     eval_lengths: set[int] = field(default_factory=set)
-    details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def words(text: str) -> list[str]:
@@ -86,39 +62,39 @@ def trim_after_answer(text: str) -> str:
 def check_truncated(r: dict, ctx: Context) -> Verdict:
     truncated = r.get("finish_reason") == "length"
     if truncated and ctx.cfg.drop_truncated:
-        return False, "truncated", {"truncated": True}
-    return True, None, {"truncated": truncated}
+        return Verdict(False, "truncated", {"truncated": True})
+    return Verdict(True, None, {"truncated": truncated})
 
 
 def check_format(r: dict, ctx: Context) -> Verdict:
     ok = has_answer_line(r["completion"])
-    return ok, None if ok else "no_answer_line", {"format": ok}
+    return Verdict(ok, None if ok else "no_answer_line", {"format": ok})
 
 
 def check_correct(r: dict, ctx: Context) -> Verdict:
-    pred = extract_answer(r["completion"], r.get("answer_type", "numeric"))
+    pred = extract_answer(r["completion"])
     ok = pred is not None and is_correct(
         pred, str(r["gold"]), r.get("answer_type", "numeric"), r.get("choices") or None
     )
     scores = {"correct": ok, "answer": pred}
     if pred is None:
-        return False, "no_answer", scores
-    return ok, None if ok else "wrong_answer", scores
+        return Verdict(False, "no_answer", scores)
+    return Verdict(ok, None if ok else "wrong_answer", scores)
 
 
 def check_length(r: dict, ctx: Context) -> Verdict:
     n = int((r.get("usage") or {}).get("completion_tokens") or len(words(r["completion"])))
     if n < ctx.cfg.min_tokens:
-        return False, "too_short", {"tokens": n}
+        return Verdict(False, "too_short", {"tokens": n})
     if n > ctx.cfg.max_tokens:
-        return False, "too_long", {"tokens": n}
-    return True, None, {"tokens": n}
+        return Verdict(False, "too_long", {"tokens": n})
+    return Verdict(True, None, {"tokens": n})
 
 
 def check_repetition(r: dict, ctx: Context) -> Verdict:
     ratio = repetition_ratio(r["completion"], ctx.cfg.repetition_n)
     ok = ratio <= ctx.cfg.max_repetition
-    return ok, None if ok else "repetitive", {"repetition": round(ratio, 4)}
+    return Verdict(ok, None if ok else "repetitive", {"repetition": round(ratio, 4)})
 
 
 def check_decontaminate(r: dict, ctx: Context) -> Verdict:
@@ -127,10 +103,10 @@ def check_decontaminate(r: dict, ctx: Context) -> Verdict:
     toks = words(text)
     hits = set().union(*(ngrams(toks, n) for n in ctx.eval_lengths)) & ctx.eval_ngrams.keys()
     if not hits:
-        return True, None, {"contaminated": False}
+        return Verdict(True, None, {"contaminated": False})
     gram = min(hits)
-    ctx.details[r["id"]] = {"match": " ".join(gram), "eval_question": ctx.eval_ngrams[gram]}
-    return False, "contaminated", {"contaminated": True}
+    detail = {"match": " ".join(gram), "eval_question": ctx.eval_ngrams[gram]}
+    return Verdict(False, "contaminated", {"contaminated": True}, detail)
 
 
 RECORD_CHECKS: dict[str, Callable[[dict, Context], Verdict]] = {
@@ -152,11 +128,15 @@ def _scope(r: dict, cfg: FilterConfig) -> str:
 
 def exact_dedup(rows: list[dict], cfg: FilterConfig) -> dict[int, int]:
     """index -> index of the earlier row it duplicates (normalized text, within scope)."""
+    from stages.filter.dedup import exact_duplicates  # numpy: only when dedup runs
+
     found = exact_duplicates([r["completion"] for r in rows], [_scope(r, cfg) for r in rows])
     return {i: j for i, j in enumerate(found) if j is not None}
 
 
 def near_dedup(rows: list[dict], cfg: FilterConfig) -> dict[int, int]:
+    from stages.filter.dedup import near_duplicates
+
     found = near_duplicates(
         [r["completion"] for r in rows],
         [_scope(r, cfg) for r in rows],
@@ -199,29 +179,10 @@ def select(rows: list[dict], scores: dict[str, dict], cfg: FilterConfig) -> set[
     return dropped
 
 
-# --- the stage -----------------------------------------------------------------------------------
-
-
-# What the checks read from a sample (generate writes more).
-SAMPLE_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "id": str,
-    "question_id": str,
-    "completion": str,
-    "gold": str,
-}
-
-
-def _validate(rows: list[dict], path: Path) -> None:
-    for i, r in enumerate(rows, 1):
-        problem = schema_problem(r, SAMPLE_FIELDS)
-        if problem:
-            raise DataError(f"{path}:{i}: {problem}; was it written by generate?")
-
-
 def filter_records(
     rows: list[dict], cfg: FilterConfig, questions: dict[str, Question], eval_qs: list[Question]
-) -> tuple[list[dict], list[dict], dict[str, dict], Context]:
-    """Returns kept rows, rejected rows (with reason), scores by id, and the context."""
+) -> tuple[list[dict], list[dict], dict[str, dict]]:
+    """Returns kept rows, rejected rows (with reason and detail), and scores by id."""
     eval_ngrams: dict[tuple[str, ...], str] = {}
     if "decontaminate" in cfg.checks:
         for q in eval_qs:
@@ -242,12 +203,12 @@ def filter_records(
         if check in RECORD_CHECKS:
             fn = RECORD_CHECKS[check]
             for r in alive:
-                keep, reason, s = fn(r, ctx)
-                scores[r["id"]].update(s)
-                if keep:
+                v = fn(r, ctx)
+                scores[r["id"]].update(v.scores)
+                if v.keep:
                     survivors.append(r)
                 else:
-                    reject(r, reason or check, **ctx.details.pop(r["id"], {}))
+                    reject(r, v.reason or check, **v.detail)
         else:
             reason, fn_set = SET_CHECKS[check]
             dups = fn_set(alive, cfg)
@@ -265,12 +226,12 @@ def filter_records(
             reject(r, "selection_cap")
         else:
             kept.append(r)
-    return kept, rejected, scores, ctx
+    return kept, rejected, scores
 
 
 def to_sft_row(r: dict, q: Question, s: dict, cfg: Config) -> dict:
     """TRL conversational prompt-completion; the prompt is the student's zero-shot one."""
-    answer = s.get("answer") or extract_answer(r["completion"], r.get("answer_type", "numeric"))
+    answer = s.get("answer") or extract_answer(r["completion"])
     return {
         "prompt": render_messages(cfg.student_template, q),
         "completion": [{"role": "assistant", "content": trim_after_answer(r["completion"])}],
@@ -281,70 +242,3 @@ def to_sft_row(r: dict, q: Question, s: dict, cfg: Config) -> dict:
         "teacher": r.get("teacher", ""),
         "scores": s,
     }
-
-
-def _histogram(values: list[float], bins: int = 10) -> dict[str, Any]:
-    if not values:
-        return {"edges": [], "counts": []}
-    lo, hi = min(values), max(values)
-    width = (hi - lo) / bins or 1.0
-    counts = [0] * bins
-    for v in values:
-        counts[min(bins - 1, int((v - lo) / width))] += 1
-    return {"edges": [round(lo + i * width, 4) for i in range(bins + 1)], "counts": counts}
-
-
-def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
-    t0 = time.monotonic()
-    src = inputs["generate"] / "samples.jsonl"
-    rows = list(read_jsonl(src))
-    _validate(rows, src)
-    task = load_task(cfg.task)
-    questions = {q.id: q for q in task.train}
-    kept, rejected, scores, _ = filter_records(rows, cfg.filter, questions, task.eval)
-    missing_q = [r["question_id"] for r in kept if r["question_id"] not in questions]
-    if missing_q:
-        raise DataError(f"{src}: question '{missing_q[0]}' is not in the task's train split")
-    sft = [to_sft_row(r, questions[r["question_id"]], scores[r["id"]], cfg) for r in kept]
-    atomic_write_jsonl(out / "kept.jsonl", sft)
-    atomic_write_jsonl(out / "rejected.jsonl", rejected)
-    reasons = Counter(r["reason"] for r in rejected)
-    all_scores = list(scores.values())
-    per_q = Counter(r["question_id"] for r in kept)
-    report = {
-        "input": len(rows),
-        "kept": len(kept),
-        "rejected": len(rejected),
-        "reasons": dict(reasons.most_common()),
-        "checks": list(cfg.filter.checks),
-        "truncated_seen": sum(bool(s.get("truncated")) for s in all_scores),
-        "questions_with_kept": len(per_q),
-        "questions_total": len({r["question_id"] for r in rows}),
-        "histograms": {
-            "tokens": _histogram([s["tokens"] for s in all_scores if "tokens" in s]),
-            "repetition": _histogram([s["repetition"] for s in all_scores if "repetition" in s]),
-            "kept_per_question": dict(sorted(Counter(per_q.values()).items())),
-        },
-        "contamination_matches": [
-            {"id": r["id"], "match": r.get("match"), "eval_question": r.get("eval_question")}
-            for r in rejected
-            if r["reason"] == "contaminated"
-        ][:100],
-    }
-    assert report["kept"] + report["rejected"] == report["input"], "a record was lost or doubled"
-    atomic_write_json(out / "report.json", report)
-    print(_table(report), file=sys.stderr)
-    return {k: report[k] for k in ("input", "kept", "rejected", "reasons", "truncated_seen")} | {
-        "questions_with_kept": report["questions_with_kept"],
-        "seconds": round(time.monotonic() - t0, 2),
-    }
-
-
-def _table(report: dict[str, Any]) -> str:
-    n = max(1, report["input"])
-    lines = [
-        f"filter: {report['kept']:,} kept of {report['input']:,} ({100 * report['kept'] / n:.1f}%)"
-    ]
-    for reason, c in report["reasons"].items():
-        lines.append(f"  {reason:<18} {c:>7,}  {100 * c / n:5.1f}%")
-    return "\n".join(lines)

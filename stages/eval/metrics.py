@@ -1,4 +1,4 @@
-"""Eval metrics as pure functions: Wilson intervals, exact McNemar, ROUGE-L, per-model summaries.
+"""Eval metrics as pure functions: scoring, Wilson intervals, exact McNemar, ROUGE-L, summaries.
 
 No torch, no numpy: everything here runs on scored prediction rows (plain dicts), so it is cheap
 to import and easy to test by hand.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+from pipeline.answers import extract_answer, has_answer_line, is_correct
 
 TEACHER = "teacher"
 
@@ -155,3 +157,26 @@ def paired_mcnemar(
         return None
     res = mcnemar_exact([a[q] for q in common], [b[q] for q in common])
     return {"a": model_a, "b": model_b, **res}
+
+
+# --- scoring -------------------------------------------------------------------------------------
+
+
+def score_rows(rows: list[dict[str, Any]]) -> None:
+    """Add pred / correct / formatted to each row from its text (always recomputed)."""
+    for r in rows:
+        text = r.get("completion") or ""
+        pred = extract_answer(text)
+        r["pred"] = pred
+        r["correct"] = bool(
+            pred is not None
+            and is_correct(pred, r["gold"], r["answer_type"], r.get("choices") or None)
+        )
+        r["formatted"] = bool(has_answer_line(text))
+
+
+def same_answer(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two models gave the same final answer (checked like a gold answer, so 7 == 7.0)."""
+    if a.get("pred") is None or b.get("pred") is None:
+        return False
+    return bool(is_correct(a["pred"], b["pred"], a["answer_type"], a.get("choices") or None))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.llm import Request
+from pipeline.calls import Request
 from pipeline.tasks import Question
-from stages.generate import calls
+from stages.generate.samples import calls
 
 
 def _q(qid: str) -> Question:

@@ -1,0 +1,225 @@
+"""One way to serve and ask a model: `ask(spec, requests, on_done, on_fail, settings)`.
+
+A `ModelSpec` says what to ask: a local model dir (started as managed vLLM servers, or run
+in-process by the offline engine) or the URLs of servers that already run, with the served name
+and the environment variable that holds their API key. `ask` starts what must be started, sends
+every request (balanced, retried, failed over), hands each completion or final failure to a
+callback as it arrives, and stops what it started, on success, error, Ctrl-C or SIGTERM.
+generate asks the teacher with it; eval asks the teacher and each student.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.calls import Completion, Failure, Request, ServeError
+from pipeline.servers import ManagedServer, cpu_slices, running
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to ask. `urls` empty: serve `model_dir` ourselves (servers, or offline)."""
+
+    label: str  # what messages and progress bars call it: teacher, base, student...
+    model_dir: Path | None = None
+    urls: tuple[str, ...] = ()
+    served_name: str = ""  # '' = the dir's name, or what the endpoints serve
+    api_key_env: str = ""  # the variable holding the endpoints' key; never the key itself
+    engine: Literal["server", "offline"] = "server"
+    dtype: str = "bfloat16"
+    max_model_len: int = 1024
+    kv_cache_gib: float = 1.0
+    server_args: tuple[str, ...] = ()
+    replicas: int = 1
+    gpu_ids: tuple[str, ...] = ()
+    startup_timeout_s: float = 600.0
+    frontend_nice: int = 10
+
+
+@dataclass(frozen=True)
+class AskSettings:
+    """How hard to push and how long to wait; none of it changes what comes back."""
+
+    concurrency: int = 64  # samples in flight
+    retries: int = 5
+    backoff_s: float = 0.5
+    timeout_s: float = 900.0
+    offline_chunk: int = 256
+
+
+@dataclass
+class AskStats:
+    engine: str
+    seconds: float = 0.0  # asking only: server start-up and engine load excluded
+    retries: int = 0
+    failovers: int = 0
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"engine": self.engine}
+        if self.engine == "server":
+            out |= {"retries": self.retries, "failovers": self.failovers}
+            out["endpoints"] = self.endpoints
+        return out
+
+
+def spec_from(section: Any, label: str, model_dir: Path | None, **extra: Any) -> ModelSpec:
+    """A ModelSpec from a config section that has the serving fields (teacher, eval.serve)."""
+    fields = {
+        name: getattr(section, name)
+        for name in ("engine", "dtype", "max_model_len", "kv_cache_gib", "replicas")
+        + ("startup_timeout_s", "frontend_nice")
+    }
+    fields |= {
+        "server_args": tuple(section.server_args),
+        "gpu_ids": tuple(section.gpu_ids),
+    }
+    return ModelSpec(label=label, model_dir=model_dir, **(fields | extra))
+
+
+def api_key(spec: ModelSpec) -> str:
+    """The key from `spec.api_key_env`, '' without one; a set name with no value is an error."""
+    if not spec.api_key_env:
+        return ""
+    key = os.environ.get(spec.api_key_env, "").strip()
+    if not key:
+        raise ServeError(
+            f"teacher.api_key_env: environment variable {spec.api_key_env} is not set (or "
+            "empty); export the key there"
+        )
+    return key
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so what was started is stopped by the finally blocks."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def managed(spec: ModelSpec, name: str, log_dir: Path) -> Iterator[list[str]]:
+    """Start `spec.replicas` vLLM servers for `spec.model_dir`, yield their URLs, stop them."""
+    assert spec.model_dir is not None
+    cpus = [] if spec.gpu_ids else cpu_slices(spec.replicas)
+    servers = [
+        ManagedServer(
+            model_dir=spec.model_dir,
+            served_name=name,
+            log_path=log_dir / f"server-{i}.log",
+            dtype=spec.dtype,
+            max_model_len=spec.max_model_len,
+            kv_cache_gib=spec.kv_cache_gib,
+            extra_args=list(spec.server_args),
+            gpu_ids=spec.gpu_ids[i] if spec.gpu_ids else "",
+            cpu_ids=cpus[i] if cpus else "",
+            frontend_nice=spec.frontend_nice,
+        )
+        for i in range(spec.replicas)
+    ]
+    print(f"{spec.label}: starting {len(servers)} vLLM server(s) for {spec.model_dir} ...")
+    started = time.monotonic()
+    with running(servers, spec.startup_timeout_s):
+        print(f"{spec.label}: vLLM ready in {time.monotonic() - started:.1f}s", flush=True)
+        yield [s.url for s in servers]
+
+
+def ask(
+    spec: ModelSpec,
+    requests: list[Request],
+    on_done: Callable[[Completion], None],
+    on_fail: Callable[[Failure], None],
+    settings: AskSettings,
+    log_dir: Path,
+    on_ready: Callable[[], None] | None = None,
+) -> AskStats:
+    """Serve `spec` if it is local, send every request, stop what was started.
+
+    `on_ready` is called once the model answers (servers healthy, engine loaded), so a caller's
+    progress bar and rate leave start-up out; so does `AskStats.seconds`."""
+    key = api_key(spec)  # a missing key fails here, before anything starts
+    clock = _Clock(on_ready)
+    with sigterm_as_interrupt():
+        if spec.engine == "offline":
+            from pipeline.offline import generate_offline
+
+            assert spec.model_dir is not None
+            generate_offline(
+                spec.model_dir,
+                requests,
+                on_done,
+                dtype=spec.dtype,
+                max_model_len=spec.max_model_len,
+                chunk=settings.offline_chunk,
+                on_ready=clock.ready,
+            )
+            return AskStats("offline", clock.seconds())
+        return _ask_servers(spec, requests, on_done, on_fail, settings, log_dir, key, clock)
+
+
+@dataclass
+class _Clock:
+    """Times the asking only: it starts when the model is ready."""
+
+    on_ready: Callable[[], None] | None
+    t0: float = field(default_factory=time.monotonic)
+
+    def ready(self) -> None:
+        self.t0 = time.monotonic()
+        if self.on_ready is not None:
+            self.on_ready()
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.t0
+
+
+def _ask_servers(
+    spec: ModelSpec,
+    requests: list[Request],
+    on_done: Callable[[Completion], None],
+    on_fail: Callable[[Failure], None],
+    settings: AskSettings,
+    log_dir: Path,
+    key: str,
+    clock: _Clock,
+) -> AskStats:
+    from pipeline import client  # aiohttp: only when something is asked
+
+    with contextlib.ExitStack() as stack:
+        urls = list(spec.urls)
+        if urls:
+            name = spec.served_name or client.served_name(urls, key, who=spec.label)
+        else:
+            assert spec.model_dir is not None
+            name = spec.served_name or spec.model_dir.name
+            urls = stack.enter_context(managed(spec, name, log_dir))
+        clock.ready()
+        bal = client.send(
+            urls,
+            name,
+            requests,
+            on_done,
+            on_fail,
+            concurrency=settings.concurrency,
+            retries=settings.retries,
+            backoff_s=settings.backoff_s,
+            timeout_s=settings.timeout_s,
+            api_key=key,
+            who=spec.label,
+        )
+        seconds = clock.seconds()  # before the servers stop
+    return AskStats("server", seconds, bal.retries, bal.failovers, bal.stats())

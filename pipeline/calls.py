@@ -1,0 +1,50 @@
+"""What is sent to a model and what comes back: the types every serving module shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import UserError
+
+
+class ServeError(UserError, RuntimeError):
+    """A model could not be started or reached; the message says what to do."""
+
+
+@dataclass
+class Request:
+    """One call for `len(ids)` samples of one prompt (the API's `n`).
+
+    With a `seed`, vLLM seeds the k-th sample of a call with seed + k, so a sample's text does
+    not depend on how samples are grouped into calls.
+    """
+
+    ids: list[str]
+    messages: list[dict[str, str]]
+    sampling: dict[str, Any]  # temperature, top_p, max_tokens, seed, stop
+
+    @property
+    def id(self) -> str:
+        """The first sample's id: the only one for a single-sample request."""
+        return self.ids[0]
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Completion:
+    id: str
+    text: str
+    finish_reason: str
+    usage: dict[str, int]
+    endpoint: str
+
+
+@dataclass
+class Failure:
+    id: str
+    reason: str
+    attempts: int

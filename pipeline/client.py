@@ -1,0 +1,246 @@
+"""The async client for OpenAI-compatible endpoints (vLLM servers, hosted APIs).
+
+`send` posts every call, keeps `concurrency` samples in flight, retries transient faults with
+jittered exponential backoff, and hands each completion or final failure to a callback as soon
+as it is known, so the caller can put it on disk at once. Where calls go, and when an endpoint
+leaves the rotation, is `pipeline.balance`'s decision. An API key travels only in the
+`Authorization` header; every message that could quote a URL is redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import random
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import httpx
+
+from pipeline.balance import Balancer, Endpoint
+from pipeline.calls import Completion, Failure, Request, ServeError
+from pipeline.redact import redact_text, redact_url
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class HTTPStatusError(RuntimeError):
+    """A non-200 answer from an endpoint."""
+
+    def __init__(self, status: int, text: str):
+        hint = ""
+        if status in (401, 403):
+            hint = " (the endpoint wants an API key: name its variable in teacher.api_key_env)"
+        super().__init__(f"HTTP {status}: {text[:200]}{hint}")
+        self.status = status
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, HTTPStatusError):
+        return exc.status in RETRYABLE_STATUS
+    # Connection refused/reset/dropped, timeouts, truncated or malformed bodies.
+    return isinstance(exc, (aiohttp.ClientError, TimeoutError, KeyError, ValueError))
+
+
+async def _post(
+    client: aiohttp.ClientSession, ep: Endpoint, model: str, req: Request, timeout_s: float
+) -> list[Completion]:
+    """One chat call; the session carries the Authorization header when a key is set."""
+    body: dict[str, Any] = {"model": model, "messages": req.messages, "n": req.n, **req.sampling}
+    if req.n > 1:
+        body["return_token_ids"] = True  # vLLM: per-sample token counts (usage sums them)
+    # As httpx's timeout did: connecting, and each wait for response bytes, get timeout_s.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
+    async with client.post(f"{ep.url}/chat/completions", json=body, timeout=timeout) as r:
+        raw = await r.read()
+    if r.status != 200:
+        raise HTTPStatusError(r.status, raw.decode(errors="replace"))
+    data = json.loads(raw)
+    choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+    if len(choices) != req.n:
+        raise ValueError(f"asked for {req.n} samples, got {len(choices)}")
+    usage = data.get("usage") or {}
+    total = int(usage.get("completion_tokens", 0))
+    out = []
+    for k, choice in enumerate(choices):
+        if "token_ids" in choice and choice["token_ids"] is not None:
+            tokens = len(choice["token_ids"])
+        else:  # a server without per-choice ids: an even share of the summed usage
+            tokens = total // req.n + (k < total % req.n)
+        out.append(
+            Completion(
+                id=req.ids[k],
+                text=choice["message"].get("content") or "",
+                finish_reason=choice.get("finish_reason") or "unknown",
+                usage={
+                    "prompt_tokens": int(usage.get("prompt_tokens", 0)),
+                    "completion_tokens": tokens,
+                },
+                endpoint=ep.label,
+            )
+        )
+    return out
+
+
+async def _attempts(
+    client: aiohttp.ClientSession,
+    bal: Balancer,
+    model: str,
+    req: Request,
+    on_done: Callable[[Completion], None],
+    on_fail: Callable[[Failure], None],
+    *,
+    retries: int,
+    backoff_s: float,
+    timeout_s: float,
+    api_key: str,
+    who: str,
+) -> None:
+    """One call, retried on transient faults on another endpoint when there is one."""
+    last_err, avoid, attempt = "", None, 0
+    for attempt in range(1, retries + 1):
+        ep = bal.pick(avoid)
+        if ep is None:
+            break
+        bal.started(ep, req.n)
+        try:
+            comps = await _post(client, ep, model, req, timeout_s)
+        except Exception as exc:  # noqa: BLE001 - classified below
+            # Exceptions may quote the URL, credentials and all.
+            last_err = redact_text(f"{ep.label}: {type(exc).__name__}: {exc}", (api_key,))[:300]
+            retryable = is_retryable(exc)
+            if bal.failed(ep, req.n, retryable=retryable):
+                print(
+                    f"{who} endpoint {ep.label} taken out of rotation: {last_err}",
+                    file=sys.stderr,
+                )
+            if not retryable:
+                break
+            avoid = ep
+            delay = backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())
+            await asyncio.sleep(min(delay, 30.0))
+            continue
+        bal.succeeded(ep, len(comps), sum(c.usage.get("completion_tokens", 0) for c in comps))
+        for c in comps:
+            on_done(c)
+        return
+    for sid in req.ids:
+        on_fail(Failure(sid, last_err or "no live endpoint", attempt))
+
+
+async def _send(
+    bal: Balancer,
+    model: str,
+    requests: list[Request],
+    on_done: Callable[[Completion], None],
+    on_fail: Callable[[Failure], None],
+    **knobs: Any,
+) -> None:
+    limit = max(1, knobs.pop("concurrency"))
+    in_flight = 0  # samples, not calls: the server batches sequences
+    room = asyncio.Condition()
+
+    def fits(n: int) -> bool:
+        return in_flight == 0 or in_flight + n <= limit
+
+    async def one(client: aiohttp.ClientSession, req: Request) -> None:
+        nonlocal in_flight
+        try:
+            await _attempts(client, bal, model, req, on_done, on_fail, **knobs)
+        finally:
+            async with room:
+                in_flight -= req.n
+                room.notify()
+
+    # aiohttp, not httpx: httpx's async pool cost ~5 ms of client CPU per request, enough to
+    # starve a CPU engine's scheduler and halve throughput (benchmarks/generate_throughput.py).
+    # trust_env: proxy settings from the environment apply.
+    connector = aiohttp.TCPConnector(limit=limit + 8, limit_per_host=0)
+    key = knobs["api_key"]
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    async with aiohttp.ClientSession(connector=connector, trust_env=True, headers=headers) as cs:
+        tasks = []
+        try:
+            # One dispatcher admits calls in order while their samples fit the limit (a call
+            # larger than the limit goes alone), so one waiter is woken per finished call.
+            for req in requests:
+                async with room:
+                    await room.wait_for(functools.partial(fits, req.n))
+                    in_flight += req.n
+                tasks.append(asyncio.create_task(one(cs, req)))
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+
+def send(
+    urls: list[str],
+    model: str,
+    requests: list[Request],
+    on_done: Callable[[Completion], None],
+    on_fail: Callable[[Failure], None],
+    *,
+    concurrency: int,
+    retries: int,
+    backoff_s: float,
+    timeout_s: float,
+    api_key: str = "",
+    who: str = "teacher",
+) -> Balancer:
+    """Send every request to `urls`; returns the balancer, which holds the per-endpoint counts.
+    `who` names the model in messages (teacher, base, student...)."""
+    eps = [Endpoint(u.rstrip("/"), redact_url(u.rstrip("/"))) for u in urls]
+    bal = Balancer(eps, dead_after=max(3, retries))
+    knobs = {"retries": retries, "backoff_s": backoff_s, "timeout_s": timeout_s, "who": who}
+    asyncio.run(
+        _send(
+            bal,
+            model,
+            requests,
+            on_done,
+            on_fail,
+            concurrency=concurrency,
+            api_key=api_key,
+            **knobs,
+        )
+    )
+    return bal
+
+
+def served_models(
+    url: str, api_key: str = "", timeout_s: float = 5.0, who: str = "teacher"
+) -> list[str]:
+    """Model names an endpoint serves (GET /models), or a ServeError naming it, redacted."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        r = httpx.get(f"{url.rstrip('/')}/models", timeout=timeout_s, headers=headers)
+        if r.status_code == 401:
+            raise ServeError(
+                f"{who} endpoint {redact_url(url)} refused the request (HTTP 401): it needs "
+                "an API key; set teacher.api_key_env to the variable that holds it"
+            )
+        r.raise_for_status()
+        data = r.json().get("data", [])
+        return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+    except (httpx.HTTPError, ValueError, KeyError, AttributeError, TypeError) as e:
+        why = redact_text(str(e), (api_key,))
+        raise ServeError(f"{who} endpoint {redact_url(url)} is not answering ({why})") from None
+
+
+def served_name(urls: list[str], api_key: str = "", who: str = "teacher") -> str:
+    """The model to ask for when no name is configured: what the first answering endpoint
+    serves."""
+    errors = []
+    for u in urls:
+        try:
+            names = served_models(u, api_key, who=who)
+        except ServeError as e:
+            errors.append(str(e))
+            continue
+        if names:
+            return names[0]
+    raise ServeError("; ".join(errors) or f"no model served at the {who} endpoints; set its name")

@@ -1,0 +1,210 @@
+"""eval: ask each model under test on the held-out split and measure what the student learned.
+
+Models (eval.models): `teacher` (its template and worked examples; served as teacher.serve says,
+or asked at teacher.endpoint), `base` (the untrained student, zero-shot student template),
+`student` (the distilled one, inputs["train"]/model) and `student_answer_only` (the ablation:
+this stage declares it as an extra input, the train stage again on answer-only completions).
+Students are served as eval.serve says, one at a time, greedy by default.
+
+Predictions are collected by stages/eval/predictions.py, scored and summarised by
+stages/eval/metrics.py, and written up by stages/eval/report.py: metrics.json, report.md,
+accuracy.png. Scores are recomputed from the texts on every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.calls import Failure, ServeError
+from pipeline.config import Config, semantic
+from pipeline.models import identity_of, teacher_identity, teacher_key_config
+from pipeline.records import (
+    AppendLog,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    read_jsonl_tolerant,
+    recover_log,
+)
+from pipeline.stage import ExtraInput, KeyParts
+from pipeline.tasks import load_task, template_bytes
+from stages.eval.metrics import paired_mcnemar, same_answer, score_rows, summarize
+from stages.eval.predictions import (
+    PREDICTIONS,
+    TRAINED_INPUT,
+    ask_models,
+    check_prediction,
+    models_under_test,
+    plan_requests,
+    request_sha,
+    reuse_siblings,
+    sampling_dict,
+)
+from stages.eval.report import mcnemar_lines, plot_accuracy, render_report, table_rows
+
+NAME = "eval"
+VERSION = 1
+OUTPUTS = ("predictions.jsonl", "metrics.json", "report.md", "accuracy.png")
+UPSTREAM = ("filter", "train")
+HELP = "measure teacher, base and distilled student on the held-out split"
+# McNemar pairs reported when both models were evaluated.
+PAIRS = (("student", "base"), ("student", "student_answer_only"), ("student", "teacher"))
+
+
+def model_labels(cfg: Config) -> list[str]:
+    """eval.models without repeats (the config guarantees known, non-empty names)."""
+    return list(dict.fromkeys(cfg.eval.models))
+
+
+def key_parts(cfg: Config) -> KeyParts:
+    labels = model_labels(cfg)
+    task = load_task(cfg.task)
+    base = identity_of(cfg.train.student, cfg.cache_dir, key="train.student")
+    return KeyParts(
+        config={
+            "task": semantic(cfg.task),
+            "teacher": teacher_key_config(cfg.teacher),
+            "eval": semantic(cfg.eval),
+            "student_template": cfg.student_template,
+        },
+        extra={
+            "teacher_identity": teacher_identity(cfg.teacher, cfg.cache_dir)
+            if "teacher" in labels
+            else "",
+            "base_identity": base if "base" in labels else "",
+            "teacher_template": template_bytes(cfg.teacher.template),
+            "student_template": template_bytes(cfg.student_template),
+            "task_data": task.source_hash,
+        },
+    )
+
+
+def extra_inputs(cfg: Config) -> list[ExtraInput]:
+    """The answer-only ablation: the same student trained on 'Answer: X' from the same data."""
+    if "student_answer_only" not in cfg.eval.models:
+        return []
+    variant = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, answer_only=True))
+    return [ExtraInput(TRAINED_INPUT["student_answer_only"], "train", variant)]
+
+
+def locks(cfg: Config, out: Path) -> list[Path]:
+    return []
+
+
+def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    questions = load_task(cfg.task).eval  # never empty: load_task refuses an empty split
+    muts = models_under_test(cfg, model_labels(cfg), inputs)
+    plan_requests(cfg, muts, questions)
+    rows, counts = _predictions(cfg, muts, out)
+    score_rows(rows)
+    atomic_write_jsonl(out / PREDICTIONS, rows)
+    metrics = _metrics(cfg, [m.label for m in muts], rows, len(questions), muts)
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_text(out / "report.md", render_report(metrics))
+    plot_accuracy(metrics, out / "accuracy.png")
+    per_model = metrics["per_model"]
+    seconds, new_tokens = counts.pop("seconds"), counts["new_completion_tokens"]
+    return {
+        "questions": len(questions),
+        "models": metrics["models"],
+        "predictions": len(rows),
+        **counts,
+        "generation_seconds": round(seconds, 2),
+        "tokens_per_second": round(new_tokens / seconds, 1) if seconds else None,
+        "accuracy": {lab: round(v["accuracy"], 4) for lab, v in per_model.items()},
+        "per_model": {
+            lab: {k: (round(x, 4) if isinstance(x, float) else x) for k, x in v.items()}
+            for lab, v in per_model.items()
+        },
+        "mcnemar": metrics["mcnemar"],
+        "stage_seconds": round(time.monotonic() - started, 2),
+    }
+
+
+def _predictions(cfg: Config, muts: list, out: Path) -> tuple[list[dict], dict[str, Any]]:
+    """Every planned prediction: from this dir, from sibling eval dirs, or asked now."""
+    pred_path = out / PREDICTIONS
+    prior = recover_log(pred_path, check_prediction)
+    note = prior.message(pred_path, pred_path.with_name(PREDICTIONS + ".quarantine"), "answers")
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    have = {r["id"]: r for r in prior.rows}
+    planned = [(m, req, q) for m in muts for req, q in m.requests]
+    # A row counts only if it answers exactly this request (same weights, prompt, sampling).
+    todo = [
+        (m, req, q)
+        for m, req, q in planned
+        if have.get(req.id, {}).get("request_sha") != request_sha(m.identity, req)
+    ]
+    failures: list[Failure] = []
+    with AppendLog(pred_path, fsync_every=16) as log:
+        missing = reuse_siblings(todo, out, log, have)
+        print(
+            f"eval: {len(planned) // max(1, len(muts))} held-out questions x {len(muts)} "
+            f"model(s) ({', '.join(m.label for m in muts)}); {len(planned) - len(todo)} already "
+            f"here, {len(todo) - len(missing)} reused from other eval keys, {len(missing)} to ask",
+            flush=True,
+        )
+        seconds, new_tokens = ask_models(cfg, missing, out, log, have, failures)
+    if failures:
+        raise ServeError(
+            f"eval: {len(failures)} of {len(missing)} requests failed after retries "
+            f"(first: {failures[0].id}: {failures[0].reason}); finished predictions are kept "
+            f"in {pred_path}; rerun to request only what is missing"
+        )
+    counts = {
+        "requested": len(missing),
+        "reused": len(planned) - len(todo),
+        "reused_from_other_keys": len(todo) - len(missing),
+        "torn_lines_dropped": int(prior.torn_tail is not None),
+        "damaged_lines_quarantined": len(prior.quarantined) + len(prior.duplicates),
+        "new_completion_tokens": new_tokens,
+        "seconds": seconds,
+    }
+    return [dict(have[req.id]) for _, req, _ in planned], counts
+
+
+def _metrics(cfg: Config, labels: list[str], rows: list[dict], n: int, muts: list) -> dict:
+    per_model = summarize(rows, same_answer=same_answer)
+    tests = {}
+    for a, b in PAIRS:
+        res = paired_mcnemar(rows, a, b)
+        if res is not None:
+            tests[f"{a}_vs_{b}"] = res
+    return {
+        "task": load_task(cfg.task).name,
+        "questions": n,
+        "models": labels,
+        "sampling": sampling_dict(cfg),
+        "per_model": {lab: per_model[lab] for lab in labels if lab in per_model},
+        "mcnemar": tests,
+        "model_identity": {m.label: m.identity for m in muts},
+    }
+
+
+def progress(cfg: Config, out: Path) -> str:
+    """Predictions already made for this key."""
+    n = len(load_task(cfg.task).eval) * len(model_labels(cfg))
+    have = {r["id"] for r in read_jsonl_tolerant(Path(out) / PREDICTIONS, check_prediction).rows}
+    return f"{len(have)} of up to {n} predictions"
+
+
+def summary(stats: dict[str, Any], out: Path) -> str:
+    """The accuracy table and the McNemar lines, as report.md has them."""
+    import json
+
+    metrics_path = out / "metrics.json"
+    if not metrics_path.is_file():
+        return ""
+    metrics = json.loads(metrics_path.read_text())
+    head = ("model", "accuracy [95% CI]", "format%", "trunc%", "tokens", "agree%", "sim")
+    rows = [list(head), *table_rows(metrics)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [f"eval: {metrics['task']}, {metrics['questions']} held-out questions"]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join([*lines, *mcnemar_lines(metrics)])

@@ -1,0 +1,225 @@
+"""Collecting eval predictions: what each model under test is asked, and its answers on disk.
+
+Every completion is appended to predictions.jsonl as it arrives (id = model label + question id),
+so an interrupted eval resumes with only what is missing. A completion is also reused from a
+sibling eval dir (another key of this run) when its request is byte-identical: same model
+weights, same rendered prompt, same sampling, so a new student does not re-ask teacher and base.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.ask import AskSettings, ModelSpec, ask, spec_from
+from pipeline.calls import Completion, Failure, Request
+from pipeline.config import Config
+from pipeline.models import (
+    ModelError,
+    has_chat_template,
+    identity_of,
+    model_identity,
+    teacher_identity,
+)
+from pipeline.progress import Progress
+from pipeline.records import (
+    AppendLog,
+    canonical_json,
+    read_jsonl_tolerant,
+    schema_problem,
+    sha256_text,
+)
+from pipeline.tasks import Question, fewshot_examples, load_task, render_messages, teacher_messages
+from stages.shared.models import local_model
+
+PREDICTIONS = "predictions.jsonl"
+# Which input holds each trained model (as <input>/model).
+TRAINED_INPUT = {"student": "train", "student_answer_only": "train_answer_only"}
+PREDICTION_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "model": str,
+    "question_id": str,
+    "request_sha": str,
+    "completion": str,
+    "usage": dict,
+    "gold": str,
+    "answer_type": str,
+}
+SCORE_FIELDS = ("pred", "correct", "formatted")  # recomputed from the text on every run
+
+
+@dataclass
+class ModelUnderTest:
+    spec: ModelSpec  # how to ask it; spec.label is its name in the report
+    identity: str  # what it is, for request hashes: its weights (or served name)
+    requests: list[tuple[Request, Question]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+
+def check_prediction(row: dict[str, Any]) -> str | None:
+    return schema_problem(row, PREDICTION_FIELDS)
+
+
+def sampling_dict(cfg: Config) -> dict[str, Any]:
+    s = dataclasses.asdict(cfg.eval.sampling)
+    out = {k: s[k] for k in ("temperature", "top_p", "max_tokens", "seed")}
+    if s["stop"]:
+        out["stop"] = list(s["stop"])
+    return out
+
+
+def models_under_test(
+    cfg: Config, labels: list[str], inputs: dict[str, Path]
+) -> list[ModelUnderTest]:
+    """How to ask each labelled model; a missing model is a clear error before anything starts.
+
+    The teacher is served as teacher.serve says (or asked at its endpoints); the students, base
+    and trained, as eval.serve says."""
+    t, serve = cfg.teacher, cfg.eval.serve
+    out = []
+    for label in labels:
+        if label == "teacher":
+            urls = t.urls()
+            model_dir = None if urls else local_model(t.model, cfg.cache_dir, key="teacher.model")
+            extra = {"urls": tuple(urls), "served_name": t.name, "api_key_env": t.api_key_env}
+            spec = spec_from(t.serve, label, model_dir, **extra)
+            out.append(ModelUnderTest(spec, teacher_identity(t, cfg.cache_dir)))
+        elif label == "base":
+            model_dir = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
+            args = tuple(serve.server_args)
+            if not has_chat_template(model_dir) and cfg.train.chat_template:
+                args += ("--chat-template", str(Path(cfg.train.chat_template).expanduser()))
+            spec = spec_from(serve, label, model_dir, served_name=label, server_args=args)
+            identity = identity_of(cfg.train.student, cfg.cache_dir, key="train.student")
+            out.append(ModelUnderTest(spec, identity))
+        else:
+            model_dir = Path(inputs[TRAINED_INPUT[label]]) / "model"
+            if not (model_dir / "config.json").is_file():
+                raise ModelError(f"{label}: {model_dir} holds no model; did training finish?")
+            spec = spec_from(serve, label, model_dir, served_name=label)
+            out.append(ModelUnderTest(spec, model_identity(model_dir)))
+    return out
+
+
+def plan_requests(cfg: Config, muts: list[ModelUnderTest], questions: list[Question]) -> None:
+    """Each model's requests: the teacher its own prompt, every student the zero-shot one."""
+    task = load_task(cfg.task)
+    teacher = any(m.label == "teacher" for m in muts)
+    shots = fewshot_examples(task, cfg.teacher.fewshot) if teacher else []
+    sampling = sampling_dict(cfg)
+    for m in muts:
+        m.requests = []
+        for q in questions:
+            if m.label == "teacher":
+                messages = teacher_messages(cfg.teacher, q, shots)
+            else:
+                messages = render_messages(cfg.student_template, q)
+            m.requests.append((Request([f"{m.label}:{q.id}"], messages, dict(sampling)), q))
+
+
+def request_sha(identity: str, req: Request) -> str:
+    return sha256_text(canonical_json([identity, req.messages, req.sampling]))[:32]
+
+
+def prediction_row(m: ModelUnderTest, req: Request, q: Question, comp: Completion) -> dict:
+    return {
+        "id": req.id,
+        "model": m.label,
+        "question_id": q.id,
+        "model_identity": m.identity,
+        "request_sha": request_sha(m.identity, req),
+        "messages": req.messages,
+        "completion": comp.text,
+        "finish_reason": comp.finish_reason,
+        "usage": comp.usage,
+        "sampling": req.sampling,
+        "gold": q.answer,
+        "answer_type": q.answer_type,
+        "choices": list(q.choices),
+        "endpoint": comp.endpoint,
+    }
+
+
+def sibling_rows(out: Path) -> dict[str, dict[str, Any]]:
+    """Finished completions in other eval dirs of this run, by request hash."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(out.parent.glob(f"*/{PREDICTIONS}")):
+        if path.parent.resolve() == out.resolve():
+            continue
+        for r in read_jsonl_tolerant(path, check_prediction).rows:
+            found.setdefault(r["request_sha"], r)
+    return found
+
+
+Todo = tuple[ModelUnderTest, Request, Question]
+
+
+def reuse_siblings(todo: list[Todo], out: Path, log: AppendLog, have: dict) -> list[Todo]:
+    """Append what other eval keys already have for these requests; returns what is left."""
+    siblings = sibling_rows(out) if todo else {}
+    left = []
+    for m, req, q in todo:
+        src = siblings.get(request_sha(m.identity, req))
+        if src is None:
+            left.append((m, req, q))
+            continue
+        row = {**src, "id": req.id, "model": m.label, "question_id": q.id}
+        for k in SCORE_FIELDS:
+            row.pop(k, None)
+        log.write(row)
+        have[req.id] = row
+    return left
+
+
+def ask_models(
+    cfg: Config, todo: list[Todo], out: Path, log: AppendLog, have: dict, failures: list[Failure]
+) -> tuple[float, int]:
+    """Ask each model for its missing answers, one model at a time (each is started, asked and
+    stopped before the next loads). Returns (seconds asking, new completion tokens)."""
+    e = cfg.eval
+    settings = AskSettings(
+        concurrency=e.concurrency,
+        retries=e.retries,
+        backoff_s=e.backoff_s,
+        timeout_s=e.request_timeout_s,
+    )
+    seconds, tokens = 0.0, 0
+    for label in dict.fromkeys(m.label for m, _, _ in todo):
+        mine = [(m, req, q) for m, req, q in todo if m.label == label]
+        s, t = _ask_one(mine, settings, out, log, have, failures)
+        seconds, tokens = seconds + s, tokens + t
+    return seconds, tokens
+
+
+def _ask_one(
+    mine: list[Todo],
+    settings: AskSettings,
+    out: Path,
+    log: AppendLog,
+    have: dict,
+    failures: list[Failure],
+) -> tuple[float, int]:
+    m = mine[0][0]
+    by_id = {req.id: (req, q) for _, req, q in mine}
+    with Progress(len(mine), "q", m.label) as bar:
+
+        def on_done(c: Completion) -> None:
+            req, q = by_id[c.id]
+            row = prediction_row(m, req, q, c)
+            log.write(row)
+            have[c.id] = row
+            bar.done(c.usage.get("completion_tokens", 0))
+
+        def on_fail(f: Failure) -> None:
+            failures.append(f)
+            bar.done()
+
+        reqs = [req for _, req, _ in mine]
+        stats = ask(m.spec, reqs, on_done, on_fail, settings, out / "logs" / m.label, bar.start)
+    log.sync()
+    return stats.seconds, bar.tokens

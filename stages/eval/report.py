@@ -1,0 +1,115 @@
+"""The eval report: report.md (a markdown table, McNemar lines) and accuracy.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+MODELS = ("teacher", "base", "student", "student_answer_only")  # the plot's colour order
+
+COLUMNS = (
+    "model",
+    "accuracy [95% CI]",
+    "format %",
+    "truncated %",
+    "mean tokens",
+    "agreement w/ teacher",
+    "similarity w/ teacher",
+)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def table_rows(metrics: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for label, m in metrics["per_model"].items():
+        rows.append(
+            [
+                label,
+                f"{100 * m['accuracy']:.1f}% [{100 * m['ci_low']:.1f}, {100 * m['ci_high']:.1f}]"
+                f" ({m['correct']}/{m['n']})",
+                _pct(m["format_rate"]),
+                _pct(m["truncation_rate"]),
+                f"{m['mean_completion_tokens']:.1f}",
+                _pct(m["agreement"]),
+                "-" if m["similarity"] is None else f"{m['similarity']:.3f}",
+            ]
+        )
+    return rows
+
+
+def mcnemar_lines(metrics: dict[str, Any]) -> list[str]:
+    lines = []
+    for t in metrics["mcnemar"].values():
+        lines.append(
+            f"McNemar {t['a']} vs {t['b']}: {t['b10']} right only for {t['a']}, "
+            f"{t['b01']} right only for {t['b']}, exact p = {t['p_value']:.4g} "
+            f"(n = {t['n']})"
+        )
+    return lines
+
+
+def render_report(metrics: dict[str, Any]) -> str:
+    lines = [
+        f"# Eval: {metrics['task']}",
+        "",
+        f"Held-out questions: {metrics['questions']} (held out before generation, never used for training). "
+        f"Sampling: temperature {metrics['sampling']['temperature']}, "
+        f"max_tokens {metrics['sampling']['max_tokens']}.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join("---" for _ in COLUMNS) + "|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(metrics)]
+    lines.append("")
+    lines.append(
+        "Accuracy with a Wilson 95% interval. Format: completions with an `Answer:` line. "
+        "Agreement: share of questions where the model's extracted answer equals the teacher's; "
+        "similarity: mean ROUGE-L F1 with the teacher's text."
+    )
+    if metrics["mcnemar"]:
+        lines.append("")
+        lines += [f"- {x}" for x in mcnemar_lines(metrics)]
+    lines += ["", "![accuracy](accuracy.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_accuracy(metrics: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(metrics["per_model"])
+    acc = [metrics["per_model"][k]["accuracy"] for k in labels]
+    lo = [a - metrics["per_model"][k]["ci_low"] for k, a in zip(labels, acc, strict=True)]
+    hi = [metrics["per_model"][k]["ci_high"] - a for k, a in zip(labels, acc, strict=True)]
+    fig, ax = plt.subplots(figsize=(1.6 * max(3, len(labels)) + 1, 4), dpi=100)
+    colors = ["#4c72b0", "#8c8c8c", "#55a868", "#c44e52"]
+    bars = ax.bar(
+        labels,
+        [100 * a for a in acc],
+        yerr=[[100 * x for x in lo], [100 * x for x in hi]],
+        capsize=6,
+        color=[colors[MODELS.index(k) % len(colors)] if k in MODELS else "#999" for k in labels],
+    )
+    for b, a, top in zip(bars, acc, hi, strict=True):
+        ax.annotate(
+            f"{100 * a:.1f}%",
+            (b.get_x() + b.get_width() / 2, 100 * (a + top)),  # above the error bar
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=9,
+        )
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{metrics['task']}: {metrics['questions']} held-out questions (95% Wilson CI)")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)

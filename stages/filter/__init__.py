@@ -1,0 +1,140 @@
+"""filter: teacher samples -> the student's training set, with a reason for every drop.
+
+The checks are in stages/filter/checks.py, deduplication in stages/filter/dedup.py. Outputs:
+`kept.jsonl` (TRL conversational prompt-completion rows, the prompt being the student's zero-shot
+one), `rejected.jsonl` (each sample with its reason) and `report.json` (counts per reason,
+histograms, contamination matches).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, semantic
+from pipeline.records import (
+    DataError,
+    atomic_write_json,
+    atomic_write_jsonl,
+    read_jsonl,
+    schema_problem,
+)
+from pipeline.stage import ExtraInput, KeyParts
+from pipeline.tasks import load_task, template_bytes
+from stages.filter.checks import filter_records, to_sft_row
+
+NAME = "filter"
+VERSION = 1
+OUTPUTS = ("kept.jsonl", "rejected.jsonl", "report.json")
+UPSTREAM = ("generate",)
+HELP = "verify, deduplicate, decontaminate and score samples into kept.jsonl"
+
+# What the checks read from a sample (generate writes more).
+SAMPLE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "question_id": str,
+    "completion": str,
+    "gold": str,
+}
+
+
+def key_parts(cfg: Config) -> KeyParts:
+    task = load_task(cfg.task)
+    return KeyParts(
+        config={"filter": semantic(cfg.filter), "student_template": cfg.student_template},
+        extra={
+            "student_template": template_bytes(cfg.student_template),
+            "eval_set": task.source_hash + ":" + str(len(task.eval)),
+        },
+    )
+
+
+def extra_inputs(cfg: Config) -> list[ExtraInput]:
+    return []
+
+
+def locks(cfg: Config, out: Path) -> list[Path]:
+    return []
+
+
+def _read_samples(path: Path) -> list[dict]:
+    rows = []
+    for i, r in enumerate(read_jsonl(path), 1):
+        problem = schema_problem(r, SAMPLE_FIELDS)
+        if problem:
+            raise DataError(f"{path}:{i}: {problem}; was it written by generate?")
+        rows.append(r)
+    return rows
+
+
+def _histogram(values: list[float], bins: int = 10) -> dict[str, Any]:
+    if not values:
+        return {"edges": [], "counts": []}
+    lo, hi = min(values), max(values)
+    width = (hi - lo) / bins or 1.0
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, int((v - lo) / width))] += 1
+    return {"edges": [round(lo + i * width, 4) for i in range(bins + 1)], "counts": counts}
+
+
+def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    t0 = time.monotonic()
+    src = inputs["generate"] / "samples.jsonl"
+    rows = _read_samples(src)
+    task = load_task(cfg.task)
+    questions = {q.id: q for q in task.train}
+    kept, rejected, scores = filter_records(rows, cfg.filter, questions, task.eval)
+    missing_q = [r["question_id"] for r in kept if r["question_id"] not in questions]
+    if missing_q:
+        raise DataError(f"{src}: question '{missing_q[0]}' is not in the task's train split")
+    sft = [to_sft_row(r, questions[r["question_id"]], scores[r["id"]], cfg) for r in kept]
+    atomic_write_jsonl(out / "kept.jsonl", sft)
+    atomic_write_jsonl(out / "rejected.jsonl", rejected)
+    all_scores = list(scores.values())
+    per_q = Counter(r["question_id"] for r in kept)
+    report = {
+        "input": len(rows),
+        "kept": len(kept),
+        "rejected": len(rejected),
+        "reasons": dict(Counter(r["reason"] for r in rejected).most_common()),
+        "checks": list(cfg.filter.checks),
+        "truncated_seen": sum(bool(s.get("truncated")) for s in all_scores),
+        "questions_with_kept": len(per_q),
+        "questions_total": len({r["question_id"] for r in rows}),
+        "histograms": {
+            "tokens": _histogram([s["tokens"] for s in all_scores if "tokens" in s]),
+            "repetition": _histogram([s["repetition"] for s in all_scores if "repetition" in s]),
+            "kept_per_question": dict(sorted(Counter(per_q.values()).items())),
+        },
+        "contamination_matches": [
+            {"id": r["id"], "match": r.get("match"), "eval_question": r.get("eval_question")}
+            for r in rejected
+            if r["reason"] == "contaminated"
+        ][:100],
+    }
+    if report["kept"] + report["rejected"] != report["input"]:
+        raise RuntimeError("filter lost or doubled a record")  # a bug, never a user's mistake
+    atomic_write_json(out / "report.json", report)
+    return {k: report[k] for k in ("input", "kept", "rejected", "reasons", "truncated_seen")} | {
+        "questions_with_kept": report["questions_with_kept"],
+        "seconds": round(time.monotonic() - t0, 2),
+    }
+
+
+def progress(cfg: Config, out: Path) -> str:
+    return "started, not finished (filtering is redone whole: it takes seconds)"
+
+
+def summary(stats: dict[str, Any], out: Path) -> str:
+    n = max(1, stats.get("input", 0))
+    lines = [
+        f"kept {stats.get('kept', 0):,} of {stats.get('input', 0):,} ({100 * stats.get('kept', 0) / n:.1f}%)"
+    ]
+    for reason, c in (stats.get("reasons") or {}).items():
+        lines.append(f"  dropped: {reason:<18} {c:>7,}  {100 * c / n:5.1f}%")
+    lines.append(f"questions with a kept sample: {stats.get('questions_with_kept', 0):,}")
+    lines.append(f"training set: {out / 'kept.jsonl'}")
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""What generate asks for, and the sample records it keeps.
+
+A sample's id is content-addressed: hash(teacher identity, rendered prompt, sampling without n,
+sample index, seeding scheme). Sample i of a question is seeded base + i, where base is a hash of
+the same things without the index; vLLM seeds the k-th sample of an n-sample call seed + k, so a
+call for samples i..j is one request seeded base + i and every sample stays repeatable alone,
+however calls are grouped and whichever engine (server or offline) writes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from pipeline.calls import Completion, Request
+from pipeline.config import Config
+from pipeline.records import DataError, canonical_json, schema_problem, sha256_text
+from pipeline.tasks import Question, fewshot_examples, load_task, teacher_messages
+
+SEEDS = "seed=base+i"  # in sample ids: samples seeded another way are other samples
+# What a pool row must hold to be reused; a row without it is damage, moved to quarantine.
+SAMPLE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "question_id": str,
+    "sample_index": int,
+    "messages": list,
+    "completion": str,
+    "finish_reason": str,
+    "usage": dict,
+    "gold": str,
+}
+
+Planned = tuple[Request, Question, int]  # one sample: its request, question and index
+
+
+def check_sample(row: dict[str, Any]) -> str | None:
+    problem = schema_problem(row, SAMPLE_FIELDS)
+    if problem is None and not isinstance(row["usage"].get("completion_tokens"), int):
+        problem = "field 'usage' has no integer 'completion_tokens'"
+    return problem
+
+
+def sampling_dict(cfg: Config) -> dict[str, Any]:
+    s = asdict(cfg.generate.sampling)
+    return {k: s[k] for k in ("temperature", "top_p", "max_tokens", "seed", "stop")}
+
+
+def plan_samples(cfg: Config, identity: str) -> list[Planned]:
+    """Every sample this config asks for, with its id and its own seed."""
+    task = load_task(cfg.task)
+    shots = fewshot_examples(task, cfg.teacher.fewshot)
+    sampling = sampling_dict(cfg)
+    out = []
+    asked_by: dict[str, str] = {}
+    for q in task.train:
+        messages = teacher_messages(cfg.teacher, q, shots)
+        other = asked_by.setdefault(canonical_json(messages), q.id)
+        if other != q.id:  # their samples would share ids: one question would be lost
+            raise DataError(
+                f"questions '{other}' and '{q.id}' give the teacher the same prompt; "
+                "make them differ or remove one"
+            )
+        base = int(sha256_text(canonical_json([identity, messages, sampling]))[:8], 16)
+        base &= 0x3FFFFFFF  # room for + i within a signed 32-bit seed
+        for i in range(cfg.generate.n):
+            sid = sha256_text(canonical_json([identity, messages, sampling, i, SEEDS]))[:32]
+            req_sampling = {**sampling, "seed": base + i}
+            if not req_sampling["stop"]:
+                del req_sampling["stop"]
+            out.append((Request([sid], messages, req_sampling), q, i))
+    return out
+
+
+def calls(missing: list[Planned], per_call: int) -> list[Request]:
+    """The API calls for these samples: each run of consecutive sample indices of a question
+    becomes one call for up to `per_call` samples (0: no cap), seeded with its first sample.
+
+    Fewer, larger calls spare the server a prompt render, a tokenization and an HTTP exchange
+    per sample; vLLM's prefix cache already shares the prompt's prefill.
+    """
+    out: list[Request] = []
+    prev: tuple[str, int] | None = None
+    for r, q, i in missing:
+        last = out[-1] if out else None
+        if last is not None and prev == (q.id, i - 1) and (per_call <= 0 or last.n < per_call):
+            last.ids.append(r.id)
+        else:
+            out.append(Request([r.id], r.messages, dict(r.sampling)))
+        prev = (q.id, i)
+    return out
+
+
+def record(planned: Planned, comp: Completion, cfg: Config, identity: str) -> dict[str, Any]:
+    """The pool row for one finished sample."""
+    req, q, index = planned
+    return {
+        "id": req.id,
+        "question_id": q.id,
+        "sample_index": index,
+        "teacher": cfg.teacher.name or cfg.teacher.model,
+        "teacher_identity": identity,
+        "messages": req.messages,
+        "completion": comp.text,
+        "finish_reason": comp.finish_reason,
+        "usage": comp.usage,
+        "sampling": req.sampling,
+        "prompt_sha": sha256_text(canonical_json(req.messages)),
+        "gold": q.answer,
+        "answer_type": q.answer_type,
+        "choices": list(q.choices),
+        "endpoint": comp.endpoint,
+    }

@@ -1,0 +1,158 @@
+"""train: supervised fine-tuning of the student on the filter stage's kept.jsonl with TRL.
+
+`run(cfg, inputs, out)` trains in this process (stages/train/trainer.py), or, with
+`train.launcher: accelerate`, starts `accelerate launch ... -m stages.train` and waits for it.
+Outputs in `out/`:
+
+  model/             the student (full fine-tune, or LoRA merged into the base): loads in vLLM
+  adapter/           the LoRA adapter (LoRA only)
+  checkpoints/       Trainer checkpoints every train.save_steps; after success only the last is kept
+  train_log.jsonl    one line per logging step (step, epoch, loss, learning_rate, grad_norm)
+  loss.png           the loss curve
+  train_stats.json   the stats run() returns
+
+A rerun after a kill resumes from the newest usable checkpoint and ends at the same step;
+`--force` starts from the base student again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, semantic, to_dict
+from pipeline.models import identity_of
+from pipeline.records import atomic_write_json, sha256_file
+from pipeline.stage import ExtraInput, KeyParts
+from stages.shared.models import local_model
+from stages.train.preflight import TrainError, preflight
+from stages.train.trainer import STATS_FILE, checkpoint_step, last_checkpoint, train_in_process
+
+NAME = "train"
+VERSION = 1
+OUTPUTS = ("model", "train_log.jsonl", "loss.png", STATS_FILE)
+UPSTREAM = ("filter",)
+HELP = "fine-tune the student on kept.jsonl with TRL SFT (full or LoRA)"
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCELERATE_CONFIGS = ROOT / "pipeline" / "configs" / "accelerate"
+CONFIG_FILE = "train_config.json"
+
+
+def key_parts(cfg: Config) -> KeyParts:
+    """The student's weights, not its path, and the semantic train config (launcher excluded)."""
+    t = cfg.train
+    extra = {"student_identity": identity_of(t.student, cfg.cache_dir, key="train.student")}
+    if t.chat_template:  # the config checked that the file exists
+        extra["chat_template"] = sha256_file(Path(t.chat_template).expanduser())
+    return KeyParts(config={"train": semantic(t, exclude=("student",))}, extra=extra)
+
+
+def extra_inputs(cfg: Config) -> list[ExtraInput]:
+    return []
+
+
+def locks(cfg: Config, out: Path) -> list[Path]:
+    return []
+
+
+def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Train the student on inputs['filter']/kept.jsonl; write everything under `out`."""
+    kept = Path(inputs["filter"]) / "kept.jsonl"
+    out = Path(out)
+    if cfg.train.launcher == "none":
+        return train_in_process(cfg, kept, out)
+    # Pre-flight here too: a bad dataset fails in seconds, with its message, before N processes.
+    student = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
+    _, prepared = preflight(student, kept, cfg.train)
+    for w in prepared.warnings:
+        print(f"train: warning: {w}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / STATS_FILE).unlink(missing_ok=True)
+    write_child_config(cfg, out / CONFIG_FILE)
+    cmd = launch_command(cfg, kept, out)
+    print("train: launching: " + " ".join(cmd), flush=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    rc = subprocess.run(cmd, env=env, cwd=str(ROOT)).returncode  # output streams through
+    if rc != 0:
+        raise TrainError(f"training under accelerate failed (exit code {rc}); see the output above")
+    if not (out / STATS_FILE).is_file():
+        raise TrainError(f"accelerate run exited 0 but wrote no {out / STATS_FILE}")
+    return json.loads((out / STATS_FILE).read_text())
+
+
+def accelerate_config_path(name: str) -> Path:
+    """A config file path, or a shipped name (ddp_cpu, ddp_gpu, fsdp_gpu, deepspeed_zero3_gpu)."""
+    if not name:
+        name = "ddp_gpu" if shutil.which("nvidia-smi") else "ddp_cpu"
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path.resolve()
+    shipped = ACCELERATE_CONFIGS / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in ACCELERATE_CONFIGS.glob("*.yaml")))
+    raise TrainError(f"train.accelerate_config {name!r} is neither a file nor one of: {known}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_child_config(cfg: Config, path: Path) -> None:
+    """What the launched processes need: the train section (+ cache dir), as JSON (valid YAML)."""
+    atomic_write_json(
+        path, {"run": cfg.run, "cache_dir": cfg.cache_dir, "train": to_dict(cfg.train)}
+    )
+
+
+def launch_command(cfg: Config, kept: Path, out: Path) -> list[str]:
+    """`accelerate launch` for `python -m stages.train`; run() writes out/train_config.json."""
+    t = cfg.train
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(accelerate_config_path(t.accelerate_config)),
+        "--num_processes",
+        str(max(1, t.num_processes)),
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "stages.train",
+        "--config-json",
+        str(Path(out) / CONFIG_FILE),
+        "--kept",
+        str(kept),
+        "--out",
+        str(out),
+    ]
+
+
+def progress(cfg: Config, out: Path) -> str:
+    """The newest usable checkpoint's step: where a rerun resumes."""
+    ckpt = last_checkpoint(Path(out) / "checkpoints")
+    return f"checkpoint at step {checkpoint_step(ckpt)}" if ckpt else "started, no checkpoint yet"
+
+
+def summary(stats: dict[str, Any], out: Path) -> str:
+    loss = stats.get("final_loss")
+    sps = stats.get("seconds_per_step")
+    return "\n".join(
+        [
+            f"examples {stats.get('examples', 0):,}, {stats.get('steps', 0)} steps"
+            + (f" at {sps:.2f} s/step" if sps else "")
+            + (f", final loss {loss:.4f}" if isinstance(loss, float) else ""),
+            f"student: {out / 'model'}",
+        ]
+    )
