@@ -36,8 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import ROOT, distill, stage_stats, tiny_model  # noqa: E402 - sets sys.path
 
 
 def pipeline_overrides(
@@ -63,20 +62,9 @@ def run_pipeline(args: argparse.Namespace, model: Path, workdir: Path, engine: s
     run = f"bench-{engine}-{time.time_ns()}"  # a fresh run: nothing reused from earlier runs
     ov = pipeline_overrides(args, model, workdir, run, engine)
     t0 = time.monotonic()
-    p = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "generate", *ov],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    distill("generate", *ov)
     wall = time.monotonic() - t0
-    if p.returncode != 0:
-        sys.exit(f"distill generate failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
-    from pipeline.config import load_config, shipped_config
-    from pipeline.runner import plan
-
-    d = plan(load_config(shipped_config("default"), ov), "generate")["generate"].dir
-    st = json.loads((d / "manifest.json").read_text())["stats"]
+    st = stage_stats("generate", ov)
     return {
         "tokens": st["new_completion_tokens"],
         "seconds": st["generation_seconds"],
@@ -212,10 +200,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     model = args.model
     if model is None:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from tiny_model import build_tiny_model
-
-        model = build_tiny_model(args.workdir / "tiny-model")
+        model = tiny_model(args.workdir)
     model = model.resolve()
 
     reqs = requests_for(args, model, args.workdir)

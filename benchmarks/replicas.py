@@ -27,9 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import psutil
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import ROOT, stage_stats, tiny_model  # noqa: E402 - sets sys.path
 
 
 def overrides(args: argparse.Namespace, model: Path, runs: Path, replicas: int) -> list[str]:
@@ -127,11 +125,7 @@ def run_generate(
     wall = time.monotonic() - t0
     if proc.returncode != 0:
         sys.exit(f"distill generate ({label}) failed:\n{out[-2000:]}\n{err[-3000:]}")
-    from pipeline.config import load_config, shipped_config
-    from pipeline.runner import plan
-
-    d = plan(load_config(shipped_config("default"), ov), "generate")["generate"].dir
-    st = json.loads((d / "manifest.json").read_text())["stats"]
+    st = stage_stats("generate", ov)
     busy: dict[str, float] = defaultdict(float)
     window = 0.0
     if start is not None and t_last > t_start:
@@ -140,6 +134,10 @@ def run_generate(
             busy[r] += secs - start.get(pid, (r, 0.0))[1]
         busy["(whole host, other users too)"] = host1 - host0
     bindings = []
+    from pipeline.config import load_config, shipped_config
+    from pipeline.runner import plan
+
+    d = plan(load_config(shipped_config("default"), ov), "generate")["generate"].dir
     for log in sorted((d / "logs").glob("server-*.log")):
         m = re.search(r"local_rank=0, core ids=\[([^\]]*)\]", log.read_text(errors="replace"))
         bindings.append(m.group(1).replace(" ", "") if m else "?")
@@ -187,12 +185,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     model = args.model
     if model is None:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from tiny_model import build_tiny_model
-
-        model = args.workdir / "tiny-model"
-        if not (model / "config.json").exists():
-            build_tiny_model(model)
+        model = tiny_model(args.workdir)
     model = model.resolve()
     cores = len(os.sched_getaffinity(0))
     print(

@@ -27,6 +27,7 @@ def generate_offline(
 ) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the console shows one bar per model
     from vllm import LLM, SamplingParams
 
     llm = LLM(

@@ -71,6 +71,7 @@ def sft_config(cfg: Config, out: Path, *, use_cpu: bool, bf16: bool):
         save_steps=t.save_steps,
         save_total_limit=2,
         report_to="none",
+        disable_tqdm=True,  # our own bar (_progress_callback); the Trainer's printer is removed
         ddp_find_unused_parameters=False,
         model_init_kwargs={"dtype": "float32"},  # fp32 master weights; bf16 is autocast
     )
@@ -89,17 +90,61 @@ def lora_config(cfg: Config):
     )
 
 
-def _log_last_step_callback():
-    """Log the last step too, so train_log.jsonl and final_loss end where training ends."""
+def _progress_callback(out: Path):
+    """One progress bar for the run (steps, rate, ETA, last loss) on the console; every log
+    dict the Trainer makes goes to out/train.log instead. The last step is logged too, so
+    train_log.jsonl and final_loss end where training ends."""
+    import json
+    import sys
+
+    from tqdm import tqdm
     from transformers import TrainerCallback
 
-    class LogLastStep(TrainerCallback):
+    class Progress(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.bar = tqdm(
+                    total=state.max_steps,
+                    initial=state.global_step,
+                    desc="train",
+                    unit="step",
+                    dynamic_ncols=True,
+                    file=sys.stderr,
+                )
+
         def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
             if state.global_step >= state.max_steps:
                 control.should_log = True
             return control
 
-    return LogLastStep()
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            with open(out / "train.log", "a") as f:
+                f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+            if self.bar is not None and "loss" in logs:
+                self.bar.set_postfix_str(f"loss {float(logs['loss']):.4f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+
+    return Progress()
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' own progress bars (dataset preparation, weight writing) and chatter
+    off the console: the stage shows one bar, and logs what matters to its files."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
 
 
 class PaddingCounter:
@@ -168,6 +213,7 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
     """Pre-flight, train (resuming if a checkpoint exists), save; rank 0 writes the outputs."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    quiet_libraries()
     student = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
     tok, prepared = preflight(student, kept, cfg.train)
     for w in prepared.warnings:
@@ -233,22 +279,48 @@ def _make_trainer(cfg: Config, student: Path, tok, rows: list[dict], out: Path):
     if cfg.train.bf16 and not bf16:
         _log("warning: bf16 is not supported natively here; training in fp32")
     lora = cfg.train.lora.enabled
+    cls = _cpu_trainer_class() if use_cpu else SFTTrainer
     try:
-        trainer = SFTTrainer(
+        trainer = cls(
             model=str(student),
             args=sft_config(cfg, out, use_cpu=use_cpu, bf16=bf16),
             train_dataset=Dataset.from_list(rows),
             processing_class=tok,
             peft_config=lora_config(cfg) if lora else None,
-            callbacks=[_log_last_step_callback()],
+            callbacks=[_progress_callback(out)],
         )
     except ValueError as e:
         if lora and "target" in str(e).lower():  # peft: modules not found in the model
             raise TrainError(f"train.lora.target_modules: {str(e)[:300]}") from None
         raise
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; ours logs to a file
     counter = PaddingCounter(trainer.data_collator)
     trainer.data_collator = counter
     return trainer, counter, bf16
+
+
+def _cpu_trainer_class():  # noqa: ANN202
+    """SFTTrainer with the model's own causal-LM loss instead of TRL's fused LM head.
+
+    TRL scores every position through a chunked LM-head kernel that also computes each token's
+    entropy and top-1 hit for its logged metrics. It pays off with Triton on a GPU (only the
+    completion positions are scored there); on a CPU it scores every position in plain torch,
+    and a forward+backward of the bundled default's batches took 1.7x as long as the model's own
+    loss (4.36 s vs 2.59 s, /tmp-free measurement in benchmarks/train_step.py). The loss is the
+    same: the sum of completion tokens' negative log-likelihoods over the batch's completion
+    token count (tests/stages/test_train_loss.py checks it against TRL's). What goes is the
+    logged entropy and mean_token_accuracy."""
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class CPUSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return CPUSFTTrainer
 
 
 # --- outputs -------------------------------------------------------------------------------------

@@ -386,3 +386,36 @@ def test_ddp_cpu_two_processes(tiny_model, tmp_path, filter_dir):
     assert stats["epochs"] == 4.0  # 8 examples = 2 processes x batch 4: one step per epoch
     assert (out / "model" / "model.safetensors").is_file()
     assert (out / "loss.png").is_file() and (out / "train_stats.json").is_file()
+
+
+def test_cpu_trainer_loss_equals_trl_fused_loss(tiny_model, tmp_path, filter_dir):
+    """On CPU the stage swaps TRL's fused LM-head loss for the model's own: same number, same
+    gradient, on real batches with padding and prompt masking (a loss over prompt or padding
+    tokens, or a mean over the wrong count, would differ)."""
+    import torch
+    from trl import SFTTrainer
+
+    rows = make_rows(8) + [
+        {**r, "completion": [{"role": "assistant", "content": r["completion"][0]["content"] * 3}]}
+        for r in make_rows(4, seed=1)
+    ]
+    cfg = make_cfg(tiny_model, tmp_path, "train.bf16=false")
+    tok, prepared = preflight(
+        tiny_model, write_kept(tmp_path / "f", rows) / "kept.jsonl", cfg.train
+    )
+    trainer, _, _ = train_loop._make_trainer(cfg, tiny_model, tok, prepared.rows, tmp_path / "o")
+    assert type(trainer).__name__ == "CPUSFTTrainer"
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    assert int(batch["attention_mask"].eq(0).sum()) > 0  # the batch has padding
+    count = int(batch["labels"].ne(-100).sum())
+
+    def loss_and_grad(compute) -> tuple[float, torch.Tensor]:
+        trainer.model.zero_grad()
+        loss = compute(trainer, trainer.model, dict(batch), num_items_in_batch=count)
+        loss.backward()
+        return loss.item(), trainer.model.get_input_embeddings().weight.grad.clone()
+
+    ours, g_ours = loss_and_grad(type(trainer).compute_loss)
+    trl, g_trl = loss_and_grad(SFTTrainer.compute_loss)
+    assert ours == pytest.approx(trl, rel=1e-5)
+    assert torch.allclose(g_ours, g_trl, atol=1e-6, rtol=1e-4)

@@ -1,0 +1,53 @@
+"""What the benchmark scripts share: the repo on sys.path, the tiny model, running the CLI and
+reading a stage's manifest, and printing the median of interleaved repetitions."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def tiny_model(workdir: Path) -> Path:
+    """The tiny random test model (tests/tiny_model.py), built once under `workdir`."""
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(workdir / "tiny")
+
+
+def distill(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`distill ARGS` in a fresh interpreter; exits the benchmark with its output if it fails."""
+    import os
+
+    p = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    if p.returncode != 0:
+        sys.exit(f"distill {args[0]} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def stage_stats(stage: str, overrides: list[str]) -> dict:
+    """The manifest stats of `stage` under these overrides (the bundled default config below)."""
+    from pipeline.config import load_config, shipped_config
+    from pipeline.runner import plan
+
+    d = plan(load_config(shipped_config("default"), overrides), stage)[stage].dir
+    return json.loads((d / "manifest.json").read_text())["stats"]
+
+
+def medians(ratios: dict[str, list[float]]) -> None:
+    """Each ratio's repetitions and median, one line each."""
+    for name, xs in ratios.items():
+        reps = ", ".join(f"{x:.3f}" for x in xs)
+        print(f"{name}: median {statistics.median(xs):.3f} over {len(xs)} rep(s) ({reps})")
