@@ -179,8 +179,10 @@ def reuse_siblings(todo: list[Todo], out: Path, log: AppendLog, have: dict) -> l
 def ask_models(
     cfg: Config, todo: list[Todo], out: Path, log: AppendLog, have: dict, failures: list[Failure]
 ) -> tuple[float, int]:
-    """Ask each model for its missing answers, one model at a time (each is started, asked and
-    stopped before the next loads). Returns (seconds asking, new completion tokens)."""
+    """Ask each model for its missing answers, one served model at a time (each is started,
+    asked and stopped before the next loads). Models that are the same weights served the same
+    way (the teacher and the base student of a self-distillation) share one server: their
+    prompts differ, their weights do not. Returns (seconds asking, new completion tokens)."""
     e = cfg.eval
     settings = AskSettings(
         concurrency=e.concurrency,
@@ -188,15 +190,25 @@ def ask_models(
         backoff_s=e.backoff_s,
         timeout_s=e.request_timeout_s,
     )
+    groups: dict[ModelSpec, list[Todo]] = {}
+    for item in todo:
+        groups.setdefault(_served_as(item[0].spec), []).append(item)
     seconds, tokens = 0.0, 0
-    for label in dict.fromkeys(m.label for m, _, _ in todo):
-        mine = [(m, req, q) for m, req, q in todo if m.label == label]
-        s, t = _ask_one(mine, settings, out, log, have, failures)
+    for mine in groups.values():
+        s, t = _ask_group(mine, settings, out, log, have, failures)
         seconds, tokens = seconds + s, tokens + t
     return seconds, tokens
 
 
-def _ask_one(
+def _served_as(spec: ModelSpec) -> ModelSpec:
+    """What decides the server: the spec without its label and served name. Models at
+    endpoints are never grouped (other servers may serve other weights under one URL)."""
+    if spec.urls or spec.model_dir is None:
+        return spec
+    return dataclasses.replace(spec, label="", served_name="", model_dir=spec.model_dir.resolve())
+
+
+def _ask_group(
     mine: list[Todo],
     settings: AskSettings,
     out: Path,
@@ -204,12 +216,15 @@ def _ask_one(
     have: dict,
     failures: list[Failure],
 ) -> tuple[float, int]:
-    m = mine[0][0]
-    by_id = {req.id: (req, q) for _, req, q in mine}
-    with Progress(len(mine), "q", m.label) as bar:
+    labels = list(dict.fromkeys(m.label for m, _, _ in mine))
+    spec = mine[0][0].spec
+    if len(labels) > 1:
+        spec = dataclasses.replace(spec, label="+".join(labels))
+    by_id = {req.id: (m, req, q) for m, req, q in mine}
+    with Progress(len(mine), "q", spec.label) as bar:
 
         def on_done(c: Completion) -> None:
-            req, q = by_id[c.id]
+            m, req, q = by_id[c.id]
             row = prediction_row(m, req, q, c)
             log.write(row)
             have[c.id] = row
@@ -220,6 +235,6 @@ def _ask_one(
             bar.done()
 
         reqs = [req for _, req, _ in mine]
-        stats = ask(m.spec, reqs, on_done, on_fail, settings, out / "logs" / m.label, bar.start)
+        stats = ask(spec, reqs, on_done, on_fail, settings, out / "logs" / labels[0], bar.start)
     log.sync()
     return stats.seconds, bar.tokens

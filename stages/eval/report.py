@@ -22,9 +22,15 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _order(metrics: dict[str, Any]) -> list[str]:
+    """Models in eval.models order (metrics.json, written with sorted keys, loses it)."""
+    return [m for m in metrics.get("models", metrics["per_model"]) if m in metrics["per_model"]]
+
+
 def table_rows(metrics: dict[str, Any]) -> list[list[str]]:
     rows = []
-    for label, m in metrics["per_model"].items():
+    for label in _order(metrics):
+        m = metrics["per_model"][label]
         rows.append(
             [
                 label,
@@ -82,7 +88,7 @@ def plot_accuracy(metrics: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = list(metrics["per_model"])
+    labels = _order(metrics)
     acc = [metrics["per_model"][k]["accuracy"] for k in labels]
     lo = [a - metrics["per_model"][k]["ci_low"] for k, a in zip(labels, acc, strict=True)]
     hi = [metrics["per_model"][k]["ci_high"] - a for k, a in zip(labels, acc, strict=True)]

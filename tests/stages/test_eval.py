@@ -185,6 +185,8 @@ def test_eval_end_to_end_and_resume(tmp_path, tiny_model):
     assert "McNemar student vs base" in md
     assert (out / "accuracy.png").read_bytes()[:8] == PNG_MAGIC
     assert (out / "logs" / "teacher" / "server-0.log").is_file()
+    # Teacher and base are the same weights served the same way: one server asked both.
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["student", "teacher"]
 
     # Rerun: everything is reused, no server starts.
     again = ev.run(cfg, inputs, out)
