@@ -457,9 +457,19 @@ class Config:
     filter: FilterConfig = knob(factory=FilterConfig, doc="which samples the student learns from")
     train: TrainConfig = knob(factory=TrainConfig, doc="fine-tuning the student")
     eval: EvalConfig = knob(factory=EvalConfig, doc="measuring teacher, base and student")
+    seeds: list[int] = knob(
+        factory=list,
+        doc="for `distill seeds`: besides the chain as configured, run it once per seed listed "
+        "(each sets generate.sampling.seed and train.seed) and report every model's mean and "
+        "spread across all of them",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError("a seed is listed twice", "seeds")
+        if any(not 0 <= x < 2**31 for x in self.seeds):
+            raise ConfigError("seeds must be in [0, 2**31)", "seeds")
         if not RUN_NAME.fullmatch(self.run) or self.run in (".", ".."):
             raise ConfigError(
                 f"{self.run!r} is not a plain name; use letters, digits and . _ + - "

@@ -25,15 +25,15 @@ from pipeline.config import Config, expand
 from pipeline.errors import UserError
 from pipeline.stage import Stage
 
-STAGES = ("generate", "filter", "train", "eval")  # the stages, in chain order
+STAGES = ("generate", "filter", "train", "eval", "seeds")  # the stages, in chain order
 
 
 @dataclass(frozen=True)
 class Step:
-    label: str  # its name in the chain: a stage name, or an extra input's label
+    label: str  # its name in the chain: a stage name, "<extra input>/<stage>" in a sub-chain
     stage: str  # the stage that runs it
     cfg: Config
-    upstream: tuple[str, ...]  # labels of the steps whose dirs are its inputs
+    inputs: tuple[tuple[str, str], ...]  # (name in the stage's `inputs`, label of the step)
 
 
 def stage_module(name: str) -> Stage:
@@ -47,30 +47,49 @@ def stage_module(name: str) -> Stage:
     return mod
 
 
-def chain(cfg: Config, upto: str) -> list[Step]:
-    """The steps `upto` needs, in order: each stage after its upstream stages, and each extra
-    input a stage declares (e.g. a second train run that eval needs) just before that stage."""
+def chain(cfg: Config, upto: str, prefix: str = "") -> list[Step]:
+    """The steps `upto` needs, in order: each stage after its upstream stages, and before a
+    stage the whole chain of each extra input it declares (that stage under another config),
+    labelled "<extra input>/<stage>". Steps that come out the same (same stage and key) are
+    run once: `plan` makes them one."""
     if upto not in STAGES:
         raise ValueError(f"{upto!r} is not a stage")
     steps: list[Step] = []
     for name in STAGES[: STAGES.index(upto) + 1]:
         mod = stage_module(name)
+        if name != upto and name not in _needed(upto):
+            continue
         extras = mod.extra_inputs(cfg)
         for x in extras:
-            steps.append(Step(x.label, x.stage, x.cfg, stage_module(x.stage).UPSTREAM))
-        steps.append(Step(name, name, cfg, (*mod.UPSTREAM, *(x.label for x in extras))))
+            steps += chain(x.cfg, x.stage, prefix=f"{prefix}{x.label}/")
+        inputs = tuple((u, prefix + u) for u in mod.UPSTREAM)
+        inputs += tuple((x.label, f"{prefix}{x.label}/{x.stage}") for x in extras)
+        steps.append(Step(prefix + name, name, cfg, inputs))
     return steps
+
+
+def _needed(upto: str) -> set[str]:
+    """The stages `upto` reads, directly or not (a stage with no upstream needs nothing)."""
+    out: set[str] = set()
+    todo = list(stage_module(upto).UPSTREAM)
+    while todo:
+        name = todo.pop()
+        if name not in out:
+            out.add(name)
+            todo += stage_module(name).UPSTREAM
+    return out
 
 
 @dataclass
 class StagePlan:
-    name: str  # label in the chain: a stage, or an extra input a stage declared
+    name: str  # the first label it was planned under: a stage, or "<extra input>/<stage>"
     stage: str  # stage module
     cfg: Config
     key: str
     dir: Path
-    upstream: dict[str, str]
+    upstream: dict[str, str]  # input name -> that input's key
     config: dict[str, Any]
+    inputs: dict[str, Path] = field(default_factory=dict)  # input name -> its stage dir
 
 
 @dataclass
@@ -89,18 +108,28 @@ def run_dir(cfg: Config) -> Path:
 
 
 def plan(cfg: Config, upto: str) -> dict[str, StagePlan]:
-    """Keys for `upto` and everything it depends on, in chain order."""
+    """Keys for `upto` and everything it depends on, in chain order, by label. Labels whose
+    step comes out the same (stage and key) share one StagePlan: it runs once."""
     plans: dict[str, StagePlan] = {}
+    by_key: dict[str, StagePlan] = {}
     for step in chain(cfg, upto):
         mod = stage_module(step.stage)
         parts = mod.key_parts(step.cfg)
-        upstream = {u: plans[u].key for u in step.upstream}
+        upstream = {name: plans[label].key for name, label in step.inputs}
         key = stage_key(step.stage, mod.VERSION, parts.config, upstream, parts.extra)
-        d = run_dir(cfg) / step.stage / key[:12]
-        plans[step.label] = StagePlan(
-            step.label, step.stage, step.cfg, key, d, upstream, parts.config
-        )
+        if key not in by_key:
+            d = run_dir(cfg) / step.stage / key[:12]
+            inputs = {name: plans[label].dir for name, label in step.inputs}
+            by_key[key] = StagePlan(
+                step.label, step.stage, step.cfg, key, d, upstream, parts.config, inputs
+            )
+        plans[step.label] = by_key[key]
     return plans
+
+
+def unique(plans: dict[str, StagePlan]) -> list[StagePlan]:
+    """Each planned stage once, in chain order."""
+    return list({id(p): p for p in plans.values()}.values())
 
 
 def check_complete(p: StagePlan, *, deep: bool = False) -> tuple[dict[str, Any] | None, list[str]]:
@@ -144,9 +173,7 @@ def _cached(p: StagePlan, manifest: dict[str, Any], t0: float) -> StageResult:
     )
 
 
-def run_stage(
-    p: StagePlan, plans: dict[str, StagePlan], force: bool, verify: bool = False
-) -> StageResult:
+def run_stage(p: StagePlan, force: bool, verify: bool = False) -> StageResult:
     """Run `p` unless it is complete; `verify` also checks the outputs' sha256s."""
     t0 = time.monotonic()
     done = None if force else check_complete(p, deep=verify)[0]
@@ -171,8 +198,7 @@ def run_stage(
                 if child.name != LOCK:
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         started = time.time()
-        inputs = {u: plans[u].dir for u in p.upstream}
-        stats = mod.run(p.cfg, inputs, p.dir)
+        stats = mod.run(p.cfg, p.inputs, p.dir)
         manifest = write_manifest(
             p.dir,
             stage=p.stage,
@@ -191,10 +217,9 @@ def run_chain(
 ) -> list[StageResult]:
     """Run `target` and whatever it needs that is not cached. `force` reruns `target` only;
     `verify` rebuilds any stage whose outputs' sha256s differ from its manifest."""
-    plans = plan(cfg, target)
     results = []
-    for name, p in plans.items():
-        r = run_stage(p, plans, force and name == target, verify)
+    for p in unique(plan(cfg, target)):
+        r = run_stage(p, force and p.name == target, verify)
         results.append(r)
         if on_result:
             on_result(r)
@@ -216,11 +241,13 @@ class StageStatus:
 def status(cfg: Config, *, verify: bool = False) -> list[StageStatus]:
     """Every stage's state; `verify` also compares each output's sha256 with its manifest."""
     out: list[StageStatus] = []
-    labels = [step.label for step in chain(cfg, "eval")]
+    targets = ["eval", *(["seeds"] if cfg.seeds else [])]
+    labels = list(dict.fromkeys(step.label for t in targets for step in chain(cfg, t)))
     plans: dict[str, StagePlan] = {}
     errors: dict[str, str] = {}
     try:
-        plans = plan(cfg, "eval")
+        for t in targets:
+            plans.update(plan(cfg, t))
     except UserError as e:
         # Stage by stage: a student that cannot be keyed leaves generate and filter readable.
         for target in ("generate", "filter", "train"):
@@ -231,11 +258,15 @@ def status(cfg: Config, *, verify: bool = False) -> list[StageStatus]:
         for label in labels:
             if label not in plans:
                 errors[label] = f"cannot compute its key: {e}"
+    shown: set[str] = set()
     for name in labels:
         p = plans.get(name)
         if p is None:
             out.append(StageStatus(name, "error", note=errors.get(name, "")))
             continue
+        if p.key in shown:  # a step that comes out the same as one listed already
+            continue
+        shown.add(p.key)
         st = StageStatus(name, "missing", p.key[:12], str(p.dir))
         m, problems = check_complete(p, deep=verify)
         if m:

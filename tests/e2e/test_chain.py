@@ -254,3 +254,31 @@ def test_kill9_during_eval_leaves_no_server_and_resumes(chain: dict):
 
     ids = [r["id"] for r in read_jsonl(eval_dir / "predictions.jsonl")]
     assert len(ids) == len(set(ids)) == 40
+
+
+def test_seeds_run_the_chain_per_seed_and_share_what_does_not_depend_on_it(chain: dict):
+    overrides = [*chain["overrides"], "eval.models=[teacher, base, student]", "seeds=[1, 2]"]
+    r = run_cli("seeds", *overrides)
+    assert r.returncode == 0, r.stderr[-4000:]
+    seeds_dir = next(chain["runs"].glob("seeds/*/seeds.json")).parent
+    result = json.loads((seeds_dir / "seeds.json").read_text())
+    assert result["seeds"] == ["configured", "seed1", "seed2"]
+    per = result["per_model"]
+    assert set(per) == {"teacher", "base", "student"} and per["student"]["n_seeds"] == 3
+    # Teacher and base do not depend on the seed: the second seed reused their predictions.
+    assert per["teacher"]["sd"] == 0 and per["base"]["sd"] == 0
+    evals = [
+        json.loads(p.read_text())
+        for p in chain["runs"].glob("eval/*/manifest.json")
+        if json.loads(p.read_text())["config"]["eval"]["models"] == ["teacher", "base", "student"]
+    ]
+    assert len(evals) == 3
+    # Each seed's eval reuses the teacher's and the base model's 10 answers each and asks only its
+    # student. The configured run's eval reuses all 30 if an earlier test here ran that chain's
+    # eval (same keys), else it asks them first.
+    reused = sorted(m["stats"]["reused_from_other_keys"] for m in evals)
+    assert reused in ([0, 20, 20], [20, 20, 30])
+    assert set(result["paired"]["student_vs_base"]) == {"configured", "seed1", "seed2"}
+    md = (seeds_dir / "seeds.md").read_text()
+    assert "mean over 3 run(s)" in md and "student vs base (exact McNemar, per run;" in md
+    assert "mean over 3 run(s)" in r.stdout  # the summary is printed

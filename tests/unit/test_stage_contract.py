@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config, shipped_config
-from pipeline.runner import STAGES, chain, stage_module
+from pipeline.runner import STAGES, chain, plan, stage_module, unique
 from pipeline.stage import KeyParts, Stage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,10 +38,14 @@ def test_helpers_are_not_stages(helper: str) -> None:
 def test_the_ablation_is_declared_by_eval_not_known_to_the_runner() -> None:
     cfg = load_config(shipped_config("default"))  # eval.models has student_answer_only
     steps = {s.label: s for s in chain(cfg, "eval")}
-    ablation = steps["train_answer_only"]
+    ablation = steps["train_answer_only/train"]
     assert ablation.stage == "train" and ablation.cfg.train.answer_only
-    assert "train_answer_only" in steps["eval"].upstream
-    assert "train_answer_only" not in {s.label for s in chain(cfg, "train")}
+    assert ("train_answer_only", "train_answer_only/train") in steps["eval"].inputs
+    assert not any(s.label.startswith("train_answer_only") for s in chain(cfg, "train"))
+    # Its generate and filter come out the same as the main ones: planned once, run once.
+    plans = plan(cfg, "eval")
+    assert plans["train_answer_only/filter"] is plans["filter"]
+    assert len(unique(plans)) == 5
     runner = (ROOT / "pipeline" / "runner.py").read_text()
     assert "answer_only" not in runner and "ablation" not in runner.lower()
 
@@ -91,3 +95,17 @@ def test_long_functions_say_why() -> None:
                 if n > 60 and "long" not in doc.lower():
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)")
     assert long == []
+
+
+def test_seeds_run_one_chain_per_seed_and_share_nothing_else() -> None:
+    cfg = load_config(shipped_config("default"), ["seeds=[1, 7, 13]"])
+    plans = plan(cfg, "seeds")
+    assert plans["seeds"].inputs.keys() == {"configured", "seed1", "seed7", "seed13"}
+    evals = [plans[f"seed{s}/eval"] for s in (1, 7, 13)]
+    assert len({e.key for e in evals}) == 3
+    for s, e in zip((1, 7, 13), evals, strict=True):
+        assert e.cfg.generate.sampling.seed == s and e.cfg.train.seed == s
+    assert len(unique(plans)) == 21  # 4 x (generate, filter, train, ablation, eval) + seeds
+    # The chain as configured is one of them, with the very same keys as `distill run`'s.
+    main = plan(load_config(shipped_config("default")), "eval")
+    assert plans["configured/eval"].key == main["eval"].key
