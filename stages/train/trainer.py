@@ -308,7 +308,7 @@ def _cpu_trainer_class():  # noqa: ANN202
     entropy and top-1 hit for its logged metrics. It pays off with Triton on a GPU (only the
     completion positions are scored there); on a CPU it scores every position in plain torch,
     and a forward+backward of the bundled default's batches took 1.7x as long as the model's own
-    loss (4.36 s vs 2.59 s, /tmp-free measurement in benchmarks/train_step.py). The loss is the
+    loss (4.36 s vs 2.59 s; benchmarks/train_step.py times the whole step). The loss is the
     same: the sum of completion tokens' negative log-likelihoods over the batch's completion
     token count (tests/stages/test_train_loss.py checks it against TRL's). What goes is the
     logged entropy and mean_token_accuracy."""
