@@ -56,7 +56,8 @@ def locks(cfg: Config, out: Path) -> list[Path]:
 
 def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     runs = {label: json.loads((d / "metrics.json").read_text()) for label, d in inputs.items()}
-    models = list(dict.fromkeys(m for r in runs.values() for m in r["per_model"]))
+    # In eval.models order: metrics.json is written with sorted keys, which loses it.
+    models = list(dict.fromkeys(m for r in runs.values() for m in r.get("models", r["per_model"])))
     per_model: dict[str, Any] = {}
     for m in models:
         accs = [r["per_model"][m]["accuracy"] for r in runs.values() if m in r["per_model"]]
