@@ -310,8 +310,8 @@ def _cpu_trainer_class():  # noqa: ANN202
     and a forward+backward of the bundled default's batches took 1.7x as long as the model's own
     loss (4.36 s vs 2.59 s; benchmarks/train_step.py times the whole step). The loss is the
     same: the sum of completion tokens' negative log-likelihoods over the batch's completion
-    token count (tests/stages/test_train_loss.py checks it against TRL's). What goes is the
-    logged entropy and mean_token_accuracy."""
+    token count (test_cpu_trainer_loss_equals_trl_fused_loss checks loss and gradient against
+    TRL's). What goes is the logged entropy and mean_token_accuracy."""
     from transformers import Trainer
     from trl import SFTTrainer
 
