@@ -114,7 +114,14 @@ def test_run_end_to_end_then_cached_then_filter_change(chain: dict):
 
 
 def test_interrupt_during_train_resumes_from_checkpoint(chain: dict):
-    overrides = [*chain["overrides"], "train.max_steps=400", "train.save_steps=5"]
+    # grad_accum=4 makes each step 4 batches: the tiny model trains 400 plain steps in ~16 s on
+    # an idle machine, fast enough that Ctrl-C could land after training ended (seen in CI).
+    overrides = [
+        *chain["overrides"],
+        "train.max_steps=400",
+        "train.save_steps=5",
+        "train.grad_accum=4",
+    ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "run", *overrides],
         cwd=ROOT,
