@@ -295,6 +295,9 @@ def test_stage_dir_is_under_run_and_uses_key_prefix() -> None:
         (("task.source=olmo:gsm8k", "task.split_by=fact"), "task.split_by", "not olmo:"),
         ("task.source=bundled:nope", "task.source", "no bundled task 'nope'"),
         ("teacher.template=nope.j2", "teacher.template", "not found"),
+        ("seeds=[7, 7]", "seeds", "listed twice"),
+        ("seeds=[-1]", "seeds", "must be in [0, 2**31)"),
+        ("seeds=[1.5]", "seeds[0]", "expected an integer"),
     ],
 )
 def test_bad_values_fail_at_load_naming_key_value_and_allowed(override, key, words) -> None:
