@@ -55,10 +55,11 @@ def chain(cfg: Config, upto: str, prefix: str = "") -> list[Step]:
     if upto not in STAGES:
         raise ValueError(f"{upto!r} is not a stage")
     steps: list[Step] = []
+    needed = _needed(upto)
     for name in STAGES[: STAGES.index(upto) + 1]:
-        mod = stage_module(name)
-        if name != upto and name not in _needed(upto):
+        if name != upto and name not in needed:
             continue
+        mod = stage_module(name)
         extras = mod.extra_inputs(cfg)
         for x in extras:
             steps += chain(x.cfg, x.stage, prefix=f"{prefix}{x.label}/")
