@@ -1,10 +1,9 @@
 """What the benchmark scripts share: the repo on sys.path, the tiny model, running the CLI and
-reading a stage's manifest, and printing the median of interleaved repetitions."""
+reading a stage's manifest."""
 
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -37,17 +36,14 @@ def distill(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return p
 
 
-def stage_stats(stage: str, overrides: list[str]) -> dict:
-    """The manifest stats of `stage` under these overrides (the bundled default config below)."""
+def stage_dir(stage: str, overrides: list[str]) -> Path:
+    """The dir of `stage` under these overrides (the bundled default config below)."""
     from pipeline.config import load_config, shipped_config
     from pipeline.runner import plan
 
-    d = plan(load_config(shipped_config("default"), overrides), stage)[stage].dir
+    return plan(load_config(shipped_config("default"), overrides), stage)[stage].dir
+
+
+def stage_stats(d: Path) -> dict:
+    """The manifest stats of the stage in `d`."""
     return json.loads((d / "manifest.json").read_text())["stats"]
-
-
-def medians(ratios: dict[str, list[float]]) -> None:
-    """Each ratio's repetitions and median, one line each."""
-    for name, xs in ratios.items():
-        reps = ", ".join(f"{x:.3f}" for x in xs)
-        print(f"{name}: median {statistics.median(xs):.3f} over {len(xs)} rep(s) ({reps})")

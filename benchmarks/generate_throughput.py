@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, distill, stage_stats, tiny_model  # noqa: E402 - sets sys.path
+from common import ROOT, distill, stage_dir, stage_stats, tiny_model  # noqa: E402 - sets sys.path
 
 
 def pipeline_overrides(
@@ -64,7 +64,7 @@ def run_pipeline(args: argparse.Namespace, model: Path, workdir: Path, engine: s
     t0 = time.monotonic()
     distill("generate", *ov)
     wall = time.monotonic() - t0
-    st = stage_stats("generate", ov)
+    st = stage_stats(stage_dir("generate", ov))
     return {
         "tokens": st["new_completion_tokens"],
         "seconds": st["generation_seconds"],

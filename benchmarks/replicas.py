@@ -27,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import psutil
-from common import ROOT, stage_stats, tiny_model  # noqa: E402 - sets sys.path
+from common import ROOT, stage_dir, stage_stats, tiny_model  # noqa: E402 - sets sys.path
 
 
 def overrides(args: argparse.Namespace, model: Path, runs: Path, replicas: int) -> list[str]:
@@ -125,7 +125,8 @@ def run_generate(
     wall = time.monotonic() - t0
     if proc.returncode != 0:
         sys.exit(f"distill generate ({label}) failed:\n{out[-2000:]}\n{err[-3000:]}")
-    st = stage_stats("generate", ov)
+    d = stage_dir("generate", ov)
+    st = stage_stats(d)
     busy: dict[str, float] = defaultdict(float)
     window = 0.0
     if start is not None and t_last > t_start:
@@ -134,10 +135,6 @@ def run_generate(
             busy[r] += secs - start.get(pid, (r, 0.0))[1]
         busy["(whole host, other users too)"] = host1 - host0
     bindings = []
-    from pipeline.config import load_config, shipped_config
-    from pipeline.runner import plan
-
-    d = plan(load_config(shipped_config("default"), ov), "generate")["generate"].dir
     for log in sorted((d / "logs").glob("server-*.log")):
         m = re.search(r"local_rank=0, core ids=\[([^\]]*)\]", log.read_text(errors="replace"))
         bindings.append(m.group(1).replace(" ", "") if m else "?")
