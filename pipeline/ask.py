@@ -1,7 +1,7 @@
 """One way to serve and ask a model: `ask(spec, requests, on_done, on_fail, settings)`.
 
-A `ModelSpec` says what to ask: a local model dir (started as managed vLLM servers, or run
-in-process by the offline engine) or the URLs of servers that already run, with the served name
+A `ModelSpec` says what to ask: a local model dir (started as managed vLLM servers, or run by
+the offline engine in a child process) or the URLs of servers that already run, with the served name
 and the environment variable that holds their API key. `ask` starts what must be started, sends
 every request (balanced, retried, failed over), hands each completion or final failure to a
 callback as it arrives, and stops what it started, on success, error, Ctrl-C or SIGTERM.
@@ -32,11 +32,12 @@ class ModelSpec:
     urls: tuple[str, ...] = ()
     served_name: str = ""  # '' = the dir's name, or what the endpoints serve
     api_key_env: str = ""  # the variable holding the endpoints' key; never the key itself
-    engine: Literal["server", "offline"] = "server"
+    engine: Literal["server", "offline"] = "server"  # resolved: never "auto" here
     dtype: str = "bfloat16"
     max_model_len: int = 1024
     kv_cache_gib: float = 1.0
     server_args: tuple[str, ...] = ()
+    chat_template: str = ""  # a template file for a model without one; '' = its own
     replicas: int = 1
     gpu_ids: tuple[str, ...] = ()
     startup_timeout_s: float = 600.0
@@ -51,7 +52,6 @@ class AskSettings:
     retries: int = 5
     backoff_s: float = 0.5
     timeout_s: float = 900.0
-    offline_chunk: int = 256
 
 
 @dataclass
@@ -71,17 +71,38 @@ class AskStats:
 
 
 def spec_from(section: Any, label: str, model_dir: Path | None, **extra: Any) -> ModelSpec:
-    """A ModelSpec from a config section that has the serving fields (teacher, eval.serve)."""
+    """A ModelSpec from a config section that has the serving fields (teacher.serve,
+    eval.serve), with `engine: auto` resolved."""
     fields = {
         name: getattr(section, name)
-        for name in ("engine", "dtype", "max_model_len", "kv_cache_gib", "replicas")
+        for name in ("dtype", "max_model_len", "kv_cache_gib", "replicas")
         + ("startup_timeout_s", "frontend_nice")
     }
     fields |= {
         "server_args": tuple(section.server_args),
         "gpu_ids": tuple(section.gpu_ids),
     }
-    return ModelSpec(label=label, model_dir=model_dir, **(fields | extra))
+    fields |= extra
+    fields["engine"] = resolve_engine(
+        section.engine,
+        bool(fields.get("urls")),
+        fields["replicas"],
+        fields["gpu_ids"],
+        fields["server_args"],
+    )
+    return ModelSpec(label=label, model_dir=model_dir, **fields)
+
+
+def resolve_engine(
+    engine: str, urls: bool, replicas: int, gpu_ids: tuple[str, ...], server_args: tuple[str, ...]
+) -> Literal["server", "offline"]:
+    """`auto` is the offline engine unless something only servers do is asked for: endpoints to
+    call, several replicas, GPUs per replica, or server command-line args."""
+    if engine == "offline":
+        return "offline"
+    if engine == "server" or urls or replicas > 1 or gpu_ids or server_args:
+        return "server"
+    return "offline"
 
 
 def api_key(spec: ModelSpec) -> str:
@@ -124,7 +145,8 @@ def managed(spec: ModelSpec, name: str, log_dir: Path) -> Iterator[list[str]]:
             dtype=spec.dtype,
             max_model_len=spec.max_model_len,
             kv_cache_gib=spec.kv_cache_gib,
-            extra_args=list(spec.server_args),
+            extra_args=list(spec.server_args)
+            + (["--chat-template", spec.chat_template] if spec.chat_template else []),
             gpu_ids=spec.gpu_ids[i] if spec.gpu_ids else "",
             cpu_ids=cpus[i] if cpus else "",
             frontend_nice=spec.frontend_nice,
@@ -155,16 +177,24 @@ def ask(
     clock = _Clock(on_ready)
     with sigterm_as_interrupt():
         if spec.engine == "offline":
-            from pipeline.offline import generate_offline
+            from pipeline.offline import EngineArgs, generate_offline
 
             assert spec.model_dir is not None
+            engine = EngineArgs(
+                str(spec.model_dir),
+                spec.dtype,
+                spec.max_model_len,
+                settings.concurrency,
+                spec.chat_template,
+            )
             generate_offline(
-                spec.model_dir,
+                engine,
                 requests,
                 on_done,
-                dtype=spec.dtype,
-                max_model_len=spec.max_model_len,
-                chunk=settings.offline_chunk,
+                log_path=log_dir / "engine.log",
+                kv_cache_gib=spec.kv_cache_gib,
+                startup_timeout_s=spec.startup_timeout_s,
+                who=spec.label,
                 on_ready=clock.ready,
             )
             return AskStats("offline", clock.seconds())

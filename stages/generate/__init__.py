@@ -139,7 +139,6 @@ def _ask_teacher(
         retries=g.retries,
         backoff_s=g.backoff_s,
         timeout_s=g.request_timeout_s,
-        offline_chunk=g.offline_chunk,
     )
     by_id = {p[0].id: p for p in missing}
     with (

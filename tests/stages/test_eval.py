@@ -126,7 +126,7 @@ def test_report_and_plot_from_metrics(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
-# --- slow: real vLLM servers over the tiny model ------------------------------------------------------
+# --- slow: the real vLLM engine over the tiny model ------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -184,8 +184,8 @@ def test_eval_end_to_end_and_resume(tmp_path, tiny_model):
         assert f"| {label} |" in md
     assert "McNemar student vs base" in md
     assert (out / "accuracy.png").read_bytes()[:8] == PNG_MAGIC
-    assert (out / "logs" / "teacher" / "server-0.log").is_file()
-    # Teacher and base are the same weights served the same way: one server asked both.
+    assert (out / "logs" / "teacher" / "engine.log").is_file()  # serve.engine auto: offline
+    # Teacher and base are the same weights served the same way: one engine asked both.
     assert sorted(p.name for p in (out / "logs").iterdir()) == ["student", "teacher"]
 
     # Rerun: everything is reused, no server starts.

@@ -389,9 +389,10 @@ def test_ddp_cpu_two_processes(tiny_model, tmp_path, filter_dir):
 
 
 def test_cpu_trainer_loss_equals_trl_fused_loss(tiny_model, tmp_path, filter_dir):
-    """On CPU the stage swaps TRL's fused LM-head loss for the model's own: same number, same
-    gradient, on real batches with padding and prompt masking (a loss over prompt or padding
-    tokens, or a mean over the wrong count, would differ)."""
+    """On CPU the stage swaps TRL's fused LM-head loss for its own, which sends only the scored
+    positions through the head: same number, same gradient, on real batches with padding and
+    prompt masking (a loss over prompt or padding tokens, a shift off by one, or a mean over the
+    wrong count, would differ)."""
     import torch
     from trl import SFTTrainer
 
@@ -415,7 +416,14 @@ def test_cpu_trainer_loss_equals_trl_fused_loss(tiny_model, tmp_path, filter_dir
         loss.backward()
         return loss.item(), trainer.model.get_input_embeddings().weight.grad.clone()
 
+    head_rows: list[int] = []
+    hook = trainer.model.get_output_embeddings().register_forward_hook(
+        lambda mod, args, out: head_rows.append(args[0].reshape(-1, args[0].shape[-1]).shape[0])
+    )
     ours, g_ours = loss_and_grad(type(trainer).compute_loss)
+    hook.remove()
     trl, g_trl = loss_and_grad(SFTTrainer.compute_loss)
+    # Only the scored positions reach the LM head (the model's own loss sends all of them).
+    assert head_rows == [count] and count < batch["input_ids"].numel()
     assert ours == pytest.approx(trl, rel=1e-5)
     assert torch.allclose(g_ours, g_trl, atol=1e-6, rtol=1e-4)

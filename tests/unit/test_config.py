@@ -129,7 +129,7 @@ def test_missing_or_broken_config_file(tmp_path: Path) -> None:
 
 def test_shipped_configs_are_the_expected_ones() -> None:
     names = {p.stem for p in shipped_configs()}
-    assert {"default", "external_endpoints", "offline", "gsm8k_qwen_gpu"} <= names
+    assert {"default", "external_endpoints", "servers", "gsm8k_qwen_gpu"} <= names
 
 
 @pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: p.name)
@@ -137,14 +137,17 @@ def test_every_shipped_config_loads(path: Path) -> None:
     cfg = load_config(path)
     assert isinstance(cfg, Config)
     assert cfg.generate.n >= 1
-    assert cfg.teacher.serve.engine in ("server", "offline")
+    assert cfg.teacher.serve.engine in ("auto", "server", "offline")
 
 
 def test_example_configs_say_what_they_are_for() -> None:
     ext = load_config(shipped_config("external_endpoints"))
     assert isinstance(ext.teacher.endpoint, list) and len(ext.teacher.endpoint) >= 2
     assert all(u.startswith("http") and u.endswith("/v1") for u in ext.teacher.endpoint)
-    assert load_config(shipped_config("offline")).teacher.serve.engine == "offline"
+    servers = load_config(shipped_config("servers"))
+    assert servers.teacher.serve.engine == servers.eval.serve.engine == "server"
+    default = load_config(shipped_config("default"))
+    assert semantic(servers) == semantic(default)  # the same run, only served otherwise
     gpu = load_config(shipped_config("gsm8k_qwen_gpu"))
     assert gpu.task.source == "olmo:gsm8k"
     # The model dirs the docker compose file mounts; the recipe names what goes in them.
@@ -239,7 +242,7 @@ def test_stage_dir_is_under_run_and_uses_key_prefix() -> None:
         (
             "teacher.serve.engine=vllm",
             "teacher.serve.engine",
-            "'vllm' is not one of 'server', 'offline'",
+            "'vllm' is not one of 'auto', 'server', 'offline'",
         ),
         ("teacher.fewshot_style=sideways", "teacher.fewshot_style", "is not one of"),
         ("train.overlong=cut", "train.overlong", "is not one of 'truncate', 'drop'"),
