@@ -18,8 +18,10 @@ fraction of our batches without and with packing.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -162,6 +164,7 @@ def main() -> None:
     from pipeline.config import load_config
 
     work = Path(tempfile.mkdtemp(prefix="train-bench-"))
+    atexit.register(shutil.rmtree, work, True)  # three runs' checkpoints: several GB
     model = Path(a.model) if a.model else tiny_model(work)
     if a.kept:
         lines = [x for x in a.kept.read_text().split("\n") if x.strip()]  # not splitlines: U+2028
