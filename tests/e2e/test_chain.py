@@ -213,8 +213,15 @@ def _servers_of(root: Path) -> list:
 
 def test_kill9_during_eval_leaves_no_server_and_resumes(chain: dict):
     """kill -9 of the pipeline alone (not its group): its managed servers die with it, and the
-    rerun asks only for the predictions that did not reach disk."""
-    overrides = [*chain["overrides"], "eval.sampling.max_tokens=20"]  # a new eval key
+    rerun asks only for the predictions that did not reach disk. Servers, not the default
+    offline engine: on the tiny model that answers all 40 questions in one batch, leaving no
+    moment to kill it mid-way (generate's kill -9 test covers the offline engine's child)."""
+    overrides = [
+        *chain["overrides"],
+        "eval.sampling.max_tokens=20",  # a new eval key
+        "teacher.serve.engine=server",
+        "eval.serve.engine=server",
+    ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "eval", *overrides],
         cwd=ROOT,
