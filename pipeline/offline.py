@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.calls import Completion, Request, ServeError
-from pipeline.servers import _die_with_parent, cpu_slices, tail
+from pipeline.servers import cpu_slices, die_with_parent, tail
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def _spawn(args: EngineArgs, log_path: Path, kv_cache_gib: float) -> subprocess.
             stderr=log,
             env=child_env(kv_cache_gib),
             start_new_session=True,  # stopped as a group by us, not by the terminal's Ctrl-C
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
 
@@ -158,7 +159,7 @@ def _parse(raw: bytes, log_path: Path) -> dict[str, Any]:
 def _kill(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         try:
-            os.killpg(proc.pid, 9)
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.wait()

@@ -25,7 +25,7 @@ from pipeline.calls import ServeError
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Run in the child before exec: SIGTERM it when the pipeline dies, even by kill -9."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -107,7 +107,7 @@ class ManagedServer:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         log.close()
 
