@@ -330,11 +330,15 @@ def _cpu_trainer_class():  # noqa: ANN202
             if labels is None:
                 labels = inputs["labels"][..., 1:]
             keys = ("input_ids", "attention_mask", "position_ids")
-            hidden = model.get_decoder()(
-                **{k: inputs[k] for k in keys if k in inputs}, use_cache=False
-            ).last_hidden_state[:, : labels.shape[1]]
-            scored = labels != -100
-            logits = model.get_output_embeddings()(hidden[scored])
+            # accelerate puts bf16 autocast around model.forward only; the decoder and head
+            # are called directly here, so they need it too (without it every matmul ran in
+            # fp32, 3x the time).
+            with self.accelerator.autocast():
+                hidden = model.get_decoder()(
+                    **{k: inputs[k] for k in keys if k in inputs}, use_cache=False
+                ).last_hidden_state[:, : labels.shape[1]]
+                scored = labels != -100
+                logits = model.get_output_embeddings()(hidden[scored])
             loss = F.cross_entropy(logits.float(), labels[scored], reduction="sum")
             # As the model's own loss: over the accumulated batch's count when the Trainer
             # gives it (it then skips its division by the accumulation steps), else a mean;

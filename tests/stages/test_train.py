@@ -427,3 +427,25 @@ def test_cpu_trainer_loss_equals_trl_fused_loss(tiny_model, tmp_path, filter_dir
     assert head_rows == [count] and count < batch["input_ids"].numel()
     assert ours == pytest.approx(trl, rel=1e-5)
     assert torch.allclose(g_ours, g_trl, atol=1e-6, rtol=1e-4)
+
+
+def test_cpu_trainer_loss_runs_under_bf16_autocast(tiny_model, tmp_path, monkeypatch):
+    """With bf16 on, the decoder's matmuls in the CPU loss run in bf16, as they do in the model's
+    own forward (which accelerate wraps in autocast). The loss calls the decoder directly, so
+    without its own autocast every matmul ran in fp32: 3x the time, the step 1.5x the bare loop."""
+    import torch
+
+    monkeypatch.setattr(train_loop, "bf16_supported", lambda use_cpu: True)
+    cfg = make_cfg(tiny_model, tmp_path, "train.bf16=true")
+    tok, prepared = preflight(
+        tiny_model, write_kept(tmp_path / "f", make_rows(8)) / "kept.jsonl", cfg.train
+    )
+    trainer, _, bf16 = train_loop._make_trainer(cfg, tiny_model, tok, prepared.rows, tmp_path / "o")
+    assert bf16 and type(trainer).__name__ == "CPUSFTTrainer"
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    seen: list[torch.dtype] = []
+    proj = trainer.model.get_decoder().layers[0].self_attn.q_proj
+    hook = proj.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    type(trainer).compute_loss(trainer, trainer.model, dict(batch))
+    hook.remove()
+    assert seen == [torch.bfloat16]
