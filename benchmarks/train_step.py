@@ -7,9 +7,9 @@ Builds a prompt-completion dataset of arithmetic rationales of varied length (an
 model unless --model is given), then, in one process, alternates for --repeats rounds:
   - `stages.train.run` (the stage as the pipeline runs it),
   - `SFTTrainer(model=DIR, args=SFTConfig(...), train_dataset=raw rows)` (the textbook script),
-  - a bare loop: the same model (fp32 master weights, bf16 autocast), the same tokenized rows
-    (our pre-flight's), right-padded batches of the same size, AdamW with the same learning rate
-    and weight decay, gradient clipping at 1.0 (as the Trainer does), no scheduler,
+  - a bare loop: the same model (fp32 master weights, bf16 autocast), the very batches our stage
+    built (recorded from its collator, in its order), the model's own loss, AdamW with the same
+    learning rate and weight decay, gradient clipping at 1.0 (as the Trainer does), no scheduler,
 and keeps each one's median seconds/step. Prints the three side by side and the ratios, targets:
 our stage within 1.05x of the TRL script and within 1.2x of the bare loop; and the padding
 fraction of our batches without and with packing.
@@ -52,11 +52,27 @@ def make_rows(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def ours(cfg, filter_dir: Path, work: Path) -> dict:
+def ours(cfg, filter_dir: Path, work: Path, batches: list | None = None) -> dict:
+    """The stage as the pipeline runs it; the batches its collator builds go to `batches`."""
+    from unittest import mock
+
     from stages.train import run
+    from stages.train import trainer as loop
+
+    counter = loop.PaddingCounter
+
+    def recording(inner):
+        def keep(examples):
+            batch = inner(examples)
+            if batches is not None:
+                batches.append({k: v for k, v in batch.items() if hasattr(v, "shape")})
+            return batch
+
+        return counter(keep)
 
     out = Path(tempfile.mkdtemp(dir=work, prefix="ours-"))
-    return run(cfg, {"filter": filter_dir}, out)
+    with mock.patch.object(loop, "PaddingCounter", recording):
+        return run(cfg, {"filter": filter_dir}, out)
 
 
 def bare_trl(cfg, model: Path, rows: list[dict], work: Path) -> dict:
@@ -109,42 +125,32 @@ def bare_trl(cfg, model: Path, rows: list[dict], work: Path) -> dict:
     }
 
 
-def bare_loop(cfg, model: Path, kept: Path, steps: int) -> dict:
-    """The floor: a plain PyTorch loop over the very token rows our stage trains on."""
+def bare_loop(cfg, model: Path, batches: list) -> dict:
+    """The floor: a plain PyTorch loop over the very batches our stage trained on."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from stages.train.preflight import preflight
     from stages.train.trainer import bf16_supported
 
     t = cfg.train
-    tok, prepared = preflight(model, kept, t)
-    rows = prepared.rows
     bf16 = bool(t.bf16 and bf16_supported(True))
     torch.manual_seed(t.seed)
     net = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
-    pad = tok.pad_token_id
     t0 = time.perf_counter()
-    for step in range(steps):
-        batch = [rows[(step * t.batch_size + i) % len(rows)] for i in range(t.batch_size)]
-        width = max(len(r["input_ids"]) for r in batch)
-        ids = torch.full((len(batch), width), pad)
-        labels = torch.full((len(batch), width), -100)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, r in enumerate(batch):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.tensor(r["input_ids"])
-            labels[i, :n] = torch.tensor(r["labels"])
-            mask[i, :n] = 1
+    for batch in batches:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = net(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss = net(
+                input_ids=batch["input_ids"],
+                attention_mask=batch.get("attention_mask"),
+                labels=batch["labels"],
+            ).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return {"seconds_per_step": (time.perf_counter() - t0) / steps}
+    return {"seconds_per_step": (time.perf_counter() - t0) / len(batches)}
 
 
 def main() -> None:
@@ -194,16 +200,15 @@ def main() -> None:
 
     times: dict[str, list[float]] = {"ours": [], "trl": [], "bare": []}
     pad = {}
+    batches: list = []  # our stage's batches, in its order: the bare loop trains on them
     for _ in range(a.repeats):  # interleaved: load on the machine hits all three alike
-        s = ours(cfg(False), filter_dir, work)
+        s = ours(cfg(False), filter_dir, work, None if batches else batches)
         times["ours"].append(s["seconds_per_step"])
         pad["ours"] = s["padding_fraction"]
         b = bare_trl(cfg(False), model, rows, work)
         times["trl"].append(b["seconds_per_step"])
         pad["trl"] = b["padding_fraction"]
-        times["bare"].append(
-            bare_loop(cfg(False), model, filter_dir / "kept.jsonl", a.steps)["seconds_per_step"]
-        )
+        times["bare"].append(bare_loop(cfg(False), model, batches[: a.steps])["seconds_per_step"])
     packed = ours(cfg(True), filter_dir, work)
     med = {k: statistics.median(v) for k, v in times.items()}
     print()
