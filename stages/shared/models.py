@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -19,8 +20,13 @@ def local_model(ref: str, cache_dir: str = "", *, key: str = "model") -> Path:
     with StageLock(path.parent / f".{path.name}.lock"):
         if not (path / "config.json").is_file():
             gguf = smollm2_gguf()
-            print(f"converting {gguf.name} to safetensors under {path} (once)", flush=True)
-            _convert_gguf(gguf, path)
+            log = path.with_name(path.name + ".convert.log")
+            print(
+                f"converting {gguf.name} to safetensors under {path} (once; log {log})", flush=True
+            )
+            # transformers' GGUF, loading and shard-writing bars go to the log, not the console.
+            with open(log, "w") as f, contextlib.redirect_stderr(f), contextlib.redirect_stdout(f):
+                _convert_gguf(gguf, path)
     return path
 
 
