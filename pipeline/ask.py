@@ -11,6 +11,7 @@ generate asks the teacher with it; eval asks the teacher and each student.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -42,6 +43,9 @@ class ModelSpec:
     gpu_ids: tuple[str, ...] = ()
     startup_timeout_s: float = 600.0
     frontend_nice: int = 10
+    # [open, close]: vLLM counts the trace between them and ends it at a request's
+    # thinking_token_budget (for the models we start; () = no budget asked for)
+    think_tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,8 @@ def managed(spec: ModelSpec, name: str, log_dir: Path) -> Iterator[list[str]]:
             max_model_len=spec.max_model_len,
             kv_cache_gib=spec.kv_cache_gib,
             extra_args=list(spec.server_args)
-            + (["--chat-template", spec.chat_template] if spec.chat_template else []),
+            + (["--chat-template", spec.chat_template] if spec.chat_template else [])
+            + _reasoning_args(spec),
             gpu_ids=spec.gpu_ids[i] if spec.gpu_ids else "",
             cpu_ids=cpus[i] if cpus else "",
             frontend_nice=spec.frontend_nice,
@@ -158,6 +163,14 @@ def managed(spec: ModelSpec, name: str, log_dir: Path) -> Iterator[list[str]]:
     with running(servers, spec.startup_timeout_s):
         print(f"{spec.label}: vLLM ready in {time.monotonic() - started:.1f}s", flush=True)
         yield [s.url for s in servers]
+
+
+def _reasoning_args(spec: ModelSpec) -> list[str]:
+    """Server flags for a trace budget, unless the server args already name a parser."""
+    if not spec.think_tags or any(a.startswith("--reasoning") for a in spec.server_args):
+        return []
+    tags = {"reasoning_start_str": spec.think_tags[0], "reasoning_end_str": spec.think_tags[1]}
+    return ["--reasoning-config", json.dumps(tags)]
 
 
 def ask(
@@ -186,6 +199,7 @@ def ask(
                 spec.max_model_len,
                 settings.concurrency,
                 spec.chat_template,
+                list(spec.think_tags),
             )
             generate_offline(
                 engine,

@@ -37,10 +37,12 @@ class Request:
 @dataclass
 class Completion:
     id: str
-    text: str
+    text: str  # the message content, as sent
     finish_reason: str
     usage: dict[str, int]
     endpoint: str
+    reasoning: str | None = None  # the server's reasoning field, as sent; None without one
+    reasoning_field: str = ""  # its name: reasoning or reasoning_content
 
 
 @dataclass

@@ -22,6 +22,7 @@ import httpx
 
 from pipeline.balance import Balancer, Endpoint
 from pipeline.calls import Completion, Failure, Request, ServeError
+from pipeline.reasoning import field_reasoning
 from pipeline.redact import redact_text, redact_url
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -70,16 +71,25 @@ async def _post(
             tokens = len(choice["token_ids"])
         else:  # a server without per-choice ids: an even share of the summed usage
             tokens = total // req.n + (k < total % req.n)
+        message = choice["message"]
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise ValueError(f"message content is {type(content).__name__}, not text")
+        reasoning, field_name = field_reasoning(message)
+        counts = {"prompt_tokens": int(usage.get("prompt_tokens", 0)), "completion_tokens": tokens}
+        # The server counts a trace's tokens per call; per sample only when the call has one.
+        details = usage.get("completion_tokens_details") or {}
+        if req.n == 1 and isinstance(details.get("reasoning_tokens"), int):
+            counts["reasoning_tokens"] = details["reasoning_tokens"]
         out.append(
             Completion(
                 id=req.ids[k],
-                text=choice["message"].get("content") or "",
+                text=content or "",
                 finish_reason=choice.get("finish_reason") or "unknown",
-                usage={
-                    "prompt_tokens": int(usage.get("prompt_tokens", 0)),
-                    "completion_tokens": tokens,
-                },
+                usage=counts,
                 endpoint=ep.label,
+                reasoning=reasoning,
+                reasoning_field=field_name,
             )
         )
     return out

@@ -184,9 +184,27 @@ class TeacherConfig:
     serve: ServeConfig = runtime(
         factory=ServeConfig, doc="how the teacher is served with endpoint: auto"
     )
+    reasoning: Literal["auto", "off", "required"] = knob(
+        "auto",
+        doc="a trace (a think block, inline or in the server's reasoning field): auto = split "
+        "off where there is one; required = a sample without a closed one is rejected; off = "
+        "none looked for, the whole text is the answer",
+        key_when_set=True,
+    )
+    think_tags: list[str] = knob(
+        factory=lambda: ["<think>", "</think>"],
+        doc="[open, close] tags of an inline trace; a student without a think convention of "
+        "its own is trained on the trace in these",
+        key_when_set=True,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
+        tags = self.think_tags
+        if len(tags) != 2 or not all(t.strip() for t in tags) or tags[0] == tags[1]:
+            raise ConfigError(
+                f"expected two different non-empty tags [open, close], got {tags!r}", "think_tags"
+            )
         for name in ("model", "template"):
             if not getattr(self, name).strip():
                 raise ConfigError("must not be empty", name)
@@ -308,9 +326,38 @@ class FilterConfig:
         "all", doc="all: every kept sample; best: the best-scored one per question (best-of-n)"
     )
     per_question_cap: int = knob(0, doc="max kept per question; 0 = no cap", ge=0)
+    # Bounds on a reasoning sample's two parts (check `length`), in words: the server counts
+    # a trace's tokens only when asked for one sample per call, words are exact for every sample.
+    min_reasoning_words: int = knob(
+        0, doc="reject a sample whose trace is shorter (words)", ge=0, key_when_set=True
+    )
+    max_reasoning_words: int = knob(
+        0,
+        doc="reject a sample whose trace is longer (words); 0 = no bound",
+        ge=0,
+        key_when_set=True,
+    )
+    min_answer_words: int = knob(
+        0,
+        doc="reject a sample whose answer after the trace is shorter (words)",
+        ge=0,
+        key_when_set=True,
+    )
+    max_answer_words: int = knob(
+        0,
+        doc="reject a sample whose answer after the trace is longer (words); 0 = no bound",
+        ge=0,
+        key_when_set=True,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
+        for part in ("reasoning", "answer"):
+            lo, hi = getattr(self, f"min_{part}_words"), getattr(self, f"max_{part}_words")
+            if hi and lo > hi:
+                raise ConfigError(
+                    f"{lo} is above filter.max_{part}_words ({hi})", f"min_{part}_words"
+                )
         if len(set(self.checks)) != len(self.checks):
             raise ConfigError("a check is listed twice", "checks")
         if self.min_tokens > self.max_tokens:
@@ -352,7 +399,9 @@ Scheduler = Literal[
 class TrainConfig:
     student: str = knob("smollm2-135m", doc="local HF model dir, or smollm2-135m")
     chat_template: str = knob(
-        "", doc="Jinja chat template file, used if the student has none; '' = none"
+        "",
+        doc="Jinja chat template file to train with (and saved with the student), instead of "
+        "its own; needed if it has none, or if its own drops a reasoning trace; '' = its own",
     )
     learning_rate: float = knob(5e-5, doc="peak learning rate", gt=0, le=1)
     epochs: float = knob(1.0, doc="passes over the kept samples", gt=0)
@@ -430,6 +479,14 @@ class EvalConfig:
         factory=ServeConfig,
         doc="how the base and trained students are served (the teacher: as teacher.serve says)",
     )
+    trace_budget: dict[str, int] = knob(
+        factory=dict,
+        doc="per model (teacher, base, student, student_answer_only): the most tokens its "
+        "reasoning trace may take; at the budget vLLM writes the close tag and the model "
+        "answers (a model the pipeline serves is set up for it; a teacher at an endpoint needs "
+        "--reasoning-parser there)",
+        key_when_set=True,
+    )
     concurrency: int = runtime(
         512, doc="requests in flight per model (queued, for the offline engine)", ge=1
     )
@@ -443,6 +500,12 @@ class EvalConfig:
         check_fields(self)
         if not self.models:
             raise ConfigError("empty; name at least one model to measure", "models")
+        for label, budget in self.trace_budget.items():
+            if label not in typing.get_args(EvalModel):
+                known = ", ".join(typing.get_args(EvalModel))
+                raise ConfigError(f"unknown model {label!r} (models: {known})", "trace_budget")
+            if budget < 1:
+                raise ConfigError(f"{budget} tokens: give at least 1", f"trace_budget.{label}")
 
 
 @dataclass(frozen=True)
@@ -626,13 +689,22 @@ def semantic(obj: Any, exclude: tuple[str, ...] = ()) -> Any:
         for f in dataclasses.fields(obj):
             if f.metadata.get("runtime") or f.name in exclude:
                 continue
-            out[f.name] = semantic(getattr(obj, f.name))
+            value = getattr(obj, f.name)
+            if f.metadata.get("key_when_set") and value == _default(f):
+                continue
+            out[f.name] = semantic(value)
         return out
     if isinstance(obj, (list, tuple)):
         return [semantic(v) for v in obj]
     if isinstance(obj, dict):
         return {k: semantic(v) for k, v in obj.items()}
     return obj
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
 
 
 def to_dict(obj: Any) -> Any:

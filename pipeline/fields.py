@@ -37,10 +37,17 @@ class ConfigError(UserError, ValueError):
         return ConfigError(self.problem, f"{prefix}.{self.key}" if self.key else prefix)
 
 
-def _field(default: Any, factory: Any, doc: str, runtime: bool, bounds: dict[str, float]) -> Any:
+def _field(
+    default: Any,
+    factory: Any,
+    doc: str,
+    runtime: bool,
+    bounds: dict[str, float],
+    key_when_set: bool = False,
+) -> Any:
     if not doc:
         raise TypeError("every config field needs a doc")  # shown by `distill config`
-    meta = {"runtime": runtime, "doc": doc, **bounds}
+    meta = {"runtime": runtime, "doc": doc, "key_when_set": key_when_set, **bounds}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -62,10 +69,14 @@ def knob(
     *,
     factory: Any = dataclasses.MISSING,
     doc: str = "",
+    key_when_set: bool = False,
     **bounds: float,
 ) -> Any:
-    """A semantic field: part of the key of the stages that read it."""
-    return _field(default, factory, doc, False, bounds)
+    """A semantic field: part of the key of the stages that read it.
+
+    `key_when_set`: for a knob added after keys were in use whose default does what the code
+    did before it: left out of keys while at its default, so work cached earlier stays valid."""
+    return _field(default, factory, doc, False, bounds, key_when_set)
 
 
 # --- checks shared by the sections ---------------------------------------------------------------
@@ -143,6 +154,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         allowed = typing.get_args(tp)
         if isinstance(value, str) and value in allowed:
             return value
+        if value is False and "off" in allowed:  # YAML 1.1 reads a bare `off` as false
+            return "off"
         shown = ", ".join(repr(a) for a in allowed)
         raise ConfigError(f"{short(value)} is not one of {shown}", key)
     if origin is list:

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class EngineArgs:
     max_model_len: int
     window: int  # samples queued in the engine at once
     chat_template: str = ""  # a template file for a model that ships none
+    think_tags: list[str] = field(default_factory=list)  # [open, close]: trace budgets work
 
 
 def child_env(kv_cache_gib: float) -> dict[str, str]:
@@ -178,6 +179,7 @@ def _params(r: Request) -> Any:
         max_tokens=r.sampling["max_tokens"],
         stop=r.sampling.get("stop") or None,
         seed=r.sampling.get("seed"),  # the k-th sample gets seed + k, as on a server
+        thinking_token_budget=r.sampling.get("thinking_token_budget"),
     )
 
 
@@ -198,6 +200,11 @@ def _child(args: EngineArgs) -> None:
         enable_chunked_prefill=False,
         max_num_batched_tokens=max(args.max_model_len, 8192),
         max_num_seqs=256,
+        **(
+            {"reasoning_config": {"reasoning_start_str": tags[0], "reasoning_end_str": tags[1]}}
+            if (tags := args.think_tags)
+            else {}
+        ),
     )
     template = Path(args.chat_template).read_text() if args.chat_template else None
     print(json.dumps({"ready": True}), file=proto)

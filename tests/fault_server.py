@@ -2,7 +2,9 @@
 
 It misbehaves on the first `faults` chat requests (HTTP 500, a hang past the client's timeout, a
 dropped connection, an HTML page, a JSON body without `choices`, or HTTP 401 as from a gateway
-that wants a key) and then answers properly by forwarding the request to a real vLLM server
+that wants a key; or it rewrites the real server's answer: the reasoning trace under the older
+field name `reasoning_content`, or a trace whose close tag never came although
+`finish_reason` says `stop`) and then answers properly by forwarding the request to a real vLLM server
 (`upstream`), so the completions the pipeline stores are still real ones. Only the fault is fake.
 `GET /v1/models` and `/health` are forwarded too, except in `401` and `html` modes, where every
 request gets the fault (a gateway in front of everything).
@@ -18,11 +20,38 @@ import json
 import socket
 import threading
 import time
+import typing
 import urllib.error
 import urllib.request
 from typing import Literal
 
-Mode = Literal["500", "hang", "drop", "html", "no_choices", "401"]
+Mode = Literal[
+    "500", "hang", "drop", "html", "no_choices", "401", "reasoning_content", "no_close_tag"
+]
+REWRITES = ("reasoning_content", "no_close_tag")  # the real answer, one field changed
+
+
+def _rename_reasoning(data: dict) -> dict:
+    """As servers before vLLM's rename (and some others) send it: `reasoning_content`."""
+    for c in data.get("choices", []):
+        m = c.get("message") or {}
+        if "reasoning" in m:
+            m["reasoning_content"] = m.pop("reasoning")
+    return data
+
+
+def _drop_close_tag(data: dict) -> dict:
+    """The trace never closed, yet `finish_reason` is `stop`: a server's parser then puts the
+    whole text in the reasoning field; inline, the close tag is simply missing."""
+    for c in data.get("choices", []):
+        m = c.get("message") or {}
+        if isinstance(m.get("reasoning"), str):
+            m["reasoning"] += m.get("content") or ""
+            m["content"] = None
+        else:
+            m["content"] = (m.get("content") or "").replace("</think>", "")
+        c["finish_reason"] = "stop"
+    return data
 
 
 class FaultInjectingEndpoint:
@@ -37,7 +66,7 @@ class FaultInjectingEndpoint:
         hang_s: float = 5.0,
         upstream_key: str = "",
     ):
-        if mode not in ("500", "hang", "drop", "html", "no_choices", "401"):
+        if mode not in typing.get_args(Mode):
             raise ValueError(f"unknown fault mode {mode!r}")
         self.upstream = upstream.rstrip("/")
         self.upstream_key = upstream_key
@@ -83,7 +112,7 @@ class FaultInjectingEndpoint:
             def log_message(self, *args: object) -> None:  # quiet
                 pass
 
-            def _forward(self, method: str, body: bytes | None) -> None:
+            def _forward(self, method: str, body: bytes | None, rewrite=None) -> None:  # noqa: ANN001
                 path = self.path[len("/v1") :] if self.path.startswith("/v1") else self.path
                 headers = {"Content-Type": "application/json"}
                 if fake.upstream_key:
@@ -96,6 +125,8 @@ class FaultInjectingEndpoint:
                         status, data = r.status, r.read()
                 except urllib.error.HTTPError as e:
                     status, data = e.code, e.read()
+                if rewrite is not None and status == 200:
+                    data = json.dumps(rewrite(json.loads(data))).encode()
                 self._send(status, data)
 
             def _send(self, status: int, data: bytes) -> None:
@@ -120,6 +151,10 @@ class FaultInjectingEndpoint:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if not self.path.endswith("/chat/completions") or not fake._take_fault():
                     self._forward("POST", body)
+                    return
+                if fake.mode in REWRITES:
+                    rewrite = _rename_reasoning if fake.mode == "reasoning_content" else None
+                    self._forward("POST", body, rewrite or _drop_close_tag)
                     return
                 self._fault()
 

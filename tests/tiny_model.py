@@ -22,10 +22,22 @@ _CORPUS_WORDS = (
 )
 
 
+THINK_TAGS = ("<think>", "</think>")
+
+
 def build_tiny_model(
-    out: Path, *, layers: int = 2, hidden: int = 128, vocab: int = 512, seed: int = 0
+    out: Path,
+    *,
+    layers: int = 2,
+    hidden: int = 128,
+    vocab: int = 512,
+    seed: int = 0,
+    think_tags: bool = False,
 ) -> Path:
-    """Write a tokenizer and a random Qwen2 causal LM to `out`; return `out`."""
+    """Write a tokenizer and a random Qwen2 causal LM to `out`; return `out`.
+
+    `think_tags`: `<think>` and `</think>` are added tokens (not special ones, which vLLM would
+    skip when it detokenizes), as in reasoning models; vLLM's reasoning parsers look them up."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -52,6 +64,10 @@ def build_tiny_model(
         pad_token="<|endoftext|>",
         unk_token=None,
     )
+    if think_tags:
+        from tokenizers import AddedToken
+
+        fast.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TAGS])
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)
 
@@ -90,9 +106,18 @@ def arith_rationale(question: str, fact: str, answer: str) -> str:
     return f"We compute {a} {op} {b} = {answer}.\nAnswer: {answer}"
 
 
-def build_tiny_teacher(out: Path, base: Path, *, steps: int = 150, seed: int = 0) -> Path:
+def reasoning_rationale(question: str, fact: str, answer: str) -> str:
+    """The same worked answer as a reasoning teacher writes it: a think block, then the answer."""
+    steps = arith_rationale(question, fact, answer).split("\n")[0]
+    return f"{THINK_TAGS[0]}\n{steps}\n{THINK_TAGS[1]}\n\nAnswer: {answer}"
+
+
+def build_tiny_teacher(
+    out: Path, base: Path, *, steps: int = 150, seed: int = 0, rationale=arith_rationale
+) -> Path:
     """The tiny model after a short plain-torch SFT on bundled arithmetic, so that it answers in
-    format and is often right: a cheap stand-in for a real teacher that filter will keep."""
+    format and is often right: a cheap stand-in for a real teacher that filter will keep.
+    `rationale(question, fact, answer)` is the text it learns to write."""
     import json as _json
     import shutil
 
@@ -113,7 +138,7 @@ def build_tiny_teacher(out: Path, base: Path, *, steps: int = 150, seed: int = 0
     tok = AutoTokenizer.from_pretrained(base)
     texts = []
     for q in task.train + task.eval:
-        done = arith_rationale(q.question, facts[q.id], q.answer)
+        done = rationale(q.question, facts[q.id], q.answer)
         for fs in ([], shots):  # the student's zero-shot prompt and the teacher's one-shot one
             msgs = render_messages("student_zeroshot.j2", q, fewshot=fs)
             msgs.append({"role": "assistant", "content": done})

@@ -22,6 +22,7 @@ from typing import Any
 from pipeline.calls import Failure, ServeError
 from pipeline.config import Config, semantic
 from pipeline.models import identity_of, teacher_identity, teacher_key_config
+from pipeline.reasoning import Convention
 from pipeline.records import (
     AppendLog,
     atomic_write_json,
@@ -44,7 +45,13 @@ from stages.eval.predictions import (
     reuse_siblings,
     sampling_dict,
 )
-from stages.eval.report import mcnemar_lines, plot_accuracy, render_report, table_rows
+from stages.eval.report import (
+    mcnemar_lines,
+    plot_accuracy,
+    render_report,
+    table_rows,
+    trace_lines,
+)
 
 NAME = "eval"
 VERSION = 1
@@ -101,7 +108,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     muts = models_under_test(cfg, model_labels(cfg), inputs)
     plan_requests(cfg, muts, questions)
     rows, counts = _predictions(cfg, muts, out)
-    score_rows(rows)
+    score_rows(rows, Convention.of(cfg.teacher))
     atomic_write_jsonl(out / PREDICTIONS, rows)
     metrics = _metrics(cfg, [m.label for m in muts], rows, len(questions), muts)
     atomic_write_json(out / "metrics.json", metrics)
@@ -207,4 +214,4 @@ def summary(stats: dict[str, Any], out: Path) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [f"eval: {metrics['task']}, {metrics['questions']} held-out questions"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join([*lines, *mcnemar_lines(metrics)])
+    return "\n".join([*lines, *mcnemar_lines(metrics), *trace_lines(metrics)])

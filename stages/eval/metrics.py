@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pipeline.answers import extract_answer, has_answer_line, is_correct
+from pipeline.reasoning import Convention
 
 TEACHER = "teacher"
 
@@ -129,6 +130,7 @@ def summarize(
             "agreement": None,
             "similarity": None,
         }
+        m |= _trace_metrics(list(rows.values()))
         common = [q for q in rows if q in ref]
         if model != reference and common:
             m["agreement"] = sum(same_answer(rows[q], ref[q]) for q in common) / len(common)
@@ -138,6 +140,21 @@ def summarize(
             ) / len(common)
             m["compared_with_reference"] = len(common)
         out[model] = m
+    return out
+
+
+def _trace_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Answer length for every model; trace length, and how often a trace was written and
+    left open, for a model that wrote any."""
+    n = len(rows) or 1
+    out: dict[str, Any] = {"mean_answer_words": sum(r.get("answer_words", 0) for r in rows) / n}
+    traced = [r for r in rows if "reasoning_words" in r]
+    if traced:
+        out |= {
+            "trace_rate": len(traced) / n,
+            "unclosed_trace_rate": sum(not r["reasoning_closed"] for r in traced) / n,
+            "mean_reasoning_words": sum(r["reasoning_words"] for r in traced) / len(traced),
+        }
     return out
 
 
@@ -162,17 +179,23 @@ def paired_mcnemar(
 # --- scoring -------------------------------------------------------------------------------------
 
 
-def score_rows(rows: list[dict[str, Any]]) -> None:
-    """Add pred / correct / formatted to each row from its text (always recomputed)."""
+def score_rows(rows: list[dict[str, Any]], convention: Convention = Convention()) -> None:  # noqa: B008
+    """Add pred / correct / formatted to each row from its text (always recomputed); the
+    answer is read after a reasoning trace, never in it. A row with a trace also gets its
+    trace's length in words and whether it closed."""
     for r in rows:
-        text = r.get("completion") or ""
-        pred = extract_answer(text)
+        part = convention.split(r)
+        pred = extract_answer(part.answer)
         r["pred"] = pred
         r["correct"] = bool(
             pred is not None
             and is_correct(pred, r["gold"], r["answer_type"], r.get("choices") or None)
         )
-        r["formatted"] = bool(has_answer_line(text))
+        r["formatted"] = bool(has_answer_line(part.answer))
+        r["answer_words"] = len(part.answer.split())
+        if part.reasoning is not None:
+            r["reasoning_words"] = len(part.reasoning.split())
+            r["reasoning_closed"] = part.closed
 
 
 def same_answer(a: dict[str, Any], b: dict[str, Any]) -> bool:

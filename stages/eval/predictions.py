@@ -47,7 +47,15 @@ PREDICTION_FIELDS: dict[str, type | tuple[type, ...]] = {
     "gold": str,
     "answer_type": str,
 }
-SCORE_FIELDS = ("pred", "correct", "formatted")  # recomputed from the text on every run
+# Recomputed from the text on every run.
+SCORE_FIELDS = (
+    "pred",
+    "correct",
+    "formatted",
+    "answer_words",
+    "reasoning_words",
+    "reasoning_closed",
+)
 
 
 @dataclass
@@ -83,25 +91,29 @@ def models_under_test(
     t, serve = cfg.teacher, cfg.eval.serve
     out = []
     for label in labels:
+        # A trace budget needs the engine to know where a trace starts and ends.
+        tags = {"think_tags": tuple(t.think_tags)} if label in cfg.eval.trace_budget else {}
         if label == "teacher":
             urls = t.urls()
             model_dir = None if urls else local_model(t.model, cfg.cache_dir, key="teacher.model")
             extra = {"urls": tuple(urls), "served_name": t.name, "api_key_env": t.api_key_env}
-            spec = spec_from(t.serve, label, model_dir, **extra)
+            spec = spec_from(t.serve, label, model_dir, **extra, **tags)
             out.append(ModelUnderTest(spec, teacher_identity(t, cfg.cache_dir)))
         elif label == "base":
             model_dir = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
             template = ""
             if not has_chat_template(model_dir) and cfg.train.chat_template:
                 template = str(Path(cfg.train.chat_template).expanduser())
-            spec = spec_from(serve, label, model_dir, served_name=label, chat_template=template)
+            spec = spec_from(
+                serve, label, model_dir, served_name=label, chat_template=template, **tags
+            )
             identity = identity_of(cfg.train.student, cfg.cache_dir, key="train.student")
             out.append(ModelUnderTest(spec, identity))
         else:
             model_dir = Path(inputs[TRAINED_INPUT[label]]) / "model"
             if not (model_dir / "config.json").is_file():
                 raise ModelError(f"{label}: {model_dir} holds no model; did training finish?")
-            spec = spec_from(serve, label, model_dir, served_name=label)
+            spec = spec_from(serve, label, model_dir, served_name=label, **tags)
             out.append(ModelUnderTest(spec, model_identity(model_dir)))
     return out
 
@@ -119,7 +131,9 @@ def plan_requests(cfg: Config, muts: list[ModelUnderTest], questions: list[Quest
                 messages = teacher_messages(cfg.teacher, q, shots)
             else:
                 messages = render_messages(cfg.student_template, q)
-            m.requests.append((Request([f"{m.label}:{q.id}"], messages, dict(sampling)), q))
+            budget = cfg.eval.trace_budget.get(m.label)
+            own = {**sampling, "thinking_token_budget": budget} if budget else dict(sampling)
+            m.requests.append((Request([f"{m.label}:{q.id}"], messages, own), q))
 
 
 def request_sha(identity: str, req: Request) -> str:
@@ -142,6 +156,7 @@ def prediction_row(m: ModelUnderTest, req: Request, q: Question, comp: Completio
         "answer_type": q.answer_type,
         "choices": list(q.choices),
         "endpoint": comp.endpoint,
+        **({"reasoning": comp.reasoning} if comp.reasoning is not None else {}),
     }
 
 

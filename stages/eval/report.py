@@ -78,8 +78,27 @@ def render_report(metrics: dict[str, Any]) -> str:
     if metrics["mcnemar"]:
         lines.append("")
         lines += [f"- {x}" for x in mcnemar_lines(metrics)]
+    traces = trace_lines(metrics)
+    if traces:
+        lines += ["", "Reasoning traces (the answer is read after the trace only):", ""]
+        lines += [f"- {x}" for x in traces]
     lines += ["", "![accuracy](accuracy.png)", ""]
     return "\n".join(lines)
+
+
+def trace_lines(metrics: dict[str, Any]) -> list[str]:
+    """One line per model that wrote traces: how often, how long, left open; answer length."""
+    lines = []
+    for label in _order(metrics):
+        m = metrics["per_model"][label]
+        if "trace_rate" in m:
+            lines.append(
+                f"{label}: a trace in {_pct(m['trace_rate'])}% of answers, mean "
+                f"{m['mean_reasoning_words']:.1f} words, left open in "
+                f"{_pct(m['unclosed_trace_rate'])}%; the answer after it: mean "
+                f"{m['mean_answer_words']:.1f} words"
+            )
+    return lines
 
 
 def plot_accuracy(metrics: dict[str, Any], path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, semantic
+from pipeline.reasoning import Convention
 from pipeline.records import (
     DataError,
     atomic_write_json,
@@ -86,11 +87,15 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     rows = _read_samples(src)
     task = load_task(cfg.task)
     questions = {q.id: q for q in task.train}
-    kept, rejected, scores = filter_records(rows, cfg.filter, questions, task.eval)
+    reasoning = Convention.of(cfg.teacher)
+    kept, rejected, scores = filter_records(rows, cfg.filter, questions, task.eval, reasoning)
     missing_q = [r["question_id"] for r in kept if r["question_id"] not in questions]
     if missing_q:
         raise DataError(f"{src}: question '{missing_q[0]}' is not in the task's train split")
-    sft = [to_sft_row(r, questions[r["question_id"]], scores[r["id"]], cfg) for r in kept]
+    sft = [
+        to_sft_row(r, questions[r["question_id"]], scores[r["id"]], cfg, reasoning.split(r))
+        for r in kept
+    ]
     atomic_write_jsonl(out / "kept.jsonl", sft)
     atomic_write_jsonl(out / "rejected.jsonl", rejected)
     all_scores = list(scores.values())
@@ -104,8 +109,15 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
         "truncated_seen": sum(bool(s.get("truncated")) for s in all_scores),
         "questions_with_kept": len(per_q),
         "questions_total": len({r["question_id"] for r in rows}),
+        "reasoning": _reasoning_report(rows, reasoning),
         "histograms": {
             "tokens": _histogram([s["tokens"] for s in all_scores if "tokens" in s]),
+            "reasoning_words": _histogram(
+                [s["reasoning_words"] for s in all_scores if "reasoning_words" in s]
+            ),
+            "answer_words": _histogram(
+                [s["answer_words"] for s in all_scores if "answer_words" in s]
+            ),
             "repetition": _histogram([s["repetition"] for s in all_scores if "repetition" in s]),
             "kept_per_question": dict(sorted(Counter(per_q.values()).items())),
         },
@@ -118,9 +130,22 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     if report["kept"] + report["rejected"] != report["input"]:
         raise RuntimeError("filter lost or doubled a record")  # a bug, never a user's mistake
     atomic_write_json(out / "report.json", report)
+    traces = {"reasoning": report["reasoning"]} if report["reasoning"]["with_trace"] else {}
     return {k: report[k] for k in ("input", "kept", "rejected", "reasons", "truncated_seen")} | {
         "questions_with_kept": report["questions_with_kept"],
         "seconds": round(time.monotonic() - t0, 2),
+        **traces,
+    }
+
+
+def _reasoning_report(rows: list[dict], reasoning: Convention) -> dict[str, Any]:
+    """How many samples came with a trace, from where, and how many never closed it."""
+    parts = [reasoning.split(r) for r in rows]
+    return {
+        "mode": reasoning.mode,
+        "with_trace": sum(p.reasoning is not None for p in parts),
+        "unclosed": sum(p.truncated for p in parts),
+        "source": dict(Counter(p.source for p in parts).most_common()),
     }
 
 
@@ -136,5 +161,11 @@ def summary(stats: dict[str, Any], out: Path) -> str:
     for reason, c in (stats.get("reasons") or {}).items():
         lines.append(f"  dropped: {reason:<18} {c:>7,}  {100 * c / n:5.1f}%")
     lines.append(f"questions with a kept sample: {stats.get('questions_with_kept', 0):,}")
+    if stats.get("reasoning"):
+        r = stats["reasoning"]
+        where = ", ".join(f"{k} {v:,}" for k, v in r["source"].items() if k != "none")
+        lines.append(
+            f"samples with a trace: {r['with_trace']:,} ({where}); never closed: {r['unclosed']:,}"
+        )
     lines.append(f"training set: {out / 'kept.jsonl'}")
     return "\n".join(lines)

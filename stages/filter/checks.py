@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.answers import extract_answer, has_answer_line, is_correct
 from pipeline.config import Config, FilterConfig
+from pipeline.reasoning import TAGS, Convention, Mode, Split, inline_text
 from pipeline.tasks import Question, render_messages
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -33,6 +34,9 @@ class Context:
     questions: dict[str, Question]
     eval_ngrams: dict[tuple[str, ...], str]
     eval_lengths: set[int] = field(default_factory=set)
+    splits: dict[str, Split] = field(default_factory=dict)  # by sample id: trace and answer
+    reasoning: Mode = "auto"
+    tags: tuple[str, str] = TAGS
 
 
 def words(text: str) -> list[str]:
@@ -59,7 +63,14 @@ def trim_after_answer(text: str) -> str:
 # --- record checks -------------------------------------------------------------------------------
 
 
+def full_text(r: dict, ctx: Context) -> str:
+    """The teacher's whole text, trace included: what repetition, dedup and decontamination see."""
+    return inline_text(ctx.splits[r["id"]], ctx.tags)
+
+
 def check_truncated(r: dict, ctx: Context) -> Verdict:
+    if ctx.splits[r["id"]].truncated:  # no answer can follow, whatever finish_reason says
+        return Verdict(False, "truncated_reasoning", {"truncated": True})
     truncated = r.get("finish_reason") == "length"
     if truncated and ctx.cfg.drop_truncated:
         return Verdict(False, "truncated", {"truncated": True})
@@ -67,12 +78,14 @@ def check_truncated(r: dict, ctx: Context) -> Verdict:
 
 
 def check_format(r: dict, ctx: Context) -> Verdict:
-    ok = has_answer_line(r["completion"])
+    if ctx.reasoning == "required" and ctx.splits[r["id"]].reasoning is None:
+        return Verdict(False, "no_reasoning", {"format": False})
+    ok = has_answer_line(ctx.splits[r["id"]].answer)
     return Verdict(ok, None if ok else "no_answer_line", {"format": ok})
 
 
 def check_correct(r: dict, ctx: Context) -> Verdict:
-    pred = extract_answer(r["completion"])
+    pred = extract_answer(ctx.splits[r["id"]].answer)
     ok = pred is not None and is_correct(
         pred, str(r["gold"]), r.get("answer_type", "numeric"), r.get("choices") or None
     )
@@ -83,23 +96,37 @@ def check_correct(r: dict, ctx: Context) -> Verdict:
 
 
 def check_length(r: dict, ctx: Context) -> Verdict:
-    n = int((r.get("usage") or {}).get("completion_tokens") or len(words(r["completion"])))
-    if n < ctx.cfg.min_tokens:
-        return Verdict(False, "too_short", {"tokens": n})
-    if n > ctx.cfg.max_tokens:
-        return Verdict(False, "too_long", {"tokens": n})
-    return Verdict(True, None, {"tokens": n})
+    """The whole completion in tokens, then a trace and its answer apart, in words."""
+    c = ctx.cfg
+    n = int((r.get("usage") or {}).get("completion_tokens") or len(words(full_text(r, ctx))))
+    s = ctx.splits[r["id"]]
+    scores = {"tokens": n, "answer_words": len(words(s.answer))}
+    if s.reasoning is not None:
+        scores["reasoning_words"] = len(words(s.reasoning))
+    bounds = (
+        ("tokens", n, c.min_tokens, c.max_tokens, "too_short", "too_long"),
+        ("reasoning", scores.get("reasoning_words", 0), c.min_reasoning_words,
+         c.max_reasoning_words, "reasoning_too_short", "reasoning_too_long"),
+        ("answer", scores["answer_words"], c.min_answer_words, c.max_answer_words,
+         "answer_too_short", "answer_too_long"),
+    )  # fmt: skip
+    for _, value, lo, hi, short, long in bounds:
+        if value < lo:
+            return Verdict(False, short, scores)
+        if hi and value > hi:
+            return Verdict(False, long, scores)
+    return Verdict(True, None, scores)
 
 
 def check_repetition(r: dict, ctx: Context) -> Verdict:
-    ratio = repetition_ratio(r["completion"], ctx.cfg.repetition_n)
+    ratio = repetition_ratio(full_text(r, ctx), ctx.cfg.repetition_n)
     ok = ratio <= ctx.cfg.max_repetition
     return Verdict(ok, None if ok else "repetitive", {"repetition": round(ratio, 4)})
 
 
 def check_decontaminate(r: dict, ctx: Context) -> Verdict:
     q = ctx.questions.get(r["question_id"])
-    text = (q.question if q else "") + "\n" + r["completion"]
+    text = (q.question if q else "") + "\n" + full_text(r, ctx)
     toks = words(text)
     hits = set().union(*(ngrams(toks, n) for n in ctx.eval_lengths)) & ctx.eval_ngrams.keys()
     if not hits:
@@ -126,19 +153,19 @@ def _scope(r: dict, cfg: FilterConfig) -> str:
     return r["question_id"] if cfg.dedup_scope == "question" else "*"
 
 
-def exact_dedup(rows: list[dict], cfg: FilterConfig) -> dict[int, int]:
+def exact_dedup(rows: list[dict], texts: list[str], cfg: FilterConfig) -> dict[int, int]:
     """index -> index of the earlier row it duplicates (normalized text, within scope)."""
     from stages.filter.dedup import exact_duplicates  # numpy: only when dedup runs
 
-    found = exact_duplicates([r["completion"] for r in rows], [_scope(r, cfg) for r in rows])
+    found = exact_duplicates(texts, [_scope(r, cfg) for r in rows])
     return {i: j for i, j in enumerate(found) if j is not None}
 
 
-def near_dedup(rows: list[dict], cfg: FilterConfig) -> dict[int, int]:
+def near_dedup(rows: list[dict], texts: list[str], cfg: FilterConfig) -> dict[int, int]:
     from stages.filter.dedup import near_duplicates
 
     found = near_duplicates(
-        [r["completion"] for r in rows],
+        texts,
         [_scope(r, cfg) for r in rows],
         threshold=cfg.near_threshold,
         shingle=cfg.shingle,
@@ -147,7 +174,8 @@ def near_dedup(rows: list[dict], cfg: FilterConfig) -> dict[int, int]:
     return {i: j for i, j in enumerate(found) if j is not None}
 
 
-SET_CHECKS: dict[str, tuple[str, Callable[[list[dict], FilterConfig], dict[int, int]]]] = {
+SetCheck = Callable[[list[dict], list[str], FilterConfig], dict[int, int]]
+SET_CHECKS: dict[str, tuple[str, SetCheck]] = {
     "exact_dedup": ("exact_duplicate", exact_dedup),
     "near_dedup": ("near_duplicate", near_dedup),
 }
@@ -180,7 +208,11 @@ def select(rows: list[dict], scores: dict[str, dict], cfg: FilterConfig) -> set[
 
 
 def filter_records(
-    rows: list[dict], cfg: FilterConfig, questions: dict[str, Question], eval_qs: list[Question]
+    rows: list[dict],
+    cfg: FilterConfig,
+    questions: dict[str, Question],
+    eval_qs: list[Question],
+    reasoning: Convention = Convention(),  # noqa: B008 - frozen
 ) -> tuple[list[dict], list[dict], dict[str, dict]]:
     """Returns kept rows, rejected rows (with reason and detail), and scores by id."""
     eval_ngrams: dict[tuple[str, ...], str] = {}
@@ -191,6 +223,8 @@ def filter_records(
             for g in ngrams(toks, min(cfg.decontam_n, len(toks))):
                 eval_ngrams.setdefault(g, q.id)
     ctx = Context(cfg, questions, eval_ngrams, {len(g) for g in eval_ngrams})
+    ctx.splits = {r["id"]: reasoning.split(r) for r in rows}
+    ctx.reasoning, ctx.tags = reasoning.mode, reasoning.tags
     scores: dict[str, dict[str, Any]] = {r["id"]: {} for r in rows}
     alive = list(rows)
     rejected: list[dict] = []
@@ -211,7 +245,7 @@ def filter_records(
                     reject(r, v.reason or check, **v.detail)
         else:
             reason, fn_set = SET_CHECKS[check]
-            dups = fn_set(alive, cfg)
+            dups = fn_set(alive, [full_text(r, ctx) for r in alive], cfg)
             for i, r in enumerate(alive):
                 if i in dups:
                     reject(r, reason, duplicate_of=alive[dups[i]]["id"])
@@ -229,12 +263,24 @@ def filter_records(
     return kept, rejected, scores
 
 
-def to_sft_row(r: dict, q: Question, s: dict, cfg: Config) -> dict:
-    """TRL conversational prompt-completion; the prompt is the student's zero-shot one."""
-    answer = s.get("answer") or extract_answer(r["completion"])
+def to_sft_row(r: dict, q: Question, s: dict, cfg: Config, part: Split | None = None) -> dict:
+    """TRL conversational prompt-completion; the prompt is the student's zero-shot one.
+
+    A sample with a trace is written with the trace in the teacher's tags before the answer
+    (what TRL and a student without a think convention train on), and the two parts apart in
+    `reasoning` and `final`, for a student whose chat template takes the trace in a field."""
+    convention = Convention.of(cfg.teacher)
+    tags = convention.tags
+    if part is None:
+        part = convention.split(r)
+    final = trim_after_answer(part.answer)
+    text = inline_text(Split(part.reasoning, final, part.closed, part.source), tags)
+    answer = s.get("answer") or extract_answer(part.answer)
+    trace = {} if part.reasoning is None else {"reasoning": part.reasoning, "final": final}
     return {
         "prompt": render_messages(cfg.student_template, q),
-        "completion": [{"role": "assistant", "content": trim_after_answer(r["completion"])}],
+        "completion": [{"role": "assistant", "content": text}],
+        **trace,
         "answer": answer,
         "gold": r["gold"],
         "question_id": r["question_id"],

@@ -37,6 +37,8 @@ def check_sample(row: dict[str, Any]) -> str | None:
     problem = schema_problem(row, SAMPLE_FIELDS)
     if problem is None and not isinstance(row["usage"].get("completion_tokens"), int):
         problem = "field 'usage' has no integer 'completion_tokens'"
+    if problem is None and not isinstance(row.get("reasoning", ""), str):
+        problem = "field 'reasoning' is not text"
     return problem
 
 
@@ -109,4 +111,11 @@ def record(planned: Planned, comp: Completion, cfg: Config, identity: str) -> di
         "answer_type": q.answer_type,
         "choices": list(q.choices),
         "endpoint": comp.endpoint,
+        # The trace a server sent in its own field, unchanged (an inline one stays in
+        # `completion`): the teacher's text is `completion` and this, nothing dropped.
+        **(
+            {"reasoning": comp.reasoning, "reasoning_field": comp.reasoning_field}
+            if comp.reasoning is not None
+            else {}
+        ),
     }

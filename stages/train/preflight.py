@@ -6,7 +6,8 @@ SFTTrainer sees `input_ids` and `labels` and skips its own tokenization, so the 
 the real training data, not a re-rendering of it.
 
 Checks, each with a one-line message: the student has a chat template; every completion ends with
-the student's EOS; every loss mask is non-empty and covers only the completion; sequences over
+the student's EOS; every loss mask is non-empty and covers only the completion; a reasoning trace
+is rendered once, trained, before its answer (stages/train/traces.py); sequences over
 `max_length` are counted and truncated or dropped.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.models import has_chat_template
 from pipeline.records import DataError, read_jsonl
+from stages.train.traces import in_form, trace_form, trace_problem
 
 IGNORE = -100
 
@@ -55,13 +57,18 @@ def load_rows(kept: Path, answer_only: bool = False) -> list[dict[str, Any]]:
         prompt, completion = row.get("prompt"), row.get("completion")
         if not _is_messages(prompt):
             raise DataError(f"{kept}:{lineno}: 'prompt' must be a list of chat messages")
+        trace = {}
         if answer_only:
             if "answer" not in row:
                 raise DataError(f"{kept}:{lineno}: train.answer_only needs an 'answer' field")
             completion = [{"role": "assistant", "content": f"Answer: {row['answer']}"}]
         elif not _is_messages(completion):
             raise DataError(f"{kept}:{lineno}: 'completion' must be a list of chat messages")
-        rows.append({"prompt": prompt, "completion": completion})
+        elif row.get("reasoning") is not None:
+            if not (isinstance(row["reasoning"], str) and isinstance(row.get("final"), str)):
+                raise DataError(f"{kept}:{lineno}: 'reasoning' and 'final' must both be text")
+            trace = {"reasoning": row["reasoning"], "final": row["final"]}
+        rows.append({"prompt": prompt, "completion": completion, **trace})
     if not rows:
         raise TrainError(f"no training examples in {kept}: the filter stage kept nothing")
     return rows
@@ -80,14 +87,13 @@ def load_tokenizer(student: Path, chat_template_file: str = ""):
         raise TrainError(
             f"train.student: cannot load the tokenizer of {student} ({str(e)[:160]})"
         ) from None
-    if not (has_chat_template(Path(student)) or getattr(tok, "chat_template", None)):
-        if not chat_template_file:
-            raise TrainError(
-                f"student {student} has no chat template; set train.chat_template to a Jinja "
-                "chat template file"
-            )
-        # The config checked that the file exists and is UTF-8 text.
+    if chat_template_file:  # the config checked that the file exists and is UTF-8 text
         tok.chat_template = Path(chat_template_file).expanduser().read_text(encoding="utf-8")
+    elif not (has_chat_template(Path(student)) or getattr(tok, "chat_template", None)):
+        raise TrainError(
+            f"student {student} has no chat template; set train.chat_template to a Jinja "
+            "chat template file"
+        )
     if tok.eos_token is None:
         raise TrainError(f"student {student} tokenizer has no eos_token; set one in its config")
     if tok.pad_token is None:
@@ -151,14 +157,31 @@ def check_mask(ids: list[int], labels: list[int], prompt_len: int) -> str | None
 
 
 def checked_row(
-    tok, row: dict[str, Any], i: int, stops: set[int]
+    tok, row: dict[str, Any], i: int, stops: set[int], form: str = "inline"
 ) -> tuple[list[int], list[int], bool]:
     """(input_ids, labels, prompt_is_prefix) of example `i`, or TrainError: a loss mask that is
-    empty or covers the prompt, or a completion that does not end with the student's EOS."""
-    ids, labels, prompt_len, is_prefix = tokenize_row(tok, row)
+    empty or covers the prompt, a reasoning trace the template drops, repeats, reorders or
+    leaves untrained, or a completion that does not end with the student's EOS."""
+    from jinja2 import TemplateError
+
+    try:
+        ids, labels, prompt_len, is_prefix = tokenize_row(tok, row)
+    except (TemplateError, ValueError, TypeError, KeyError, IndexError) as e:
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        raise TrainError(
+            f"example {i}: the student's chat template cannot render it ({why}); fix the "
+            "template or give train.chat_template one that works"
+        ) from None
     problem = check_mask(ids, labels, prompt_len)
     if problem:
         raise TrainError(f"example {i}: {problem}; check the chat template")
+    problem = trace_problem(tok, row, ids, labels)
+    if problem:
+        raise TrainError(
+            f"example {i}: the student's chat template {problem} ({form} form); give "
+            "train.chat_template a training template that renders the trace, then the "
+            "answer, in the assistant turn"
+        )
     if not _ends_with_stop(tok, ids, labels, stops):
         raise TrainError(
             f"example {i}: the rendered completion does not end with the student's EOS token "
@@ -180,8 +203,10 @@ def prepare(
     out: list[dict[str, list[int]]] = []
     overlong_n = truncated = dropped = not_prefix = 0
     lengths = []
+    traced = sum(r.get("reasoning") is not None for r in rows)
+    form = trace_form(tok) if traced else "inline"  # how the template wants a trace given
     for i, row in enumerate(rows):
-        ids, labels, is_prefix = checked_row(tok, row, i, stops)
+        ids, labels, is_prefix = checked_row(tok, in_form(row, form), i, stops, form)
         not_prefix += not is_prefix
         if len(ids) > max_length:
             overlong_n += 1
@@ -205,8 +230,8 @@ def prepare(
         )
     if not_prefix:
         warnings.append(
-            f"{not_prefix} examples: the chat template renders the prompt differently alone than "
-            "before a completion; training starts the completion where they diverge"
+            f"{not_prefix} examples: the chat template renders the prompt differently alone "
+            "than before a completion; training starts the completion where they diverge"
         )
     if not out:
         raise TrainError(
@@ -224,7 +249,7 @@ def prepare(
         "trained_tokens": sum(sum(lab != IGNORE for lab in r["labels"]) for r in out),
         "max_tokens": max(lengths),
         "mean_tokens": round(sum(lengths) / len(lengths), 2),
-    }
+    } | ({"with_trace": traced, "trace_form": form} if traced else {})
     return Prepared(rows=out, stats=stats, warnings=warnings)
 
 

@@ -129,7 +129,17 @@ def test_missing_or_broken_config_file(tmp_path: Path) -> None:
 
 def test_shipped_configs_are_the_expected_ones() -> None:
     names = {p.stem for p in shipped_configs()}
-    assert {"default", "external_endpoints", "servers", "gsm8k_qwen_gpu"} <= names
+    assert {"default", "external_endpoints", "servers", "gsm8k_qwen_gpu", "gsm8k_r1_gpu"} <= names
+
+
+def test_reasoning_recipe_parses_traces_on_its_servers() -> None:
+    """The R1 recipe: the parser flag reaches the servers, a trace is required, both parts
+    are bounded."""
+    cfg = load_config(shipped_config("gsm8k_r1_gpu"))
+    args = cfg.teacher.serve.server_args
+    assert args[args.index("--reasoning-parser") + 1] == "deepseek_r1"
+    assert cfg.teacher.reasoning == "required"
+    assert cfg.filter.max_reasoning_words > cfg.filter.min_reasoning_words > 0
 
 
 @pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: p.name)

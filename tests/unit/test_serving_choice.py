@@ -66,3 +66,21 @@ def test_offline_child_runs_the_engine_in_itself_on_every_core(
         assert env["VLLM_CPU_OMP_THREADS_BIND"] == cpu_slices(1)[0]
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")
     assert child_env(1.0)["VLLM_CPU_OMP_THREADS_BIND"] == "0"  # the user's binding wins
+
+
+def test_trace_budget_sets_up_the_servers_we_start():
+    """A model with a trace budget gets vLLM's --reasoning-config (its think tags), unless the
+    server args already name a reasoning parser, which then says where traces end."""
+    import json
+
+    from pipeline.ask import ModelSpec, _reasoning_args
+
+    tags = ("<think>", "</think>")
+    assert _reasoning_args(ModelSpec("s")) == []
+    flag, value = _reasoning_args(ModelSpec("s", think_tags=tags))
+    assert flag == "--reasoning-config" and json.loads(value) == {
+        "reasoning_start_str": "<think>",
+        "reasoning_end_str": "</think>",
+    }
+    parser = ("--reasoning-parser", "deepseek_r1")
+    assert _reasoning_args(ModelSpec("s", think_tags=tags, server_args=parser)) == []
