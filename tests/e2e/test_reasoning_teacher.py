@@ -66,8 +66,8 @@ def ask(url: str, max_tokens: int = 48, n: int = 1) -> list[Completion]:
     return sorted(done, key=lambda c: c.id)
 
 
-def generate_and_filter(reasoner: Path, url: str, runs: Path) -> Path:
-    overrides = [
+def overrides_for(reasoner: Path, url: str, runs: Path) -> list[str]:
+    return [
         f"runs_dir={runs}",
         f"cache_dir={runs / 'cache'}",
         f"teacher.model={reasoner}",
@@ -79,8 +79,13 @@ def generate_and_filter(reasoner: Path, url: str, runs: Path) -> Path:
         "generate.n=2",
         "generate.samples_per_call=1",  # the server counts trace tokens per call
         "generate.sampling.max_tokens=48",
+        "train.max_steps=2",
+        "train.batch_size=4",
     ]
-    r = run_cli("filter", *overrides)
+
+
+def generate_and_filter(reasoner: Path, url: str, runs: Path) -> Path:
+    r = run_cli("filter", *overrides_for(reasoner, url, runs))
     assert r.returncode == 0, r.stderr[-3000:]
     return runs / "default"
 
@@ -115,6 +120,11 @@ def test_both_capture_paths_give_the_same_samples(reasoner, servers, tmp_path):
         "field": 24
     }
     assert report["histograms"]["reasoning_words"]["counts"]
+    # The student (the tiny model: no think convention) trains on trace and answer, inline.
+    r = run_cli("train", *overrides_for(reasoner, servers["parser"], tmp_path / "parser"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    stats = json.loads(next((with_parser / "train").glob("*/train_stats.json")).read_text())
+    assert stats["with_trace"] == len(kept_p) and stats["trace_form"] == "inline"
 
 
 def test_trace_cut_by_max_tokens_is_truncated_reasoning(servers):
