@@ -144,18 +144,22 @@ def summarize(
 
 
 def _trace_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Answer length for every model; trace length, and how often a trace was written and
-    left open, for a model that wrote any."""
-    n = len(rows) or 1
-    out: dict[str, Any] = {"mean_answer_words": sum(r.get("answer_words", 0) for r in rows) / n}
+    """For a model that wrote traces: how often, how long, how often left open, and the length
+    of the answer after them (whole completions where there was none). Nothing otherwise: its
+    answer is its completion (mean_completion_tokens)."""
     traced = [r for r in rows if "reasoning_words" in r]
-    if traced:
-        out |= {
-            "trace_rate": len(traced) / n,
-            "unclosed_trace_rate": sum(not r["reasoning_closed"] for r in traced) / n,
-            "mean_reasoning_words": sum(r["reasoning_words"] for r in traced) / len(traced),
-        }
-    return out
+    if not traced:
+        return {}
+    n = len(rows)
+    answers = [
+        r["answer_words"] if "answer_words" in r else len(r["completion"].split()) for r in rows
+    ]
+    return {
+        "trace_rate": len(traced) / n,
+        "unclosed_trace_rate": sum(not r["reasoning_closed"] for r in traced) / n,
+        "mean_reasoning_words": sum(r["reasoning_words"] for r in traced) / len(traced),
+        "mean_answer_words": sum(answers) / n,
+    }
 
 
 def paired_mcnemar(
@@ -192,8 +196,8 @@ def score_rows(rows: list[dict[str, Any]], convention: Convention = Convention()
             and is_correct(pred, r["gold"], r["answer_type"], r.get("choices") or None)
         )
         r["formatted"] = bool(has_answer_line(part.answer))
-        r["answer_words"] = len(part.answer.split())
-        if part.reasoning is not None:
+        if part.reasoning is not None:  # without a trace the whole completion is the answer
+            r["answer_words"] = len(part.answer.split())
             r["reasoning_words"] = len(part.reasoning.split())
             r["reasoning_closed"] = part.closed
 

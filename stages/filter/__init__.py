@@ -109,15 +109,8 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
         "truncated_seen": sum(bool(s.get("truncated")) for s in all_scores),
         "questions_with_kept": len(per_q),
         "questions_total": len({r["question_id"] for r in rows}),
-        "reasoning": _reasoning_report(rows, reasoning),
         "histograms": {
             "tokens": _histogram([s["tokens"] for s in all_scores if "tokens" in s]),
-            "reasoning_words": _histogram(
-                [s["reasoning_words"] for s in all_scores if "reasoning_words" in s]
-            ),
-            "answer_words": _histogram(
-                [s["answer_words"] for s in all_scores if "answer_words" in s]
-            ),
             "repetition": _histogram([s["repetition"] for s in all_scores if "repetition" in s]),
             "kept_per_question": dict(sorted(Counter(per_q.values()).items())),
         },
@@ -127,10 +120,17 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
             if r["reason"] == "contaminated"
         ][:100],
     }
+    traces = _reasoning_report(rows, reasoning)
+    if traces["with_trace"]:  # a teacher without traces gets the report it always had
+        report["reasoning"] = traces
+    for part in ("reasoning_words", "answer_words"):
+        values = [s[part] for s in all_scores if part in s]
+        if values:
+            report["histograms"][part] = _histogram(values)
     if report["kept"] + report["rejected"] != report["input"]:
         raise RuntimeError("filter lost or doubled a record")  # a bug, never a user's mistake
     atomic_write_json(out / "report.json", report)
-    traces = {"reasoning": report["reasoning"]} if report["reasoning"]["with_trace"] else {}
+    traces = {"reasoning": report["reasoning"]} if "reasoning" in report else {}
     return {k: report[k] for k in ("input", "kept", "rejected", "reasons", "truncated_seen")} | {
         "questions_with_kept": report["questions_with_kept"],
         "seconds": round(time.monotonic() - t0, 2),

@@ -100,14 +100,18 @@ def check_length(r: dict, ctx: Context) -> Verdict:
     c = ctx.cfg
     n = int((r.get("usage") or {}).get("completion_tokens") or len(words(full_text(r, ctx))))
     s = ctx.splits[r["id"]]
-    scores = {"tokens": n, "answer_words": len(words(s.answer))}
+    scores: dict[str, Any] = {"tokens": n}
+    answer_words = len(words(s.answer))
+    # Part lengths are scored where they mean something: a sample with a trace, or bounds set.
+    if s.reasoning is not None or c.min_answer_words or c.max_answer_words:
+        scores["answer_words"] = answer_words
     if s.reasoning is not None:
         scores["reasoning_words"] = len(words(s.reasoning))
     bounds = (
         ("tokens", n, c.min_tokens, c.max_tokens, "too_short", "too_long"),
         ("reasoning", scores.get("reasoning_words", 0), c.min_reasoning_words,
          c.max_reasoning_words, "reasoning_too_short", "reasoning_too_long"),
-        ("answer", scores["answer_words"], c.min_answer_words, c.max_answer_words,
+        ("answer", answer_words, c.min_answer_words, c.max_answer_words,
          "answer_too_short", "answer_too_long"),
     )  # fmt: skip
     for _, value, lo, hi, short, long in bounds:

@@ -181,6 +181,9 @@ def test_length_bounds_on_trace_and_answer_apart():
     }
     assert scores["ok"]["reasoning_words"] == 19 and scores["ok"]["answer_words"] == 2
     assert "reasoning_words" not in scores["no-trace"]
+    # without traces or answer bounds, scores are what they always were
+    _, plain = _filter([_row("p", "Answer: 7")])
+    assert "answer_words" not in plain["p"] and "reasoning_words" not in plain["p"]
 
 
 def test_kept_row_carries_trace_inline_and_apart():
@@ -213,7 +216,8 @@ def test_eval_scores_the_answer_and_measures_traces():
     assert m["student"]["trace_rate"] == 1.0 and m["student"]["unclosed_trace_rate"] == 0.5
     assert m["student"]["mean_reasoning_words"] == 21.0  # whitespace words, both traces
     assert m["student"]["mean_answer_words"] == 1.0  # 'Answer: 7' and nothing
-    assert "trace_rate" not in m["base"] and m["base"]["mean_answer_words"] == 2.0
+    assert "trace_rate" not in m["base"] and "mean_answer_words" not in m["base"]
+    assert "answer_words" not in rows[2]  # a model without traces: outputs as before
     from stages.eval.report import trace_lines
 
     (line,) = trace_lines({"per_model": m, "models": ["base", "student"]})
