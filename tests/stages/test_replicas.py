@@ -164,7 +164,10 @@ def test_stats_show_the_failover(killed_replica: dict) -> None:
     assert eps[live]["failures"] == 0
     total = QUESTIONS * N
     assert eps[dead]["served"] + eps[live]["served"] == total
-    assert eps[live]["served"] > total // 2  # it took over the dead replica's share
+    # It took over: it served more after the kill than it had before. (Not "more than half":
+    # under load the kill can come late, after the first replica served most; a CI run saw 172
+    # of 240 served by it before the kill.)
+    assert eps[live]["served"] > sum(r["endpoint"] == live for r in k["before"])
     # every record says who answered it, and agrees with the counts
     rows = list(read_jsonl(k["dir"] / "samples.jsonl"))
     per_ep = Counter(r["endpoint"] for r in rows)
