@@ -46,6 +46,10 @@ class ModelSpec:
     # [open, close]: vLLM counts the trace between them and ends it at a request's
     # thinking_token_budget (for the models we start; () = no budget asked for)
     think_tags: tuple[str, ...] = ()
+    # Soft labels: the most top-k logprobs a request may ask for (0 = vLLM's default, 20), and
+    # what they are (vLLM's logprobs mode) on the engines we start
+    max_logprobs: int = 0
+    logprobs_mode: str = "raw_logprobs"
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,8 @@ def managed(spec: ModelSpec, name: str, log_dir: Path) -> Iterator[list[str]]:
             kv_cache_gib=spec.kv_cache_gib,
             extra_args=list(spec.server_args)
             + (["--chat-template", spec.chat_template] if spec.chat_template else [])
-            + _reasoning_args(spec),
+            + _reasoning_args(spec)
+            + _logprobs_args(spec),
             gpu_ids=spec.gpu_ids[i] if spec.gpu_ids else "",
             cpu_ids=cpus[i] if cpus else "",
             frontend_nice=spec.frontend_nice,
@@ -163,6 +168,12 @@ def managed(spec: ModelSpec, name: str, log_dir: Path) -> Iterator[list[str]]:
     with running(servers, spec.startup_timeout_s):
         print(f"{spec.label}: vLLM ready in {time.monotonic() - started:.1f}s", flush=True)
         yield [s.url for s in servers]
+
+
+def _logprobs_args(spec: ModelSpec) -> list[str]:
+    if not spec.max_logprobs:
+        return []
+    return ["--max-logprobs", str(spec.max_logprobs), "--logprobs-mode", spec.logprobs_mode]
 
 
 def _reasoning_args(spec: ModelSpec) -> list[str]:
@@ -200,6 +211,8 @@ def ask(
                 settings.concurrency,
                 spec.chat_template,
                 list(spec.think_tags),
+                spec.max_logprobs,
+                spec.logprobs_mode,
             )
             generate_offline(
                 engine,

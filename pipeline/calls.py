@@ -22,7 +22,7 @@ class Request:
 
     ids: list[str]
     messages: list[dict[str, str]]
-    sampling: dict[str, Any]  # temperature, top_p, max_tokens, seed, stop
+    sampling: dict[str, Any]  # temperature, top_p, max_tokens, seed, stop; logprobs: top-k
 
     @property
     def id(self) -> str:
@@ -43,6 +43,9 @@ class Completion:
     endpoint: str
     reasoning: str | None = None  # the server's reasoning field, as sent; None without one
     reasoning_field: str = ""  # its name: reasoning or reasoning_content
+    # Soft labels when asked for (sampling "logprobs": k): per completion token, the id and
+    # logprob written and the top-k ids and logprobs (lists; stages.shared.softlabels stores them)
+    token_logprobs: dict[str, list] | None = None
 
 
 @dataclass

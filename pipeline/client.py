@@ -51,8 +51,11 @@ async def _post(
 ) -> list[Completion]:
     """One chat call; the session carries the Authorization header when a key is set."""
     body: dict[str, Any] = {"model": model, "messages": req.messages, "n": req.n, **req.sampling}
-    if req.n > 1:
+    k = body.pop("logprobs", 0)
+    if req.n > 1 or k:
         body["return_token_ids"] = True  # vLLM: per-sample token counts (usage sums them)
+    if k:  # soft labels: top-k per token, named by id ("token_id:N") so no re-tokenizing
+        body |= {"logprobs": True, "top_logprobs": k, "return_tokens_as_token_ids": True}
     # As httpx's timeout did: connecting, and each wait for response bytes, get timeout_s.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
     async with client.post(f"{ep.url}/chat/completions", json=body, timeout=timeout) as r:
@@ -66,11 +69,11 @@ async def _post(
     usage = data.get("usage") or {}
     total = int(usage.get("completion_tokens", 0))
     out = []
-    for k, choice in enumerate(choices):
+    for i, choice in enumerate(choices):
         if "token_ids" in choice and choice["token_ids"] is not None:
             tokens = len(choice["token_ids"])
         else:  # a server without per-choice ids: an even share of the summed usage
-            tokens = total // req.n + (k < total % req.n)
+            tokens = total // req.n + (i < total % req.n)
         message = choice["message"]
         content = message.get("content")
         if content is not None and not isinstance(content, str):
@@ -83,15 +86,39 @@ async def _post(
             counts["reasoning_tokens"] = details["reasoning_tokens"]
         out.append(
             Completion(
-                id=req.ids[k],
+                id=req.ids[i],
                 text=content or "",
                 finish_reason=choice.get("finish_reason") or "unknown",
                 usage=counts,
                 endpoint=ep.label,
                 reasoning=reasoning,
                 reasoning_field=field_name,
+                token_logprobs=token_logprobs(choice, tokens) if k else None,
             )
         )
+    return out
+
+
+def _token_id(entry: dict[str, Any]) -> int:
+    token = entry["token"]
+    if not (isinstance(token, str) and token.startswith("token_id:")):
+        raise ValueError(f"logprobs name tokens as {token!r}, not token_id:N; is this vLLM?")
+    return int(token[9:])
+
+
+def token_logprobs(choice: dict[str, Any], tokens: int) -> dict[str, list]:
+    """A choice's logprobs (OpenAI form, tokens named by id) as the lists a store keeps; a
+    server that sent none, or not one per token, is a malformed answer (retried)."""
+    content = (choice.get("logprobs") or {}).get("content")
+    if not isinstance(content, list) or len(content) != tokens:
+        raise ValueError(f"asked for logprobs of {tokens} tokens, got {type(content).__name__}")
+    out: dict[str, list] = {"ids": [], "logprobs": [], "top_ids": [], "top_logprobs": []}
+    for entry in content:
+        out["ids"].append(_token_id(entry))
+        out["logprobs"].append(float(entry["logprob"]))
+        top = entry.get("top_logprobs") or []
+        out["top_ids"].append([_token_id(t) for t in top])
+        out["top_logprobs"].append([float(t["logprob"]) for t in top])
     return out
 
 

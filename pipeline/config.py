@@ -281,6 +281,21 @@ class GenerateConfig:
         900.0, doc="per call, queueing in the server included; a full CPU batch answers late", gt=0
     )
     fsync_every: int = runtime(32, doc="records appended between fsyncs", ge=1)
+    logprobs: int = knob(
+        0,
+        doc="soft labels: keep the teacher's top-k logprobs for every completion token (k; "
+        "0 = off), in a binary store beside the pool (train.objective: kd learns from them)",
+        key_when_set=True,
+        ge=0,
+        le=4096,
+    )
+    logprobs_mode: Literal["raw", "processed"] = knob(
+        "raw",
+        doc="raw: the teacher's distribution at temperature 1 (vLLM raw_logprobs); processed: "
+        "after the sampling temperature and top_p. The engines distill starts are set to it; "
+        "for endpoints, say what their --logprobs-mode is",
+        key_when_set=True,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -396,6 +411,33 @@ Scheduler = Literal[
 
 
 @dataclass(frozen=True)
+class KDConfig:
+    alpha: float = knob(
+        0.5,
+        doc="weight of the soft-label term: loss = alpha * T^2 * D(teacher^T, student^T) + "
+        "(1 - alpha) * cross-entropy on the teacher's tokens",
+        ge=0,
+        le=1,
+    )
+    temperature: float = knob(1.0, doc="T: both distributions are softened by it", gt=0, le=100)
+    divergence: Literal["forward", "reverse", "jsd"] = knob(
+        "forward",
+        doc="forward: KL(teacher || student); reverse: KL(student || teacher); jsd: "
+        "Jensen-Shannon with weight jsd_beta on the teacher",
+    )
+    jsd_beta: float = knob(0.5, doc="the teacher's weight in the jsd mixture", gt=0, lt=1)
+    tail: Literal["renormalize", "bucket"] = knob(
+        "renormalize",
+        doc="the mass outside the teacher's top k: renormalize = both distributions are "
+        "compared on the top k only, each renormalized; bucket = one extra category holding "
+        "the rest of each distribution (exact at T=1)",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     student: str = knob("smollm2-135m", doc="local HF model dir, or smollm2-135m")
     chat_template: str = knob(
@@ -423,6 +465,15 @@ class TrainConfig:
     gradient_checkpointing: bool = knob(False, doc="trade compute for memory")
     lora: LoraConfig = knob(factory=LoraConfig, doc="LoRA instead of full fine-tuning")
     answer_only: bool = knob(False, doc="ablation: train on 'Answer: X' only, no rationale")
+    objective: Literal["sft", "kd"] = knob(
+        "sft",
+        doc="sft: cross-entropy on the kept text; kd: the teacher's soft labels too (needs "
+        "generate.logprobs), on the teacher's own token ids (train.kd)",
+        key_when_set=True,
+    )
+    kd: KDConfig = knob(
+        factory=KDConfig, doc="the soft-label loss of objective: kd", key_when_set=True
+    )
     save_steps: int = runtime(50, doc="checkpoint every N steps", ge=1)
     logging_steps: int = runtime(5, doc="log the loss every N steps", ge=1)
     launcher: Literal["none", "accelerate"] = runtime(
@@ -442,6 +493,12 @@ class TrainConfig:
         expand(self.student, "student")
         if self.max_steps == 0:
             raise ConfigError("0 steps; give a positive number, or -1 to use epochs", "max_steps")
+        if self.objective == "kd" and self.answer_only:
+            raise ConfigError(
+                "kd learns the teacher's distributions along its own text; answer_only has "
+                "none: use objective: sft for the answer-only ablation",
+                "objective",
+            )
         if self.chat_template:
             p = expand(self.chat_template, "chat_template")
             if not p.is_file():
@@ -548,6 +605,7 @@ class Config:
         expand(self.runs_dir, "runs_dir")
         expand(self.cache_dir, "cache_dir")
         template_file(self.student_template, "student_template")
+        self._check_soft_labels()
         # A request that cannot fit a model we serve fails only once it is sent: check here.
         checked = [("eval.sampling", self.eval.sampling, "eval.serve", self.eval.serve)]
         if not self.teacher.urls():
@@ -561,6 +619,22 @@ class Config:
                     f"{where}.max_model_len ({serve.max_model_len}); lower it or raise that",
                     f"{key}.max_tokens",
                 )
+
+    def _check_soft_labels(self) -> None:
+        k = self.generate.logprobs
+        if self.train.objective == "kd" and not k:
+            raise ConfigError(
+                "kd needs the teacher's soft labels; set generate.logprobs (e.g. 20)",
+                "train.objective",
+            )
+        model = self.teacher.model
+        if k and self.teacher.urls() and model != "smollm2-135m" and not Path(model).is_dir():
+            raise ConfigError(
+                "soft labels are stored by token id, checked against the teacher's "
+                "vocabulary: with endpoints, set teacher.model to a local dir holding its "
+                f"tokenizer (now {model!r})",
+                "generate.logprobs",
+            )
 
 
 # --- loading -------------------------------------------------------------------------------------

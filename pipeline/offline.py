@@ -46,6 +46,8 @@ class EngineArgs:
     window: int  # samples queued in the engine at once
     chat_template: str = ""  # a template file for a model that ships none
     think_tags: list[str] = field(default_factory=list)  # [open, close]: trace budgets work
+    max_logprobs: int = 0  # top-k soft labels asked for at most (0: vLLM's default, 20)
+    logprobs_mode: str = "raw_logprobs"  # what logprobs are: before or after sampling params
 
 
 def child_env(kv_cache_gib: float) -> dict[str, str]:
@@ -180,7 +182,21 @@ def _params(r: Request) -> Any:
         stop=r.sampling.get("stop") or None,
         seed=r.sampling.get("seed"),  # the k-th sample gets seed + k, as on a server
         thinking_token_budget=r.sampling.get("thinking_token_budget"),
+        logprobs=r.sampling.get("logprobs") or None,
     )
+
+
+def _token_logprobs(c: Any, k: int) -> dict[str, list]:
+    """A sample's soft labels as lists: vLLM gives, per token, a dict id -> Logprob holding the
+    top k by rank plus the token written (when it is not among them)."""
+    out: dict[str, list] = {"ids": [], "logprobs": [], "top_ids": [], "top_logprobs": []}
+    for tid, d in zip(c.token_ids, c.logprobs, strict=True):
+        top = sorted((lp.rank, i, lp.logprob) for i, lp in d.items() if lp.rank <= k)[:k]
+        out["ids"].append(int(tid))
+        out["logprobs"].append(float(d[tid].logprob))
+        out["top_ids"].append([i for _, i, _ in top])
+        out["top_logprobs"].append([lp for _, _, lp in top])
+    return out
 
 
 def _llm_kwargs(args: EngineArgs) -> dict[str, Any]:
@@ -197,6 +213,8 @@ def _llm_kwargs(args: EngineArgs) -> dict[str, Any]:
         "max_num_batched_tokens": max(args.max_model_len, 8192),
         "max_num_seqs": 256,
     }
+    if args.max_logprobs:
+        kwargs |= {"max_logprobs": args.max_logprobs, "logprobs_mode": args.logprobs_mode}
     if args.think_tags:  # where a trace starts and ends, for requests with a trace budget
         start, end = args.think_tags
         kwargs["reasoning_config"] = {"reasoning_start_str": start, "reasoning_end_str": end}
@@ -246,6 +264,8 @@ def _child(args: EngineArgs) -> None:
                     "completion_tokens": len(c.token_ids),
                 }
                 done = Completion(sid, c.text, c.finish_reason or "unknown", usage, "offline")
+                if r.sampling.get("logprobs"):
+                    done.token_logprobs = _token_logprobs(c, r.sampling["logprobs"])
                 print(json.dumps(asdict(done)), file=proto)
         refill()
 

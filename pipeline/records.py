@@ -326,7 +326,11 @@ class AppendLog:
     Open it on a log `recover_log` has made clean, so new rows never follow a half-written line.
     """
 
-    def __init__(self, path: Path, fsync_every: int = 32):
+    def __init__(
+        self, path: Path, fsync_every: int = 32, before_sync: Callable[[], None] | None = None
+    ):
+        # before_sync: make durable first what these rows refer to (a soft-label store)
+        self.before_sync = before_sync
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "ab")
@@ -341,6 +345,8 @@ class AppendLog:
             self.sync()
 
     def sync(self) -> None:
+        if self.before_sync is not None:
+            self.before_sync()
         self._f.flush()
         os.fsync(self._f.fileno())
         self._pending = 0

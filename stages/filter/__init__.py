@@ -3,7 +3,9 @@
 The checks are in stages/filter/checks.py, deduplication in stages/filter/dedup.py. Outputs:
 `kept.jsonl` (TRL conversational prompt-completion rows, the prompt being the student's zero-shot
 one), `rejected.jsonl` (each sample with its reason) and `report.json` (counts per reason,
-histograms, contamination matches).
+histograms, contamination matches). With soft labels (generate.logprobs), `kept.logprobs.bin`
+holds the kept samples' records, each kept row naming its own by sha, so the dataset is whole
+without the generate pool.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from pipeline.records import (
 from pipeline.stage import ExtraInput, KeyParts
 from pipeline.tasks import load_task, template_bytes
 from stages.filter.checks import filter_records, to_sft_row
+from stages.shared.softlabels import KEPT_STORE, POOL_STORE, Store, copy_records
 
 NAME = "filter"
 VERSION = 1
-OUTPUTS = ("kept.jsonl", "rejected.jsonl", "report.json")
+OUTPUTS = ("kept.jsonl", "rejected.jsonl", "report.json", KEPT_STORE)
 UPSTREAM = ("generate",)
 HELP = "verify, deduplicate, decontaminate and score samples into kept.jsonl"
 
@@ -97,6 +100,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
         for r in kept
     ]
     atomic_write_jsonl(out / "kept.jsonl", sft)
+    soft = _kept_soft_labels(sft, inputs["generate"].parent / POOL_STORE, out / KEPT_STORE)
     atomic_write_jsonl(out / "rejected.jsonl", rejected)
     all_scores = list(scores.values())
     per_q = Counter(r["question_id"] for r in kept)
@@ -135,6 +139,30 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
         "questions_with_kept": report["questions_with_kept"],
         "seconds": round(time.monotonic() - t0, 2),
         **traces,
+        **({"logprobs": soft} if soft else {}),
+    }
+
+
+def _kept_soft_labels(kept: list[dict], pool_store: Path, dest: Path) -> dict[str, Any]:
+    """Copy the kept samples' soft-label records next to kept.jsonl; {} without soft labels."""
+    dest.unlink(missing_ok=True)
+    shas = [r["logprobs"]["sha"] for r in kept if "logprobs" in r]
+    if not shas:
+        return {}
+    store = Store.open(pool_store)
+    lost = [r["sample_id"] for r in kept if "logprobs" in r and not store.has(r["logprobs"]["sha"])]
+    if lost:
+        raise DataError(
+            f"{pool_store}: the soft labels of {len(lost)} kept samples (first: {lost[0]}) are "
+            "missing or damaged; rerun generate (it asks for them again), then filter"
+        )
+    size = copy_records(store, shas, dest)
+    tokens = sum(r["logprobs"]["tokens"] for r in kept if "logprobs" in r)
+    return {
+        "samples": len(shas),
+        "tokens": tokens,
+        "bytes": size,
+        "bytes_per_token": round(size / tokens, 2),
     }
 
 

@@ -291,4 +291,6 @@ def to_sft_row(r: dict, q: Question, s: dict, cfg: Config, part: Split | None = 
         "sample_id": r["id"],
         "teacher": r.get("teacher", ""),
         "scores": s,
+        # the teacher's soft labels for this sample: a record in kept.logprobs.bin
+        **({"logprobs": r["logprobs"]} if "logprobs" in r else {}),
     }

@@ -4,18 +4,21 @@ Samples are content-addressed (stages/generate/samples.py) and live in one appen
 run, `runs/<run>/generate/pool.jsonl`, shared by every generate key: raising n or adding
 questions asks the teacher only for what the pool lacks, and a damaged pool line is moved to
 `pool.jsonl.quarantine` and asked again. The stage dir then gets the exact selection for its key,
-written atomically. `--force` rebuilds that selection; the pool, and every sample in it, is kept,
+written atomically. With `generate.logprobs: k` each sample's soft labels go to the binary store
+`runs/<run>/generate/logprobs.bin` (stages/shared/softlabels.py) before its pool row, which names
+the record by sha; a row whose record is missing or damaged is quarantined and asked again. `--force` rebuilds that selection; the pool, and every sample in it, is kept,
 so nothing already paid for is asked again (to draw new samples, change the sampling seed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.ask import AskSettings, ask, spec_from
+from pipeline.ask import AskSettings, ModelSpec, ask, spec_from
 from pipeline.calls import Completion, Failure, ServeError
 from pipeline.config import Config, semantic
 from pipeline.models import teacher_identity, teacher_key_config
@@ -25,6 +28,7 @@ from pipeline.stage import ExtraInput, KeyParts
 from pipeline.tasks import load_task, template_bytes
 from stages.generate.samples import Planned, calls, check_sample, plan_samples, record
 from stages.shared.models import local_model
+from stages.shared.softlabels import POOL_STORE, Meta, Store, TokenLogprobs, ref_problem, vocab_hash
 
 NAME = "generate"
 VERSION = 1
@@ -66,7 +70,12 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     identity = teacher_identity(cfg.teacher, cfg.cache_dir)
     planned = plan_samples(cfg, identity)
     pool_path = out.parent / POOL
-    prior = recover_log(pool_path, check_sample)
+    store = Store.open(out.parent / POOL_STORE) if cfg.generate.logprobs else None
+
+    def check(row: dict[str, Any]) -> str | None:
+        return check_sample(row) or (ref_problem(row, store) if store else None)
+
+    prior = recover_log(pool_path, check)
     note = prior.message(pool_path, pool_path.with_name(POOL + ".quarantine"), "samples")
     if note:
         print(note, file=sys.stderr, flush=True)
@@ -81,7 +90,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     failures: list[Failure] = []
     asked: dict[str, Any] = {}
     if missing:
-        asked = _ask_teacher(cfg, missing, have, pool_path, identity, out, failures)
+        asked = _ask_teacher(cfg, missing, have, pool_path, identity, out, failures, store)
     atomic_write_jsonl(
         out / "errors.jsonl",
         ({"id": f.id, "reason": f.reason, "attempts": f.attempts} for f in failures),
@@ -110,7 +119,46 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
         "truncation_rate": round(sum(r["finish_reason"] == "length" for r in rows) / len(rows), 4),
         "stage_seconds": round(time.monotonic() - started, 2),
         **asked,
+        **({"logprobs": _store_stats(rows, store)} if store else {}),
     }
+
+
+def _teacher_spec(cfg: Config) -> ModelSpec:
+    t, g = cfg.teacher, cfg.generate
+    urls = t.urls()
+    model_dir = None if urls else local_model(t.model, cfg.cache_dir, key="teacher.model")
+    return spec_from(
+        t.serve,
+        "teacher",
+        model_dir,
+        urls=tuple(urls),
+        served_name=t.name,
+        api_key_env=t.api_key_env,
+        max_logprobs=g.logprobs,
+        logprobs_mode=f"{g.logprobs_mode}_logprobs",
+    )
+
+
+def _store_stats(rows: list[dict], store: Store) -> dict[str, Any]:
+    """What this key's soft labels cost: bytes per completion token is the figure to watch."""
+    tokens = sum(r["logprobs"]["tokens"] for r in rows)
+    size = sum(r["logprobs"]["bytes"] for r in rows)
+    return {
+        "k": rows[0]["logprobs"]["k"] if rows else 0,
+        "tokens": tokens,
+        "bytes": size,
+        "bytes_per_token": round(size / tokens, 2) if tokens else None,
+        "store_bytes": store.end,
+        "damaged_bytes_skipped": store.damaged_bytes,
+    }
+
+
+def _soft_label_meta(cfg: Config) -> Meta:
+    """k, temperature, mode and the teacher's vocabulary: the same for every sample."""
+    t, g = cfg.teacher, cfg.generate
+    tok_dir = local_model(t.model, cfg.cache_dir, key="teacher.model")
+    mode = g.logprobs_mode
+    return Meta(g.logprobs, g.sampling.temperature, mode, vocab_hash(tok_dir))
 
 
 def _ask_teacher(
@@ -121,19 +169,12 @@ def _ask_teacher(
     identity: str,
     out: Path,
     failures: list[Failure],
+    store: Store | None = None,
 ) -> dict[str, Any]:
-    """Ask for the missing samples; each is appended to the pool (and `have`) as it arrives."""
-    t, g = cfg.teacher, cfg.generate
-    urls = t.urls()
-    model_dir = None if urls else local_model(t.model, cfg.cache_dir, key="teacher.model")
-    spec = spec_from(
-        t.serve,
-        "teacher",
-        model_dir,
-        urls=tuple(urls),
-        served_name=t.name,
-        api_key_env=t.api_key_env,
-    )
+    """Ask for the missing samples; each is appended to the pool (and `have`) as it arrives,
+    its soft labels (with a store) to the store first."""
+    g = cfg.generate
+    meta = _soft_label_meta(cfg) if store else None
     settings = AskSettings(
         concurrency=g.concurrency,
         retries=g.retries,
@@ -142,12 +183,16 @@ def _ask_teacher(
     )
     by_id = {p[0].id: p for p in missing}
     with (
-        AppendLog(pool_path, fsync_every=g.fsync_every) as log,
+        contextlib.nullcontext() if store is None else store,
+        AppendLog(pool_path, g.fsync_every, store.sync if store else None) as log,
         Progress(len(missing), "sample", "teacher") as bar,
     ):
 
         def on_done(c: Completion) -> None:
-            row = record(by_id[c.id], c, cfg, identity)
+            ref = None
+            if store is not None and meta is not None:
+                ref = store.append(c.id, meta, soft_labels(c, meta.k))
+            row = record(by_id[c.id], c, cfg, identity, ref)
             log.write(row)
             have[c.id] = row
             bar.done(c.usage["completion_tokens"])
@@ -157,7 +202,7 @@ def _ask_teacher(
             bar.done()
 
         stats = ask(
-            spec,
+            _teacher_spec(cfg),
             calls(missing, g.samples_per_call),
             on_done,
             on_fail,
@@ -166,6 +211,18 @@ def _ask_teacher(
             on_ready=bar.start,
         )
     return {**stats.as_dict(), "seconds": stats.seconds}
+
+
+def soft_labels(c: Completion, k: int) -> TokenLogprobs:
+    """A completion's soft labels, one per completion token, or a ServeError: an engine that
+    sends text without them must not leave a sample that looks complete."""
+    got = c.token_logprobs
+    if got is None or len(got.get("ids", ())) != c.usage["completion_tokens"]:
+        raise ServeError(
+            f"the teacher sent sample {c.id} without logprobs for each of its tokens; does the "
+            "endpoint allow top_logprobs (vLLM: --max-logprobs)?"
+        )
+    return TokenLogprobs.from_lists(got, k)
 
 
 def progress(cfg: Config, out: Path) -> str:

@@ -39,12 +39,21 @@ def check_sample(row: dict[str, Any]) -> str | None:
         problem = "field 'usage' has no integer 'completion_tokens'"
     if problem is None and not isinstance(row.get("reasoning", ""), str):
         problem = "field 'reasoning' is not text"
+    if problem is None and "logprobs" in row and not isinstance(row["logprobs"], dict):
+        problem = "field 'logprobs' is not a soft-label reference"
     return problem
 
 
 def sampling_dict(cfg: Config) -> dict[str, Any]:
+    """What a sample is drawn with; with soft labels, their k and mode too: such a sample is
+    another sample (another id), one that carries its teacher distributions."""
     s = asdict(cfg.generate.sampling)
-    return {k: s[k] for k in ("temperature", "top_p", "max_tokens", "seed", "stop")}
+    out = {k: s[k] for k in ("temperature", "top_p", "max_tokens", "seed", "stop")}
+    if cfg.generate.logprobs:
+        out["logprobs"] = cfg.generate.logprobs
+        if cfg.generate.logprobs_mode != "raw":
+            out["logprobs_mode"] = cfg.generate.logprobs_mode
+    return out
 
 
 def plan_samples(cfg: Config, identity: str) -> list[Planned]:
@@ -67,6 +76,7 @@ def plan_samples(cfg: Config, identity: str) -> list[Planned]:
         for i in range(cfg.generate.n):
             sid = sha256_text(canonical_json([identity, messages, sampling, i, SEEDS]))[:32]
             req_sampling = {**sampling, "seed": base + i}
+            req_sampling.pop("logprobs_mode", None)  # the engine's setting, not the request's
             if not req_sampling["stop"]:
                 del req_sampling["stop"]
             out.append((Request([sid], messages, req_sampling), q, i))
@@ -92,8 +102,15 @@ def calls(missing: list[Planned], per_call: int) -> list[Request]:
     return out
 
 
-def record(planned: Planned, comp: Completion, cfg: Config, identity: str) -> dict[str, Any]:
-    """The pool row for one finished sample."""
+def record(
+    planned: Planned,
+    comp: Completion,
+    cfg: Config,
+    identity: str,
+    logprobs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The pool row for one finished sample; `logprobs` is its soft-label record's reference
+    (stages.shared.softlabels), written before this row."""
     req, q, index = planned
     return {
         "id": req.id,
@@ -118,4 +135,5 @@ def record(planned: Planned, comp: Completion, cfg: Config, identity: str) -> di
             if comp.reasoning is not None
             else {}
         ),
+        **({"logprobs": logprobs} if logprobs is not None else {}),
     }

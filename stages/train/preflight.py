@@ -31,9 +31,11 @@ class TrainError(UserError, ValueError):
 
 @dataclass
 class Prepared:
-    rows: list[dict[str, list[int]]]  # input_ids, labels
+    rows: list[dict[str, list[int]]]  # input_ids, labels (and kd_index with soft labels)
     stats: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    sources: list[int] = field(default_factory=list)  # each row's line in kept.jsonl, from 0
+    soft: Any = None  # stages.train.softdata.Table with train.objective: kd
 
 
 # --- input rows ----------------------------------------------------------------------------------
@@ -68,7 +70,8 @@ def load_rows(kept: Path, answer_only: bool = False) -> list[dict[str, Any]]:
             if not (isinstance(row["reasoning"], str) and isinstance(row.get("final"), str)):
                 raise DataError(f"{kept}:{lineno}: 'reasoning' and 'final' must both be text")
             trace = {"reasoning": row["reasoning"], "final": row["final"]}
-        rows.append({"prompt": prompt, "completion": completion, **trace})
+        ref = {"logprobs": row["logprobs"]} if "logprobs" in row else {}
+        rows.append({"prompt": prompt, "completion": completion, **trace, **ref})
     if not rows:
         raise TrainError(f"no training examples in {kept}: the filter stage kept nothing")
     return rows
@@ -201,6 +204,7 @@ def prepare(
     """Tokenize and check every row; raise TrainError on the first hard problem."""
     stops = stops or {tok.eos_token_id}
     out: list[dict[str, list[int]]] = []
+    sources: list[int] = []
     overlong_n = truncated = dropped = not_prefix = 0
     lengths = []
     traced = sum(r.get("reasoning") is not None for r in rows)
@@ -220,14 +224,9 @@ def prepare(
             truncated += 1
         lengths.append(len(ids))
         out.append({"input_ids": ids, "labels": labels})
+        sources.append(i)
 
-    warnings = []
-    if overlong_n:
-        warnings.append(
-            f"{overlong_n} of {len(rows)} examples are longer than train.max_length={max_length} "
-            f"tokens: {truncated} truncated (they lose their EOS), {dropped} dropped "
-            f"(train.overlong={overlong})"
-        )
+    warnings = _warnings(len(rows), max_length, overlong, overlong_n, truncated, dropped)
     if not_prefix:
         warnings.append(
             f"{not_prefix} examples: the chat template renders the prompt differently alone "
@@ -250,7 +249,19 @@ def prepare(
         "max_tokens": max(lengths),
         "mean_tokens": round(sum(lengths) / len(lengths), 2),
     } | ({"with_trace": traced, "trace_form": form} if traced else {})
-    return Prepared(rows=out, stats=stats, warnings=warnings)
+    return Prepared(rows=out, stats=stats, warnings=warnings, sources=sources)
+
+
+def _warnings(
+    rows: int, max_length: int, overlong: str, overlong_n: int, truncated: int, dropped: int
+) -> list[str]:
+    if not overlong_n:
+        return []
+    return [
+        f"{overlong_n} of {rows} examples are longer than train.max_length={max_length} "
+        f"tokens: {truncated} truncated (they lose their EOS), {dropped} dropped "
+        f"(train.overlong={overlong})"
+    ]
 
 
 def preflight(student: Path, kept: Path, train_cfg) -> tuple[Any, Prepared]:
@@ -260,4 +271,8 @@ def preflight(student: Path, kept: Path, train_cfg) -> tuple[Any, Prepared]:
     prepared = prepare(
         tok, rows, train_cfg.max_length, train_cfg.overlong, stop_token_ids(tok, student)
     )
+    if train_cfg.objective == "kd":
+        from stages.train.softdata import attach_soft_labels
+
+        attach_soft_labels(tok, kept, rows, prepared)
     return tok, prepared

@@ -222,7 +222,7 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
         f"{prepared.stats['examples']} examples, {prepared.stats['trained_tokens']} trained tokens "
         f"(mean length {prepared.stats['mean_tokens']}, max {prepared.stats['max_tokens']})"
     )
-    trainer, counter, bf16 = _make_trainer(cfg, student, tok, prepared.rows, out)
+    trainer, counter, bf16 = _make_trainer(cfg, student, tok, prepared.rows, out, prepared.soft)
     ckpt = last_checkpoint(out / "checkpoints")
     resumed_from = checkpoint_step(ckpt)
     if ckpt is not None:
@@ -254,6 +254,7 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
         "lora": lora,
         "bf16": bf16,
         "packing": cfg.train.packing,
+        "objective": cfg.train.objective,
         "padding_fraction": counter.fraction,
         "num_processes": trainer.accelerator.num_processes,
     }
@@ -268,8 +269,9 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
     return stats
 
 
-def _make_trainer(cfg: Config, student: Path, tok, rows: list[dict], out: Path):  # noqa: ANN202
-    """The SFTTrainer over the pre-flighted rows, its batches counted for padding."""
+def _make_trainer(cfg: Config, student: Path, tok, rows: list[dict], out: Path, soft=None):  # noqa: ANN001, ANN202
+    """The SFTTrainer over the pre-flighted rows, its batches counted for padding; `soft`: the
+    soft-label table of objective kd (stages/train/softdata.py)."""
     import torch
     from datasets import Dataset
     from trl import SFTTrainer
@@ -279,11 +281,15 @@ def _make_trainer(cfg: Config, student: Path, tok, rows: list[dict], out: Path):
     if cfg.train.bf16 and not bf16:
         _log("warning: bf16 is not supported natively here; training in fp32")
     lora = cfg.train.lora.enabled
-    cls = _cpu_trainer_class() if use_cpu else SFTTrainer
+    kd = cfg.train.objective == "kd"
+    cls = _kd_trainer_class() if kd else _cpu_trainer_class() if use_cpu else SFTTrainer
+    args = sft_config(cfg, out, use_cpu=use_cpu, bf16=bf16)
+    if kd:
+        args.remove_unused_columns = False  # kd_index reaches the collator and the loss
     try:
         trainer = cls(
             model=str(student),
-            args=sft_config(cfg, out, use_cpu=use_cpu, bf16=bf16),
+            args=args,
             train_dataset=Dataset.from_list(rows),
             processing_class=tok,
             peft_config=lora_config(cfg) if lora else None,
@@ -296,6 +302,12 @@ def _make_trainer(cfg: Config, student: Path, tok, rows: list[dict], out: Path):
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; ours logs to a file
+    if kd:
+        from stages.train.kd import KDCollator
+
+        trainer.kd_cfg = cfg.train.kd
+        trainer.kd_table = (torch.from_numpy(soft.top_ids), torch.from_numpy(soft.top_logprobs))
+        trainer.data_collator = KDCollator(trainer.data_collator)
     counter = PaddingCounter(trainer.data_collator)
     trainer.data_collator = counter
     return trainer, counter, bf16
@@ -326,31 +338,83 @@ def _cpu_trainer_class():  # noqa: ANN202
             inputs["use_cache"] = False
             if return_outputs or not _head_is_logits(model):
                 return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
-            labels = inputs.get("shift_labels")
-            if labels is None:
-                labels = inputs["labels"][..., 1:]
-            keys = ("input_ids", "attention_mask", "position_ids")
-            # accelerate puts bf16 autocast around model.forward only; the decoder and head
-            # are called directly here, so they need it too (without it every matmul ran in
-            # fp32, 3x the time).
-            with self.accelerator.autocast():
-                hidden = model.get_decoder()(
-                    **{k: inputs[k] for k in keys if k in inputs}, use_cache=False
-                ).last_hidden_state[:, : labels.shape[1]]
-                scored = labels != -100
-                logits = model.get_output_embeddings()(hidden[scored])
+            labels = _labels(inputs)
+            logits, scored = _scored_logits(self, model, inputs, labels)
             loss = F.cross_entropy(logits.float(), labels[scored], reduction="sum")
-            # As the model's own loss: over the accumulated batch's count when the Trainer
-            # gives it (it then skips its division by the accumulation steps), else a mean;
-            # times the processes when that count was summed over them, as Trainer does.
-            if num_items_in_batch is None:
-                return loss / scored.sum()
-            loss = loss / num_items_in_batch
-            if self.args.average_tokens_across_devices:
-                loss = loss * self.accelerator.num_processes
-            return loss
+            return _per_token(self, loss, scored, num_items_in_batch)
 
     return CPUSFTTrainer
+
+
+def _kd_trainer_class():  # noqa: ANN202
+    """SFTTrainer with the soft-label loss (stages/train/kd.py) on the teacher's top-k, on any
+    device: the scored positions' logits as in the CPU trainer, then cross-entropy and the
+    divergence against the teacher's rows in `kd_table` that each position's `kd_index` names.
+    alpha = 0 computes exactly the CPU trainer's loss."""
+    import torch.nn.functional as F
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    from stages.train.kd import kd_sum
+
+    class KDTrainer(SFTTrainer):
+        kd_cfg: Any = None
+        kd_table: Any = None  # (top ids [P, k], top logprobs [P, k]) on the CPU
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            kd_index = inputs.pop("kd_index")
+            inputs["use_cache"] = False
+            if return_outputs:  # evaluation: the plain SFT loss
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            labels = _labels(inputs)
+            logits, scored = _scored_logits(self, model, inputs, labels)
+            loss = F.cross_entropy(logits.float(), labels[scored], reduction="sum")
+            alpha = self.kd_cfg.alpha
+            if alpha > 0:
+                rows = kd_index[..., 1:][:, : labels.shape[1]][scored]
+                has = rows >= 0
+                top_ids, top_lp = (t.to(logits.device) for t in self.kd_table)
+                pos = rows[has]
+                soft = kd_sum(logits[has], top_ids[pos].long(), top_lp[pos], self.kd_cfg)
+                loss = alpha * soft + (1 - alpha) * loss
+            return _per_token(self, loss, scored, num_items_in_batch)
+
+    return KDTrainer
+
+
+def _labels(inputs: dict[str, Any]):  # noqa: ANN202
+    """The labels each position predicts (shifted by one)."""
+    labels = inputs.get("shift_labels")
+    return inputs["labels"][..., 1:] if labels is None else labels
+
+
+def _scored_logits(trainer, model, inputs: dict[str, Any], labels):  # noqa: ANN001, ANN202
+    """(logits of the positions whose label is trained, that mask): the decoder runs on the
+    whole batch, the head only on those positions; a model whose logits are more than its
+    head's output (soft-capped, scaled) gives its own logits there."""
+    keys = ("input_ids", "attention_mask", "position_ids")
+    args = {k: inputs[k] for k in keys if k in inputs}
+    scored = labels != -100
+    # accelerate puts bf16 autocast around model.forward only; the decoder and head are
+    # called directly here, so they need it too (without it every matmul ran in fp32, 3x the
+    # time).
+    with trainer.accelerator.autocast():
+        if not _head_is_logits(model):
+            return model(**args, use_cache=False).logits[:, : labels.shape[1]][scored], scored
+        hidden = model.get_decoder()(**args, use_cache=False).last_hidden_state
+        return model.get_output_embeddings()(hidden[:, : labels.shape[1]][scored]), scored
+
+
+def _per_token(trainer, loss, scored, num_items_in_batch):  # noqa: ANN001, ANN202
+    """As the model's own loss: over the accumulated batch's token count when the Trainer
+    gives it (it then skips its division by the accumulation steps), else a mean; times the
+    processes when that count was summed over them, as Trainer does."""
+    if num_items_in_batch is None:
+        return loss / scored.sum()
+    loss = loss / num_items_in_batch
+    if trainer.args.average_tokens_across_devices:
+        loss = loss * trainer.accelerator.num_processes
+    return loss
 
 
 def _head_is_logits(model) -> bool:  # noqa: ANN001

@@ -1,0 +1,117 @@
+"""The soft-label loss (train.objective: kd): Hinton et al.'s distillation on the teacher's top-k.
+
+    loss = (alpha * T^2 * sum_t D(p_t, q_t) + (1 - alpha) * sum_t CE_t) / N
+
+over the N trained completion tokens of a batch (the Trainer's token count, as for SFT). The
+sum over D runs over the tokens that have a teacher distribution: the teacher's own tokens of
+the completion; the few tokens the student's chat template adds after it (its turn end, a
+newline) have cross-entropy only. alpha = 0 is the SFT loss, to the bit.
+
+p_t and q_t are the teacher's and the student's distributions at temperature T, compared on a
+support of the teacher's top k (`tail: renormalize`: both renormalized there), or on the top k
+plus one bucket holding the rest of each distribution (`tail: bucket`). With k = the vocabulary
+both are the full distributions. The teacher's values are its raw logprobs (temperature 1).
+The bucket is formed at T = 1 on both sides and then softened as if it were one token: exact
+at T = 1; at other T it is the divergence between the two coarsened distributions. D is forward KL
+KL(p || q), reverse KL KL(q || p), or JSD_beta = beta KL(p || m) + (1 - beta) KL(q || m),
+m = beta p + (1 - beta) q. torch is imported by the functions that need it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+PAD_FLOOR = -5.0e3  # below this a stored logprob is padding (the store writes -1e4)
+# Masked entries get this finite floor, not -inf: torch.where's unused branch would carry a
+# nan gradient through -inf - (-inf).
+FILL = -1.0e4
+
+
+def log1mexp(x):  # noqa: ANN001, ANN201
+    """log(1 - exp(x)) for x <= 0, stable at both ends; FILL where the rest is below 1e-6 (a
+    top k that holds the whole distribution, up to rounding)."""
+    import torch
+
+    safe = x.clamp(max=-1e-6)
+    out = torch.where(
+        safe > -math.log(2), torch.log(-torch.expm1(safe)), torch.log1p(-torch.exp(safe))
+    )
+    return torch.where(x > -1e-6, torch.full_like(out, FILL), out.clamp(min=FILL))
+
+
+def support_logprobs(student_logits, top_ids, top_logp, temperature: float, tail: str):  # noqa: ANN001, ANN201
+    """(teacher, student, valid): log-probabilities at temperature T on the compared support,
+    [n, k] or [n, k+1] with the bucket, and which entries are real (not padding)."""
+    import torch
+
+    t = float(temperature)
+    valid = top_logp > PAD_FLOOR
+    s = student_logits.float() / t
+    teacher_logits = (top_logp.float() / t).masked_fill(~valid, FILL)
+    if tail == "renormalize":
+        student = s.gather(-1, top_ids).masked_fill(~valid, FILL).log_softmax(-1)
+        return teacher_logits.log_softmax(-1), student, valid
+    # Both sides coarsened the same way at T=1 (top k + the rest as one category), then
+    # softened: exact at T=1, and zero when the student is the teacher at any T.
+    top = student_logits.float().log_softmax(-1).gather(-1, top_ids).masked_fill(~valid, FILL)
+    student_rest = log1mexp(top.logsumexp(-1, keepdim=True))
+    teacher_top = top_logp.float().masked_fill(~valid, FILL)
+    teacher_rest = log1mexp(teacher_top.logsumexp(-1, keepdim=True))
+    teacher = (torch.cat([teacher_top, teacher_rest], -1) / t).log_softmax(-1)
+    student = (torch.cat([top, student_rest], -1) / t).log_softmax(-1)
+    ones = torch.ones_like(valid[:, :1])
+    return teacher, student, torch.cat([valid, ones], -1)
+
+
+def _kl(logp, logq, valid):  # noqa: ANN001, ANN202
+    """sum_i p_i (log p_i - log q_i) over the valid entries (0 * log 0 is 0)."""
+    import torch
+
+    terms = logp.exp() * (logp - logq)
+    return torch.where(valid, terms, torch.zeros_like(terms)).sum(-1)
+
+
+def divergence(teacher, student, valid, kind: str, beta: float = 0.5):  # noqa: ANN001, ANN201
+    """Per position: forward KL, reverse KL or JSD_beta between the supports' distributions."""
+    import torch
+
+    if kind == "forward":
+        return _kl(teacher, student, valid)
+    if kind == "reverse":
+        return _kl(student, teacher, valid)
+    both = torch.stack([teacher + math.log(beta), student + math.log1p(-beta)])
+    mix = both.logsumexp(0)
+    return beta * _kl(teacher, mix, valid) + (1 - beta) * _kl(student, mix, valid)
+
+
+def kd_sum(student_logits, top_ids, top_logp, kd: Any):  # noqa: ANN001, ANN201
+    """T^2 * sum of D over these positions (train.kd's divergence, tail and temperature)."""
+    teacher, student, valid = support_logprobs(
+        student_logits, top_ids, top_logp, kd.temperature, kd.tail
+    )
+    d = divergence(teacher, student, valid, kd.divergence, kd.jsd_beta)
+    return d.sum() * kd.temperature**2
+
+
+class KDCollator:
+    """Wraps TRL's collator: adds `kd_index` laid out as it lays out `input_ids` (padded right
+    with -1, or concatenated when it packs a batch into one padding-free row)."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+        from torch.nn.utils.rnn import pad_sequence
+
+        batch = self.inner(examples)
+        rows = [torch.as_tensor(e["kd_index"], dtype=torch.long) for e in examples]
+        width = batch["input_ids"].shape[1]
+        if batch["input_ids"].shape[0] != len(rows):  # padding-free: one concatenated row
+            rows = [torch.cat(rows)]
+        index = pad_sequence(rows, batch_first=True, padding_value=-1)
+        if index.shape[1] < width:  # the collator may pad to a multiple
+            index = torch.nn.functional.pad(index, (0, width - index.shape[1]), value=-1)
+        batch["kd_index"] = index[:, :width]
+        return batch
