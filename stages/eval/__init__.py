@@ -91,10 +91,12 @@ def key_parts(cfg: Config) -> KeyParts:
 
 
 def extra_inputs(cfg: Config) -> list[ExtraInput]:
-    """The answer-only ablation: the same student trained on 'Answer: X' from the same data."""
+    """The answer-only ablation: the same student trained on 'Answer: X' from the same data
+    (with SFT: an answer the student writes alone has no teacher distributions)."""
     if "student_answer_only" not in cfg.eval.models:
         return []
-    variant = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, answer_only=True))
+    train = dataclasses.replace(cfg.train, answer_only=True, objective="sft")
+    variant = dataclasses.replace(cfg, train=train)
     return [ExtraInput(TRAINED_INPUT["student_answer_only"], "train", variant)]
 
 

@@ -311,6 +311,25 @@ def test_stage_dir_is_under_run_and_uses_key_prefix() -> None:
         ("seeds=[7, 7]", "seeds", "listed twice"),
         ("seeds=[-1]", "seeds", "must be in [0, 2**31)"),
         ("seeds=[1.5]", "seeds[0]", "expected an integer"),
+        ("generate.logprobs=-1", "generate.logprobs", ">= 0"),
+        ("generate.logprobs_mode=logits", "generate.logprobs_mode", "'raw', 'processed'"),
+        ("train.objective=kd", "train.objective", "set generate.logprobs"),
+        ("train.objective=distill", "train.objective", "'sft', 'kd'"),
+        ("train.kd.alpha=1.5", "train.kd.alpha", "<= 1"),
+        ("train.kd.temperature=0", "train.kd.temperature", "> 0"),
+        ("train.kd.divergence=kl", "train.kd.divergence", "'forward', 'reverse', 'jsd'"),
+        ("train.kd.tail=drop", "train.kd.tail", "'renormalize', 'bucket'"),
+        ("train.kd.jsd_beta=1", "train.kd.jsd_beta", "< 1"),
+        (
+            ("generate.logprobs=20", "train.objective=kd", "train.answer_only=true"),
+            "train.objective",
+            "answer_only has none",
+        ),
+        (
+            ("generate.logprobs=20", "teacher.endpoint=http://h:1/v1", "teacher.model=remote-name"),
+            "generate.logprobs",
+            "teacher.model to a local dir",
+        ),
     ],
 )
 def test_bad_values_fail_at_load_naming_key_value_and_allowed(override, key, words) -> None:
