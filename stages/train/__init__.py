@@ -1,4 +1,6 @@
-"""train: supervised fine-tuning of the student on the filter stage's kept.jsonl with TRL.
+"""train: fine-tuning of the student on the filter stage's kept.jsonl with TRL: supervised
+(`train.objective: sft`), or with the teacher's soft labels too (`kd`: kept.logprobs.bin, checked
+and aligned by stages/train/softdata.py, the loss in stages/train/kd.py).
 
 `run(cfg, inputs, out)` trains in this process (stages/train/trainer.py), or, with
 `train.launcher: accelerate`, starts `accelerate launch ... -m stages.train` and waits for it.
@@ -38,7 +40,7 @@ NAME = "train"
 VERSION = 1
 OUTPUTS = ("model", "train_log.jsonl", "loss.png", STATS_FILE)
 UPSTREAM = ("filter",)
-HELP = "fine-tune the student on kept.jsonl with TRL SFT (full or LoRA)"
+HELP = "train the student on kept.jsonl with TRL: SFT or soft-label KD, full or LoRA"
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCELERATE_CONFIGS = ROOT / "pipeline" / "configs" / "accelerate"

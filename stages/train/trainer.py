@@ -274,7 +274,7 @@ def _make_trainer(cfg: Config, student: Path, tok, rows: list[dict], out: Path, 
     soft-label table of objective kd (stages/train/softdata.py)."""
     import torch
     from datasets import Dataset
-    from trl import SFTTrainer
+    from trl import SFTTrainer, pack_dataset
 
     use_cpu = not torch.cuda.is_available()
     bf16 = bool(cfg.train.bf16 and bf16_supported(use_cpu))
@@ -284,13 +284,18 @@ def _make_trainer(cfg: Config, student: Path, tok, rows: list[dict], out: Path, 
     kd = cfg.train.objective == "kd"
     cls = _kd_trainer_class() if kd else _cpu_trainer_class() if use_cpu else SFTTrainer
     args = sft_config(cfg, out, use_cpu=use_cpu, bf16=bf16)
+    dataset = Dataset.from_list(rows)
     if kd:
         args.remove_unused_columns = False  # kd_index reaches the collator and the loss
+        if args.packing:
+            # TRL packs input_ids and labels only; packed here (the same bfd), kd_index too
+            dataset = pack_dataset(dataset, args.max_length, args.packing_strategy)
+            args.packing, args.padding_free, args.max_length = False, True, None
     try:
         trainer = cls(
             model=str(student),
             args=args,
-            train_dataset=Dataset.from_list(rows),
+            train_dataset=dataset,
             processing_class=tok,
             peft_config=lora_config(cfg) if lora else None,
             callbacks=[_progress_callback(out)],

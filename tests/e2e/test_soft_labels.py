@@ -315,3 +315,42 @@ def test_kill_and_damage_lose_nothing_and_ask_nothing_twice(soft: dict, tmp_path
     for row in rows:
         header, tl = store.read(row["logprobs"]["sha"])
         assert header["id"] == row["id"] and tl.tokens == row["usage"]["completion_tokens"]
+
+
+def test_packed_batches_give_the_padded_loss(soft: dict, tmp_path) -> None:
+    """Padding-free packing lays `kd_index` out with the tokens: the KD loss of the same
+    examples packed into one row equals their loss padded (a shifted index would not)."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from stages.train import trainer as train_loop
+    from stages.train.kd import KDCollator
+    from stages.train.preflight import preflight
+
+    cfg = soft["cfg"]
+    d = _dirs(soft)
+    student = Path(cfg.train.student)
+    tok, prepared = preflight(student, d["filter"] / "kept.jsonl", cfg.train)
+    trainer, _, _ = train_loop._make_trainer(
+        cfg, student, tok, prepared.rows, tmp_path / "o", prepared.soft
+    )
+    examples = [trainer.train_dataset[i] for i in range(4)]
+    padded = trainer.data_collator(examples)
+    packed = KDCollator(DataCollatorForLanguageModeling(tok.pad_token_id, padding_free=True))(
+        examples
+    )
+    assert packed["input_ids"].shape[0] == 1 and padded["input_ids"].shape[0] == 4
+    loss = type(trainer).compute_loss
+    a = loss(trainer, trainer.model, dict(padded)).item()
+    b = loss(trainer, trainer.model, dict(packed)).item()
+    assert a == pytest.approx(b, rel=1e-4)
+
+
+def test_kd_trains_a_lora_adapter_with_packing(soft: dict) -> None:
+    ov = [o for o in soft["ov"] if o != "train.max_steps=3"]
+    r = run_cli("train", *ov, "train.lora.enabled=true", "train.packing=true", "train.max_steps=2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = soft["tmp"] / "runs" / "default" / "train"
+    stats = [json.loads(p.read_text()) for p in runs.glob("*/train_stats.json")]
+    (lora,) = [s for s in stats if s["lora"]]
+    assert lora["objective"] == "kd" and lora["packing"] and lora["steps"] == 2
+    assert lora["kd_tokens"] > 0 and lora["padding_fraction"] == 0
