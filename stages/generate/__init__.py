@@ -242,6 +242,12 @@ def summary(stats: dict[str, Any], out: Path) -> str:
         f"teacher tok/s      {f'{tps:,.0f}' if tps else '- (nothing generated)'}",
         f"truncation rate    {100 * stats.get('truncation_rate', 0):.1f}%",
     ]
+    soft = stats.get("logprobs")
+    if soft:
+        lines.append(
+            f"soft labels        top-{soft['k']}, {soft['bytes_per_token']} bytes/token "
+            f"({soft['bytes'] / 1e6:.1f} MB)"
+        )
     if stats.get("damaged_lines_quarantined"):
         lines.append(
             f"damaged pool lines moved to quarantine: {stats['damaged_lines_quarantined']}"

@@ -88,6 +88,9 @@ def test_every_sample_has_its_full_distribution_per_token(soft: dict) -> None:
     )
     # 6 bytes per stored number pair, plus the header's share
     assert 6 * (soft["vocab"] + 1) <= stats["bytes_per_token"] < 6 * (soft["vocab"] + 1) + 40
+    assert f"soft labels        top-{soft['vocab']}, {stats['bytes_per_token']} bytes/token" in (
+        soft["out"].stdout
+    )
 
 
 def test_captured_logprobs_are_the_teachers_distribution(soft: dict) -> None:
