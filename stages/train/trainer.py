@@ -378,9 +378,10 @@ def _kd_trainer_class():  # noqa: ANN202
             if alpha > 0:
                 rows = kd_index[..., 1:][:, : labels.shape[1]][scored]
                 has = rows >= 0
-                top_ids, top_lp = (t.to(logits.device) for t in self.kd_table)
-                pos = rows[has]
-                soft = kd_sum(logits[has], top_ids[pos].long(), top_lp[pos], self.kd_cfg)
+                # the batch's rows of the table only reach the device, not the whole table
+                pos = rows[has].cpu()
+                top_ids, top_lp = (t[pos].to(logits.device) for t in self.kd_table)
+                soft = kd_sum(logits[has], top_ids.long(), top_lp, self.kd_cfg)
                 loss = alpha * soft + (1 - alpha) * loss
             return _per_token(self, loss, scored, num_items_in_batch)
 
