@@ -6,7 +6,8 @@ questions asks the teacher only for what the pool lacks, and a damaged pool line
 `pool.jsonl.quarantine` and asked again. The stage dir then gets the exact selection for its key,
 written atomically. With `generate.logprobs: k` each sample's soft labels go to the binary store
 `runs/<run>/generate/logprobs.bin` (stages/shared/softlabels.py) before its pool row, which names
-the record by sha; a row whose record is missing or damaged is quarantined and asked again. `--force` rebuilds that selection; the pool, and every sample in it, is kept,
+the record by sha; a row whose record is missing or damaged is quarantined and asked again.
+`--force` rebuilds that selection; the pool, and every sample in it, is kept,
 so nothing already paid for is asked again (to draw new samples, change the sampling seed).
 """
 

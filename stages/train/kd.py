@@ -47,11 +47,10 @@ def support_logprobs(student_logits, top_ids, top_logp, temperature: float, tail
 
     t = float(temperature)
     valid = top_logp > PAD_FLOOR
-    s = student_logits.float() / t
-    teacher_logits = (top_logp.float() / t).masked_fill(~valid, FILL)
     if tail == "renormalize":
-        student = s.gather(-1, top_ids).masked_fill(~valid, FILL).log_softmax(-1)
-        return teacher_logits.log_softmax(-1), student, valid
+        teacher = (top_logp.float() / t).masked_fill(~valid, FILL).log_softmax(-1)
+        student = (student_logits.float() / t).gather(-1, top_ids)
+        return teacher, student.masked_fill(~valid, FILL).log_softmax(-1), valid
     # Both sides coarsened the same way at T=1 (top k + the rest as one category), then
     # softened: exact at T=1, and zero when the student is the teacher at any T.
     top = student_logits.float().log_softmax(-1).gather(-1, top_ids).masked_fill(~valid, FILL)
