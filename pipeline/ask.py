@@ -192,11 +192,14 @@ def ask(
     settings: AskSettings,
     log_dir: Path,
     on_ready: Callable[[], None] | None = None,
+    more: Callable[[], list[Request]] | None = None,
 ) -> AskStats:
     """Serve `spec` if it is local, send every request, stop what was started.
 
     `on_ready` is called once the model answers (servers healthy, engine loaded), so a caller's
-    progress bar and rate leave start-up out; so does `AskStats.seconds`."""
+    progress bar and rate leave start-up out; so does `AskStats.seconds`. `more`, called once
+    every request has been answered, gives the next round to send to the same servers or
+    engine ([] ends it): adaptive sampling starts a model once for all its rounds."""
     key = api_key(spec)  # a missing key fails here, before anything starts
     clock = _Clock(on_ready)
     with sigterm_as_interrupt():
@@ -223,9 +226,10 @@ def ask(
                 startup_timeout_s=spec.startup_timeout_s,
                 who=spec.label,
                 on_ready=clock.ready,
+                more=more,
             )
             return AskStats("offline", clock.seconds())
-        return _ask_servers(spec, requests, on_done, on_fail, settings, log_dir, key, clock)
+        return _ask_servers(spec, requests, on_done, on_fail, settings, log_dir, key, clock, more)
 
 
 @dataclass
@@ -253,8 +257,11 @@ def _ask_servers(
     log_dir: Path,
     key: str,
     clock: _Clock,
+    more: Callable[[], list[Request]] | None = None,
 ) -> AskStats:
     from pipeline import client  # aiohttp: only when something is asked
+
+    stats = AskStats("server")
 
     with contextlib.ExitStack() as stack:
         urls = list(spec.urls)
@@ -265,18 +272,27 @@ def _ask_servers(
             name = spec.served_name or spec.model_dir.name
             urls = stack.enter_context(managed(spec, name, log_dir))
         clock.ready()
-        bal = client.send(
-            urls,
-            name,
-            requests,
-            on_done,
-            on_fail,
-            concurrency=settings.concurrency,
-            retries=settings.retries,
-            backoff_s=settings.backoff_s,
-            timeout_s=settings.timeout_s,
-            api_key=key,
-            who=spec.label,
-        )
-        seconds = clock.seconds()  # before the servers stop
-    return AskStats("server", seconds, bal.retries, bal.failovers, bal.stats())
+        while requests:
+            bal = client.send(
+                urls,
+                name,
+                requests,
+                on_done,
+                on_fail,
+                concurrency=settings.concurrency,
+                retries=settings.retries,
+                backoff_s=settings.backoff_s,
+                timeout_s=settings.timeout_s,
+                api_key=key,
+                who=spec.label,
+            )
+            stats.retries += bal.retries
+            stats.failovers += bal.failovers
+            for url, counts in bal.stats().items():
+                into = stats.endpoints.setdefault(url, {})
+                for k, v in counts.items():
+                    summed = isinstance(v, int) and not isinstance(v, bool)
+                    into[k] = into.get(k, 0) + v if summed else v
+            requests = more() if more is not None else []
+        stats.seconds = clock.seconds()  # before the servers stop
+    return stats

@@ -191,6 +191,11 @@ class TeacherConfig:
         "none looked for, the whole text is the answer",
         key_when_set=True,
     )
+    label: str = runtime(
+        "",
+        doc="what reports call this teacher (in a teachers: list); '' = teacher.name or "
+        "teacher.model, numbered #1, #2... where two teachers would share it",
+    )
     think_tags: list[str] = knob(
         factory=lambda: ["<think>", "</think>"],
         doc="[open, close] tags of an inline trace; a student without a think convention of "
@@ -262,7 +267,33 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    n: int = knob(4, doc="samples per question", ge=1)
+    n: int = knob(4, doc="samples per question and teacher (strategy adaptive: per round)", ge=1)
+    strategy: Literal["fixed", "adaptive"] = knob(
+        "fixed",
+        doc="fixed: n samples per question; adaptive: rounds of n, a question stops once it has "
+        "target_verified verified samples or max_samples of them (sample i is the same sample "
+        "either way: the two share the pool)",
+        key_when_set=True,
+    )
+    target_verified: int = knob(
+        2,
+        doc="adaptive and cascade: verified samples a question needs (correct, by the filter's "
+        "answer checks, and not a copy of one it has)",
+        ge=1,
+        key_when_set=True,
+    )
+    max_samples: int = knob(
+        16,
+        doc="adaptive: the most samples one teacher draws for a question",
+        ge=1,
+        key_when_set=True,
+    )
+    combine: Literal["cascade", "all"] = knob(
+        "cascade",
+        doc="with teachers: cascade = in order, a question goes to the next teacher only while it "
+        "lacks target_verified verified samples; all = every teacher answers every question",
+        key_when_set=True,
+    )
     sampling: SamplingConfig = knob(factory=SamplingConfig, doc="the teacher's sampling")
     concurrency: int = runtime(
         512,
@@ -299,6 +330,12 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.strategy == "adaptive" and self.max_samples < self.n:
+            raise ConfigError(
+                f"{self.max_samples} is below generate.n ({self.n}), the round size; raise it "
+                "or lower n",
+                "max_samples",
+            )
 
 
 CheckName = Literal[
@@ -337,8 +374,33 @@ class FilterConfig:
         doc="word n-gram size for eval-set overlap (shorter eval questions count whole)",
         ge=1,
     )
-    selection: Literal["all", "best"] = knob(
-        "all", doc="all: every kept sample; best: the best-scored one per question (best-of-n)"
+    selection: Literal["all", "best", "balanced"] = knob(
+        "all",
+        doc="all: every kept sample; best: the best-scored one per question (best-of-n); "
+        "balanced: per question, each teacher's best in turn (up to per_question_cap, 0 = one "
+        "per teacher)",
+    )
+    prefer_teacher: str = knob(
+        "",
+        doc="a teacher's label: where it has a sample that passed, a question keeps only its "
+        "samples (its style), the others fill the questions it missed; '' = no preference",
+        key_when_set=True,
+    )
+    min_pass_rate: float = knob(
+        0.0,
+        doc="drop the samples of questions whose pass rate (verified / sampled, all teachers) "
+        "is below this (never-solved ones: any value > 0)",
+        ge=0,
+        le=1,
+        key_when_set=True,
+    )
+    max_pass_rate: float = knob(
+        1.0,
+        doc="drop the samples of questions whose pass rate is above this (always-solved ones: "
+        "any value < 1)",
+        ge=0,
+        le=1,
+        key_when_set=True,
     )
     per_question_cap: int = knob(0, doc="max kept per question; 0 = no cap", ge=0)
     # Bounds on a reasoning sample's two parts (check `length`), in words: the server counts
@@ -375,6 +437,11 @@ class FilterConfig:
                 )
         if len(set(self.checks)) != len(self.checks):
             raise ConfigError("a check is listed twice", "checks")
+        if self.min_pass_rate > self.max_pass_rate:
+            raise ConfigError(
+                f"{self.min_pass_rate} is above filter.max_pass_rate ({self.max_pass_rate})",
+                "min_pass_rate",
+            )
         if self.min_tokens > self.max_tokens:
             raise ConfigError(
                 f"{self.min_tokens} is above filter.max_tokens ({self.max_tokens})", "min_tokens"
@@ -576,7 +643,17 @@ class Config:
         "student_zeroshot.j2", doc="zero-shot prompt the student sees: a file in prompts/ or a path"
     )
     task: TaskConfig = knob(factory=TaskConfig, doc="the questions and the held-out split")
-    teacher: TeacherConfig = knob(factory=TeacherConfig, doc="the model that writes samples")
+    teacher: TeacherConfig = knob(
+        factory=TeacherConfig,
+        doc="the model that writes samples; with teachers:, what each of them inherits",
+    )
+    teachers: list[TeacherConfig] = knob(
+        factory=list,
+        doc="several teachers, cheapest first: each a teacher: section applied over teacher: "
+        "(e.g. [{fewshot: 0}, {fewshot: 1}]); generate.combine says how they share the "
+        "questions; eval's teacher is the last; [] = teacher alone",
+        key_when_set=True,
+    )
     generate: GenerateConfig = knob(factory=GenerateConfig, doc="how many samples, and how")
     filter: FilterConfig = knob(factory=FilterConfig, doc="which samples the student learns from")
     train: TrainConfig = knob(factory=TrainConfig, doc="fine-tuning the student")
@@ -605,13 +682,15 @@ class Config:
         expand(self.runs_dir, "runs_dir")
         expand(self.cache_dir, "cache_dir")
         template_file(self.student_template, "student_template")
+        self._check_teachers()
         self._check_soft_labels()
         # A request that cannot fit a model we serve fails only once it is sent: check here.
         checked = [("eval.sampling", self.eval.sampling, "eval.serve", self.eval.serve)]
-        if not self.teacher.urls():
-            for key in ("generate.sampling", "eval.sampling"):
-                sampling = self.generate.sampling if key[0] == "g" else self.eval.sampling
-                checked.append((key, sampling, "teacher.serve", self.teacher.serve))
+        for where, t in self._teacher_keys():
+            if not t.urls():
+                for key in ("generate.sampling", "eval.sampling"):
+                    sampling = self.generate.sampling if key[0] == "g" else self.eval.sampling
+                    checked.append((key, sampling, f"{where}.serve", t.serve))
         for key, sampling, where, serve in checked:
             if sampling.max_tokens >= serve.max_model_len:
                 raise ConfigError(
@@ -620,6 +699,57 @@ class Config:
                     f"{key}.max_tokens",
                 )
 
+    def teacher_list(self) -> list[TeacherConfig]:
+        """The teachers generate asks, cheapest first: `teachers`, or `teacher` alone."""
+        return list(self.teachers) or [self.teacher]
+
+    def lead_teacher(self) -> TeacherConfig:
+        """The teacher eval measures (the last, strongest, of a list), and whose trace
+        convention every stage reads (all teachers of a list share it)."""
+        return self.teacher_list()[-1]
+
+    def teacher_labels(self) -> list[str]:
+        """What reports and rows call each teacher: its label, else its name or model, with
+        #position where two would read alike."""
+        base = [t.label or t.name or t.model for t in self.teacher_list()]
+        return [
+            b if t.label or base.count(b) == 1 else f"{b}#{i + 1}"
+            for i, (t, b) in enumerate(zip(self.teacher_list(), base, strict=True))
+        ]
+
+    def _teacher_keys(self) -> list[tuple[str, TeacherConfig]]:
+        if not self.teachers:
+            return [("teacher", self.teacher)]
+        return [(f"teachers[{i}]", t) for i, t in enumerate(self.teachers)]
+
+    def _check_teachers(self) -> None:
+        for i, t in enumerate(self.teachers):
+            if not isinstance(t, TeacherConfig):  # built in code, not from a mapping
+                raise ConfigError(f"expected a teacher section, got {short(t)}", f"teachers[{i}]")
+        labels = self.teacher_labels()
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"two teachers share the label {labels[0]!r}", "teachers")
+        for i, t in enumerate(self.teachers[1:], 1):
+            first = self.teachers[0]
+            for name in ("reasoning", "think_tags"):
+                if getattr(t, name) != getattr(first, name):
+                    raise ConfigError(
+                        f"{getattr(t, name)!r} differs from teachers[0]'s; the teachers of one "
+                        "run share a trace convention (set it once under teacher:)",
+                        f"teachers[{i}].{name}",
+                    )
+        if self.filter.prefer_teacher and self.filter.prefer_teacher not in labels:
+            raise ConfigError(
+                f"{self.filter.prefer_teacher!r} is not a teacher's label (labels: "
+                f"{', '.join(labels)})",
+                "filter.prefer_teacher",
+            )
+        if len(self.teachers) > 1 and self.generate.logprobs:
+            raise ConfigError(
+                "soft labels come from one teacher; with several, turn them off (0) or list one",
+                "generate.logprobs",
+            )
+
     def _check_soft_labels(self) -> None:
         k = self.generate.logprobs
         if self.train.objective == "kd" and not k:
@@ -627,8 +757,9 @@ class Config:
                 "kd needs the teacher's soft labels; set generate.logprobs (e.g. 20)",
                 "train.objective",
             )
-        model = self.teacher.model
-        if k and self.teacher.urls() and model != "smollm2-135m" and not Path(model).is_dir():
+        lead = self.lead_teacher()
+        model = lead.model
+        if k and lead.urls() and model != "smollm2-135m" and not Path(model).is_dir():
             raise ConfigError(
                 "soft labels are stored by token id, checked against the teacher's "
                 "vocabulary: with endpoints, set teacher.model to a local dir holding its "
@@ -650,10 +781,12 @@ def _build(cls: type, data: dict[str, Any], base: Any = None) -> Any:
             f"unknown config key (known here: {', '.join(sorted(names))})", unknown[0]
         )
     base = cls() if base is None else base
-    kwargs = {}
-    for name, value in data.items():
+    kwargs: dict[str, Any] = {}
+    for name, value in sorted(data.items(), key=lambda kv: kv[0] == "teachers"):
         tp = type_hints(cls)[name]
-        if dataclasses.is_dataclass(tp):
+        if cls is Config and name == "teachers":
+            kwargs[name] = _build_teachers(value, kwargs.get("teacher", base.teacher))
+        elif dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"expected a mapping, got {short(value)}", name)
             try:
@@ -663,6 +796,21 @@ def _build(cls: type, data: dict[str, Any], base: Any = None) -> Any:
         else:
             kwargs[name] = value
     return dataclasses.replace(base, **kwargs)  # __post_init__ checks the merged section
+
+
+def _build_teachers(value: Any, teacher: TeacherConfig) -> list[TeacherConfig]:
+    """Each entry of `teachers:` is a teacher section applied over `teacher:`."""
+    if not isinstance(value, list):
+        raise ConfigError(f"expected a list of teacher sections, got {short(value)}", "teachers")
+    out = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"expected a mapping, got {short(entry)}", f"teachers[{i}]")
+        try:
+            out.append(_build(TeacherConfig, entry, teacher))
+        except ConfigError as e:
+            raise e.under(f"teachers[{i}]") from None
+    return out
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

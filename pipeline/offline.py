@@ -8,10 +8,14 @@ SmolLM2-135M on 2 cores), while this child runs the engine core and the worker i
 (VLLM_ENABLE_V1_MULTIPROCESSING=0, the `uni` executor) and is ready in about 11 s. Its OpenMP
 threads get every physical core, as a single managed server's do.
 
-Protocol: the parent writes the requests as JSON lines to the child's stdin and closes it; the
-child answers on its stdout with one `{"ready": true}` line once the engine is up, then one
-line per finished sample as its request finishes, so finished work reaches the caller (and
-disk) as it goes. vLLM's own output goes to the engine log (the child points its fd 1 at stderr).
+Protocol: the parent writes a round of requests as JSON lines to the child's stdin, ended by a
+`{"round_end": true}` line; the child reads the whole round, answers on its stdout with one
+`{"ready": true}` line once the engine is up (first round only), then one line per finished
+sample as its request finishes, so finished work reaches the caller (and disk) as it goes, and
+`{"round_done": true}` when the round is done. The parent then writes the next round (adaptive
+sampling decides it from the last one's answers: one engine start for all rounds) or closes
+stdin, which ends the child. vLLM's own output goes to the engine log (the child points its fd
+1 at stderr).
 
 The engine is configured as the managed servers are (whole prefills, the same batch size), so
 each request's own seed is honoured: the k-th sample of a request gets seed + k, its id is the
@@ -71,12 +75,15 @@ def generate_offline(
     startup_timeout_s: float,
     who: str,
     on_ready: Callable[[], None] | None = None,
+    more: Callable[[], list[Request]] | None = None,
 ) -> None:
     """Run `requests` on a fresh child engine; each sample reaches `on_done` as it finishes.
+    Then, while `more()` gives requests, run those as the next round on the same engine.
 
     The child is stopped on every exit (error, Ctrl-C, SIGTERM) and dies with this process even
     on kill -9. A child that fails, or ends without every sample, is a ServeError naming its
-    log."""
+    log. Long: one loop reads every kind of line the child writes, and the timer and the kill
+    must wrap all of it."""
     expected = {sid for r in requests for sid in r.ids}
     print(f"{who}: starting the offline vLLM engine for {args.model_dir} ...", flush=True)
     started = time.monotonic()
@@ -93,10 +100,8 @@ def generate_offline(
     timer.start()
     seen: set[str] = set()
     try:
-        # The child reads all of stdin before it writes a line, so this cannot deadlock.
-        for r in requests:
-            proc.stdin.write((json.dumps(asdict(r)) + "\n").encode())
-        proc.stdin.close()
+        # The child reads a whole round before it writes a line, so this cannot deadlock.
+        _write_round(proc.stdin, requests)
         for raw in proc.stdout:
             msg = _parse(raw, log_path)
             if msg.get("ready"):
@@ -104,6 +109,14 @@ def generate_offline(
                 print(f"{who}: vLLM ready in {time.monotonic() - started:.1f}s", flush=True)
                 if on_ready is not None:
                     on_ready()
+                continue
+            if msg.get("round_done"):
+                nxt = more() if more is not None else []
+                expected |= {sid for r in nxt for sid in r.ids}
+                if nxt:
+                    _write_round(proc.stdin, nxt)
+                else:
+                    proc.stdin.close()
                 continue
             comp = Completion(**msg)
             if comp.id not in expected or comp.id in seen:
@@ -117,6 +130,13 @@ def generate_offline(
         timer.cancel()
         _kill(proc)
     _check_end(rc, ready.is_set(), late.is_set(), len(seen), len(expected), who, log_path)
+
+
+def _write_round(stdin: Any, requests: list[Request]) -> None:
+    for r in requests:
+        stdin.write((json.dumps(asdict(r)) + "\n").encode())
+    stdin.write(b'{"round_end": true}\n')
+    stdin.flush()
 
 
 def _check_end(
@@ -221,15 +241,33 @@ def _llm_kwargs(args: EngineArgs) -> dict[str, Any]:
     return kwargs
 
 
+def _read_round() -> list[Request]:
+    """The next round's requests; [] once the parent closed stdin."""
+    out = []
+    while line := sys.stdin.readline():
+        msg = json.loads(line)
+        if msg.get("round_end"):
+            break
+        out.append(Request(**msg))
+    return out
+
+
 def _child(args: EngineArgs) -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)  # our lines only
     os.dup2(2, 1)  # vLLM logs to stdout: send it to the engine log
-    requests = [Request(**json.loads(line)) for line in sys.stdin]
+    requests = _read_round()
     from vllm import LLM
 
     llm = LLM(**_llm_kwargs(args))
     template = Path(args.chat_template).read_text() if args.chat_template else None
     print(json.dumps({"ready": True}), file=proto)
+    while requests:
+        _run_round(llm, requests, args.window, template, proto)
+        print(json.dumps({"round_done": True}), file=proto)
+        requests = _read_round()
+
+
+def _run_round(llm: Any, requests: list[Request], window: int, template: Any, proto: Any) -> None:
     # A window of samples in the engine, refilled as requests finish: the batch never drains
     # to wait for a slow request, as it would between separate LLM.chat calls.
     todo = iter(requests)
@@ -238,7 +276,7 @@ def _child(args: EngineArgs) -> None:
 
     def refill() -> None:
         nonlocal queued
-        while queued < args.window:
+        while queued < window:
             r = next(todo, None)
             if r is None:
                 return

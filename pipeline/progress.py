@@ -34,6 +34,13 @@ class Progress:
             rate = self.tokens / max(1e-9, time.monotonic() - self.t0)
             self.bar.set_postfix_str(f"{rate:,.0f} tok/s")
 
+    def grow(self, more: int) -> None:
+        """More to do than first known (the next round of adaptive sampling)."""
+        self.total += more
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.refresh()
+
     def __enter__(self) -> Progress:
         return self
 

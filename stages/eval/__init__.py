@@ -74,16 +74,16 @@ def key_parts(cfg: Config) -> KeyParts:
     return KeyParts(
         config={
             "task": semantic(cfg.task),
-            "teacher": teacher_key_config(cfg.teacher),
+            "teacher": teacher_key_config(cfg.lead_teacher()),
             "eval": semantic(cfg.eval),
             "student_template": cfg.student_template,
         },
         extra={
-            "teacher_identity": teacher_identity(cfg.teacher, cfg.cache_dir)
+            "teacher_identity": teacher_identity(cfg.lead_teacher(), cfg.cache_dir)
             if "teacher" in labels
             else "",
             "base_identity": base if "base" in labels else "",
-            "teacher_template": template_bytes(cfg.teacher.template),
+            "teacher_template": template_bytes(cfg.lead_teacher().template),
             "student_template": template_bytes(cfg.student_template),
             "task_data": task.source_hash,
         },
@@ -110,7 +110,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     muts = models_under_test(cfg, model_labels(cfg), inputs)
     plan_requests(cfg, muts, questions)
     rows, counts = _predictions(cfg, muts, out)
-    score_rows(rows, Convention.of(cfg.teacher))
+    score_rows(rows, Convention.of(cfg.lead_teacher()))
     atomic_write_jsonl(out / PREDICTIONS, rows)
     metrics = _metrics(cfg, [m.label for m in muts], rows, len(questions), muts)
     atomic_write_json(out / "metrics.json", metrics)

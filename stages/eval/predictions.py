@@ -88,7 +88,7 @@ def models_under_test(
 
     The teacher is served as teacher.serve says (or asked at its endpoints); the students, base
     and trained, as eval.serve says."""
-    t, serve = cfg.teacher, cfg.eval.serve
+    t, serve = cfg.lead_teacher(), cfg.eval.serve
     out = []
     for label in labels:
         # A trace budget needs the engine to know where a trace starts and ends.
@@ -122,13 +122,13 @@ def plan_requests(cfg: Config, muts: list[ModelUnderTest], questions: list[Quest
     """Each model's requests: the teacher its own prompt, every student the zero-shot one."""
     task = load_task(cfg.task)
     teacher = any(m.label == "teacher" for m in muts)
-    shots = fewshot_examples(task, cfg.teacher.fewshot) if teacher else []
+    shots = fewshot_examples(task, cfg.lead_teacher().fewshot) if teacher else []
     sampling = sampling_dict(cfg)
     for m in muts:
         m.requests = []
         for q in questions:
             if m.label == "teacher":
-                messages = teacher_messages(cfg.teacher, q, shots)
+                messages = teacher_messages(cfg.lead_teacher(), q, shots)
             else:
                 messages = render_messages(cfg.student_template, q)
             budget = cfg.eval.trace_budget.get(m.label)

@@ -3,7 +3,10 @@
 The checks are in stages/filter/checks.py, deduplication in stages/filter/dedup.py. Outputs:
 `kept.jsonl` (TRL conversational prompt-completion rows, the prompt being the student's zero-shot
 one), `rejected.jsonl` (each sample with its reason) and `report.json` (counts per reason,
-histograms, contamination matches). With soft labels (generate.logprobs), `kept.logprobs.bin`
+histograms, contamination matches, per teacher what came in and was kept, every question's
+pass rate). Every kept row carries its question's pass rate, verified / sampled, over all
+teachers and per teacher (filter.min_pass_rate / max_pass_rate drop questions by it: too_hard,
+too_easy). With soft labels (generate.logprobs), `kept.logprobs.bin`
 holds the kept samples' records, each kept row naming its own by sha, so the dataset is whole
 without the generate pool.
 """
@@ -28,9 +31,10 @@ from pipeline.stage import ExtraInput, KeyParts
 from pipeline.tasks import load_task, template_bytes
 from stages.filter.checks import filter_records, to_sft_row
 from stages.shared.softlabels import KEPT_STORE, POOL_STORE, Store, copy_records
+from stages.shared.verify import verified
 
 NAME = "filter"
-VERSION = 1
+VERSION = 2  # 2: kept rows carry their question's pass rates
 OUTPUTS = ("kept.jsonl", "rejected.jsonl", "report.json", KEPT_STORE)
 UPSTREAM = ("generate",)
 HELP = "verify, deduplicate, decontaminate and score samples into kept.jsonl"
@@ -90,18 +94,51 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     rows = _read_samples(src)
     task = load_task(cfg.task)
     questions = {q.id: q for q in task.train}
-    reasoning = Convention.of(cfg.teacher)
-    kept, rejected, scores = filter_records(rows, cfg.filter, questions, task.eval, reasoning)
+    reasoning = Convention.of(cfg.lead_teacher())
+    rates = pass_rates(rows, reasoning)
+    overall = {q: _rate(sum(v[0] for v in t.values()), sum(v[1] for v in t.values()))
+               for q, t in rates.items()}  # fmt: skip
+    kept, rejected, scores = filter_records(
+        rows, cfg.filter, questions, task.eval, reasoning, overall
+    )
     missing_q = [r["question_id"] for r in kept if r["question_id"] not in questions]
     if missing_q:
         raise DataError(f"{src}: question '{missing_q[0]}' is not in the task's train split")
     sft = [
         to_sft_row(r, questions[r["question_id"]], scores[r["id"]], cfg, reasoning.split(r))
+        | {
+            "pass_rate": overall[r["question_id"]],
+            "pass_rate_by_teacher": {t: _rate(*v) for t, v in rates[r["question_id"]].items()},
+        }
         for r in kept
     ]
     atomic_write_jsonl(out / "kept.jsonl", sft)
     soft = _kept_soft_labels(sft, inputs["generate"].parent / POOL_STORE, out / KEPT_STORE)
     atomic_write_jsonl(out / "rejected.jsonl", rejected)
+    report = _report(cfg, rows, kept, rejected, scores, sft, rates, overall, reasoning)
+    atomic_write_json(out / "report.json", report)
+    traces = {"reasoning": report["reasoning"]} if "reasoning" in report else {}
+    return {k: report[k] for k in ("input", "kept", "rejected", "reasons", "truncated_seen")} | {
+        "questions_with_kept": report["questions_with_kept"],
+        "teachers": report["teachers"],
+        "pass_rate": {k: v for k, v in report["pass_rate"].items() if k != "per_question"},
+        "seconds": round(time.monotonic() - t0, 2),
+        **traces,
+        **({"logprobs": soft} if soft else {}),
+    }
+
+
+def _report(
+    cfg: Config,
+    rows: list[dict],
+    kept: list[dict],
+    rejected: list[dict],
+    scores: dict[str, dict],
+    sft: list[dict],
+    rates: dict[str, dict[str, list[int]]],
+    overall: dict[str, float],
+    reasoning: Convention,
+) -> dict[str, Any]:
     all_scores = list(scores.values())
     per_q = Counter(r["question_id"] for r in kept)
     report = {
@@ -124,6 +161,8 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
             if r["reason"] == "contaminated"
         ][:100],
     }
+    report["teachers"] = _teacher_report(rows, sft, rates)
+    report["pass_rate"] = _pass_rate_report(overall, rates)
     traces = _reasoning_report(rows, reasoning)
     if traces["with_trace"]:  # a teacher without traces gets the report it always had
         report["reasoning"] = traces
@@ -133,13 +172,57 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
             report["histograms"][part] = _histogram(values)
     if report["kept"] + report["rejected"] != report["input"]:
         raise RuntimeError("filter lost or doubled a record")  # a bug, never a user's mistake
-    atomic_write_json(out / "report.json", report)
-    traces = {"reasoning": report["reasoning"]} if "reasoning" in report else {}
-    return {k: report[k] for k in ("input", "kept", "rejected", "reasons", "truncated_seen")} | {
-        "questions_with_kept": report["questions_with_kept"],
-        "seconds": round(time.monotonic() - t0, 2),
-        **traces,
-        **({"logprobs": soft} if soft else {}),
+    return report
+
+
+def pass_rates(rows: list[dict], convention: Convention) -> dict[str, dict[str, list[int]]]:
+    """question id -> teacher -> [verified, sampled]: verified as the filter's truncated, format
+    and correct checks verify (stages/shared/verify.py), before any dedup or cap."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for r in rows:
+        counts = out.setdefault(r["question_id"], {}).setdefault(r.get("teacher", ""), [0, 0])
+        counts[0] += verified(r, convention)
+        counts[1] += 1
+    return out
+
+
+def _rate(good: int, sampled: int) -> float:
+    return round(good / sampled, 4) if sampled else 0.0
+
+
+def _teacher_report(
+    rows: list[dict], kept: list[dict], rates: dict[str, dict[str, list[int]]]
+) -> dict[str, dict[str, Any]]:
+    """Per teacher: samples in, verified, kept, and the questions it solved at least once."""
+    out: dict[str, dict[str, Any]] = {}
+    for t in dict.fromkeys(r.get("teacher", "") for r in rows):
+        mine = [v[t] for v in rates.values() if t in v]
+        out[t] = {
+            "samples": sum(v[1] for v in mine),
+            "verified": sum(v[0] for v in mine),
+            "kept": sum(r["teacher"] == t for r in kept),
+            "questions": len(mine),
+            "questions_solved": sum(v[0] > 0 for v in mine),
+        }
+    return out
+
+
+def _pass_rate_report(
+    overall: dict[str, float], rates: dict[str, dict[str, list[int]]]
+) -> dict[str, Any]:
+    """How hard the questions were for the teachers: every question's rate, and their spread.
+    With generate.strategy adaptive a rate is the one observed, which the stopping rule tilts
+    (a question stops after its successes)."""
+    values = list(overall.values())
+    return {
+        "mean": round(sum(values) / len(values), 4) if values else None,
+        "never_solved": sum(v == 0 for v in values),
+        "always_solved": sum(v == 1 for v in values),
+        "histogram": _histogram(values, 5),
+        "per_question": {
+            q: {t: {"verified": v[0], "sampled": v[1]} for t, v in ts.items()}
+            for q, ts in rates.items()
+        },
     }
 
 
@@ -189,6 +272,19 @@ def summary(stats: dict[str, Any], out: Path) -> str:
     for reason, c in (stats.get("reasons") or {}).items():
         lines.append(f"  dropped: {reason:<18} {c:>7,}  {100 * c / n:5.1f}%")
     lines.append(f"questions with a kept sample: {stats.get('questions_with_kept', 0):,}")
+    pr = stats.get("pass_rate") or {}
+    if pr.get("mean") is not None:
+        lines.append(
+            f"pass rate: mean {100 * pr['mean']:.1f}%; questions never solved "
+            f"{pr['never_solved']:,}, always solved {pr['always_solved']:,}"
+        )
+    teachers = stats.get("teachers") or {}
+    if len(teachers) > 1:
+        for t, v in teachers.items():
+            lines.append(
+                f"  teacher {t}: {v['kept']:,} kept of {v['samples']:,} "
+                f"({v['verified']:,} verified)"
+            )
     if stats.get("reasoning"):
         r = stats["reasoning"]
         where = ", ".join(f"{k} {v:,}" for k, v in r["source"].items() if k != "none")

@@ -11,21 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.answers import extract_answer, has_answer_line, is_correct
+from pipeline.answers import extract_answer
 from pipeline.config import Config, FilterConfig
 from pipeline.reasoning import TAGS, Convention, Mode, Split, inline_text
 from pipeline.tasks import Question, render_messages
+from stages.shared import verify
+from stages.shared.verify import Verdict
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _ANSWER_TAIL = re.compile(r"(?im)^[^\n]*\b(?:final\s+)?answer\s*(?:is|:)[^\n]*$")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    keep: bool
-    reason: str | None = None  # why not, when not kept
-    scores: dict[str, Any] = field(default_factory=dict)  # what the check measured
-    detail: dict[str, Any] = field(default_factory=dict)  # written beside a rejected record
 
 
 @dataclass
@@ -69,30 +63,15 @@ def full_text(r: dict, ctx: Context) -> str:
 
 
 def check_truncated(r: dict, ctx: Context) -> Verdict:
-    if ctx.splits[r["id"]].truncated:  # no answer can follow, whatever finish_reason says
-        return Verdict(False, "truncated_reasoning", {"truncated": True})
-    truncated = r.get("finish_reason") == "length"
-    if truncated and ctx.cfg.drop_truncated:
-        return Verdict(False, "truncated", {"truncated": True})
-    return Verdict(True, None, {"truncated": truncated})
+    return verify.truncated(r, ctx.splits[r["id"]], ctx.cfg.drop_truncated)
 
 
 def check_format(r: dict, ctx: Context) -> Verdict:
-    if ctx.reasoning == "required" and ctx.splits[r["id"]].reasoning is None:
-        return Verdict(False, "no_reasoning", {"format": False})
-    ok = has_answer_line(ctx.splits[r["id"]].answer)
-    return Verdict(ok, None if ok else "no_answer_line", {"format": ok})
+    return verify.answer_format(r, ctx.splits[r["id"]], ctx.reasoning)
 
 
 def check_correct(r: dict, ctx: Context) -> Verdict:
-    pred = extract_answer(ctx.splits[r["id"]].answer)
-    ok = pred is not None and is_correct(
-        pred, str(r["gold"]), r.get("answer_type", "numeric"), r.get("choices") or None
-    )
-    scores = {"correct": ok, "answer": pred}
-    if pred is None:
-        return Verdict(False, "no_answer", scores)
-    return Verdict(ok, None if ok else "wrong_answer", scores)
+    return verify.correct(r, ctx.splits[r["id"]])
 
 
 def check_length(r: dict, ctx: Context) -> Verdict:
@@ -195,20 +174,52 @@ def score(s: dict[str, Any]) -> float:
     )
 
 
-def select(rows: list[dict], scores: dict[str, dict], cfg: FilterConfig) -> set[str]:
-    """Ids dropped by selection: best-of-n keeps the top scores, `all` applies only the cap."""
-    cap = cfg.per_question_cap or (1 if cfg.selection == "best" else 0)
-    if not cap:
-        return set()
+def select(rows: list[dict], scores: dict[str, dict], cfg: FilterConfig) -> dict[str, str]:
+    """Ids dropped by selection, with why. A preferred teacher's samples, where a question has
+    any, push out the others'; then best-of-n keeps the top scores, balanced takes each
+    teacher's best in turn, and `all` applies only the cap."""
     by_q: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_q[r["question_id"]].append(r)
-    dropped = set()
+    dropped: dict[str, str] = {}
     for group in by_q.values():
+        if cfg.prefer_teacher and any(r.get("teacher") == cfg.prefer_teacher for r in group):
+            others = [r for r in group if r.get("teacher") != cfg.prefer_teacher]
+            dropped.update((r["id"], "other_teacher_preferred") for r in others)
+            group = [r for r in group if r.get("teacher") == cfg.prefer_teacher]
+        ranked = sorted(group, key=lambda r: -score(scores[r["id"]]))  # stable: ties keep order
+        cut: list[dict] = []
         if cfg.selection == "best":
-            group = sorted(group, key=lambda r: -score(scores[r["id"]]))
-        dropped.update(r["id"] for r in group[cap:])
+            cut = ranked[1:]
+        elif cfg.selection == "balanced":
+            n = cfg.per_question_cap or len({r.get("teacher", "") for r in group})
+            cut = _in_turn(ranked)[n:]
+        elif cfg.per_question_cap:
+            cut = group[cfg.per_question_cap :]
+        dropped.update((r["id"], "selection_cap") for r in cut)
     return dropped
+
+
+def _in_turn(ranked: list[dict]) -> list[dict]:
+    """Each teacher's best, then each one's second best, and so on."""
+    by_t: dict[str, list[dict]] = defaultdict(list)
+    for r in ranked:
+        by_t[r.get("teacher", "")].append(r)
+    turns = max(len(v) for v in by_t.values())
+    return [v[i] for i in range(turns) for v in by_t.values() if i < len(v)]
+
+
+def _within_pass_rate(
+    r: dict, rates: dict[str, float], cfg: FilterConfig, reject: Callable[..., None]
+) -> bool:
+    rate = rates[r["question_id"]]
+    if rate < cfg.min_pass_rate:
+        reject(r, "too_hard", pass_rate=rate)
+    elif rate > cfg.max_pass_rate:
+        reject(r, "too_easy", pass_rate=rate)
+    else:
+        return True
+    return False
 
 
 def filter_records(
@@ -217,8 +228,12 @@ def filter_records(
     questions: dict[str, Question],
     eval_qs: list[Question],
     reasoning: Convention = Convention(),  # noqa: B008 - frozen
+    pass_rates: dict[str, float] | None = None,
 ) -> tuple[list[dict], list[dict], dict[str, dict]]:
-    """Returns kept rows, rejected rows (with reason and detail), and scores by id."""
+    """Returns kept rows, rejected rows (with reason and detail), and scores by id.
+
+    With `pass_rates` (question id -> verified / sampled), a question outside
+    [cfg.min_pass_rate, cfg.max_pass_rate] loses its samples first: too_hard, too_easy."""
     eval_ngrams: dict[tuple[str, ...], str] = {}
     if "decontaminate" in cfg.checks:
         for q in eval_qs:
@@ -236,6 +251,8 @@ def filter_records(
     def reject(r: dict, reason: str, **detail: Any) -> None:
         rejected.append({**r, "reason": reason, "scores": scores[r["id"]], **detail})
 
+    if pass_rates is not None:
+        alive = [r for r in alive if _within_pass_rate(r, pass_rates, cfg, reject)]
     for check in cfg.checks:
         survivors = []
         if check in RECORD_CHECKS:
@@ -261,7 +278,7 @@ def filter_records(
     for r in alive:
         scores[r["id"]]["score"] = round(score(scores[r["id"]]), 4)
         if r["id"] in dropped:
-            reject(r, "selection_cap")
+            reject(r, dropped[r["id"]])
         else:
             kept.append(r)
     return kept, rejected, scores

@@ -14,23 +14,11 @@ the hand-written numpy MinHash/LSH it replaced, on the same data, in the same ru
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Hashable, Sequence
 
+from stages.shared.verify import normalize_text, text_digest
+
 __all__ = ["exact_duplicates", "lsh_bands", "near_duplicates", "normalize_text"]
-
-# Punctuation goes, but math operators stay: "a + b" and "a - b" are different completions.
-_PUNCT = re.compile(r"[^\w\s+\-*/=<>^%|]")
-# Same mapping for ASCII text via str.translate, which is ~2x faster than the regex.
-_ASCII_PUNCT = str.maketrans({chr(c): " " for c in range(128) if _PUNCT.match(chr(c))})
-
-
-def normalize_text(s: str) -> str:
-    """Lowercase, drop punctuation (keeping math operators), collapse whitespace."""
-    s = s.lower()
-    s = s.translate(_ASCII_PUNCT) if s.isascii() else _PUNCT.sub(" ", s)
-    return " ".join(s.split())
 
 
 def _scope_ids(scopes: Sequence[Hashable] | None, n: int) -> list[int]:
@@ -51,10 +39,7 @@ def exact_duplicates(
     first: dict[tuple[int, bytes], int] = {}
     out: list[int | None] = []
     for i, t in enumerate(texts):
-        digest = hashlib.blake2b(
-            normalize_text(t).encode("utf-8", "surrogatepass"), digest_size=16
-        ).digest()
-        j = first.setdefault((sids[i], digest), i)
+        j = first.setdefault((sids[i], text_digest(t)), i)
         out.append(None if j == i else j)
     return out
 

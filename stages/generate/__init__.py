@@ -20,16 +20,27 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.ask import AskSettings, ModelSpec, ask, spec_from
-from pipeline.calls import Completion, Failure, ServeError
-from pipeline.config import Config, semantic
+from pipeline.calls import Completion, Failure, Request, ServeError
+from pipeline.config import Config, TeacherConfig, semantic
 from pipeline.models import teacher_identity, teacher_key_config
 from pipeline.progress import Progress
+from pipeline.reasoning import Convention
 from pipeline.records import AppendLog, atomic_write_jsonl, read_jsonl_tolerant, recover_log
 from pipeline.stage import ExtraInput, KeyParts
 from pipeline.tasks import load_task, template_bytes
 from stages.generate.samples import Planned, calls, check_sample, plan_samples, record
+from stages.generate.strategy import (
+    Rounds,
+    Tally,
+    TeacherPlan,
+    cap,
+    sent_on,
+    teacher_rounds,
+    teacher_stats,
+)
 from stages.shared.models import local_model
 from stages.shared.softlabels import POOL_STORE, Meta, Store, TokenLogprobs, ref_problem, vocab_hash
+from stages.shared.verify import verified
 
 NAME = "generate"
 VERSION = 1
@@ -42,15 +53,23 @@ POOL_LOCK = ".pool.lock"
 
 def key_parts(cfg: Config) -> KeyParts:
     task = load_task(cfg.task)
+    teachers = cfg.teacher_list()
+    many = bool(cfg.teachers)  # a lone teacher keys as it always has
     return KeyParts(
         config={
             "task": semantic(cfg.task),
-            "teacher": teacher_key_config(cfg.teacher),
+            "teacher": [teacher_key_config(t) for t in teachers]
+            if many
+            else teacher_key_config(cfg.teacher),
             "generate": semantic(cfg.generate),
         },
         extra={
-            "teacher_identity": teacher_identity(cfg.teacher, cfg.cache_dir),
-            "template": template_bytes(cfg.teacher.template),
+            "teacher_identity": [teacher_identity(t, cfg.cache_dir) for t in teachers]
+            if many
+            else teacher_identity(cfg.teacher, cfg.cache_dir),
+            "template": [template_bytes(t.template) for t in teachers]
+            if many
+            else template_bytes(cfg.teacher.template),
             "task_data": task.source_hash,
         },
     )
@@ -66,10 +85,8 @@ def locks(cfg: Config, out: Path) -> list[Path]:
 
 
 def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
-    """Ask the teacher for what the pool lacks; the runner holds the pool lock meanwhile."""
+    """Ask the teachers for what the pool lacks; the runner holds the pool lock meanwhile."""
     started = time.monotonic()
-    identity = teacher_identity(cfg.teacher, cfg.cache_dir)
-    planned = plan_samples(cfg, identity)
     pool_path = out.parent / POOL
     store = Store.open(out.parent / POOL_STORE) if cfg.generate.logprobs else None
 
@@ -81,36 +98,67 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     if note:
         print(note, file=sys.stderr, flush=True)
     have = {r["id"]: r for r in prior.rows}
-    missing = [p for p in planned if p[0].id not in have]
-    print(
-        f"generate: {len(planned)} samples for {len({p[1].id for p in planned})} questions "
-        f"(n={cfg.generate.n}); {len(planned) - len(missing)} already in the pool, "
-        f"{len(missing)} to request",
-        flush=True,
-    )
+    plans = teacher_plans(cfg)
+    questions = [q.id for q in load_task(cfg.task).train]
+    _announce(cfg, plans, questions, have)
+    convention = Convention.of(cfg.lead_teacher())
     failures: list[Failure] = []
+    new: set[str] = set()
     asked: dict[str, Any] = {}
-    if missing:
-        asked = _ask_teacher(cfg, missing, have, pool_path, identity, out, failures, store)
+    done: list[Rounds] = []
+    shared = Tally(convention)
+    for plan in plans:
+        cascade = cfg.generate.combine == "cascade"
+        sent = sent_on(cfg, questions, shared) if cascade and plan.index else questions
+        rounds = teacher_rounds(cfg, plan, sent, have, shared if cascade else Tally(convention))
+        first = rounds.next()
+        if first:
+            got = _ask_teacher(cfg, plan, rounds, first, have, pool_path, out, failures, store)
+            new.update(got.pop("new"))
+            asked = _merge_asked(asked, got)
+        done.append(rounds)
+        if failures:
+            break  # a question that failed here must not be passed on as unsolved
+    _fail_on(failures, len(new), pool_path, out)
+    rows = _selection(done, have, questions)
+    atomic_write_jsonl(out / "samples.jsonl", rows)
+    return _stats(cfg, rows, new, asked, done, have, prior) | {
+        "stage_seconds": round(time.monotonic() - started, 2),
+        **({"logprobs": _store_stats(rows, store)} if store else {}),
+    }
+
+
+def _fail_on(failures: list[Failure], answered: int, pool_path: Path, out: Path) -> None:
     atomic_write_jsonl(
         out / "errors.jsonl",
         ({"id": f.id, "reason": f.reason, "attempts": f.attempts} for f in failures),
     )
     if failures:
         raise ServeError(
-            f"{len(failures)} of {len(missing)} samples failed after retries "
+            f"{len(failures)} of {answered + len(failures)} samples failed after retries "
             f"(first: {failures[0].reason}); finished samples are kept in {pool_path}, "
             f"details in {out / 'errors.jsonl'}; rerun to request only what is missing"
         )
-    rows = [have[p[0].id] for p in planned]
-    atomic_write_jsonl(out / "samples.jsonl", rows)
-    new_tokens = sum(have[p[0].id]["usage"]["completion_tokens"] for p in missing)
+
+
+def _stats(
+    cfg: Config,
+    rows: list[dict],
+    new: set[str],
+    asked: dict[str, Any],
+    done: list[Rounds],
+    have: dict[str, dict],
+    prior: Any,
+) -> dict[str, Any]:
+    convention = Convention.of(cfg.lead_teacher())
+    new_tokens = sum(r["usage"]["completion_tokens"] for r in rows if r["id"] in new)
     gen_seconds = asked.pop("seconds", 0.0)
+    teachers = {r.plan.label: teacher_stats(r, have, new, convention) for r in done}
     return {
         "questions": len({r["question_id"] for r in rows}),
         "samples": len(rows),
-        "requested": len(missing),
-        "reused": len(planned) - len(missing),
+        "requested": len(new),
+        "reused": len(rows) - len(new),
         "torn_lines_dropped": int(prior.torn_tail is not None),
         "damaged_lines_quarantined": len(prior.quarantined) + len(prior.duplicates),
         "completion_tokens": sum(r["usage"]["completion_tokens"] for r in rows),
@@ -118,19 +166,89 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
         "generation_seconds": round(gen_seconds, 2),
         "tokens_per_second": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
         "truncation_rate": round(sum(r["finish_reason"] == "length" for r in rows) / len(rows), 4),
-        "stage_seconds": round(time.monotonic() - started, 2),
+        "strategy": cfg.generate.strategy,
+        "teachers": teachers,
+        "questions_verified": len(
+            set().union(*(_verified_questions(r, have, convention) for r in done))
+        ),
         **asked,
-        **({"logprobs": _store_stats(rows, store)} if store else {}),
     }
 
 
-def _teacher_spec(cfg: Config) -> ModelSpec:
-    t, g = cfg.teacher, cfg.generate
+def _verified_questions(rounds: Rounds, have: dict[str, dict], convention: Convention) -> set[str]:
+    """The questions a teacher's samples verified at least once."""
+    rows = (have[p[0].id] for p in rounds.used if p[0].id in have)
+    return {r["question_id"] for r in rows if verified(r, convention)}
+
+
+def teacher_plans(cfg: Config) -> list[TeacherPlan]:
+    """Each teacher's samples up to the strategy's cap, by question."""
+    out = []
+    for i, (t, label) in enumerate(zip(cfg.teacher_list(), cfg.teacher_labels(), strict=True)):
+        identity = teacher_identity(t, cfg.cache_dir)
+        by_q: dict[str, list[Planned]] = {}
+        for p in plan_samples(cfg, identity, t, cap(cfg)):
+            by_q.setdefault(p[1].id, []).append(p)
+        out.append(TeacherPlan(i, label, t, identity, by_q))
+    return out
+
+
+def _announce(
+    cfg: Config, plans: list[TeacherPlan], questions: list[str], have: dict[str, dict]
+) -> None:
+    g = cfg.generate
+    if g.strategy == "fixed" and len(plans) == 1:
+        planned = [p for ps in plans[0].samples.values() for p in ps]
+        held = sum(p[0].id in have for p in planned)
+        print(
+            f"generate: {len(planned)} samples for {len(questions)} questions (n={g.n}); "
+            f"{held} already in the pool, {len(planned) - held} to request",
+            flush=True,
+        )
+        return
+    how = (
+        f"adaptive (rounds of {g.n}, until {g.target_verified} verified or {g.max_samples} samples)"
+        if g.strategy == "adaptive"
+        else f"fixed (n={g.n})"
+    )
+    who = ", ".join(p.label for p in plans)
+    many = f"; teachers ({g.combine}): {who}" if len(plans) > 1 else ""
+    print(
+        f"generate: {len(questions)} questions, {how}{many}; the pool holds {len(have)} samples",
+        flush=True,
+    )
+
+
+def _selection(done: list[Rounds], have: dict[str, dict], questions: list[str]) -> list[dict]:
+    """The samples the strategy reached, by teacher, question and index; each row names its
+    teacher by this config's label (the pool row keeps the label it was written under)."""
+    order = {q: i for i, q in enumerate(questions)}
+    rows = []
+    for r in done:
+        for p in sorted(r.used, key=lambda p: (order[p[1].id], p[2])):
+            rows.append({**have[p[0].id], "teacher": r.plan.label})
+    return rows
+
+
+def _merge_asked(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two teachers' asking stats as one: seconds, retries and failovers add up."""
+    if not a:
+        return b
+    out = {**a, **b}
+    for k in ("seconds", "retries", "failovers"):
+        if k in a or k in b:
+            out[k] = a.get(k, 0) + b.get(k, 0)
+    out["endpoints"] = {**a.get("endpoints", {}), **b.get("endpoints", {})}
+    return out
+
+
+def _teacher_spec(cfg: Config, t: TeacherConfig, label: str) -> ModelSpec:
+    g = cfg.generate
     urls = t.urls()
     model_dir = None if urls else local_model(t.model, cfg.cache_dir, key="teacher.model")
     return spec_from(
         t.serve,
-        "teacher",
+        "teacher" if len(cfg.teacher_list()) == 1 else f"teacher {label}",
         model_dir,
         urls=tuple(urls),
         served_name=t.name,
@@ -156,7 +274,7 @@ def _store_stats(rows: list[dict], store: Store) -> dict[str, Any]:
 
 def _soft_label_meta(cfg: Config) -> Meta:
     """k, temperature, mode and the teacher's vocabulary: the same for every sample."""
-    t, g = cfg.teacher, cfg.generate
+    t, g = cfg.lead_teacher(), cfg.generate
     tok_dir = local_model(t.model, cfg.cache_dir, key="teacher.model")
     mode = g.logprobs_mode
     return Meta(g.logprobs, g.sampling.temperature, mode, vocab_hash(tok_dir))
@@ -164,16 +282,19 @@ def _soft_label_meta(cfg: Config) -> Meta:
 
 def _ask_teacher(
     cfg: Config,
-    missing: list[Planned],
+    plan: TeacherPlan,
+    rounds: Rounds,
+    first: list[Planned],
     have: dict[str, dict],
     pool_path: Path,
-    identity: str,
     out: Path,
     failures: list[Failure],
     store: Store | None = None,
 ) -> dict[str, Any]:
-    """Ask for the missing samples; each is appended to the pool (and `have`) as it arrives,
-    its soft labels (with a store) to the store first."""
+    """Ask one teacher for the missing samples of its first round, then of each next round
+    (one model start for all): each is appended to the pool (and `have`) as it arrives, its
+    soft labels (with a store) to the store first. Long: the three callbacks share the log,
+    the store and the progress bar that the `with` holds open."""
     g = cfg.generate
     meta = _soft_label_meta(cfg) if store else None
     settings = AskSettings(
@@ -182,36 +303,46 @@ def _ask_teacher(
         backoff_s=g.backoff_s,
         timeout_s=g.request_timeout_s,
     )
-    by_id = {p[0].id: p for p in missing}
+    by_id = {p[0].id: p for ps in plan.samples.values() for p in ps}
+    new: list[str] = []
+    desc = "teacher" if len(cfg.teacher_list()) == 1 else plan.label
     with (
         contextlib.nullcontext() if store is None else store,
         AppendLog(pool_path, g.fsync_every, store.sync if store else None) as log,
-        Progress(len(missing), "sample", "teacher") as bar,
+        Progress(len(first), "sample", desc) as bar,
     ):
 
         def on_done(c: Completion) -> None:
             ref = None
             if store is not None and meta is not None:
                 ref = store.append(c.id, meta, soft_labels(c, meta.k))
-            row = record(by_id[c.id], c, cfg, identity, ref)
+            row = record(by_id[c.id], c, plan.label, plan.identity, ref)
             log.write(row)
             have[c.id] = row
+            new.append(c.id)
             bar.done(c.usage["completion_tokens"])
 
         def on_fail(f: Failure) -> None:
             failures.append(f)
             bar.done()
 
+        def more() -> list[Request]:
+            log.sync()  # a round's answers are on disk before the next round is decided
+            nxt = rounds.next()
+            bar.grow(len(nxt))
+            return calls(nxt, g.samples_per_call)
+
         stats = ask(
-            _teacher_spec(cfg),
-            calls(missing, g.samples_per_call),
+            _teacher_spec(cfg, plan.teacher, plan.label),
+            calls(first, g.samples_per_call),
             on_done,
             on_fail,
             settings,
             out / "logs",
             on_ready=bar.start,
+            more=more,
         )
-    return {**stats.as_dict(), "seconds": stats.seconds}
+    return {**stats.as_dict(), "seconds": stats.seconds, "new": new}
 
 
 def soft_labels(c: Completion, k: int) -> TokenLogprobs:
@@ -228,9 +359,12 @@ def soft_labels(c: Completion, k: int) -> TokenLogprobs:
 
 def progress(cfg: Config, out: Path) -> str:
     """How many of this key's samples the pool already holds."""
-    planned = plan_samples(cfg, teacher_identity(cfg.teacher, cfg.cache_dir))
     have = {r["id"] for r in read_jsonl_tolerant(out.parent / POOL, check_sample).rows}
-    return f"{sum(p[0].id in have for p in planned)} of {len(planned)} samples"
+    planned = [p for t in teacher_plans(cfg) for ps in t.samples.values() for p in ps]
+    held = sum(p[0].id in have for p in planned)
+    if cfg.generate.strategy == "fixed" and len(cfg.teacher_list()) == 1:
+        return f"{held} of {len(planned)} samples"
+    return f"{held} samples in the pool, of at most {len(planned)} the strategy may ask for"
 
 
 def summary(stats: dict[str, Any], out: Path) -> str:
@@ -243,6 +377,16 @@ def summary(stats: dict[str, Any], out: Path) -> str:
         f"teacher tok/s      {f'{tps:,.0f}' if tps else '- (nothing generated)'}",
         f"truncation rate    {100 * stats.get('truncation_rate', 0):.1f}%",
     ]
+    many = stats.get("teachers") or {}
+    if len(many) > 1 or stats.get("strategy") == "adaptive":
+        for label, t in many.items():
+            per = t["tokens_per_verified"]
+            lines.append(
+                f"teacher {label}: {t['questions_sent']:,} questions, {t['samples']:,} samples "
+                f"in {t['rounds']} round(s), {t['completion_tokens']:,} tokens, "
+                f"{t['verified']:,} verified ({per if per is not None else '-'} tokens each)"
+            )
+        lines.append(f"questions with a verified sample: {stats.get('questions_verified', 0):,}")
     soft = stats.get("logprobs")
     if soft:
         lines.append(

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from pipeline.calls import Completion, Request
-from pipeline.config import Config
+from pipeline.config import Config, TeacherConfig
 from pipeline.records import DataError, canonical_json, schema_problem, sha256_text
 from pipeline.tasks import Question, fewshot_examples, load_task, teacher_messages
 
@@ -56,15 +56,20 @@ def sampling_dict(cfg: Config) -> dict[str, Any]:
     return out
 
 
-def plan_samples(cfg: Config, identity: str) -> list[Planned]:
-    """Every sample this config asks for, with its id and its own seed."""
+def plan_samples(
+    cfg: Config, identity: str, teacher: TeacherConfig | None = None, count: int = 0
+) -> list[Planned]:
+    """The first `count` samples (0: generate.n) of every question from `teacher` (default:
+    the teacher), each with its id and its own seed: sample i is the same sample whatever the
+    count, so a larger n, or another round of adaptive sampling, only adds samples."""
+    teacher = teacher or cfg.teacher
     task = load_task(cfg.task)
-    shots = fewshot_examples(task, cfg.teacher.fewshot)
+    shots = fewshot_examples(task, teacher.fewshot)
     sampling = sampling_dict(cfg)
     out = []
     asked_by: dict[str, str] = {}
     for q in task.train:
-        messages = teacher_messages(cfg.teacher, q, shots)
+        messages = teacher_messages(teacher, q, shots)
         other = asked_by.setdefault(canonical_json(messages), q.id)
         if other != q.id:  # their samples would share ids: one question would be lost
             raise DataError(
@@ -73,7 +78,7 @@ def plan_samples(cfg: Config, identity: str) -> list[Planned]:
             )
         base = int(sha256_text(canonical_json([identity, messages, sampling]))[:8], 16)
         base &= 0x3FFFFFFF  # room for + i within a signed 32-bit seed
-        for i in range(cfg.generate.n):
+        for i in range(count or cfg.generate.n):
             sid = sha256_text(canonical_json([identity, messages, sampling, i, SEEDS]))[:32]
             req_sampling = {**sampling, "seed": base + i}
             req_sampling.pop("logprobs_mode", None)  # the engine's setting, not the request's
@@ -105,18 +110,18 @@ def calls(missing: list[Planned], per_call: int) -> list[Request]:
 def record(
     planned: Planned,
     comp: Completion,
-    cfg: Config,
+    label: str,
     identity: str,
     logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The pool row for one finished sample; `logprobs` is its soft-label record's reference
-    (stages.shared.softlabels), written before this row."""
+    """The pool row for one finished sample from the teacher called `label`; `logprobs` is its
+    soft-label record's reference (stages.shared.softlabels), written before this row."""
     req, q, index = planned
     return {
         "id": req.id,
         "question_id": q.id,
         "sample_index": index,
-        "teacher": cfg.teacher.name or cfg.teacher.model,
+        "teacher": label,
         "teacher_identity": identity,
         "messages": req.messages,
         "completion": comp.text,

@@ -1,0 +1,147 @@
+"""Which samples generate asks for: a strategy (fixed or adaptive) per teacher, and how several
+teachers share the questions (cascade or all).
+
+Everything here is decided from the pool alone, round by round, so a rerun replays the same
+decisions and asks only for what the pool lacks:
+
+- fixed: one round of n samples per question (indices 0..n-1);
+- adaptive: rounds of n, round r drawing indices rn..rn+n-1 (capped at max_samples) for each
+  question that still lacks `target_verified` verified samples. Sample i is the sample a fixed
+  run with n > i draws (same id, same seed), so the strategies share the pool;
+- cascade: the teachers in order (cheapest first); a question reaches the next teacher only
+  while the ones before left it short of `target_verified`; verified samples count across them;
+- all: every teacher answers every question, each counting its own verified samples.
+
+A sample counts toward a question's target when it is verified (stages/shared/verify.py: the
+filter's truncated, format and correct checks) and is not an exact copy (filter's exact_dedup
+normalization) of one the question already counts: a copy would be dropped by the filter.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config import Config, TeacherConfig
+from pipeline.reasoning import Convention
+from stages.generate.samples import Planned
+from stages.shared.verify import text_digest, text_of, verified
+
+
+@dataclass
+class Tally:
+    """Verified, distinct samples per question so far."""
+
+    convention: Convention
+    count: Counter[str] = field(default_factory=Counter)
+    seen: dict[str, set[bytes]] = field(default_factory=lambda: defaultdict(set))
+
+    def add(self, row: dict[str, Any]) -> None:
+        if not verified(row, self.convention):
+            return
+        digest = text_digest(text_of(row, self.convention))
+        q = row["question_id"]
+        if digest not in self.seen[q]:
+            self.seen[q].add(digest)
+            self.count[q] += 1
+
+
+@dataclass
+class TeacherPlan:
+    """One teacher's samples, up to its cap, by question and index."""
+
+    index: int
+    label: str
+    teacher: TeacherConfig
+    identity: str
+    samples: dict[str, list[Planned]]  # question id -> its samples, index 0 first
+
+
+@dataclass
+class Rounds:
+    """One teacher's rounds over `questions`; `next()` gives the samples of the next round the
+    pool lacks, walking through rounds the pool already holds whole."""
+
+    plan: TeacherPlan
+    questions: list[str]
+    have: dict[str, dict]  # the pool by sample id: filled by the caller as answers arrive
+    tally: Tally
+    size: int  # samples per question per round
+    cap: int  # samples per question at most
+    target: int | None  # stop a question at this many counted samples; None: draw to the cap
+    drawn: dict[str, int] = field(default_factory=dict)
+    pending: list[Planned] = field(default_factory=list)
+    used: list[Planned] = field(default_factory=list)  # every sample reached, round by round
+    rounds: int = 0
+    short: bool = False  # a round ended without all its samples: failures, asking stopped
+
+    def __post_init__(self) -> None:
+        self.drawn = {q: 0 for q in self.questions}
+
+    def next(self) -> list[Planned]:
+        while True:
+            if self.pending:
+                if any(p[0].id not in self.have for p in self.pending):
+                    self.short = True  # the caller reports the failures; no round after them
+                    return []
+                for p in self.pending:
+                    self.tally.add(self.have[p[0].id])
+                self.pending = []
+            active = [
+                q
+                for q, d in self.drawn.items()
+                if d < self.cap and (self.target is None or self.tally.count[q] < self.target)
+            ]
+            if not active:
+                return []
+            for q in active:
+                d = self.drawn[q]
+                take = self.plan.samples[q][d : min(d + self.size, self.cap)]
+                self.drawn[q] = d + len(take)
+                self.pending += take
+            self.used += self.pending
+            self.rounds += 1
+            missing = [p for p in self.pending if p[0].id not in self.have]
+            if missing:
+                return missing
+
+
+def teacher_rounds(
+    cfg: Config, plan: TeacherPlan, questions: list[str], have: dict[str, dict], tally: Tally
+) -> Rounds:
+    g = cfg.generate
+    if g.strategy == "adaptive":
+        return Rounds(plan, questions, have, tally, g.n, g.max_samples, g.target_verified)
+    return Rounds(plan, questions, have, tally, g.n, g.n, None)
+
+
+def cap(cfg: Config) -> int:
+    """Samples per question one teacher may draw under the strategy."""
+    return cfg.generate.max_samples if cfg.generate.strategy == "adaptive" else cfg.generate.n
+
+
+def sent_on(cfg: Config, questions: list[str], tally: Tally) -> list[str]:
+    """The questions a cascade sends to its next teacher: those still short of the target."""
+    return [q for q in questions if tally.count[q] < cfg.generate.target_verified]
+
+
+def teacher_stats(
+    rounds: Rounds, have: dict[str, dict], new: set[str], convention: Convention
+) -> dict[str, Any]:
+    """What one teacher cost and bought: the figures that compare strategies and teachers."""
+    rows = [have[p[0].id] for p in rounds.used if p[0].id in have]
+    tokens = sum(r["usage"]["completion_tokens"] for r in rows)
+    good = [r for r in rows if verified(r, convention)]
+    return {
+        "questions_sent": len({r["question_id"] for r in rows}),
+        "rounds": rounds.rounds,
+        "samples": len(rows),
+        "requested": sum(r["id"] in new for r in rows),
+        "prompt_tokens": sum(r["usage"].get("prompt_tokens", 0) for r in rows),
+        "completion_tokens": tokens,
+        "verified": len(good),
+        "questions_verified": len({r["question_id"] for r in good}),
+        "tokens_per_verified": round(tokens / len(good), 1) if good else None,
+        "verified_per_1k_tokens": round(1000 * len(good) / tokens, 2) if tokens else None,
+    }

@@ -1,0 +1,88 @@
+"""Is a sample verified? The filter's answer checks, shared with generate's adaptive sampling.
+
+A sample is verified when its trace (if any) closed, the teacher did not stop it at max_tokens,
+it has an answer line after the trace, and that answer matches the question's gold answer by the
+task's checker (pipeline.answers; no model). filter runs the three checks one by one under the
+names `truncated`, `format` and `correct`; generate's adaptive strategy and the pass rates ask
+`verified`, which is the three in a row, so a question's stopping rule and its pass rate mean
+what the filter means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.answers import extract_answer, has_answer_line, is_correct
+from pipeline.reasoning import Convention, Mode, Split, inline_text
+
+# Punctuation goes, but math operators stay: "a + b" and "a - b" are different completions.
+_PUNCT = re.compile(r"[^\w\s+\-*/=<>^%|]")
+# Same mapping for ASCII text via str.translate, which is ~2x faster than the regex.
+_ASCII_PUNCT = str.maketrans({chr(c): " " for c in range(128) if _PUNCT.match(chr(c))})
+
+
+def normalize_text(s: str) -> str:
+    """Lowercase, drop punctuation (keeping math operators), collapse whitespace: two texts
+    equal after this are exact duplicates (filter's exact_dedup)."""
+    s = s.lower()
+    s = s.translate(_ASCII_PUNCT) if s.isascii() else _PUNCT.sub(" ", s)
+    return " ".join(s.split())
+
+
+def text_digest(text: str) -> bytes:
+    return hashlib.blake2b(
+        normalize_text(text).encode("utf-8", "surrogatepass"), digest_size=16
+    ).digest()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    keep: bool
+    reason: str | None = None  # why not, when not kept
+    scores: dict[str, Any] = field(default_factory=dict)  # what the check measured
+    detail: dict[str, Any] = field(default_factory=dict)  # written beside a rejected record
+
+
+def truncated(r: dict, part: Split, drop_truncated: bool = True) -> Verdict:
+    if part.truncated:  # no answer can follow, whatever finish_reason says
+        return Verdict(False, "truncated_reasoning", {"truncated": True})
+    cut = r.get("finish_reason") == "length"
+    if cut and drop_truncated:
+        return Verdict(False, "truncated", {"truncated": True})
+    return Verdict(True, None, {"truncated": cut})
+
+
+def answer_format(r: dict, part: Split, mode: Mode = "auto") -> Verdict:
+    if mode == "required" and part.reasoning is None:
+        return Verdict(False, "no_reasoning", {"format": False})
+    ok = has_answer_line(part.answer)
+    return Verdict(ok, None if ok else "no_answer_line", {"format": ok})
+
+
+def correct(r: dict, part: Split) -> Verdict:
+    pred = extract_answer(part.answer)
+    ok = pred is not None and is_correct(
+        pred, str(r["gold"]), r.get("answer_type", "numeric"), r.get("choices") or None
+    )
+    scores = {"correct": ok, "answer": pred}
+    if pred is None:
+        return Verdict(False, "no_answer", scores)
+    return Verdict(ok, None if ok else "wrong_answer", scores)
+
+
+def verified(r: dict, convention: Convention) -> bool:
+    """The filter's `truncated`, `format` and `correct` checks all pass."""
+    part = convention.split(r)
+    return (
+        truncated(r, part).keep
+        and answer_format(r, part, convention.mode).keep
+        and correct(r, part).keep
+    )
+
+
+def text_of(r: dict, convention: Convention) -> str:
+    """The teacher's whole text, trace included: what dedup compares."""
+    return inline_text(convention.split(r), convention.tags)
