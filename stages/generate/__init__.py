@@ -1,4 +1,12 @@
-"""generate: the teacher writes n rationale samples per train question.
+"""generate: the teacher writes rationale samples for every train question.
+
+How many, and from which teacher, is stages/generate/strategy.py: n per question (strategy
+fixed), or rounds of n until a question has generate.target_verified verified samples or
+generate.max_samples (adaptive); with a `teachers:` list, in cascade (a question reaches the
+next teacher only while it lacks the target) or all together. Every round of a teacher runs on
+one model start, and every decision is replayed from the pool on a rerun, so an interrupted run
+asks only for what the pool lacks. The manifest says per teacher what it was sent, what it
+cost and what it bought (questions, samples, rounds, tokens, verified samples).
 
 Samples are content-addressed (stages/generate/samples.py) and live in one append-only pool per
 run, `runs/<run>/generate/pool.jsonl`, shared by every generate key: raising n or adding
@@ -46,7 +54,7 @@ NAME = "generate"
 VERSION = 1
 OUTPUTS = ("samples.jsonl", "errors.jsonl")
 UPSTREAM: tuple[str, ...] = ()
-HELP = "the teacher writes n step-by-step samples per train question (vLLM)"
+HELP = "the teachers write step-by-step samples per train question (vLLM)"
 POOL = "pool.jsonl"
 POOL_LOCK = ".pool.lock"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -282,3 +283,110 @@ def test_dedup_scope_global_removes_copies_across_questions() -> None:
         "b-0": ("exact_duplicate", "a-0"),
         "c-0": ("exact_duplicate", "a-0"),
     }
+
+
+# --- several teachers: preference, balance, pass rates --------------------------------------
+
+
+def _by_teacher(per_teacher: dict[str, dict[str, list[str]]]) -> tuple[list[dict], dict]:
+    rows, qs = [], {}
+    for teacher, per_q in per_teacher.items():
+        r, q = _samples(per_q)
+        for row in r:
+            row["id"] = f"{teacher}:{row['id']}"
+            row["teacher"] = teacher
+        rows += r
+        qs |= q
+    return rows, qs
+
+
+def test_prefer_teacher_keeps_its_style_and_others_fill_its_gaps() -> None:
+    from stages.filter.checks import filter_records
+
+    rows, qs = _by_teacher(
+        {
+            "big": {"a": ["Big says 3 + 4 = 7.\nAnswer: 7"], "b": ["Answer: 9"]},
+            "small": {"a": ["Small: seven.\nAnswer: 7"], "b": ["Small: 7.\nAnswer: 7"]},
+        }
+    )
+    cfg = dataclasses.replace(_cfg(), prefer_teacher="big")  # labels are checked in Config
+    kept, rejected, _ = filter_records(rows, cfg, qs, [])
+    assert sorted(r["id"] for r in kept) == ["big:a-0", "small:b-0"]  # b: big was wrong
+    reasons = {r["id"]: r["reason"] for r in rejected}
+    assert reasons == {"big:b-0": "wrong_answer", "small:a-0": "other_teacher_preferred"}
+
+
+def test_balanced_selection_takes_each_teacher_s_best_in_turn() -> None:
+    from stages.filter.checks import filter_records
+
+    ok = [f"Way {i}: 3 + 4 = 7, checked {'again ' * i}.\nAnswer: 7" for i in range(3)]
+    rows, qs = _by_teacher({"t1": {"a": ok}, "t2": {"a": ok[:2]}})
+    for r in rows:  # the same texts under two teachers: not duplicates in this test
+        r["completion"] = r["teacher"] + " " + r["completion"]
+    kept, _, _ = filter_records(rows, _cfg("filter.selection=balanced"), qs, [])
+    assert sorted(r["id"] for r in kept) == ["t1:a-0", "t2:a-0"]  # one each, the shortest
+    kept, _, _ = filter_records(
+        rows, _cfg("filter.selection=balanced", "filter.per_question_cap=3"), qs, []
+    )
+    assert sorted(r["id"] for r in kept) == ["t1:a-0", "t1:a-1", "t2:a-0"]
+
+
+def test_pass_rate_bounds_drop_too_easy_and_too_hard_questions(tmp_path: Path) -> None:
+    """Run through the stage: rates per question and teacher in the report and the kept rows."""
+    from pipeline.config import load_config as load
+
+    cfg = load(None, [f"runs_dir={tmp_path}"])
+    task = load_task(cfg.task)
+    easy, mid, hard = task.train[:3]
+    per_q = {
+        easy.id: [f"{easy.answer} it is.\nAnswer: {easy.answer}", f"Answer: {easy.answer}"],
+        mid.id: [f"So {mid.answer}.\nAnswer: {mid.answer}", "Answer: 123456"],
+        hard.id: ["Answer: 123456", "No answer here"],
+    }
+    gold = {q.id: q.answer for q in (easy, mid, hard)}
+    rows = []
+    for qid, texts in per_q.items():
+        for i, text in enumerate(texts):
+            rows.append(
+                {
+                    "id": f"{qid}-{i}",
+                    "question_id": qid,
+                    "gold": gold[qid],
+                    "answer_type": "numeric",
+                    "completion": text,
+                    "finish_reason": "stop",
+                    "usage": {"completion_tokens": 5},
+                    "teacher": "t",
+                }
+            )
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    atomic_write_jsonl(gen / "samples.jsonl", rows)
+    checks = "filter.checks=[format, correct, exact_dedup]"
+    for bounds, kept_q in (
+        ([], {easy.id, mid.id}),
+        (["filter.min_pass_rate=0.01", "filter.max_pass_rate=0.99"], {mid.id}),
+    ):
+        out = tmp_path / f"out{len(bounds)}"
+        out.mkdir()
+        c = load(None, [f"runs_dir={tmp_path}", checks, *bounds])
+        stats = filt.run(c, {"generate": gen}, out)
+        kept = list(read_jsonl(out / "kept.jsonl"))
+        assert {r["question_id"] for r in kept} == kept_q
+        for r in kept:
+            assert r["pass_rate"] == {easy.id: 1.0, mid.id: 0.5}[r["question_id"]]
+            assert r["pass_rate_by_teacher"] == {"t": r["pass_rate"]}
+        report = json.loads((out / "report.json").read_text())
+        assert (
+            report["pass_rate"]["never_solved"] == 1 and report["pass_rate"]["always_solved"] == 1
+        )
+        assert report["pass_rate"]["per_question"][mid.id] == {"t": {"verified": 1, "sampled": 2}}
+        assert report["teachers"]["t"] == {
+            "samples": 6,
+            "verified": 3,
+            "kept": len(kept),
+            "questions": 3,
+            "questions_solved": 2,
+        }
+        if bounds:
+            assert stats["reasons"]["too_easy"] == 2 and stats["reasons"]["too_hard"] == 2

@@ -511,3 +511,63 @@ def test_one_config_serves_both_ways() -> None:
     key (tests/unit/test_docker_files.py checks the compose side)."""
     cfg = load_config(shipped_config("gsm8k_qwen_gpu"), ["teacher.endpoint=http://teacher:8000/v1"])
     assert cfg.teacher.serve.replicas == 2 and cfg.teacher.urls() == ["http://teacher:8000/v1"]
+
+
+# --- strategies and several teachers ---------------------------------------------------------
+
+
+def test_teachers_inherit_the_teacher_section(tmp_path: Path) -> None:
+    cfg = load_config(
+        _yaml(
+            tmp_path,
+            "teacher:\n  system: be brief\n  serve: {kv_cache_gib: 2}\n"
+            "teachers:\n  - {fewshot: 0}\n  - {fewshot: 1, label: one-shot}\n",
+        )
+    )
+    a, b = cfg.teacher_list()
+    assert (a.fewshot, b.fewshot) == (0, 1)
+    assert a.system == b.system == "be brief" and a.serve.kv_cache_gib == 2
+    assert cfg.teacher_labels() == ["smollm2-135m", "one-shot"]
+    assert cfg.lead_teacher() is b  # eval measures the last
+    assert load_config(None).teacher_list() == [Config().teacher]
+
+
+@pytest.mark.parametrize(
+    "overrides, key, words",
+    [
+        (["teachers=[{fewshot: 0}, {reasoning: off}]"], "teachers[1].reasoning", "convention"),
+        (["teachers=[{fewsho: 1}]"], "teachers[0].fewsho", "unknown config key"),
+        (["teachers=[{fewshot: -1}]"], "teachers[0].fewshot", ">= 0"),
+        (["teachers=[3]"], "teachers[0]", "mapping"),
+        (["teachers=[{label: a}, {label: a}]"], "teachers", "share the label"),
+        (["filter.prefer_teacher=big"], "filter.prefer_teacher", "not a teacher's label"),
+        (["generate.strategy=adaptive", "generate.max_samples=2"], "generate.max_samples", "n"),
+        (["filter.min_pass_rate=0.6", "filter.max_pass_rate=0.5"], "filter.min_pass_rate", "above"),
+        (["filter.max_pass_rate=1.5"], "filter.max_pass_rate", "<= 1"),
+        (["generate.strategy=greedy"], "generate.strategy", "'fixed', 'adaptive'"),
+        (
+            ["teachers=[{fewshot: 0}, {fewshot: 1}]", "generate.logprobs=20"],
+            "generate.logprobs",
+            "one teacher",
+        ),
+    ],
+)
+def test_strategy_and_teacher_mistakes_name_the_key(
+    overrides: list[str], key: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert str(e.value).startswith(key + ":") and words in str(e.value)
+
+
+def test_strategy_knobs_key_generate_only_when_set() -> None:
+    """Set to their defaults, the new knobs leave every key as it was; set, they key generate
+    (filter's ones: filter) and leave sample ids alone."""
+    base = {p.name: p.key for p in plan(load_config(shipped_config("default")), "eval").values()}
+    same = load_config(
+        shipped_config("default"),
+        ["generate.strategy=fixed", "generate.combine=cascade", "filter.min_pass_rate=0"],
+    )
+    assert {p.name: p.key for p in plan(same, "eval").values()} == base
+    adaptive = load_config(shipped_config("default"), ["generate.strategy=adaptive"])
+    assert plan(adaptive, "generate")["generate"].key != base["generate"]

@@ -1,0 +1,124 @@
+"""The round logic of adaptive sampling and cascades, on hand-made samples: which samples each
+round asks for, when a question stops, and that a replay from the pool asks nothing."""
+
+from __future__ import annotations
+
+from pipeline.calls import Request
+from pipeline.config import load_config
+from pipeline.reasoning import Convention
+from pipeline.tasks import Question
+from stages.generate.samples import plan_samples
+from stages.generate.strategy import Rounds, Tally, TeacherPlan, sent_on, teacher_rounds
+
+# What the teacher writes for sample i of each question: right, wrong, or a copy.
+RIGHT = "3 + 4 = 7.\nAnswer: 7"
+WRONG = "3 + 4 = 8.\nAnswer: 8"
+SCRIPT = {
+    "easy": [RIGHT, "So seven.\nAnswer: 7", WRONG, WRONG, WRONG, WRONG],
+    "copies": [RIGHT, RIGHT, RIGHT, RIGHT, "Seven!\nAnswer: 7", WRONG],
+    "hard": [WRONG] * 6,
+}
+
+
+def _plan() -> TeacherPlan:
+    samples = {
+        q: [
+            (Request([f"{q}-{i}"], [], {}), Question(q, "3 + 4?", "7"), i)
+            for i in range(len(texts))
+        ]
+        for q, texts in SCRIPT.items()
+    }
+    return TeacherPlan(0, "t", None, "id", samples)  # type: ignore[arg-type]
+
+
+def _row(sid: str) -> dict:
+    q, i = sid.rsplit("-", 1)
+    return {
+        "id": sid,
+        "question_id": q,
+        "completion": SCRIPT[q][int(i)],
+        "finish_reason": "stop",
+        "gold": "7",
+        "answer_type": "numeric",
+        "usage": {"completion_tokens": 4},
+    }
+
+
+def _drive(rounds: Rounds, have: dict) -> list[list[str]]:
+    """Answer every asked sample as the teacher would; return what each call asked."""
+    asked = []
+    while ids := [p[0].id for p in rounds.next()]:
+        asked.append(ids)
+        have.update((i, _row(i)) for i in ids)
+    return asked
+
+
+def _rounds(have: dict, *overrides: str) -> Rounds:
+    cfg = load_config(None, ["generate.strategy=adaptive", *overrides])
+    return teacher_rounds(cfg, _plan(), list(SCRIPT), have, Tally(Convention()))
+
+
+def test_a_question_stops_at_its_target_of_distinct_verified_samples() -> None:
+    have: dict = {}
+    r = _rounds(have, "generate.n=2", "generate.target_verified=2", "generate.max_samples=6")
+    asked = _drive(r, have)
+    assert asked == [
+        ["easy-0", "easy-1", "copies-0", "copies-1", "hard-0", "hard-1"],
+        ["copies-2", "copies-3", "hard-2", "hard-3"],  # easy has 2 distinct verified: done
+        ["copies-4", "copies-5", "hard-4", "hard-5"],  # copies of one answer count once
+    ]
+    assert r.tally.count == {"easy": 2, "copies": 2}
+    assert r.rounds == 3 and not r.short
+
+
+def test_a_replay_from_the_pool_asks_nothing_and_reaches_the_same_samples() -> None:
+    have: dict = {}
+    live = _rounds(have, "generate.n=2", "generate.max_samples=6")
+    _drive(live, have)
+    replay = _rounds(dict(have), "generate.n=2", "generate.max_samples=6")
+    assert replay.next() == []
+    assert [p[0].id for p in replay.used] == [p[0].id for p in live.used]
+
+
+def test_a_resume_mid_round_asks_only_the_missing_samples() -> None:
+    have: dict = {}
+    _drive(_rounds(have, "generate.n=2", "generate.max_samples=6"), have)
+    partial = {k: v for k, v in have.items() if k not in ("copies-3", "hard-5")}  # the kill
+    r = _rounds(partial, "generate.n=2", "generate.max_samples=6")
+    assert [p[0].id for p in r.next()] == ["copies-3"]
+    partial["copies-3"] = _row("copies-3")
+    assert [p[0].id for p in r.next()] == ["hard-5"]
+
+
+def test_a_round_with_a_failed_sample_ends_the_asking() -> None:
+    have: dict = {}
+    r = _rounds(have, "generate.n=2", "generate.max_samples=6")
+    first = r.next()
+    have.update((p[0].id, _row(p[0].id)) for p in first[:-1])  # the last one failed
+    assert r.next() == [] and r.short
+
+
+def test_fixed_draws_n_for_every_question_whatever_it_verified() -> None:
+    have: dict = {}
+    cfg = load_config(None, ["generate.n=3"])
+    r = teacher_rounds(cfg, _plan(), list(SCRIPT), have, Tally(Convention()))
+    assert [len(a) for a in _drive(r, have)] == [9]
+
+
+def test_cascade_sends_on_only_questions_short_of_the_target() -> None:
+    have: dict = {}
+    cfg = load_config(None, ["generate.n=2", "generate.target_verified=2"])
+    tally = Tally(Convention())
+    _drive(teacher_rounds(cfg, _plan(), list(SCRIPT), have, tally), have)
+    assert sent_on(cfg, list(SCRIPT), tally) == ["copies", "hard"]
+
+
+def test_adaptive_round_samples_are_fixed_n_samples() -> None:
+    """Sample i has one id and one seed, whatever the count asked: rounds add, never redraw."""
+    cfg = load_config(None, ["task.max_train=5"])
+    four = plan_samples(cfg, "teacher-x", count=4)
+    eight = plan_samples(cfg, "teacher-x", count=8)
+    by_q = {(q.id, i): r for r, q, i in eight}
+    for r, q, i in four:
+        assert by_q[(q.id, i)].id == r.id and by_q[(q.id, i)].sampling == r.sampling
+    assert len({r.sampling["seed"] for r, _, _ in eight}) == len(eight)
