@@ -135,7 +135,8 @@ def cascade() -> None:
     gen = stage_stats(stage_dir("generate", RUN + extra))
     print(f"{'teacher':<12} {'sent':>5} {'samples':>7} {'prompt tok':>10} {'compl. tok':>10} "
           f"{'verified':>8} {'tok/verified':>12}")  # fmt: skip
-    for label, t in gen["teachers"].items():
+    for label in ("zero-shot", "one-shot"):  # the cascade's order (the manifest sorts keys)
+        t = gen["teachers"][label]
         print(
             f"{label:<12} {t['questions_sent']:>5} {t['samples']:>7} {t['prompt_tokens']:>10,} "
             f"{t['completion_tokens']:>10,} {t['verified']:>8} {t['tokens_per_verified']:>12}"

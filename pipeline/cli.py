@@ -1,4 +1,4 @@
-"""`distill`: one subcommand per stage, plus `run`, `status` and `config`.
+"""`distill`: one subcommand per stage, plus `run`, `status`, `config` and `export`.
 
 Only argparse, yaml and the config dataclasses are imported here: `distill --help` stays fast
 and never imports torch or vLLM. Stage code is imported when a stage actually runs.
@@ -19,6 +19,7 @@ COMMANDS_HELP = {
     "run": "generate -> filter -> train -> eval, skipping what is cached",
     "status": "show every stage of a run: complete / partial / corrupt / missing / stale",
     "config": "print every config field: type, default, value, whether it is in a key, doc",
+    "export": "copy the run's dataset (parquet + card) and student (+ card) to --to DIR",
 }
 
 
@@ -47,14 +48,23 @@ def _parser() -> argparse.ArgumentParser:
             help="YAML config (default: the bundled pipeline/configs/default.yaml)",
         )
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-        if name != "config":
+        if name == "export":
+            p.add_argument("--to", required=True, help="a new (or empty) dir for the export")
+            p.add_argument(
+                "--push",
+                default="",
+                metavar="REPO",
+                help="also upload to the Hub: the model to model repo REPO, the dataset to "
+                "dataset repo REPO (needs a token and network)",
+            )
+        if name not in ("config", "export"):
             p.add_argument(
                 "--verify",
                 action="store_true",
                 help="also compare every output's sha256 with its manifest"
                 + ("" if name == "status" else " (a stage whose files differ is rebuilt)"),
             )
-        if name not in ("status", "config"):
+        if name not in ("status", "config", "export"):
             p.add_argument(
                 "--force", action="store_true", help=f"rerun {name} even if it is cached"
             )
@@ -110,6 +120,11 @@ def _main(args: argparse.Namespace) -> int:
 
     if args.command == "config":
         report.print_config(cfg)
+        return 0
+    if args.command == "export":
+        from pipeline.export import export
+
+        export(cfg, args.to, args.push)
         return 0
     if args.command == "status":
         from pipeline.runner import status

@@ -542,6 +542,11 @@ class TrainConfig:
         factory=KDConfig, doc="the soft-label loss of objective: kd", key_when_set=True
     )
     save_steps: int = runtime(50, doc="checkpoint every N steps", ge=1)
+    keep_checkpoints: bool = runtime(
+        False,
+        doc="keep the last Trainer checkpoint (weights and optimizer state: ~12x the weights "
+        "for a full fine-tune) after a successful train stage; false = delete checkpoints/",
+    )
     logging_steps: int = runtime(5, doc="log the loss every N steps", ge=1)
     launcher: Literal["none", "accelerate"] = runtime(
         "none", doc="none: train in this process; accelerate: `accelerate launch`"

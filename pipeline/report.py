@@ -51,8 +51,14 @@ def print_summary(cfg: Config, results: list[Any], seconds: float) -> None:
 
 
 def print_status(cfg: Config, rows: list[Any]) -> None:
-    t = Table(title=Text(f"run '{cfg.run}' in {cfg.runs_dir}/{cfg.run}"), title_justify="left")
-    for col in ("stage", "state", "key", "rows", "seconds", "finished", "note"):
+    from pipeline.runner import dir_bytes, run_dir
+
+    total = _size(dir_bytes(run_dir(cfg)))
+    t = Table(
+        title=Text(f"run '{cfg.run}' in {cfg.runs_dir}/{cfg.run} ({total} on disk, all keys)"),
+        title_justify="left",
+    )
+    for col in ("stage", "state", "key", "rows", "disk", "seconds", "finished", "note"):
         t.add_column(col)
     colors = {
         "complete": "green",
@@ -67,11 +73,27 @@ def print_status(cfg: Config, rows: list[Any]) -> None:
             Text(s.state, style=colors.get(s.state, "white")),
             s.key,
             Text(_fmt_rows(s.rows)),
+            Text(_disk(s)),
             f"{s.seconds:.1f}" if s.seconds is not None else "",
             s.ended,
             Text(s.note),
         )
     console.print(t)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _disk(s: Any) -> str:
+    """The stage dir's bytes, plus what its keys share (the pool) where there is any."""
+    own = "" if s.disk is None else _size(s.disk)
+    if s.shared_disk:
+        return f"{own or '-'} + {_size(s.shared_disk)} shared"
+    return own
 
 
 def print_config(cfg: Config) -> None:

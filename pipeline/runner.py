@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import shutil
 import sys
 import time
@@ -237,6 +238,33 @@ class StageStatus:
     seconds: float | None = None
     ended: str = ""
     note: str = ""
+    disk: int | None = None  # bytes under the stage dir
+    shared_disk: int = 0  # bytes of files the stage's keys share (generate's pool)
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes of the regular files under `path` (links not followed; 0 if it is not a dir)."""
+    total = 0
+    stack = [path]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                stack.append(Path(e.path))
+            elif e.is_file(follow_symlinks=False):
+                total += e.stat(follow_symlinks=False).st_size
+    return total
+
+
+def _shared_bytes(stage_root: Path) -> int:
+    """The files beside a stage's key dirs (generate's pool and soft-label store)."""
+    try:
+        return sum(f.stat().st_size for f in stage_root.iterdir() if f.is_file())
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
 
 
 def status(cfg: Config, *, verify: bool = False) -> list[StageStatus]:
@@ -269,6 +297,8 @@ def status(cfg: Config, *, verify: bool = False) -> list[StageStatus]:
             continue
         shown.add(p.key)
         st = StageStatus(name, "missing", p.key[:12], str(p.dir))
+        st.disk = dir_bytes(p.dir) if p.dir.is_dir() else None
+        st.shared_disk = _shared_bytes(p.dir.parent)
         m, problems = check_complete(p, deep=verify)
         if m:
             st.state, st.rows, st.seconds, st.ended = (

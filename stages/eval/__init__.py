@@ -8,12 +8,14 @@ Students are served as eval.serve says, one at a time, greedy by default.
 
 Predictions are collected by stages/eval/predictions.py, scored and summarised by
 stages/eval/metrics.py, and written up by stages/eval/report.py: metrics.json, report.md,
-accuracy.png. Scores are recomputed from the texts on every run.
+accuracy.png, and cards/<student>/README.md, each evaluated student's model card with its
+scores (`distill export` ships it). Scores are recomputed from the texts on every run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -52,10 +54,12 @@ from stages.eval.report import (
     table_rows,
     trace_lines,
 )
+from stages.shared.cards import CARD, with_metrics
 
 NAME = "eval"
-VERSION = 1
-OUTPUTS = ("predictions.jsonl", "metrics.json", "report.md", "accuracy.png")
+VERSION = 2  # 2: cards/<student>/README.md, each evaluated student's card with its scores
+CARDS = "cards"
+OUTPUTS = ("predictions.jsonl", "metrics.json", "report.md", "accuracy.png", CARDS)
 UPSTREAM = ("filter", "train")
 HELP = "measure teacher, base and distilled student on the held-out split"
 # McNemar pairs reported when both models were evaluated.
@@ -116,6 +120,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "report.md", render_report(metrics))
     plot_accuracy(metrics, out / "accuracy.png")
+    _student_cards(metrics, inputs, out)
     per_model = metrics["per_model"]
     seconds, new_tokens = counts.pop("seconds"), counts["new_completion_tokens"]
     return {
@@ -133,6 +138,18 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
         "mcnemar": metrics["mcnemar"],
         "stage_seconds": round(time.monotonic() - started, 2),
     }
+
+
+def _student_cards(metrics: dict[str, Any], inputs: dict[str, Path], out: Path) -> None:
+    """Each evaluated student's model card with what was measured, in cards/<label>/: the
+    train stage's own card stays as its manifest recorded it."""
+    shutil.rmtree(out / CARDS, ignore_errors=True)
+    for label, name in TRAINED_INPUT.items():
+        src = Path(inputs.get(name, "")) / "model" / CARD
+        if label in metrics["per_model"] and name in inputs and src.is_file():
+            dest = out / CARDS / label / CARD
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(dest, with_metrics(src.read_text(), label, metrics))
 
 
 def _predictions(cfg: Config, muts: list, out: Path) -> tuple[list[dict], dict[str, Any]]:

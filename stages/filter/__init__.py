@@ -2,7 +2,8 @@
 
 The checks are in stages/filter/checks.py, deduplication in stages/filter/dedup.py. Outputs:
 `kept.jsonl` (TRL conversational prompt-completion rows, the prompt being the student's zero-shot
-one), `rejected.jsonl` (each sample with its reason) and `report.json` (counts per reason,
+one), `README.md` (its dataset card, in the Hub's form: `datasets.load_dataset(<stage dir>)`
+loads kept.jsonl by it), `rejected.jsonl` (each sample with its reason) and `report.json` (counts per reason,
 histograms, contamination matches, per teacher what came in and was kept, every question's
 pass rate). Every kept row carries its question's pass rate, verified / sampled, over all
 teachers and per teacher (filter.min_pass_rate / max_pass_rate drop questions by it: too_hard,
@@ -13,6 +14,8 @@ without the generate pool.
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,18 +27,20 @@ from pipeline.records import (
     DataError,
     atomic_write_json,
     atomic_write_jsonl,
+    atomic_write_text,
     read_jsonl,
     schema_problem,
 )
 from pipeline.stage import ExtraInput, KeyParts
 from pipeline.tasks import load_task, template_bytes
 from stages.filter.checks import filter_records, to_sft_row
+from stages.shared.cards import CARD, dataset_card, lineage
 from stages.shared.softlabels import KEPT_STORE, POOL_STORE, Store, copy_records
 from stages.shared.verify import verified
 
 NAME = "filter"
-VERSION = 2  # 2: kept rows carry their question's pass rates
-OUTPUTS = ("kept.jsonl", "rejected.jsonl", "report.json", KEPT_STORE)
+VERSION = 2  # 2: kept rows carry their question's pass rates; README.md, the dataset card
+OUTPUTS = ("kept.jsonl", "rejected.jsonl", "report.json", CARD, KEPT_STORE)
 UPSTREAM = ("generate",)
 HELP = "verify, deduplicate, decontaminate and score samples into kept.jsonl"
 
@@ -117,6 +122,8 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     atomic_write_jsonl(out / "rejected.jsonl", rejected)
     report = _report(cfg, rows, kept, rejected, scores, sft, rates, overall, reasoning)
     atomic_write_json(out / "report.json", report)
+    idents = {r.get("teacher", ""): r.get("teacher_identity", "?") for r in rows}
+    atomic_write_text(out / CARD, _card(cfg, report, sft, inputs["generate"], task, idents))
     traces = {"reasoning": report["reasoning"]} if "reasoning" in report else {}
     return {k: report[k] for k in ("input", "kept", "rejected", "reasons", "truncated_seen")} | {
         "questions_with_kept": report["questions_with_kept"],
@@ -173,6 +180,17 @@ def _report(
     if report["kept"] + report["rejected"] != report["input"]:
         raise RuntimeError("filter lost or doubled a record")  # a bug, never a user's mistake
     return report
+
+
+def _card(
+    cfg: Config, report: dict, kept: list[dict], gen_dir: Path, task: Any, idents: dict
+) -> str:
+    """The dataset card (stages/shared/cards.py): what a user of kept.jsonl must know."""
+    keys = lineage(sys.modules[__name__], cfg, {"generate": gen_dir})
+    manifest = gen_dir / "manifest.json"
+    gen = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    sizes = {"train": len(task.train), "eval": len(task.eval)}
+    return dataset_card(cfg, report, kept, gen, keys, sizes, idents)
 
 
 def pass_rates(rows: list[dict], convention: Convention) -> dict[str, dict[str, list[int]]]:

@@ -8,7 +8,10 @@ Outputs in `out/`:
 
   model/             the student (full fine-tune, or LoRA merged into the base): loads in vLLM
   adapter/           the LoRA adapter (LoRA only)
-  checkpoints/       Trainer checkpoints every train.save_steps; after success only the last is kept
+  model/README.md    its model card (Hub form): base model, data key and size, objective,
+                     hyper-parameters, seeds, where the loss curve is
+  checkpoints/       Trainer checkpoints every train.save_steps; deleted after success
+                     (train.keep_checkpoints: the last is kept)
   train_log.jsonl    one line per logging step (step, epoch, loss, learning_rate, grad_norm)
   loss.png           the loss curve
   train_stats.json   the stats run() returns
@@ -30,14 +33,15 @@ from typing import Any
 
 from pipeline.config import Config, semantic, to_dict
 from pipeline.models import identity_of
-from pipeline.records import atomic_write_json, sha256_file
+from pipeline.records import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.stage import ExtraInput, KeyParts
+from stages.shared.cards import CARD, lineage, model_card
 from stages.shared.models import local_model
 from stages.train.preflight import TrainError, preflight
 from stages.train.trainer import STATS_FILE, checkpoint_step, last_checkpoint, train_in_process
 
 NAME = "train"
-VERSION = 1
+VERSION = 2  # 2: model/README.md, the model card; checkpoints/ deleted after success
 OUTPUTS = ("model", "train_log.jsonl", "loss.png", STATS_FILE)
 UPSTREAM = ("filter",)
 HELP = "train the student on kept.jsonl with TRL: SFT or soft-label KD, full or LoRA"
@@ -69,7 +73,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     kept = Path(inputs["filter"]) / "kept.jsonl"
     out = Path(out)
     if cfg.train.launcher == "none":
-        return train_in_process(cfg, kept, out)
+        return _with_card(cfg, train_in_process(cfg, kept, out), out, kept.parent)
     # Pre-flight here too: a bad dataset fails in seconds, with its message, before N processes.
     student = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
     _, prepared = preflight(student, kept, cfg.train)
@@ -87,7 +91,17 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
         raise TrainError(f"training under accelerate failed (exit code {rc}); see the output above")
     if not (out / STATS_FILE).is_file():
         raise TrainError(f"accelerate run exited 0 but wrote no {out / STATS_FILE}")
-    return json.loads((out / STATS_FILE).read_text())
+    return _with_card(cfg, json.loads((out / STATS_FILE).read_text()), out, kept.parent)
+
+
+def _with_card(cfg: Config, stats: dict[str, Any], out: Path, kept_dir: Path) -> dict[str, Any]:
+    """Write the model card (stages/shared/cards.py) into model/ (and adapter/ with LoRA)."""
+    keys = lineage(sys.modules[__name__], cfg, {"filter": kept_dir})
+    card = model_card(cfg, stats, keys, stats.get("examples", 0))
+    for d in ("model", "adapter"):
+        if (out / d).is_dir():
+            atomic_write_text(out / d / CARD, card)
+    return stats
 
 
 def accelerate_config_path(name: str) -> Path:

@@ -262,8 +262,8 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
         losses = write_logs(state.log_history, out)
         stats["final_loss"] = losses[-1]["loss"] if losses else None
         finalize_model(student, tok, out, lora)
-        prune_checkpoints(out / "checkpoints")
         atomic_write_json(out / STATS_FILE, stats)
+        prune_checkpoints(out / "checkpoints", keep_last=cfg.train.keep_checkpoints)
         _log(f"done: {stats['steps']} steps in {seconds:.1f}s, final loss {stats['final_loss']}")
     trainer.accelerator.wait_for_everyone()
     return stats
@@ -495,8 +495,13 @@ def finalize_model(student: Path, tok, out: Path, lora: bool) -> None:
     os.replace(tmp, model_dir)
 
 
-def prune_checkpoints(ckpt_dir: Path) -> None:
-    """Keep only the last checkpoint after success: enough to continue training, half the disk."""
+def prune_checkpoints(ckpt_dir: Path, keep_last: bool = False) -> None:
+    """After success: delete the checkpoints (the model is saved), or keep only the last
+    (train.keep_checkpoints: enough to continue training). The stats are written first, so a
+    kill here costs at most a retrain of this stage, never a wrong result."""
+    if not keep_last:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        return
     last = last_checkpoint(ckpt_dir)
     if last is None:
         return

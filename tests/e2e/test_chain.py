@@ -113,6 +113,103 @@ def test_run_end_to_end_then_cached_then_filter_change(chain: dict):
     }
 
 
+def _card(path: Path) -> dict:
+    """A card's YAML metadata block, parsed."""
+    import yaml
+
+    text = path.read_text()
+    assert text.startswith("---\n"), path
+    return yaml.safe_load(text[4:].split("\n---\n", 1)[0])
+
+
+def test_cards_export_and_disk(chain: dict, tmp_path: Path):
+    """The filter's dataset card and the student's model card name the right keys; the export
+    loads in datasets, transformers and vLLM; checkpoints are gone; status shows disk use."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert run_cli("run", *chain["overrides"]).returncode == 0  # cached after the test above
+    ms = _manifests(chain["runs"])
+    gen = ms["generate"][0]
+    filt = next(m for m in ms["filter"] if m["config"]["filter"]["max_repetition"] == 0.5)
+    train = next(
+        m for m in ms["train"] if m["inputs"] == {"filter": filt["key"]}
+        and not m["config"]["train"]["answer_only"]
+    )  # fmt: skip
+    ev = next(m for m in ms["eval"] if m["inputs"]["filter"] == filt["key"])
+    fdir = chain["runs"] / "filter" / filt["key"][:12]
+    tdir = chain["runs"] / "train" / train["key"][:12]
+    edir = chain["runs"] / "eval" / ev["key"][:12]
+    kept = filt["outputs"]["kept.jsonl"]["rows"]
+
+    card = _card(fdir / "README.md")
+    assert card["distill"] == {"generate_key": gen["key"], "filter_key": filt["key"]}
+    assert card["license"] == "apache-2.0" and card["size_categories"] == ["n<1K"]
+    assert card["configs"][0]["data_files"] == [{"split": "train", "path": "kept.jsonl"}]
+    assert len(datasets.load_dataset(str(fdir), split="train")) == kept  # by the card
+    assert "README.md" in filt["outputs"]
+
+    assert not (tdir / "checkpoints").exists()  # deleted after success
+    assert "README.md" in train["outputs"]["model"]["files"]
+    mcard = _card(tdir / "model" / "README.md")
+    assert mcard["distill"] == {"train_key": train["key"], "filter_key": filt["key"]}
+    assert mcard["base_model"] == Path(chain["overrides"][3].split("=", 1)[1]).name
+
+    dest = tmp_path / "export"
+    r = run_cli("export", *chain["overrides"], "--to", str(dest))
+    assert r.returncode == 0, r.stderr[-3000:]
+    ds = datasets.load_dataset(str(dest / "dataset"), split="train")
+    assert len(ds) == kept and {"prompt", "completion", "pass_rate"} <= set(ds.column_names)
+    assert _card(dest / "dataset" / "README.md")["distill"]["filter_key"] == filt["key"]
+    exported = _card(dest / "model" / "README.md")
+    acc = ev["stats"]["accuracy"]["student"]
+    assert exported["model-index"][0]["results"][0]["metrics"][0]["value"] == acc
+    assert exported["distill"]["train_key"] == train["key"]
+    assert "## Evaluation" in (dest / "model" / "README.md").read_text()
+    assert (edir / "cards" / "student" / "README.md").is_file()
+    model = AutoModelForCausalLM.from_pretrained(dest / "model")
+    tok = AutoTokenizer.from_pretrained(dest / "model")
+    assert model.config.num_hidden_layers == 2 and tok.chat_template
+    _answers_in_vllm(dest / "model", tmp_path)
+
+    again = run_cli("export", *chain["overrides"], "--to", str(dest))  # not empty now
+    assert again.returncode == 2 and "not an empty dir" in again.stderr
+    for i, (env, words) in enumerate(
+        (
+            ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
+            (
+                {"HF_HUB_OFFLINE": "0", "HF_TOKEN": "", "HF_HOME": str(tmp_path)},
+                "no Hugging Face token",
+            ),
+        )
+    ):
+        out = tmp_path / f"push-{i}"
+        p = run_cli("export", *chain["overrides"], "--to", str(out), "--push", "me/x", env=env)
+        lines = [x for x in p.stderr.splitlines() if x.strip()]
+        assert p.returncode == 2 and len(lines) == 1 and words in lines[0], p.stderr
+        assert "nothing was pushed" in lines[0] and (out / "model" / "config.json").is_file()
+
+    empty = run_cli("export", *chain["overrides"], f"runs_dir={tmp_path / 'none'}", "--to",
+                    str(tmp_path / "never"))  # fmt: skip
+    assert empty.returncode == 2 and "run `distill train` first" in empty.stderr
+    assert not (tmp_path / "never").exists()
+
+    st = run_cli("status", *chain["overrides"])
+    assert st.returncode == 0 and "disk" in st.stdout and "shared" in st.stdout
+
+
+def _answers_in_vllm(model_dir: Path, tmp: Path) -> None:
+    from pipeline.ask import AskSettings, ModelSpec, ask
+    from pipeline.calls import Request
+
+    got = []
+    spec = ModelSpec(label="export", model_dir=model_dir, engine="offline", dtype="float32")
+    msgs = [{"role": "user", "content": "What is 2 + 3?"}]
+    req = Request(["x"], msgs, {"temperature": 0.0, "top_p": 1.0, "max_tokens": 8, "seed": 0})
+    ask(spec, [req], got.append, lambda f: None, AskSettings(), tmp / "vllm-logs")
+    assert len(got) == 1 and got[0].usage["completion_tokens"] > 0
+
+
 def test_interrupt_during_train_resumes_from_checkpoint(chain: dict):
     overrides = [*chain["overrides"], "train.max_steps=400", "train.save_steps=5"]
     proc = subprocess.Popen(

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.config import load_config
 from stages import train
@@ -261,7 +262,12 @@ def test_overfit_reproduces_completions(tiny_model, tmp_path, filter_dir):
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 80 and log[-1]["loss"] == stats["final_loss"]
     assert (out / "loss.png").stat().st_size > 1000
-    assert [d.name for d in (out / "checkpoints").glob("checkpoint-*")] == ["checkpoint-80"]
+    assert not (out / "checkpoints").exists()  # deleted after success (train.keep_checkpoints)
+    card = (out / "model" / "README.md").read_text()
+    meta = yaml.safe_load(card[4:].split("\n---\n", 1)[0])
+    assert meta["base_model"] == tiny_model.name and meta["library_name"] == "transformers"
+    assert set(meta["distill"]) == {"train_key", "filter_key"}
+    assert f"final training loss {stats['final_loss']}" in card and "(constant, warmup" in card
 
     rows = make_rows()
     hits = 0
@@ -330,7 +336,13 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.mark.slow  # ~10 s idle, ~50 s on a busy machine
 def test_resume_after_kill(tiny_model, tmp_path, filter_dir):
-    cfg = make_cfg(tiny_model, tmp_path, "train.max_steps=8", "train.save_steps=2")
+    cfg = make_cfg(
+        tiny_model,
+        tmp_path,
+        "train.max_steps=8",
+        "train.save_steps=2",
+        "train.keep_checkpoints=true",
+    )
     cfg_file = tmp_path / "cfg.json"
     train.write_child_config(cfg, cfg_file)
     out = tmp_path / "killed"

@@ -488,13 +488,14 @@ def test_status_shows_the_stages_it_can_key(tmp_path: Path) -> None:
 
 # The bundled default's stage keys, pinned: a refactor that changes one would orphan every
 # cached run. Change them only on purpose (a stage's VERSION, its key parts, the bundled data).
-# filter VERSION 2 (kept rows carry pass rates) moved filter, train and eval.
+# filter VERSION 2 (kept rows carry pass rates, a dataset card), train VERSION 2 (a model
+# card, no checkpoints kept) and eval VERSION 2 (student cards) moved filter, train and eval.
 DEFAULT_KEYS = {
     "generate": "952ab0ea33529f968b098d87da0ef4d8ec6fbc93f7155023e1889d1ebba63f29",
     "filter": "c64e366f937a76a74c1df3f7ba50c958047117f09956390a79297535a0aac2f2",
-    "train": "c0a1b7c48d0064ac20c2d1bd6f739a70c4e596700baf9d9ae825af62badb9c66",
-    "train_answer_only/train": "e0e5be53dc149cec9b2669b210984beae3778adedbca9ec347767406dcb8b265",
-    "eval": "cb30f296bb8511bec486134301217df59f3de17e40fe9aca2486eb18b2af50fb",
+    "train": "76b693a4f168ec4671b43a15533cd5455f13255b02cf693cf014b54bac2c73ee",
+    "train_answer_only/train": "30d2e9adc32958d798d88d2b7c86612cdd51d8ffef827133c00a1369239d155a",
+    "eval": "5cfedf1be0bc8c3d55b059ae3c8ff540eb4b55e79e478bc925eb51bc4c64c43e",
 }
 
 
