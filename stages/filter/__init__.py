@@ -101,8 +101,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     questions = {q.id: q for q in task.train}
     reasoning = Convention.of(cfg.lead_teacher())
     rates = pass_rates(rows, reasoning)
-    overall = {q: _rate(sum(v[0] for v in t.values()), sum(v[1] for v in t.values()))
-               for q, t in rates.items()}  # fmt: skip
+    overall = {q: _rate(*map(sum, zip(*t.values(), strict=True))) for q, t in rates.items()}
     kept, rejected, scores = filter_records(
         rows, cfg.filter, questions, task.eval, reasoning, overall
     )

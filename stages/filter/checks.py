@@ -290,7 +290,7 @@ def to_sft_row(r: dict, q: Question, s: dict, cfg: Config, part: Split | None = 
     A sample with a trace is written with the trace in the teacher's tags before the answer
     (what TRL and a student without a think convention train on), and the two parts apart in
     `reasoning` and `final`, for a student whose chat template takes the trace in a field."""
-    convention = Convention.of(cfg.teacher)
+    convention = Convention.of(cfg.lead_teacher())
     tags = convention.tags
     if part is None:
         part = convention.split(r)

@@ -33,7 +33,13 @@ from pipeline.config import Config, TeacherConfig, semantic
 from pipeline.models import teacher_identity, teacher_key_config
 from pipeline.progress import Progress
 from pipeline.reasoning import Convention
-from pipeline.records import AppendLog, atomic_write_jsonl, read_jsonl_tolerant, recover_log
+from pipeline.records import (
+    AppendLog,
+    DataError,
+    atomic_write_jsonl,
+    read_jsonl_tolerant,
+    recover_log,
+)
 from pipeline.stage import ExtraInput, KeyParts
 from pipeline.tasks import load_task, template_bytes
 from stages.generate.samples import Planned, calls, check_sample, plan_samples, record
@@ -198,6 +204,16 @@ def teacher_plans(cfg: Config) -> list[TeacherPlan]:
         for p in plan_samples(cfg, identity, t, cap(cfg)):
             by_q.setdefault(p[1].id, []).append(p)
         out.append(TeacherPlan(i, label, t, identity, by_q))
+    seen: dict[str, str] = {}
+    for tp in out:
+        first = next(iter(tp.samples.values()))[0][0].id if tp.samples else ""
+        if first in seen:  # the same weights and the same prompts: the same samples
+            raise DataError(
+                f"teachers {seen[first]!r} and {tp.label!r} are the same model asked the same "
+                "way, so their samples would be one sample; make them differ (model, template, "
+                "fewshot, system) or list one"
+            )
+        seen[first] = tp.label
     return out
 
 

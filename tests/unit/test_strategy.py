@@ -122,3 +122,15 @@ def test_adaptive_round_samples_are_fixed_n_samples() -> None:
     for r, q, i in four:
         assert by_q[(q.id, i)].id == r.id and by_q[(q.id, i)].sampling == r.sampling
     assert len({r.sampling["seed"] for r, _, _ in eight}) == len(eight)
+
+
+def test_two_teachers_asked_the_same_way_are_refused(tiny_model) -> None:  # noqa: ANN001
+    import pytest
+
+    from pipeline.records import DataError
+    from stages.generate import teacher_plans
+
+    teachers = f"teachers=[{{model: {tiny_model}, label: a}}, {{model: {tiny_model}, label: b}}]"
+    cfg = load_config(None, ["task.max_train=3", teachers])
+    with pytest.raises(DataError, match="'a' and 'b' are the same model asked the same way"):
+        teacher_plans(cfg)
