@@ -54,7 +54,6 @@ from stages.generate.strategy import (
 )
 from stages.shared.models import local_model
 from stages.shared.softlabels import POOL_STORE, Meta, Store, TokenLogprobs, ref_problem, vocab_hash
-from stages.shared.verify import verified
 
 NAME = "generate"
 VERSION = 1
@@ -121,8 +120,8 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     asked: dict[str, Any] = {}
     done: list[Rounds] = []
     shared = Tally(convention)
+    cascade = cfg.generate.combine == "cascade"
     for plan in plans:
-        cascade = cfg.generate.combine == "cascade"
         sent = sent_on(cfg, questions, shared) if cascade and plan.index else questions
         rounds = teacher_rounds(cfg, plan, sent, have, shared if cascade else Tally(convention))
         first = rounds.next()
@@ -164,10 +163,9 @@ def _stats(
     have: dict[str, dict],
     prior: Any,
 ) -> dict[str, Any]:
-    convention = Convention.of(cfg.lead_teacher())
     new_tokens = sum(r["usage"]["completion_tokens"] for r in rows if r["id"] in new)
     gen_seconds = asked.pop("seconds", 0.0)
-    teachers = {r.plan.label: teacher_stats(r, have, new, convention) for r in done}
+    teachers = {r.plan.label: teacher_stats(r, have, new) for r in done}
     return {
         "questions": len({r["question_id"] for r in rows}),
         "samples": len(rows),
@@ -182,17 +180,9 @@ def _stats(
         "truncation_rate": round(sum(r["finish_reason"] == "length" for r in rows) / len(rows), 4),
         "strategy": cfg.generate.strategy,
         "teachers": teachers,
-        "questions_verified": len(
-            set().union(*(_verified_questions(r, have, convention) for r in done))
-        ),
+        "questions_verified": len({q for r in done for q, c in r.tally.count.items() if c}),
         **asked,
     }
-
-
-def _verified_questions(rounds: Rounds, have: dict[str, dict], convention: Convention) -> set[str]:
-    """The questions a teacher's samples verified at least once."""
-    rows = (have[p[0].id] for p in rounds.used if p[0].id in have)
-    return {r["question_id"] for r in rows if verified(r, convention)}
 
 
 def teacher_plans(cfg: Config) -> list[TeacherPlan]:

@@ -36,10 +36,12 @@ class Tally:
     convention: Convention
     count: Counter[str] = field(default_factory=Counter)
     seen: dict[str, set[bytes]] = field(default_factory=lambda: defaultdict(set))
+    verified: set[str] = field(default_factory=set)  # ids of every verified sample, copies too
 
     def add(self, row: dict[str, Any]) -> None:
         if not verified(row, self.convention):
             return
+        self.verified.add(row["id"])
         digest = text_digest(text_of(row, self.convention))
         q = row["question_id"]
         if digest not in self.seen[q]:
@@ -111,9 +113,8 @@ def teacher_rounds(
     cfg: Config, plan: TeacherPlan, questions: list[str], have: dict[str, dict], tally: Tally
 ) -> Rounds:
     g = cfg.generate
-    if g.strategy == "adaptive":
-        return Rounds(plan, questions, have, tally, g.n, g.max_samples, g.target_verified)
-    return Rounds(plan, questions, have, tally, g.n, g.n, None)
+    target = g.target_verified if g.strategy == "adaptive" else None  # fixed: draw n, always
+    return Rounds(plan, questions, have, tally, g.n, cap(cfg), target)
 
 
 def cap(cfg: Config) -> int:
@@ -126,13 +127,12 @@ def sent_on(cfg: Config, questions: list[str], tally: Tally) -> list[str]:
     return [q for q in questions if tally.count[q] < cfg.generate.target_verified]
 
 
-def teacher_stats(
-    rounds: Rounds, have: dict[str, dict], new: set[str], convention: Convention
-) -> dict[str, Any]:
-    """What one teacher cost and bought: the figures that compare strategies and teachers."""
+def teacher_stats(rounds: Rounds, have: dict[str, dict], new: set[str]) -> dict[str, Any]:
+    """What one teacher cost and bought: the figures that compare strategies and teachers
+    (verified as its tally found each sample when its round was consumed)."""
     rows = [have[p[0].id] for p in rounds.used if p[0].id in have]
     tokens = sum(r["usage"]["completion_tokens"] for r in rows)
-    good = [r for r in rows if verified(r, convention)]
+    good = [r for r in rows if r["id"] in rounds.tally.verified]
     return {
         "questions_sent": len({r["question_id"] for r in rows}),
         "rounds": rounds.rounds,
