@@ -42,6 +42,36 @@ def run_cli(*args: str, timeout: float = 900, env: dict | None = None):
     )
 
 
+def kill_generate_when(overrides: list[str], pool: Path, rows: int, timeout: float) -> int:
+    """Start `distill generate` in a session of its own; SIGKILL that whole process group (no
+    cleanup) once `pool` holds `rows` rows. Returns the rows seen at the kill; fails if generate
+    ended first or the rows never came."""
+    import signal
+    import subprocess
+    import time
+
+    from pipeline.records import read_jsonl_tolerant
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "generate", *overrides],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    got = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        got = len(read_jsonl_tolerant(pool).rows) if pool.exists() else 0
+        if got >= rows:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"generate ended (rc {proc.returncode}) before the kill"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return got
+
+
 @pytest.fixture(scope="session")
 def tiny_generated(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One real generate run (vLLM server over the tiny model), shared by downstream tests."""

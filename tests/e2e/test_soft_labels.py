@@ -10,16 +10,11 @@ the capture with transformers' own forward pass and the loss with the full KL.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import kill_generate_when, run_cli
 
 from pipeline.config import load_config, shipped_config
 from pipeline.records import read_jsonl, read_jsonl_tolerant
@@ -277,21 +272,7 @@ def test_kill_and_damage_lose_nothing_and_ask_nothing_twice(soft: dict, tmp_path
         "generate.fsync_every=2",
     ]
     pool = tmp_path / "runs" / "default" / "generate" / "pool.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "generate", *ov],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if pool.exists() and len(read_jsonl_tolerant(pool).rows) >= 6:
-            break
-        time.sleep(0.1)
-    assert proc.poll() is None, "generate ended before the kill"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_generate_when(ov, pool, 6, timeout=300)
     before = len(read_jsonl_tolerant(pool).rows)
     assert 6 <= before < 120
 

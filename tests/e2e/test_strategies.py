@@ -9,16 +9,12 @@ an answer line: every question it is sent goes on to the next teacher.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import kill_generate_when, run_cli
 
 from pipeline.config import load_config, shipped_config
 from pipeline.reasoning import Convention
@@ -80,28 +76,6 @@ def _ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return r
 
 
-def _kill_when(ov: list[str], pool: Path, lines: int) -> int:
-    """Start `distill generate`, SIGKILL its process group once the pool has `lines` rows."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "generate", *ov],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 600
-    got = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        got = len(read_jsonl_tolerant(pool).rows) if pool.exists() else 0
-        if got >= lines:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, f"generate ended (rc {proc.returncode}) before the kill"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return got
-
-
 def _pool_ids(pool: Path) -> list[str]:
     return [r["id"] for r in read_jsonl_tolerant(pool).rows]
 
@@ -112,7 +86,7 @@ def adaptive_killed(models: dict) -> dict:
     ov = _ov(models, "killed", *ADAPTIVE)
     pool = models["tmp"] / "runs" / "killed" / "generate" / "pool.jsonl"
     first_round = QUESTIONS * 2
-    at = _kill_when(ov, pool, first_round + 6)
+    at = kill_generate_when(ov, pool, first_round + 6, timeout=600)
     before = _pool_ids(pool)
     resumed = _ok(run_cli("generate", *ov))
     cold_ov = _ov(models, "cold", *ADAPTIVE)
@@ -200,7 +174,9 @@ def _cascade(models: dict, run: str, order: tuple[str, str]) -> list[str]:
 def cascade_killed(models: dict) -> dict:
     ov = _cascade(models, "cascade", ("cheap", "strong"))
     pool = models["tmp"] / "runs" / "cascade" / "generate" / "pool.jsonl"
-    at = _kill_when(ov, pool, QUESTIONS * 2 + 6)  # in the second teacher's step
+    at = kill_generate_when(
+        ov, pool, QUESTIONS * 2 + 6, timeout=600
+    )  # in the second teacher's step
     before = _pool_ids(pool)
     resumed = _ok(run_cli("generate", *ov))
     return {"ov": ov, "pool": pool, "at": at, "before": before, "resumed": resumed}
