@@ -1,4 +1,4 @@
-"""Typed, documented, checked config fields: the machinery under pipeline/config.py.
+"""Typed, documented, checked config fields: the machinery under pipeline/config/.
 
 `knob()` and `runtime()` declare a field with its doc and bounds; `check_fields` (each section's
 `__post_init__` calls it) coerces every value to its annotated type (Literal enums included) and
@@ -18,9 +18,9 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pipeline.errors import UserError
+from pipeline.paths import PROMPTS_DIR
 from pipeline.redact import redact_url
 
-PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
 INT_LIMIT = 2**63  # ints beyond a signed 64-bit range reach no library intact
 
 

@@ -1,0 +1,57 @@
+"""The `eval:` section: which models are measured on the held-out questions, and how."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.config.generate import SamplingConfig
+from pipeline.config.teacher import ServeConfig
+from pipeline.fields import ConfigError, check_fields, knob, runtime
+
+EvalModel = Literal["teacher", "base", "student", "student_answer_only"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    models: list[EvalModel] = knob(
+        factory=lambda: ["teacher", "base", "student"],
+        doc="models to measure: teacher, base, student, student_answer_only (the last also "
+        "trains the answer-only ablation)",
+    )
+    sampling: SamplingConfig = knob(
+        factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256, seed=0),
+        doc="decoding for every model under test (greedy by default)",
+    )
+    serve: ServeConfig = runtime(
+        factory=ServeConfig,
+        doc="how the base and trained students are served (the teacher: as teacher.serve says)",
+    )
+    trace_budget: dict[str, int] = knob(
+        factory=dict,
+        doc="per model (teacher, base, student, student_answer_only): the most tokens its "
+        "reasoning trace may take; at the budget vLLM writes the close tag and the model "
+        "answers (a model the pipeline serves is set up for it; a teacher at an endpoint needs "
+        "--reasoning-parser there)",
+        key_when_set=True,
+    )
+    concurrency: int = runtime(
+        512, doc="requests in flight per model (queued, for the offline engine)", ge=1
+    )
+    retries: int = runtime(5, doc="attempts per request on transient errors (1 = no retry)", ge=1)
+    backoff_s: float = runtime(0.5, doc="first retry delay; doubles each attempt", ge=0)
+    request_timeout_s: float = runtime(
+        900.0, doc="per request, queueing in the server included", gt=0
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not self.models:
+            raise ConfigError("empty; name at least one model to measure", "models")
+        for label, budget in self.trace_budget.items():
+            if label not in typing.get_args(EvalModel):
+                known = ", ".join(typing.get_args(EvalModel))
+                raise ConfigError(f"unknown model {label!r} (models: {known})", "trace_budget")
+            if budget < 1:
+                raise ConfigError(f"{budget} tokens: give at least 1", f"trace_budget.{label}")

@@ -1,0 +1,97 @@
+"""The `generate:` section: how many samples the teachers write and how they are asked, and
+`SamplingConfig`, the decoding of a model's requests (generate.sampling and eval.sampling)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.fields import ConfigError, check_fields, knob, runtime
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = knob(0.7, doc="sampling temperature; 0 = greedy", ge=0, le=100)
+    top_p: float = knob(1.0, doc="nucleus sampling mass", gt=0, le=1)
+    max_tokens: int = knob(256, doc="completion tokens at most", ge=1)
+    seed: int = knob(1234, doc="base seed: requests are seeded from it, so samples repeat", ge=0)
+    stop: list[str] = knob(factory=list, doc="strings that end a completion (not included)")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for i, s in enumerate(self.stop):
+            if not s:
+                raise ConfigError("an empty stop string would stop at once", f"stop[{i}]")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    n: int = knob(4, doc="samples per question and teacher (strategy adaptive: per round)", ge=1)
+    strategy: Literal["fixed", "adaptive"] = knob(
+        "fixed",
+        doc="fixed: n samples per question; adaptive: rounds of n, a question stops once it has "
+        "target_verified verified samples or max_samples of them (sample i is the same sample "
+        "either way: the two share the pool)",
+        key_when_set=True,
+    )
+    target_verified: int = knob(
+        2,
+        doc="adaptive and cascade: verified samples a question needs (correct, by the filter's "
+        "answer checks, and not a copy of one it has)",
+        ge=1,
+        key_when_set=True,
+    )
+    max_samples: int = knob(
+        16,
+        doc="adaptive: the most samples one teacher draws for a question",
+        ge=1,
+        key_when_set=True,
+    )
+    combine: Literal["cascade", "all"] = knob(
+        "cascade",
+        doc="with teachers: cascade = in order, a question goes to the next teacher only while it "
+        "lacks target_verified verified samples; all = every teacher answers every question",
+        key_when_set=True,
+    )
+    sampling: SamplingConfig = knob(factory=SamplingConfig, doc="the teacher's sampling")
+    concurrency: int = runtime(
+        512,
+        doc="samples in flight across all endpoints, or queued in the offline engine; about "
+        "twice the batch (256 sequences on CPU) so a finished sequence's place is taken at once",
+        ge=1,
+    )
+    samples_per_call: int = runtime(
+        0,
+        doc="cap on a call's samples (the API's n); 0 = all of a question's; 1 if n>1 fails",
+        ge=0,
+    )
+    retries: int = runtime(5, doc="attempts per call on transient errors (1 = no retry)", ge=1)
+    backoff_s: float = runtime(0.5, doc="first retry delay; doubles each attempt", ge=0)
+    request_timeout_s: float = runtime(
+        900.0, doc="per call, queueing in the server included; a full CPU batch answers late", gt=0
+    )
+    fsync_every: int = runtime(32, doc="records appended between fsyncs", ge=1)
+    logprobs: int = knob(
+        0,
+        doc="soft labels: keep the teacher's top-k logprobs for every completion token (k; "
+        "0 = off), in a binary store beside the pool (train.objective: kd learns from them)",
+        key_when_set=True,
+        ge=0,
+        le=4096,
+    )
+    logprobs_mode: Literal["raw", "processed"] = knob(
+        "raw",
+        doc="raw: the teacher's distribution at temperature 1 (vLLM raw_logprobs); processed: "
+        "after the sampling temperature and top_p. The engines distill starts are set to it; "
+        "for endpoints, say what their --logprobs-mode is",
+        key_when_set=True,
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.strategy == "adaptive" and self.max_samples < self.n:
+            raise ConfigError(
+                f"{self.max_samples} is below generate.n ({self.n}), the round size; raise it "
+                "or lower n",
+                "max_samples",
+            )

