@@ -2,7 +2,7 @@
 
     python docker/check_files.py        # prints each problem, exits 1 if there is any
 
-Used by scripts/validate_docker.sh and tests/unit/test_docker_files.py. It complements (does not
+Used by scripts/validate_docker.sh and tests/docker/test_docker_files.py. It complements (does not
 replace) `docker compose config` and hadolint: it checks what this project relies on — the teacher's
 health check and start period, the pipeline waiting for a healthy teacher, read-only model mounts,
 GPU reservations, a pinned vLLM image, and the pins the image shares with pyproject/setup.sh.

@@ -348,3 +348,12 @@ def is_correct(
         return bool(p_txt) and p_txt == _norm_words(_strip_latex_text(gold))
     except Exception:  # noqa: BLE001 - bad teacher output is a wrong answer, not a crash
         return False
+
+
+def grade(
+    text: str, gold: str, answer_type: AnswerType, choices: list[str] | None = None
+) -> tuple[str | None, bool]:
+    """(the final answer read from `text`, whether it matches `gold`): the one answer check
+    that filter's `correct` and eval's scoring both make."""
+    pred = extract_answer(text)
+    return pred, pred is not None and is_correct(pred, str(gold), answer_type, choices or None)

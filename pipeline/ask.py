@@ -78,6 +78,16 @@ class AskStats:
         return out
 
 
+def settings_from(section: Any) -> AskSettings:
+    """AskSettings from a config section with the asking knobs (generate, eval)."""
+    return AskSettings(
+        concurrency=section.concurrency,
+        retries=section.retries,
+        backoff_s=section.backoff_s,
+        timeout_s=section.request_timeout_s,
+    )
+
+
 def spec_from(section: Any, label: str, model_dir: Path | None, **extra: Any) -> ModelSpec:
     """A ModelSpec from a config section that has the serving fields (teacher.serve,
     eval.serve), with `engine: auto` resolved."""

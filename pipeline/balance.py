@@ -2,7 +2,7 @@
 
 No I/O and no clock: the client tells the balancer what it started, what came back and what
 failed, and asks it where to send the next call. That keeps the rules small enough to test by
-hand (tests/unit/test_balance.py):
+hand (tests/pipeline/test_balance.py):
 
 - the least busy live endpoint gets the call (outstanding samples, then fewest served), so a
   replica slowed by long outputs is asked less;

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline.errors import UserError
@@ -53,3 +53,23 @@ class Failure:
     id: str
     reason: str
     attempts: int
+
+
+def sampling_dict(
+    sampling: Any, *, keep_empty_stop: bool, logprobs: int = 0, logprobs_mode: str = "raw"
+) -> dict[str, Any]:
+    """What a request is drawn with, from a config's sampling section: temperature, top_p,
+    max_tokens, seed, stop; with soft labels, their k (and mode, when not raw).
+
+    The dict is hashed into sample ids and eval's request hashes, so its form is part of every
+    cached key: generate has always sent `stop` even when empty, eval only when set
+    (`keep_empty_stop`). Unifying them would re-ask every cached sample or prediction."""
+    s = asdict(sampling)
+    out = {k: s[k] for k in ("temperature", "top_p", "max_tokens", "seed")}
+    if s["stop"] or keep_empty_stop:
+        out["stop"] = list(s["stop"])
+    if logprobs:
+        out["logprobs"] = logprobs
+        if logprobs_mode != "raw":
+            out["logprobs_mode"] = logprobs_mode
+    return out

@@ -24,10 +24,10 @@ COMMANDS_HELP = {
 
 
 def _commands() -> dict[str, str]:
-    """Each stage's own one-line HELP, then the chain-wide commands."""
-    from pipeline.runner import STAGES, stage_module
+    """Each stage's own one-line HELP (read, not imported), then the chain-wide commands."""
+    from pipeline.stage import STAGES, stage_help
 
-    return {name: stage_module(name).HELP for name in STAGES} | COMMANDS_HELP
+    return {name: stage_help(name) for name in STAGES} | COMMANDS_HELP
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
                 metavar="REPO",
                 help="also upload to the Hub: the model to model repo REPO, the dataset to "
                 "dataset repo REPO (needs a token and network)",
+            )
+            p.add_argument(
+                "--dtype",
+                default="auto",
+                choices=("auto", "bfloat16", "float16", "float32"),
+                help="the student's weights (default auto: the dtype it trained in, bf16 "
+                "unless training ran in fp32)",
             )
         if name not in ("config", "export"):
             p.add_argument(
@@ -124,7 +131,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "export":
         from pipeline.export import export
 
-        export(cfg, args.to, args.push)
+        export(cfg, args.to, args.push, args.dtype)
         return 0
     if args.command == "status":
         from pipeline.runner import status

@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """Base for config, data, teacher, model, lock and training pre-flight errors."""
+
+
+class ExportError(UserError):
+    """What cannot be exported (`distill export`), and what to run first."""

@@ -1,13 +1,12 @@
 """`distill export --to DIR [--push REPO]`: a run's dataset and student, laid out for the Hub.
 
-    DIR/dataset/README.md                            the dataset card (filter's), data path fixed
-    DIR/dataset/data/train-00000-of-00001.parquet    kept.jsonl, as `datasets` reads it
-    DIR/model/                                       the student: safetensors, config, tokenizer,
-                                                     chat template, README.md (eval's card with
-                                                     scores, else train's), loss.png
+Export knows no stage's files: it asks every stage of the chain for the config given for its
+part, through the stage's optional `export(ctx)` hook (pipeline/stage.py, ExportContext). As
+built, filter writes DIR/dataset/ (the rows as parquet and the dataset card), train DIR/model/
+(the student's weights in the dtype it trained in, config, tokenizer, card, loss curve; no
+pickle), and eval, when it is complete, replaces the model's card by its copy with the scores.
 
-Both halves come from complete stages only (their manifests checked), for exactly the config
-given, and are written to a temporary dir renamed into place: DIR is whole or absent. Nothing
+Every part is written to a temporary dir renamed into place: DIR is whole or absent. Nothing
 goes over the network unless `--push REPO` is given; then `huggingface_hub` uploads the model to
 the model repo REPO and the dataset to the dataset repo REPO, with the token it finds (HF_TOKEN
 or `huggingface-cli login`); no token, offline mode or a failed upload is one clear line, and
@@ -21,75 +20,47 @@ import shutil
 from pathlib import Path
 
 from pipeline.config import Config
-from pipeline.errors import UserError
+from pipeline.errors import ExportError
+from pipeline.stage import ExportContext
 
-PARQUET = "data/train-00000-of-00001.parquet"
-CARD = "README.md"
-
-
-class ExportError(UserError):
-    """What cannot be exported, and what to run first."""
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
-def export(cfg: Config, to: str | Path, push: str = "") -> Path:
-    """Write the export to `to` (a new or empty dir); with `push`, upload it."""
-    from pipeline.runner import check_complete, plan
+def export(cfg: Config, to: str | Path, push: str = "", dtype: str = "auto") -> Path:
+    """Write the export to `to` (a new or empty dir); with `push`, upload it. `dtype`: the
+    student's weights; auto is the dtype it trained in."""
+    from pipeline.runner import check_complete, plan, stage_module
 
     dest = Path(to).expanduser()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ExportError(f"--to {dest}: exists and is not an empty dir; give a new one")
-    plans = plan(cfg, "eval")
-    for name in ("filter", "train"):
-        manifest, problems = check_complete(plans[name])
-        if manifest is None:
-            why = "; ".join(problems) or "not run yet for this config"
-            raise ExportError(f"{name} is not complete ({why}); run `distill train` first")
-    ev, _ = check_complete(plans["eval"])
-    card = plans["eval"].dir / "cards" / "student" / CARD
-    model_card = card if ev is not None and card.is_file() else None
-
+    if dtype not in DTYPES:
+        raise ExportError(f"--dtype {dtype}: not one of {', '.join(DTYPES)}")
+    # The chain's own stages (not the ablation's or a seed's copies), in chain order.
+    parts = [
+        (p, hook)
+        for label, p in plan(cfg, "eval").items()
+        if label == p.stage and (hook := getattr(stage_module(p.stage), "export", None))
+    ]
     tmp = dest.with_name(f".{dest.name}.export-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    notes = []
     try:
-        _dataset(plans["filter"].dir, tmp / "dataset")
-        _model(plans["train"].dir, model_card, tmp / "model")
+        tmp.mkdir(parents=True)
+        for p, hook in parts:
+            manifest, problems = check_complete(p)
+            notes.append(hook(ExportContext(p.dir, manifest, tuple(problems), tmp, dtype, push)))
         if dest.exists():
             dest.rmdir()  # empty, checked above
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if not model_card:
-        print("export: the student is not evaluated for this config: its card has no scores")
+    for note in filter(None, notes):
+        print(f"export: {note}")
     print(f"export: dataset and student in {dest}")
     if push:
         upload(dest, push)
     return dest
-
-
-def _dataset(filter_dir: Path, out: Path) -> None:
-    import datasets
-
-    from stages.shared.cards import parse, render
-
-    datasets.disable_progress_bars()  # a copy of a few MB: no bars on the console
-    datasets.logging.set_verbosity_error()
-
-    (out / "data").mkdir(parents=True)
-    ds = datasets.load_dataset("json", data_files=str(filter_dir / "kept.jsonl"), split="train")
-    ds.to_parquet(str(out / PARQUET))
-    meta, body = parse((filter_dir / CARD).read_text())
-    for c in meta.get("configs", []):
-        c["data_files"] = [{"split": "train", "path": PARQUET}]
-    (out / CARD).write_text(render(meta, body))
-
-
-def _model(train_dir: Path, card: Path | None, out: Path) -> None:
-    src = train_dir / "model"
-    shutil.copytree(src, out)
-    if card is not None:
-        shutil.copyfile(card, out / CARD)
-    if (train_dir / "loss.png").is_file():
-        shutil.copyfile(train_dir / "loss.png", out / "loss.png")
 
 
 def upload(dest: Path, repo: str) -> None:

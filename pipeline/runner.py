@@ -24,9 +24,7 @@ from pipeline.cache import (
 )
 from pipeline.config import Config, expand
 from pipeline.errors import UserError
-from pipeline.stage import Stage
-
-STAGES = ("generate", "filter", "train", "eval", "seeds")  # the stages, in chain order
+from pipeline.stage import STAGES, RunContext, Stage, hook
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ def chain(cfg: Config, upto: str, prefix: str = "") -> list[Step]:
         if name != upto and name not in needed:
             continue
         mod = stage_module(name)
-        extras = mod.extra_inputs(cfg)
+        extras = hook(mod, "extra_inputs")(cfg)
         for x in extras:
             steps += chain(x.cfg, x.stage, prefix=f"{prefix}{x.label}/")
         inputs = tuple((u, prefix + u) for u in mod.UPSTREAM)
@@ -164,7 +162,7 @@ def _make_dir(path: Path) -> None:
 
 def stage_locks(p: StagePlan) -> list[StageLock]:
     """The stage dir's lock, then the shared ones the stage names (generate: the pool's)."""
-    extra = stage_module(p.stage).locks(p.cfg, p.dir)
+    extra = hook(stage_module(p.stage), "locks")(p.cfg, p.dir)
     return [StageLock(p.dir / LOCK), *(StageLock(x) for x in extra)]
 
 
@@ -200,7 +198,7 @@ def run_stage(p: StagePlan, force: bool, verify: bool = False) -> StageResult:
                 if child.name != LOCK:
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         started = time.time()
-        stats = mod.run(p.cfg, p.inputs, p.dir)
+        stats = mod.run(p.cfg, _context(p))
         manifest = write_manifest(
             p.dir,
             stage=p.stage,
@@ -212,6 +210,18 @@ def run_stage(p: StagePlan, force: bool, verify: bool = False) -> StageResult:
             started=started,
         )
     return StageResult(p.name, p.stage, "ran", time.monotonic() - t0, p.dir, stats, _rows(manifest))
+
+
+def _context(p: StagePlan) -> RunContext:
+    """`p`'s run context: its key, and its inputs' dirs, keys and manifests (each input ran or
+    was found complete just before, in chain order)."""
+    manifests = {}
+    for name, d in p.inputs.items():
+        m = read_manifest(d)
+        if m is None:  # the chain runs inputs first: a missing manifest is a bug, not a user's
+            raise RuntimeError(f"{p.name}: input {name} at {d} has no manifest")
+        manifests[name] = m
+    return RunContext(p.dir, p.key, dict(p.inputs), dict(p.upstream), manifests)
 
 
 def run_chain(
@@ -279,7 +289,7 @@ def status(cfg: Config, *, verify: bool = False) -> list[StageStatus]:
             plans.update(plan(cfg, t))
     except UserError as e:
         # Stage by stage: a student that cannot be keyed leaves generate and filter readable.
-        for target in ("generate", "filter", "train"):
+        for target in STAGES:
             try:
                 plans.update(plan(cfg, target))
             except UserError:

@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from pipeline.calls import ServeError
 
 _PR_SET_PDEATHSIG = 1
@@ -112,6 +110,8 @@ class ManagedServer:
         log.close()
 
     def wait_healthy(self, timeout_s: float) -> None:
+        import httpx  # here, not at the top: `distill status` imports the stages, never this
+
         assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         health = f"http://127.0.0.1:{self.port}/health"

@@ -1,7 +1,7 @@
 """The stage contract: what a stage module provides, and all the runner and the CLI know of it.
 
 A stage is a package `stages/<NAME>/` whose `__init__` provides the members of `Stage` below
-(tests/unit/test_stage_contract.py checks each one). The runner keys it, skips it when its
+(tests/pipeline/test_stage.py checks each one). The runner keys it, skips it when its
 manifest and outputs say it is complete, takes its locks, runs it and writes its manifest; the
 CLI prints its HELP and its summary. Nothing else about a stage is known outside it.
 
@@ -9,19 +9,30 @@ Keys. A stage's key is sha256 over its NAME, VERSION, `key_parts(cfg)` (the sema
 reads, plus content hashes of what it reads besides: model weights, templates, data) and the keys
 of its upstream stages. Runtime knobs (concurrency, endpoints, threads) are never in a key.
 
-Outputs. `run(cfg, inputs, out)` reads only its inputs (upstream stage dirs, by label), writes
-only under `out`, and returns stats; the runner then writes `manifest.json` last, listing every
-name in OUTPUTS with its size, row count and sha256.
+Outputs. `run(cfg, ctx)` reads only its inputs (`ctx.inputs`: upstream stage dirs by label,
+with their keys and manifests, which the runner has read and checked), writes only under
+`ctx.out`, and returns stats; the runner then writes `manifest.json` last, listing every name in
+OUTPUTS with its size, row count and sha256. A stage's own key and its inputs' keys come in
+`ctx` (a card names them): a stage never recomputes a key.
+
+Optional members (`hook` gives their defaults, so a stage with nothing to say writes nothing):
+`extra_inputs(cfg)` (default none), `locks(cfg, out)` (none besides the stage dir's own),
+`export(ctx: ExportContext)` (no part in `distill export`).
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from pipeline.config import Config
+
+STAGES = ("generate", "filter", "train", "eval", "seeds")  # the stages, in chain order
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,53 @@ class ExtraInput:
     cfg: Config
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What the runner hands a stage's `run`: where to write, and its inputs with their keys."""
+
+    out: Path  # the stage dir: everything the stage writes goes under it
+    key: str  # this stage's key ("unknown" when run outside the runner)
+    inputs: dict[str, Path] = field(default_factory=dict)  # input label -> its stage dir
+    input_keys: dict[str, str] = field(default_factory=dict)  # input label -> its key
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)  # input label -> manifest
+
+    def keys(self, name: str) -> dict[str, str]:
+        """Every input's key and this stage's own under `name`: what a card names."""
+        return {**self.input_keys, name: self.key}
+
+    @classmethod
+    def of(cls, inputs: dict[str, Path], out: Path) -> RunContext:
+        """A context for running a stage outside the runner (tests, scripts): the inputs' keys
+        and manifests as their dirs hold them, "unknown" where a dir has none."""
+        import json
+
+        manifests: dict[str, dict[str, Any]] = {}
+        for label, d in inputs.items():
+            with_key = Path(d) / "manifest.json"
+            try:
+                manifests[label] = json.loads(with_key.read_text())
+            except (OSError, ValueError):
+                continue
+        keys = {label: str(manifests.get(label, {}).get("key", "unknown")) for label in inputs}
+        return cls(Path(out), "unknown", {k: Path(v) for k, v in inputs.items()}, keys, manifests)
+
+
+@dataclass(frozen=True)
+class ExportContext:
+    """What `distill export` hands a stage's optional `export(ctx) -> str` hook: the stage's dir
+    for the config given, its manifest (None when it is not complete: `problems` says why when
+    it is corrupt), and the export's root (a temporary dir, renamed into place once every stage
+    wrote its part). The hook writes its part under `dest`, or raises UserError when the export
+    cannot go on without it, and returns a line for the console ("" for nothing to say)."""
+
+    dir: Path
+    manifest: dict[str, Any] | None
+    problems: tuple[str, ...]
+    dest: Path
+    dtype: str  # the student's weights: auto (as trained), bfloat16, float16, float32
+    push: str  # the Hub repo the export will be pushed to, "" for none
+
+
 @runtime_checkable
 class Stage(Protocol):
     NAME: str  # the package name, and the CLI command
@@ -50,13 +108,7 @@ class Stage(Protocol):
 
     def key_parts(self, cfg: Config) -> KeyParts: ...
 
-    def extra_inputs(self, cfg: Config) -> list[ExtraInput]: ...
-
-    def locks(self, cfg: Config, out: Path) -> list[Path]:
-        """Lock files besides the stage dir's own, taken before anything is changed."""
-        ...
-
-    def run(self, cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]: ...
+    def run(self, cfg: Config, ctx: RunContext) -> dict[str, Any]: ...
 
     def progress(self, cfg: Config, out: Path) -> str:
         """For `distill status` on a partial stage dir: how far it got."""
@@ -65,3 +117,39 @@ class Stage(Protocol):
     def summary(self, stats: dict[str, Any], out: Path) -> str:
         """What the CLI prints once after the stage ran: plain text, a few lines."""
         ...
+
+
+def _no_extra_inputs(cfg: Config) -> list[ExtraInput]:
+    return []
+
+
+def _no_locks(cfg: Config, out: Path) -> list[Path]:
+    """Lock files besides the stage dir's own, taken before anything is changed."""
+    return []
+
+
+OPTIONAL: dict[str, Any] = {
+    "extra_inputs": _no_extra_inputs,
+    "locks": _no_locks,
+    "export": None,  # no part in `distill export`
+}
+
+
+def hook(stage: Any, name: str) -> Any:
+    """A stage's optional member `name`, or its default (OPTIONAL)."""
+    return getattr(stage, name, OPTIONAL[name])
+
+
+_HELP_LINE = re.compile(r'^HELP = ("[^"\\]*")$', re.M)
+
+
+def stage_help(name: str) -> str:
+    """Stage `name`'s HELP, read from its package's source without importing it: `distill
+    --help` must not pay for a stage's imports (the serving stack, numpy). HELP is a one-line
+    string literal (tests/pipeline/test_stage.py checks this reading against the module)."""
+    spec = importlib.util.find_spec(f"stages.{name}")
+    origin = spec.origin if spec else None
+    found = _HELP_LINE.search(Path(origin).read_text()) if origin else None
+    if found is None:
+        raise TypeError(f'stages.{name}: no one-line `HELP = "..."` (pipeline/stage.py)')
+    return str(ast.literal_eval(found.group(1)))

@@ -16,36 +16,34 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.calls import Failure, ServeError
+from pipeline.asklog import RecordLog, failed
+from pipeline.calls import sampling_dict
 from pipeline.config import Config, semantic
 from pipeline.models import identity_of, teacher_identity, teacher_key_config
+from pipeline.prompts import template_bytes
 from pipeline.reasoning import Convention
 from pipeline.records import (
-    AppendLog,
     atomic_write_json,
     atomic_write_jsonl,
     atomic_write_text,
     read_jsonl_tolerant,
-    recover_log,
 )
-from pipeline.stage import ExtraInput, KeyParts
-from pipeline.tasks import load_task, template_bytes
+from pipeline.stage import ExportContext, ExtraInput, KeyParts, RunContext
+from pipeline.tasks import load_task
 from stages.eval.metrics import paired_mcnemar, same_answer, score_rows, summarize
 from stages.eval.predictions import (
-    PREDICTIONS,
     TRAINED_INPUT,
+    Todo,
     ask_models,
     check_prediction,
     models_under_test,
     plan_requests,
     request_sha,
     reuse_siblings,
-    sampling_dict,
 )
 from stages.eval.report import (
     mcnemar_lines,
@@ -54,12 +52,12 @@ from stages.eval.report import (
     table_rows,
     trace_lines,
 )
-from stages.shared.cards import CARD, with_metrics
+from stages.shared.cards import parse, render, with_metrics
+from stages.shared.layout import ACCURACY_PLOT, CARD, CARDS, METRICS, MODEL, PREDICTIONS, REPORT_MD
 
 NAME = "eval"
 VERSION = 2  # 2: cards/<student>/README.md, each evaluated student's card with its scores
-CARDS = "cards"
-OUTPUTS = ("predictions.jsonl", "metrics.json", "report.md", "accuracy.png", CARDS)
+OUTPUTS = (PREDICTIONS, METRICS, REPORT_MD, ACCURACY_PLOT, CARDS)
 UPSTREAM = ("filter", "train")
 HELP = "measure teacher, base and distilled student on the held-out split"
 # McNemar pairs reported when both models were evaluated.
@@ -104,12 +102,9 @@ def extra_inputs(cfg: Config) -> list[ExtraInput]:
     return [ExtraInput(TRAINED_INPUT["student_answer_only"], "train", variant)]
 
 
-def locks(cfg: Config, out: Path) -> list[Path]:
-    return []
-
-
-def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     started = time.monotonic()
+    out, inputs = ctx.out, ctx.inputs
     questions = load_task(cfg.task).eval  # never empty: load_task refuses an empty split
     muts = models_under_test(cfg, model_labels(cfg), inputs)
     plan_requests(cfg, muts, questions)
@@ -117,9 +112,9 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     score_rows(rows, Convention.of(cfg.lead_teacher()))
     atomic_write_jsonl(out / PREDICTIONS, rows)
     metrics = _metrics(cfg, [m.label for m in muts], rows, len(questions), muts)
-    atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "report.md", render_report(metrics))
-    plot_accuracy(metrics, out / "accuracy.png")
+    atomic_write_json(out / METRICS, metrics)
+    atomic_write_text(out / REPORT_MD, render_report(metrics))
+    plot_accuracy(metrics, out / ACCURACY_PLOT)
     _student_cards(metrics, inputs, out)
     per_model = metrics["per_model"]
     seconds, new_tokens = counts.pop("seconds"), counts["new_completion_tokens"]
@@ -145,7 +140,7 @@ def _student_cards(metrics: dict[str, Any], inputs: dict[str, Path], out: Path) 
     train stage's own card stays as its manifest recorded it."""
     shutil.rmtree(out / CARDS, ignore_errors=True)
     for label, name in TRAINED_INPUT.items():
-        src = Path(inputs.get(name, "")) / "model" / CARD
+        src = Path(inputs.get(name, "")) / MODEL / CARD
         if label in metrics["per_model"] and name in inputs and src.is_file():
             dest = out / CARDS / label / CARD
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -155,44 +150,35 @@ def _student_cards(metrics: dict[str, Any], inputs: dict[str, Path], out: Path) 
 def _predictions(cfg: Config, muts: list, out: Path) -> tuple[list[dict], dict[str, Any]]:
     """Every planned prediction: from this dir, from sibling eval dirs, or asked now."""
     pred_path = out / PREDICTIONS
-    prior = recover_log(pred_path, check_prediction)
-    note = prior.message(pred_path, pred_path.with_name(PREDICTIONS + ".quarantine"), "answers")
-    if note:
-        print(note, file=sys.stderr, flush=True)
-    have = {r["id"]: r for r in prior.rows}
-    planned = [(m, req, q) for m in muts for req, q in m.requests]
-    # A row counts only if it answers exactly this request (same weights, prompt, sampling).
-    todo = [
-        (m, req, q)
-        for m, req, q in planned
-        if have.get(req.id, {}).get("request_sha") != request_sha(m.identity, req)
-    ]
-    failures: list[Failure] = []
-    with AppendLog(pred_path, fsync_every=16) as log:
-        missing = reuse_siblings(todo, out, log, have)
+    planned = [Todo(m, req, q) for m in muts for req, q in m.requests]
+    with RecordLog.open(pred_path, check_prediction, "answers", fsync_every=16) as log:
+        have = log.rows
+        # A row counts only if it answers exactly this request (same weights, prompt, sampling).
+        todo = [
+            t
+            for t in planned
+            if have.get(t.request.id, {}).get("request_sha")
+            != request_sha(t.model.identity, t.request)
+        ]
+        missing = reuse_siblings(todo, out, log)
         print(
             f"eval: {len(planned) // max(1, len(muts))} held-out questions x {len(muts)} "
             f"model(s) ({', '.join(m.label for m in muts)}); {len(planned) - len(todo)} already "
             f"here, {len(todo) - len(missing)} reused from other eval keys, {len(missing)} to ask",
             flush=True,
         )
-        seconds, new_tokens = ask_models(cfg, missing, out, log, have, failures)
-    if failures:
-        raise ServeError(
-            f"eval: {len(failures)} of {len(missing)} requests failed after retries "
-            f"(first: {failures[0].id}: {failures[0].reason}); finished predictions are kept "
-            f"in {pred_path}; rerun to request only what is missing"
-        )
+        asked = ask_models(cfg, missing, out, log)
+    if asked.failures:
+        raise failed("requests", asked.failures, len(asked.new), pred_path)
     counts = {
         "requested": len(missing),
         "reused": len(planned) - len(todo),
         "reused_from_other_keys": len(todo) - len(missing),
-        "torn_lines_dropped": int(prior.torn_tail is not None),
-        "damaged_lines_quarantined": len(prior.quarantined) + len(prior.duplicates),
-        "new_completion_tokens": new_tokens,
-        "seconds": seconds,
+        **log.recovery(),
+        "new_completion_tokens": asked.tokens,
+        "seconds": asked.stats.seconds if asked.stats else 0.0,
     }
-    return [dict(have[req.id]) for _, req, _ in planned], counts
+    return [dict(have[t.request.id]) for t in planned], counts
 
 
 def _metrics(cfg: Config, labels: list[str], rows: list[dict], n: int, muts: list) -> dict:
@@ -206,7 +192,7 @@ def _metrics(cfg: Config, labels: list[str], rows: list[dict], n: int, muts: lis
         "task": load_task(cfg.task).name,
         "questions": n,
         "models": labels,
-        "sampling": sampling_dict(cfg),
+        "sampling": sampling_dict(cfg.eval.sampling, keep_empty_stop=False),
         "per_model": {lab: per_model[lab] for lab in labels if lab in per_model},
         "mcnemar": tests,
         "model_identity": {m.label: m.identity for m in muts},
@@ -220,11 +206,24 @@ def progress(cfg: Config, out: Path) -> str:
     return f"{len(have)} of up to {n} predictions"
 
 
+def export(ctx: ExportContext) -> str:
+    """eval's part of `distill export`: the student's card with its scores replaces train's;
+    pushed, the model-index names the model by the repo it goes to."""
+    card = ctx.dir / CARDS / "student" / CARD
+    if ctx.manifest is None or not card.is_file():
+        return "the student is not evaluated for this config: its card has no scores"
+    meta, body = parse(card.read_text())
+    for entry in meta.get("model-index") or []:
+        entry["name"] = ctx.push or entry.get("name")
+    atomic_write_text(ctx.dest / MODEL / CARD, render(meta, body))
+    return ""
+
+
 def summary(stats: dict[str, Any], out: Path) -> str:
     """The accuracy table and the McNemar lines, as report.md has them."""
     import json
 
-    metrics_path = out / "metrics.json"
+    metrics_path = out / METRICS
     if not metrics_path.is_file():
         return ""
     metrics = json.loads(metrics_path.read_text())

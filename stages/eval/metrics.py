@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from pipeline.answers import extract_answer, has_answer_line, is_correct
+from pipeline.answers import grade, has_answer_line, is_correct
 from pipeline.reasoning import Convention
 
 TEACHER = "teacher"
@@ -189,12 +189,7 @@ def score_rows(rows: list[dict[str, Any]], convention: Convention = Convention()
     trace's length in words and whether it closed."""
     for r in rows:
         part = convention.split(r)
-        pred = extract_answer(part.answer)
-        r["pred"] = pred
-        r["correct"] = bool(
-            pred is not None
-            and is_correct(pred, r["gold"], r["answer_type"], r.get("choices") or None)
-        )
+        r["pred"], r["correct"] = grade(part.answer, r["gold"], r["answer_type"], r.get("choices"))
         r["formatted"] = bool(has_answer_line(part.answer))
         if part.reasoning is not None:  # without a trace the whole completion is the answer
             r["answer_words"] = len(part.answer.split())

@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from pipeline.ask import AskSettings, ModelSpec, ask, spec_from
-from pipeline.calls import Completion, Failure, Request
+from pipeline.ask import AskStats, ModelSpec, settings_from, spec_from
+from pipeline.asklog import Asked, RecordLog, ask_into_log
+from pipeline.calls import Completion, Request, sampling_dict
 from pipeline.config import Config
 from pipeline.models import (
     ModelError,
@@ -23,18 +24,17 @@ from pipeline.models import (
     model_identity,
     teacher_identity,
 )
-from pipeline.progress import Progress
+from pipeline.prompts import fewshot_examples, render_messages, teacher_messages
 from pipeline.records import (
-    AppendLog,
     canonical_json,
     read_jsonl_tolerant,
     schema_problem,
     sha256_text,
 )
-from pipeline.tasks import Question, fewshot_examples, load_task, render_messages, teacher_messages
-from stages.shared.models import local_model
+from pipeline.tasks import Question, load_task
+from stages.shared.layout import MODEL, PREDICTIONS
+from stages.shared.models import local_model, teacher_spec
 
-PREDICTIONS = "predictions.jsonl"
 # Which input holds each trained model (as <input>/model).
 TRAINED_INPUT = {"student": "train", "student_answer_only": "train_answer_only"}
 PREDICTION_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -73,14 +73,6 @@ def check_prediction(row: dict[str, Any]) -> str | None:
     return schema_problem(row, PREDICTION_FIELDS)
 
 
-def sampling_dict(cfg: Config) -> dict[str, Any]:
-    s = dataclasses.asdict(cfg.eval.sampling)
-    out = {k: s[k] for k in ("temperature", "top_p", "max_tokens", "seed")}
-    if s["stop"]:
-        out["stop"] = list(s["stop"])
-    return out
-
-
 def models_under_test(
     cfg: Config, labels: list[str], inputs: dict[str, Path]
 ) -> list[ModelUnderTest]:
@@ -94,10 +86,7 @@ def models_under_test(
         # A trace budget needs the engine to know where a trace starts and ends.
         tags = {"think_tags": tuple(t.think_tags)} if label in cfg.eval.trace_budget else {}
         if label == "teacher":
-            urls = t.urls()
-            model_dir = None if urls else local_model(t.model, cfg.cache_dir, key="teacher.model")
-            extra = {"urls": tuple(urls), "served_name": t.name, "api_key_env": t.api_key_env}
-            spec = spec_from(t.serve, label, model_dir, **extra, **tags)
+            spec = teacher_spec(cfg, t, label, **tags)
             out.append(ModelUnderTest(spec, teacher_identity(t, cfg.cache_dir)))
         elif label == "base":
             model_dir = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
@@ -110,7 +99,7 @@ def models_under_test(
             identity = identity_of(cfg.train.student, cfg.cache_dir, key="train.student")
             out.append(ModelUnderTest(spec, identity))
         else:
-            model_dir = Path(inputs[TRAINED_INPUT[label]]) / "model"
+            model_dir = Path(inputs[TRAINED_INPUT[label]]) / MODEL
             if not (model_dir / "config.json").is_file():
                 raise ModelError(f"{label}: {model_dir} holds no model; did training finish?")
             spec = spec_from(serve, label, model_dir, served_name=label, **tags)
@@ -123,7 +112,7 @@ def plan_requests(cfg: Config, muts: list[ModelUnderTest], questions: list[Quest
     task = load_task(cfg.task)
     teacher = any(m.label == "teacher" for m in muts)
     shots = fewshot_examples(task, cfg.lead_teacher().fewshot) if teacher else []
-    sampling = sampling_dict(cfg)
+    sampling = sampling_dict(cfg.eval.sampling, keep_empty_stop=False)
     for m in muts:
         m.requests = []
         for q in questions:
@@ -171,48 +160,49 @@ def sibling_rows(out: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-Todo = tuple[ModelUnderTest, Request, Question]
+class Todo(NamedTuple):
+    """One prediction to make: which model, the request, the question it asks."""
+
+    model: ModelUnderTest
+    request: Request
+    question: Question
 
 
-def reuse_siblings(todo: list[Todo], out: Path, log: AppendLog, have: dict) -> list[Todo]:
+def reuse_siblings(todo: list[Todo], out: Path, log: RecordLog) -> list[Todo]:
     """Append what other eval keys already have for these requests; returns what is left."""
     siblings = sibling_rows(out) if todo else {}
     left = []
-    for m, req, q in todo:
-        src = siblings.get(request_sha(m.identity, req))
+    for t in todo:
+        src = siblings.get(request_sha(t.model.identity, t.request))
         if src is None:
-            left.append((m, req, q))
+            left.append(t)
             continue
-        row = {**src, "id": req.id, "model": m.label, "question_id": q.id}
+        row = {**src, "id": t.request.id, "model": t.model.label, "question_id": t.question.id}
         for k in SCORE_FIELDS:
             row.pop(k, None)
         log.write(row)
-        have[req.id] = row
     return left
 
 
-def ask_models(
-    cfg: Config, todo: list[Todo], out: Path, log: AppendLog, have: dict, failures: list[Failure]
-) -> tuple[float, int]:
+def ask_models(cfg: Config, todo: list[Todo], out: Path, log: RecordLog) -> Asked:
     """Ask each model for its missing answers, one served model at a time (each is started,
     asked and stopped before the next loads). Models that are the same weights served the same
     way (the teacher and the base student of a self-distillation) share one server: their
-    prompts differ, their weights do not. Returns (seconds asking, new completion tokens)."""
-    e = cfg.eval
-    settings = AskSettings(
-        concurrency=e.concurrency,
-        retries=e.retries,
-        backoff_s=e.backoff_s,
-        timeout_s=e.request_timeout_s,
-    )
+    prompts differ, their weights do not. Returns what was asked, summed over the groups."""
     groups: dict[ModelSpec, list[Todo]] = {}
     for item in todo:
-        groups.setdefault(_served_as(item[0].spec), []).append(item)
-    seconds, tokens = 0.0, 0
+        groups.setdefault(_served_as(item.model.spec), []).append(item)
+    total = Asked()
+    seconds = 0.0
     for mine in groups.values():
-        s, t = _ask_group(mine, settings, out, log, have, failures)
-        seconds, tokens = seconds + s, tokens + t
-    return seconds, tokens
+        got = _ask_group(cfg, mine, out, log)
+        total.new += got.new
+        total.failures += got.failures
+        total.tokens += got.tokens
+        total.requested += got.requested
+        seconds += got.stats.seconds if got.stats else 0.0
+    total.stats = AskStats("eval", seconds)
+    return total
 
 
 def _served_as(spec: ModelSpec) -> ModelSpec:
@@ -223,33 +213,21 @@ def _served_as(spec: ModelSpec) -> ModelSpec:
     return dataclasses.replace(spec, label="", served_name="", model_dir=spec.model_dir.resolve())
 
 
-def _ask_group(
-    mine: list[Todo],
-    settings: AskSettings,
-    out: Path,
-    log: AppendLog,
-    have: dict,
-    failures: list[Failure],
-) -> tuple[float, int]:
-    labels = list(dict.fromkeys(m.label for m, _, _ in mine))
-    spec = mine[0][0].spec
+def _ask_group(cfg: Config, mine: list[Todo], out: Path, log: RecordLog) -> Asked:
+    labels = list(dict.fromkeys(t.model.label for t in mine))
+    spec = mine[0].model.spec
     if len(labels) > 1:
         spec = dataclasses.replace(spec, label="+".join(labels))
-    by_id = {req.id: (m, req, q) for m, req, q in mine}
-    with Progress(len(mine), "q", spec.label) as bar:
-
-        def on_done(c: Completion) -> None:
-            m, req, q = by_id[c.id]
-            row = prediction_row(m, req, q, c)
-            log.write(row)
-            have[c.id] = row
-            bar.done(c.usage.get("completion_tokens", 0))
-
-        def on_fail(f: Failure) -> None:
-            failures.append(f)
-            bar.done()
-
-        reqs = [req for _, req, _ in mine]
-        stats = ask(spec, reqs, on_done, on_fail, settings, out / "logs" / labels[0], bar.start)
-    log.sync()
-    return stats.seconds, bar.tokens
+    by_id = {t.request.id: t for t in mine}
+    return ask_into_log(
+        spec,
+        [t.request for t in mine],
+        log,
+        lambda c: prediction_row(*by_id[c.id], c),
+        settings_from(cfg.eval),
+        out / "logs" / labels[0],
+        current=lambda req, row: (
+            row.get("request_sha") == request_sha(by_id[req.id].model.identity, req)
+        ),
+        unit="q",
+    )

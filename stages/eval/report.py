@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-MODELS = ("teacher", "base", "student", "student_answer_only")  # the plot's colour order
+from pipeline.config.eval import EvalModel
+
+MODELS = get_args(EvalModel)  # the models eval knows, in the plot's colour order
 
 COLUMNS = (
     "model",

@@ -14,14 +14,13 @@ without the generate pool.
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, semantic
+from pipeline.prompts import template_bytes
 from pipeline.reasoning import Convention
 from pipeline.records import (
     DataError,
@@ -30,17 +29,20 @@ from pipeline.records import (
     atomic_write_text,
     read_jsonl,
     schema_problem,
+    sha256_file,
 )
-from pipeline.stage import ExtraInput, KeyParts
-from pipeline.tasks import load_task, template_bytes
+from pipeline.stage import KeyParts, RunContext
+from pipeline.tasks import load_task
 from stages.filter.checks import filter_records, to_sft_row
-from stages.shared.cards import CARD, dataset_card, lineage
+from stages.filter.hub import export  # noqa: F401 - the stage's part of `distill export`
+from stages.shared.cards import dataset_card
+from stages.shared.layout import CARD, KEPT, REJECTED, REPORT, SAMPLES, shared_dir
 from stages.shared.softlabels import KEPT_STORE, POOL_STORE, Store, copy_records
 from stages.shared.verify import verified
 
 NAME = "filter"
 VERSION = 2  # 2: kept rows carry their question's pass rates; README.md, the dataset card
-OUTPUTS = ("kept.jsonl", "rejected.jsonl", "report.json", CARD, KEPT_STORE)
+OUTPUTS = (KEPT, REJECTED, REPORT, CARD, KEPT_STORE)
 UPSTREAM = ("generate",)
 HELP = "verify, deduplicate, decontaminate and score samples into kept.jsonl"
 
@@ -64,14 +66,6 @@ def key_parts(cfg: Config) -> KeyParts:
     )
 
 
-def extra_inputs(cfg: Config) -> list[ExtraInput]:
-    return []
-
-
-def locks(cfg: Config, out: Path) -> list[Path]:
-    return []
-
-
 def _read_samples(path: Path) -> list[dict]:
     rows = []
     for i, r in enumerate(read_jsonl(path), 1):
@@ -93,9 +87,10 @@ def _histogram(values: list[float], bins: int = 10) -> dict[str, Any]:
     return {"edges": [round(lo + i * width, 4) for i in range(bins + 1)], "counts": counts}
 
 
-def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     t0 = time.monotonic()
-    src = inputs["generate"] / "samples.jsonl"
+    out, gen_dir = ctx.out, ctx.inputs["generate"]
+    src = gen_dir / SAMPLES
     rows = _read_samples(src)
     task = load_task(cfg.task)
     questions = {q.id: q for q in task.train}
@@ -116,13 +111,13 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
         }
         for r in kept
     ]
-    atomic_write_jsonl(out / "kept.jsonl", sft)
-    soft = _kept_soft_labels(sft, inputs["generate"].parent / POOL_STORE, out / KEPT_STORE)
-    atomic_write_jsonl(out / "rejected.jsonl", rejected)
+    atomic_write_jsonl(out / KEPT, sft)
+    soft = _kept_soft_labels(sft, shared_dir(gen_dir) / POOL_STORE, out / KEPT_STORE)
+    atomic_write_jsonl(out / REJECTED, rejected)
     report = _report(cfg, rows, kept, rejected, scores, sft, rates, overall, reasoning)
-    atomic_write_json(out / "report.json", report)
+    atomic_write_json(out / REPORT, report)
     idents = {r.get("teacher", ""): r.get("teacher_identity", "?") for r in rows}
-    atomic_write_text(out / CARD, _card(cfg, report, sft, inputs["generate"], task, idents))
+    atomic_write_text(out / CARD, _card(cfg, report, sft, ctx, task, idents))
     traces = {"reasoning": report["reasoning"]} if "reasoning" in report else {}
     return {k: report[k] for k in ("input", "kept", "rejected", "reasons", "truncated_seen")} | {
         "questions_with_kept": report["questions_with_kept"],
@@ -182,14 +177,13 @@ def _report(
 
 
 def _card(
-    cfg: Config, report: dict, kept: list[dict], gen_dir: Path, task: Any, idents: dict
+    cfg: Config, report: dict, kept: list[dict], ctx: RunContext, task: Any, idents: dict
 ) -> str:
     """The dataset card (stages/shared/cards.py): what a user of kept.jsonl must know."""
-    keys = lineage(sys.modules[__name__], cfg, {"generate": gen_dir})
-    manifest = gen_dir / "manifest.json"
-    gen = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    gen = ctx.manifests.get("generate", {})
     sizes = {"train": len(task.train), "eval": len(task.eval)}
-    return dataset_card(cfg, report, kept, gen, keys, sizes, idents)
+    rows_sha = sha256_file(ctx.out / KEPT)
+    return dataset_card(cfg, report, kept, gen, ctx.keys(NAME), sizes, idents, rows_sha)
 
 
 def pass_rates(rows: list[dict], convention: Convention) -> dict[str, dict[str, list[int]]]:
@@ -308,5 +302,5 @@ def summary(stats: dict[str, Any], out: Path) -> str:
         lines.append(
             f"samples with a trace: {r['with_trace']:,} ({where}); never closed: {r['unclosed']:,}"
         )
-    lines.append(f"training set: {out / 'kept.jsonl'}")
+    lines.append(f"training set: {out / KEPT}")
     return "\n".join(lines)

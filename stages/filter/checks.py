@@ -13,8 +13,9 @@ from typing import Any
 
 from pipeline.answers import extract_answer
 from pipeline.config import Config, FilterConfig
+from pipeline.prompts import render_messages
 from pipeline.reasoning import TAGS, Convention, Mode, Split, inline_text
-from pipeline.tasks import Question, render_messages
+from pipeline.tasks import Question
 from stages.shared import verify
 from stages.shared.verify import Verdict
 
@@ -31,6 +32,10 @@ class Context:
     splits: dict[str, Split] = field(default_factory=dict)  # by sample id: trace and answer
     reasoning: Mode = "auto"
     tags: tuple[str, str] = TAGS
+
+    def text(self, r: dict) -> str:
+        """Sample `r`'s whole text, trace included (verify.text_of, on its split made once)."""
+        return verify.text_of(self.splits[r["id"]], self.tags)
 
 
 def words(text: str) -> list[str]:
@@ -57,11 +62,6 @@ def trim_after_answer(text: str) -> str:
 # --- record checks -------------------------------------------------------------------------------
 
 
-def full_text(r: dict, ctx: Context) -> str:
-    """The teacher's whole text, trace included: what repetition, dedup and decontamination see."""
-    return inline_text(ctx.splits[r["id"]], ctx.tags)
-
-
 def check_truncated(r: dict, ctx: Context) -> Verdict:
     return verify.truncated(r, ctx.splits[r["id"]], ctx.cfg.drop_truncated)
 
@@ -77,7 +77,7 @@ def check_correct(r: dict, ctx: Context) -> Verdict:
 def check_length(r: dict, ctx: Context) -> Verdict:
     """The whole completion in tokens, then a trace and its answer apart, in words."""
     c = ctx.cfg
-    n = int((r.get("usage") or {}).get("completion_tokens") or len(words(full_text(r, ctx))))
+    n = int((r.get("usage") or {}).get("completion_tokens") or len(words(ctx.text(r))))
     s = ctx.splits[r["id"]]
     scores: dict[str, Any] = {"tokens": n}
     answer_words = len(words(s.answer))
@@ -102,14 +102,14 @@ def check_length(r: dict, ctx: Context) -> Verdict:
 
 
 def check_repetition(r: dict, ctx: Context) -> Verdict:
-    ratio = repetition_ratio(full_text(r, ctx), ctx.cfg.repetition_n)
+    ratio = repetition_ratio(ctx.text(r), ctx.cfg.repetition_n)
     ok = ratio <= ctx.cfg.max_repetition
     return Verdict(ok, None if ok else "repetitive", {"repetition": round(ratio, 4)})
 
 
 def check_decontaminate(r: dict, ctx: Context) -> Verdict:
     q = ctx.questions.get(r["question_id"])
-    text = (q.question if q else "") + "\n" + full_text(r, ctx)
+    text = (q.question if q else "") + "\n" + ctx.text(r)
     toks = words(text)
     hits = set().union(*(ngrams(toks, n) for n in ctx.eval_lengths)) & ctx.eval_ngrams.keys()
     if not hits:
@@ -266,7 +266,7 @@ def filter_records(
                     reject(r, v.reason or check, **v.detail)
         else:
             reason, fn_set = SET_CHECKS[check]
-            dups = fn_set(alive, [full_text(r, ctx) for r in alive], cfg)
+            dups = fn_set(alive, [ctx.text(r) for r in alive], cfg)
             for i, r in enumerate(alive):
                 if i in dups:
                     reject(r, reason, duplicate_of=alive[dups[i]]["id"])

@@ -9,13 +9,13 @@ however calls are grouped and whichever engine (server or offline) writes it.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
+from typing import Any, NamedTuple
 
-from pipeline.calls import Completion, Request
+from pipeline.calls import Completion, Request, sampling_dict
 from pipeline.config import Config, TeacherConfig
+from pipeline.prompts import fewshot_examples, teacher_messages
 from pipeline.records import DataError, canonical_json, schema_problem, sha256_text
-from pipeline.tasks import Question, fewshot_examples, load_task, teacher_messages
+from pipeline.tasks import Question, load_task
 
 SEEDS = "seed=base+i"  # in sample ids: samples seeded another way are other samples
 # What a pool row must hold to be reused; a row without it is damage, moved to quarantine.
@@ -30,7 +30,13 @@ SAMPLE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "gold": str,
 }
 
-Planned = tuple[Request, Question, int]  # one sample: its request, question and index
+
+class Planned(NamedTuple):
+    """One sample to have: the request for it alone, its question and its index there."""
+
+    request: Request
+    question: Question
+    index: int
 
 
 def check_sample(row: dict[str, Any]) -> str | None:
@@ -44,18 +50,6 @@ def check_sample(row: dict[str, Any]) -> str | None:
     return problem
 
 
-def sampling_dict(cfg: Config) -> dict[str, Any]:
-    """What a sample is drawn with; with soft labels, their k and mode too: such a sample is
-    another sample (another id), one that carries its teacher distributions."""
-    s = asdict(cfg.generate.sampling)
-    out = {k: s[k] for k in ("temperature", "top_p", "max_tokens", "seed", "stop")}
-    if cfg.generate.logprobs:
-        out["logprobs"] = cfg.generate.logprobs
-        if cfg.generate.logprobs_mode != "raw":
-            out["logprobs_mode"] = cfg.generate.logprobs_mode
-    return out
-
-
 def plan_samples(
     cfg: Config, identity: str, teacher: TeacherConfig | None = None, count: int = 0
 ) -> list[Planned]:
@@ -65,7 +59,12 @@ def plan_samples(
     teacher = teacher or cfg.teacher
     task = load_task(cfg.task)
     shots = fewshot_examples(task, teacher.fewshot)
-    sampling = sampling_dict(cfg)
+    g = cfg.generate
+    # With soft labels, their k and mode are part of the sampling: such a sample is another
+    # sample (another id), one that carries its teacher distributions.
+    sampling = sampling_dict(
+        g.sampling, keep_empty_stop=True, logprobs=g.logprobs, logprobs_mode=g.logprobs_mode
+    )
     out = []
     asked_by: dict[str, str] = {}
     for q in task.train:
@@ -84,7 +83,7 @@ def plan_samples(
             req_sampling.pop("logprobs_mode", None)  # the engine's setting, not the request's
             if not req_sampling["stop"]:
                 del req_sampling["stop"]
-            out.append((Request([sid], messages, req_sampling), q, i))
+            out.append(Planned(Request([sid], messages, req_sampling), q, i))
     return out
 
 

@@ -42,7 +42,7 @@ class Tally:
         if not verified(row, self.convention):
             return
         self.verified.add(row["id"])
-        digest = text_digest(text_of(row, self.convention))
+        digest = text_digest(text_of(self.convention.split(row), self.convention.tags))
         q = row["question_id"]
         if digest not in self.seen[q]:
             self.seen[q].add(digest)
@@ -84,11 +84,11 @@ class Rounds:
     def next(self) -> list[Planned]:
         while True:
             if self.pending:
-                if any(p[0].id not in self.have for p in self.pending):
+                if any(p.request.id not in self.have for p in self.pending):
                     self.short = True  # the caller reports the failures; no round after them
                     return []
                 for p in self.pending:
-                    self.tally.add(self.have[p[0].id])
+                    self.tally.add(self.have[p.request.id])
                 self.pending = []
             active = [
                 q
@@ -104,7 +104,7 @@ class Rounds:
                 self.pending += take
             self.used += self.pending
             self.rounds += 1
-            missing = [p for p in self.pending if p[0].id not in self.have]
+            missing = [p for p in self.pending if p.request.id not in self.have]
             if missing:
                 return missing
 
@@ -130,7 +130,7 @@ def sent_on(cfg: Config, questions: list[str], tally: Tally) -> list[str]:
 def teacher_stats(rounds: Rounds, have: dict[str, dict], new: set[str]) -> dict[str, Any]:
     """What one teacher cost and bought: the figures that compare strategies and teachers
     (verified as its tally found each sample when its round was consumed)."""
-    rows = [have[p[0].id] for p in rounds.used if p[0].id in have]
+    rows = [have[p.request.id] for p in rounds.used if p.request.id in have]
     tokens = sum(r["usage"]["completion_tokens"] for r in rows)
     good = [r for r in rows if r["id"] in rounds.tally.verified]
     return {

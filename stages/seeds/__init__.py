@@ -19,7 +19,8 @@ from typing import Any
 
 from pipeline.config import Config, semantic
 from pipeline.records import atomic_write_json, atomic_write_text
-from pipeline.stage import ExtraInput, KeyParts
+from pipeline.stage import ExtraInput, KeyParts, RunContext
+from stages.shared.layout import METRICS
 
 NAME = "seeds"
 VERSION = 1
@@ -50,12 +51,9 @@ def key_parts(cfg: Config) -> KeyParts:
     return KeyParts(config={"seeds": semantic(cfg.seeds)})
 
 
-def locks(cfg: Config, out: Path) -> list[Path]:
-    return []
-
-
-def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
-    runs = {label: json.loads((d / "metrics.json").read_text()) for label, d in inputs.items()}
+def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
+    out = ctx.out
+    runs = {label: json.loads((d / METRICS).read_text()) for label, d in ctx.inputs.items()}
     # In eval.models order: metrics.json is written with sorted keys, which loses it.
     models = list(dict.fromkeys(m for r in runs.values() for m in r.get("models", r["per_model"])))
     per_model: dict[str, Any] = {}
@@ -78,7 +76,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
         t: {label: r["mcnemar"][t] for label, r in runs.items() if t in r["mcnemar"]} for t in tests
     }
     result = {
-        "seeds": list(inputs),
+        "seeds": list(ctx.inputs),
         "questions": next(iter(runs.values()))["questions"],
         "per_model": per_model,
         "paired": paired,

@@ -17,7 +17,8 @@ import yaml
 
 from pipeline.config import Config
 from pipeline.models import SMOLLM2
-from pipeline.tasks import template_bytes
+from pipeline.prompts import template_bytes
+from stages.shared.layout import KEPT
 
 # What distill knows of the licenses of the tasks it reads and the weights it ships.
 TASK_LICENSES = {
@@ -27,29 +28,20 @@ TASK_LICENSES = {
     "olmo:arc_easy": "cc-by-sa-4.0",
     "olmo:arc_challenge": "cc-by-sa-4.0",
 }
-CARD = "README.md"  # where the Hub and `datasets` look for a card
+KEPT_CONFIG_PREFIX = "kept-"
 HUB_NAMES = {SMOLLM2: "HuggingFaceTB/SmolLM2-135M-Instruct"}
 MODEL_LICENSES = {SMOLLM2: "apache-2.0"}
 
 
-def lineage(stage: Any, cfg: Config, inputs: dict[str, Path]) -> dict[str, str]:
-    """The keys of a stage's inputs (from their manifests) and its own, as the runner computes
-    them; 'unknown' for an input that has no manifest (not written by the runner)."""
-    from pipeline.cache import ManifestError, read_manifest, stage_key
+def data_config(name: str, path: str) -> dict[str, Any]:
+    """A card's `configs:` entry that makes `datasets.load_dataset(<card dir>)` read `path`.
 
-    keys: dict[str, str] = {}
-    for name, d in inputs.items():
-        try:
-            m = read_manifest(d)
-        except ManifestError:
-            m = None
-        keys[name] = str(m["key"]) if m else "unknown"
-    if "unknown" in keys.values():
-        keys[stage.NAME] = "unknown"
-    else:
-        parts = stage.key_parts(cfg)
-        keys[stage.NAME] = stage_key(stage.NAME, stage.VERSION, parts.config, keys, parts.extra)
-    return keys
+    `datasets` (5.x) caches a local dir that has such an entry under its dir name, config name
+    and relative data path, whatever the files hold: two dirs alike in those three share one
+    cache entry, and loading the second returns the first one's rows. So the rows' own sha256
+    goes into the name (filter: the config name; export: the data file's name), and two
+    different sets of rows can never meet in the cache."""
+    return {"config_name": name, "data_files": [{"split": "train", "path": path}]}
 
 
 def render(meta: dict[str, Any], body: str) -> str:
@@ -97,12 +89,12 @@ def dataset_card(
     keys: dict[str, str],
     questions: dict[str, int],
     identities: dict[str, str],
-    data_file: str = "kept.jsonl",
+    rows_sha: str,
 ) -> str:
     """The filter stage's card. `gen` is the generate manifest, `keys` the generate and filter
     keys, `questions` the split's sizes (train, eval), `identities` each teacher's identity as
-    its samples record it. Long: most of it is the card's text,
-    kept in one template so it reads as the card does."""
+    its samples record it, `rows_sha` the sha256 of kept.jsonl (see `data_config`). Long: most
+    of it is the card's text, kept in one template so it reads as the card does."""
     g, f, t = cfg.generate, cfg.filter, cfg.task
     labels = cfg.teacher_labels()
     meta: dict[str, Any] = {
@@ -112,12 +104,7 @@ def dataset_card(
         "task_categories": ["text-generation", "question-answering"],
         "tags": ["distillation", "synthetic", "rationales", "distill"],
         "size_categories": [size_category(len(kept))],
-        "configs": [
-            {
-                "config_name": "default",
-                "data_files": [{"split": "train", "path": data_file}],
-            }
-        ],
+        "configs": [data_config(KEPT_CONFIG_PREFIX + rows_sha[:12], KEPT)],
         "distill": {"generate_key": keys["generate"], "filter_key": keys["filter"]},
     }
     teachers = []
@@ -254,6 +241,15 @@ Not evaluated yet: `distill eval` adds the held-out accuracy to the copy of this
     return render(meta, body)
 
 
+def distilled_name(meta: dict[str, Any], fallback: str) -> str:
+    """What the Hub's model-index calls the distilled model (never its base): the base's short
+    name, '-distilled', and the train key's first 12 digits; `distill export --push REPO` names
+    it REPO instead."""
+    base = str(meta.get("base_model", "")).rsplit("/", 1)[-1]
+    key = str((meta.get("distill") or {}).get("train_key", ""))[:12]
+    return f"{base}-distilled-{key}" if base and key else fallback
+
+
 def with_metrics(card: str, label: str, metrics: dict[str, Any]) -> str:
     """`card` with its Evaluation section replaced by what eval measured (and the Hub's
     model-index), for the model eval calls `label`."""
@@ -285,7 +281,7 @@ seeds.)
     if mine is not None:
         meta["model-index"] = [
             {
-                "name": meta.get("base_model", label),
+                "name": distilled_name(meta, label),
                 "results": [
                     {
                         "task": {"type": "text-generation"},

@@ -1,4 +1,5 @@
-"""Local model dirs for the stages: the bundled SmolLM2 GGUF is converted once, on first use."""
+"""Local model dirs for the stages (the bundled SmolLM2 GGUF is converted once, on first use),
+and the one way a stage describes a teacher to ask (`teacher_spec`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
+from pipeline.ask import ModelSpec, spec_from
 from pipeline.cache import StageLock
+from pipeline.config import Config, TeacherConfig
 from pipeline.models import SMOLLM2, resolve_model, smollm2_gguf
 
 
@@ -44,3 +48,19 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     os.replace(tmp, out)
+
+
+def teacher_spec(cfg: Config, t: TeacherConfig, label: str, **extra: Any) -> ModelSpec:
+    """How to ask teacher `t`: at its endpoints, or its local weights served as
+    `t.serve` says. `extra`: what the asking stage adds (soft labels, a trace budget)."""
+    urls = t.urls()
+    model_dir = None if urls else local_model(t.model, cfg.cache_dir, key="teacher.model")
+    return spec_from(
+        t.serve,
+        label,
+        model_dir,
+        urls=tuple(urls),
+        served_name=t.name,
+        api_key_env=t.api_key_env,
+        **extra,
+    )

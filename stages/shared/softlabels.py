@@ -29,9 +29,10 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads when soft labels are read or written, not with the stage
+    import numpy as np
 
 POOL_STORE = "logprobs.bin"  # generate: beside pool.jsonl, every sample's record
 KEPT_STORE = "kept.logprobs.bin"  # filter: the kept samples' records, beside kept.jsonl
@@ -63,6 +64,8 @@ class TokenLogprobs:
     @classmethod
     def from_lists(cls, d: dict[str, Any], k: int) -> TokenLogprobs:
         """From the lists a client or the offline engine hands over; every row padded to k."""
+        import numpy as np
+
         t = len(d["ids"])
         top_ids = np.zeros((t, k), np.int32)
         top_lp = np.full((t, k), FLOOR, np.float32)
@@ -83,6 +86,8 @@ class TokenLogprobs:
 
 
 def _f16(a: np.ndarray) -> bytes:
+    import numpy as np
+
     return np.maximum(np.nan_to_num(a, nan=FLOOR), FLOOR).astype("<f2").tobytes()
 
 
@@ -105,6 +110,8 @@ def encode(sample_id: str, meta: Meta, tl: TokenLogprobs) -> tuple[bytes, str]:
 
 
 def decode(header: dict[str, Any], payload: bytes) -> TokenLogprobs:
+    import numpy as np
+
     t, k = int(header["tokens"]), int(header["k"])
     ids = np.frombuffer(payload, "<i4", t, 0)
     lp = np.frombuffer(payload, "<f2", t, 4 * t)

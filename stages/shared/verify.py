@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.answers import extract_answer, has_answer_line, is_correct
+from pipeline.answers import grade, has_answer_line
 from pipeline.reasoning import Convention, Mode, Split, inline_text
 
 # Punctuation goes, but math operators stay: "a + b" and "a - b" are different completions.
@@ -63,10 +63,7 @@ def answer_format(r: dict, part: Split, mode: Mode = "auto") -> Verdict:
 
 
 def correct(r: dict, part: Split) -> Verdict:
-    pred = extract_answer(part.answer)
-    ok = pred is not None and is_correct(
-        pred, str(r["gold"]), r.get("answer_type", "numeric"), r.get("choices") or None
-    )
+    pred, ok = grade(part.answer, r["gold"], r.get("answer_type", "numeric"), r.get("choices"))
     scores = {"correct": ok, "answer": pred}
     if pred is None:
         return Verdict(False, "no_answer", scores)
@@ -83,6 +80,7 @@ def verified(r: dict, convention: Convention) -> bool:
     )
 
 
-def text_of(r: dict, convention: Convention) -> str:
-    """The teacher's whole text, trace included: what dedup compares."""
-    return inline_text(convention.split(r), convention.tags)
+def text_of(part: Split, tags: tuple[str, str]) -> str:
+    """The teacher's whole text, trace included: what dedup, repetition and decontamination
+    compare (the split is the caller's: filter splits every sample once)."""
+    return inline_text(part, tags)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -33,21 +32,24 @@ from typing import Any
 
 from pipeline.config import Config, semantic, to_dict
 from pipeline.models import identity_of
+from pipeline.paths import ROOT, accelerate_config_file, shipped_accelerate_names
 from pipeline.records import atomic_write_json, atomic_write_text, sha256_file
-from pipeline.stage import ExtraInput, KeyParts
-from stages.shared.cards import CARD, lineage, model_card
+from pipeline.servers import free_port
+from pipeline.stage import KeyParts, RunContext
+from stages.shared.cards import model_card
+from stages.shared.layout import CARD, KEPT, LOSS_PLOT, MODEL, TRAIN_LOG
 from stages.shared.models import local_model
+from stages.train.checkpoints import checkpoint_step, last_checkpoint
+from stages.train.hub import export  # noqa: F401 - the stage's part of `distill export`
 from stages.train.preflight import TrainError, preflight
-from stages.train.trainer import STATS_FILE, checkpoint_step, last_checkpoint, train_in_process
+from stages.train.trainer import STATS_FILE, train_in_process
 
 NAME = "train"
 VERSION = 2  # 2: model/README.md, the model card; checkpoints/ deleted after success
-OUTPUTS = ("model", "train_log.jsonl", "loss.png", STATS_FILE)
+OUTPUTS = (MODEL, TRAIN_LOG, LOSS_PLOT, STATS_FILE)
 UPSTREAM = ("filter",)
 HELP = "train the student on kept.jsonl with TRL: SFT or soft-label KD, full or LoRA"
 
-ROOT = Path(__file__).resolve().parents[2]
-ACCELERATE_CONFIGS = ROOT / "pipeline" / "configs" / "accelerate"
 CONFIG_FILE = "train_config.json"
 
 
@@ -60,20 +62,12 @@ def key_parts(cfg: Config) -> KeyParts:
     return KeyParts(config={"train": semantic(t, exclude=("student",))}, extra=extra)
 
 
-def extra_inputs(cfg: Config) -> list[ExtraInput]:
-    return []
-
-
-def locks(cfg: Config, out: Path) -> list[Path]:
-    return []
-
-
-def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
-    """Train the student on inputs['filter']/kept.jsonl; write everything under `out`."""
-    kept = Path(inputs["filter"]) / "kept.jsonl"
-    out = Path(out)
+def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
+    """Train the student on the filter's kept rows; write everything under `ctx.out`."""
+    kept = ctx.inputs["filter"] / KEPT
+    out = ctx.out
     if cfg.train.launcher == "none":
-        return _with_card(cfg, train_in_process(cfg, kept, out), out, kept.parent)
+        return _with_card(cfg, train_in_process(cfg, kept, out), ctx)
     # Pre-flight here too: a bad dataset fails in seconds, with its message, before N processes.
     student = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
     _, prepared = preflight(student, kept, cfg.train)
@@ -91,37 +85,30 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
         raise TrainError(f"training under accelerate failed (exit code {rc}); see the output above")
     if not (out / STATS_FILE).is_file():
         raise TrainError(f"accelerate run exited 0 but wrote no {out / STATS_FILE}")
-    return _with_card(cfg, json.loads((out / STATS_FILE).read_text()), out, kept.parent)
+    return _with_card(cfg, json.loads((out / STATS_FILE).read_text()), ctx)
 
 
-def _with_card(cfg: Config, stats: dict[str, Any], out: Path, kept_dir: Path) -> dict[str, Any]:
+def _with_card(cfg: Config, stats: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     """Write the model card (stages/shared/cards.py) into model/ (and adapter/ with LoRA)."""
-    keys = lineage(sys.modules[__name__], cfg, {"filter": kept_dir})
-    card = model_card(cfg, stats, keys, stats.get("examples", 0))
-    for d in ("model", "adapter"):
-        if (out / d).is_dir():
-            atomic_write_text(out / d / CARD, card)
+    card = model_card(cfg, stats, ctx.keys(NAME), stats.get("examples", 0))
+    for d in (MODEL, "adapter"):
+        if (ctx.out / d).is_dir():
+            atomic_write_text(ctx.out / d / CARD, card)
     return stats
 
 
 def accelerate_config_path(name: str) -> Path:
-    """A config file path, or a shipped name (ddp_cpu, ddp_gpu, fsdp_gpu, deepspeed_zero3_gpu)."""
+    """A config file path, or a shipped name; '' picks ddp_gpu where there is a GPU, else
+    ddp_cpu (the config checked the name when it was built)."""
     if not name:
         name = "ddp_gpu" if shutil.which("nvidia-smi") else "ddp_cpu"
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path.resolve()
-    shipped = ACCELERATE_CONFIGS / (name if name.endswith(".yaml") else f"{name}.yaml")
-    if shipped.is_file():
-        return shipped
-    known = ", ".join(sorted(p.stem for p in ACCELERATE_CONFIGS.glob("*.yaml")))
-    raise TrainError(f"train.accelerate_config {name!r} is neither a file nor one of: {known}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    path = accelerate_config_file(name)
+    if path is None:
+        raise TrainError(
+            f"train.accelerate_config {name!r} is neither a file nor one of: "
+            f"{shipped_accelerate_names()}"
+        )
+    return path
 
 
 def write_child_config(cfg: Config, path: Path) -> None:
@@ -143,7 +130,7 @@ def launch_command(cfg: Config, kept: Path, out: Path) -> list[str]:
         "--num_processes",
         str(max(1, t.num_processes)),
         "--main_process_port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "stages.train",
         "--config-json",

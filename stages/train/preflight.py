@@ -13,30 +13,13 @@ is rendered once, trained, before its answer (stages/train/traces.py); sequences
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
 from pipeline.models import has_chat_template
 from pipeline.records import DataError, read_jsonl
+from stages.train.prepared import IGNORE, Prepared, TrainError
 from stages.train.traces import in_form, trace_form, trace_problem
-
-IGNORE = -100
-
-
-class TrainError(UserError, ValueError):
-    """A train-stage problem the user can fix; the message says how."""
-
-
-@dataclass
-class Prepared:
-    rows: list[dict[str, list[int]]]  # input_ids, labels (and kd_index with soft labels)
-    stats: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    sources: list[int] = field(default_factory=list)  # each row's line in kept.jsonl, from 0
-    soft: Any = None  # stages.train.softdata.Table with train.objective: kd
-
 
 # --- input rows ----------------------------------------------------------------------------------
 
@@ -272,6 +255,7 @@ def preflight(student: Path, kept: Path, train_cfg) -> tuple[Any, Prepared]:
         tok, rows, train_cfg.max_length, train_cfg.overlong, stop_token_ids(tok, student)
     )
     if train_cfg.objective == "kd":
+        # imported here: softdata loads numpy, which `import stages.train` (the CLI) need not
         from stages.train.softdata import attach_soft_labels
 
         attach_soft_labels(tok, kept, rows, prepared)

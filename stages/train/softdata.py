@@ -17,23 +17,13 @@ teacher's own token ids. Here:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stages.shared.softlabels import KEPT_STORE, Store, vocab_hash_of
-from stages.train.preflight import IGNORE, Prepared, TrainError
-
-
-@dataclass
-class Table:
-    """Every teacher position's top-k, stacked: a row's `kd_index` points into it."""
-
-    top_ids: np.ndarray  # int32 [P, k]
-    top_logprobs: np.ndarray  # float32 [P, k]
-    k: int
+from stages.train.prepared import IGNORE, Prepared, Table, TrainError
 
 
 def _common_prefix(a: list[int], b: np.ndarray) -> int:

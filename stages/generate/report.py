@@ -1,0 +1,136 @@
+"""generate's reporting: the stats its manifest keeps, the line it prints before asking, and
+the summary the CLI prints after (stages/generate/__init__.py runs the stage)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.asklog import Asked
+from pipeline.config import Config
+from stages.generate.strategy import Rounds, TeacherPlan, teacher_stats
+from stages.shared.layout import SAMPLES
+from stages.shared.softlabels import Store
+
+
+def asked_stats(got: Asked) -> dict[str, Any]:
+    stats = got.stats
+    return {**stats.as_dict(), "seconds": stats.seconds} if stats else {}
+
+
+def run_stats(
+    cfg: Config,
+    rows: list[dict],
+    new: set[str],
+    asked: dict[str, Any],
+    done: list[Rounds],
+    have: dict[str, dict],
+    recovery: dict[str, int],
+) -> dict[str, Any]:
+    new_tokens = sum(r["usage"]["completion_tokens"] for r in rows if r["id"] in new)
+    gen_seconds = asked.pop("seconds", 0.0)
+    teachers = {r.plan.label: teacher_stats(r, have, new) for r in done}
+    return {
+        "questions": len({r["question_id"] for r in rows}),
+        "samples": len(rows),
+        "requested": len(new),
+        "reused": len(rows) - len(new),
+        **recovery,
+        "completion_tokens": sum(r["usage"]["completion_tokens"] for r in rows),
+        "new_completion_tokens": new_tokens,
+        "generation_seconds": round(gen_seconds, 2),
+        "tokens_per_second": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
+        "truncation_rate": round(sum(r["finish_reason"] == "length" for r in rows) / len(rows), 4),
+        "strategy": cfg.generate.strategy,
+        "teachers": teachers,
+        "questions_verified": len({q for r in done for q, c in r.tally.count.items() if c}),
+        **asked,
+    }
+
+
+def announce(
+    cfg: Config, plans: list[TeacherPlan], questions: list[str], have: dict[str, dict]
+) -> None:
+    g = cfg.generate
+    if g.strategy == "fixed" and len(plans) == 1:
+        planned = [p for ps in plans[0].samples.values() for p in ps]
+        held = sum(p.request.id in have for p in planned)
+        print(
+            f"generate: {len(planned)} samples for {len(questions)} questions (n={g.n}); "
+            f"{held} already in the pool, {len(planned) - held} to request",
+            flush=True,
+        )
+        return
+    how = (
+        f"adaptive (rounds of {g.n}, until {g.target_verified} verified or {g.max_samples} samples)"
+        if g.strategy == "adaptive"
+        else f"fixed (n={g.n})"
+    )
+    who = ", ".join(p.label for p in plans)
+    many = f"; teachers ({g.combine}): {who}" if len(plans) > 1 else ""
+    print(
+        f"generate: {len(questions)} questions, {how}{many}; the pool holds {len(have)} samples",
+        flush=True,
+    )
+
+
+def merge_asked(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two teachers' asking stats as one: seconds, retries and failovers add up."""
+    if not a:
+        return b
+    out = {**a, **b}
+    for k in ("seconds", "retries", "failovers"):
+        if k in a or k in b:
+            out[k] = a.get(k, 0) + b.get(k, 0)
+    out["endpoints"] = {**a.get("endpoints", {}), **b.get("endpoints", {})}
+    return out
+
+
+def store_stats(rows: list[dict], store: Store) -> dict[str, Any]:
+    """What this key's soft labels cost: bytes per completion token is the figure to watch."""
+    tokens = sum(r["logprobs"]["tokens"] for r in rows)
+    size = sum(r["logprobs"]["bytes"] for r in rows)
+    return {
+        "k": rows[0]["logprobs"]["k"] if rows else 0,
+        "tokens": tokens,
+        "bytes": size,
+        "bytes_per_token": round(size / tokens, 2) if tokens else None,
+        "store_bytes": store.end,
+        "damaged_bytes_skipped": store.damaged_bytes,
+    }
+
+
+def summary(stats: dict[str, Any], out: Path) -> str:
+    tps = stats.get("tokens_per_second")
+    lines = [
+        f"questions          {stats.get('questions', 0):,}",
+        f"samples            {stats.get('samples', 0):,} ({stats.get('requested', 0):,} "
+        f"requested, {stats.get('reused', 0):,} reused)",
+        f"completion tokens  {stats.get('completion_tokens', 0):,}",
+        f"teacher tok/s      {f'{tps:,.0f}' if tps else '- (nothing generated)'}",
+        f"truncation rate    {100 * stats.get('truncation_rate', 0):.1f}%",
+    ]
+    many = stats.get("teachers") or {}
+    if len(many) > 1 or stats.get("strategy") == "adaptive":
+        for label, t in many.items():
+            per = t["tokens_per_verified"]
+            lines.append(
+                f"teacher {label}: {t['questions_sent']:,} questions, {t['samples']:,} samples "
+                f"in {t['rounds']} round(s), {t['completion_tokens']:,} tokens, "
+                f"{t['verified']:,} verified ({per if per is not None else '-'} tokens each)"
+            )
+        lines.append(f"questions with a verified sample: {stats.get('questions_verified', 0):,}")
+    soft = stats.get("logprobs")
+    if soft:
+        lines.append(
+            f"soft labels        top-{soft['k']}, {soft['bytes_per_token']} bytes/token "
+            f"({soft['bytes'] / 1e6:.1f} MB)"
+        )
+    if stats.get("damaged_lines_quarantined"):
+        lines.append(
+            f"damaged pool lines moved to quarantine: {stats['damaged_lines_quarantined']}"
+        )
+    for url, e in (stats.get("endpoints") or {}).items():  # redacted URLs
+        lines.append(f"endpoint {url}: {e['served']} served, {e['failures']} failures")
+    lines.append(f"samples file       {out / SAMPLES}")
+    return "\n".join(lines)

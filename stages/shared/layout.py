@@ -1,0 +1,40 @@
+"""The files each stage writes that another stage, a card or an export reads: declared once
+here, because stages never import each other. A stage's OUTPUTS are built from these names;
+a reader names them from here, never by a literal.
+
+    generate/<key>/  SAMPLES, ERRORS;  beside the key dirs, shared by every generate key of the
+                     run: POOL (every sample ever asked), POOL_LOCK, and softlabels.POOL_STORE
+    filter/<key>/    KEPT (the training rows), REJECTED, REPORT, CARD, softlabels.KEPT_STORE
+    train/<key>/     MODEL (a Hugging Face model dir, CARD inside), TRAIN_LOG, LOSS_PLOT
+    eval/<key>/      PREDICTIONS, METRICS, REPORT_MD, ACCURACY_PLOT, CARDS/<student>/CARD
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CARD = "README.md"  # where the Hub and `datasets` look for a card
+
+SAMPLES = "samples.jsonl"
+ERRORS = "errors.jsonl"
+POOL = "pool.jsonl"
+POOL_LOCK = ".pool.lock"
+
+KEPT = "kept.jsonl"
+REJECTED = "rejected.jsonl"
+REPORT = "report.json"
+
+MODEL = "model"
+TRAIN_LOG = "train_log.jsonl"
+LOSS_PLOT = "loss.png"
+
+PREDICTIONS = "predictions.jsonl"
+METRICS = "metrics.json"
+REPORT_MD = "report.md"
+ACCURACY_PLOT = "accuracy.png"
+CARDS = "cards"
+
+
+def shared_dir(stage_dir: Path) -> Path:
+    """Where the files shared by every key of a stage lie (generate's pool): beside the keys."""
+    return Path(stage_dir).parent

@@ -1,0 +1,124 @@
+"""The trainer classes behind the train stage's losses: SFTTrainer subclasses whose
+compute_loss sends only the scored (completion) positions through the LM head. The CPU trainer
+computes the SFT loss that way; the KD trainer adds the soft-label divergence of
+stages/train/kd.py on the teacher's top-k. torch / transformers / trl are imported inside the
+functions, so importing this module stays cheap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def cpu_trainer_class():  # noqa: ANN202
+    """SFTTrainer whose loss runs the LM head on the completion positions only.
+
+    TRL scores every position through a chunked LM-head kernel that also computes each token's
+    entropy and top-1 hit for its logged metrics. It pays off with Triton on a GPU (only the
+    completion positions are scored there); on a CPU it scores every position in plain torch,
+    and a forward+backward of the bundled default's batches took 1.7x as long as the model's own
+    loss (4.36 s vs 2.59 s). The model's own loss still projects every position, prompt and
+    padding included, onto the 49k-token vocabulary; most of an answer-only batch is prompt.
+    Here the decoder runs as usual and only the positions that are scored reach the head:
+    a forward+backward of a default batch took 25-30% less (benchmarks/train_step.py times the
+    whole step). The loss is the same: the sum of completion tokens' negative log-likelihoods
+    over the batch's completion token count (test_cpu_trainer_loss_equals_trl_fused_loss checks
+    loss and gradient against TRL's). What goes is the logged entropy and mean_token_accuracy.
+    A model whose logits are more than its head's output (soft-capped or scaled) keeps its own
+    loss."""
+    import torch.nn.functional as F
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class CPUSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            if return_outputs or not _head_is_logits(model):
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            labels = _labels(inputs)
+            logits, scored = _scored_logits(self, model, inputs, labels)
+            loss = F.cross_entropy(logits.float(), labels[scored], reduction="sum")
+            return _per_token(self, loss, scored, num_items_in_batch)
+
+    return CPUSFTTrainer
+
+
+def kd_trainer_class():  # noqa: ANN202
+    """SFTTrainer with the soft-label loss (stages/train/kd.py) on the teacher's top-k, on any
+    device: the scored positions' logits as in the CPU trainer, then cross-entropy and the
+    divergence against the teacher's rows in `kd_table` that each position's `kd_index` names.
+    alpha = 0 computes exactly the CPU trainer's loss."""
+    import torch.nn.functional as F
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    from stages.train.kd import kd_sum
+
+    class KDTrainer(SFTTrainer):
+        kd_cfg: Any = None
+        kd_table: Any = None  # (top ids [P, k], top logprobs [P, k]) on the CPU
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            kd_index = inputs.pop("kd_index")
+            inputs["use_cache"] = False
+            if return_outputs:  # evaluation: the plain SFT loss
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            labels = _labels(inputs)
+            logits, scored = _scored_logits(self, model, inputs, labels)
+            loss = F.cross_entropy(logits.float(), labels[scored], reduction="sum")
+            alpha = self.kd_cfg.alpha
+            if alpha > 0:
+                rows = kd_index[..., 1:][:, : labels.shape[1]][scored]
+                has = rows >= 0
+                # the batch's rows of the table only reach the device, not the whole table
+                pos = rows[has].cpu()
+                top_ids, top_lp = (t[pos].to(logits.device) for t in self.kd_table)
+                soft = kd_sum(logits[has], top_ids.long(), top_lp, self.kd_cfg)
+                loss = alpha * soft + (1 - alpha) * loss
+            return _per_token(self, loss, scored, num_items_in_batch)
+
+    return KDTrainer
+
+
+def _labels(inputs: dict[str, Any]):  # noqa: ANN202
+    """The labels each position predicts (shifted by one)."""
+    labels = inputs.get("shift_labels")
+    return inputs["labels"][..., 1:] if labels is None else labels
+
+
+def _scored_logits(trainer, model, inputs: dict[str, Any], labels):  # noqa: ANN001, ANN202
+    """(logits of the positions whose label is trained, that mask): the decoder runs on the
+    whole batch, the head only on those positions; a model whose logits are more than its
+    head's output (soft-capped, scaled) gives its own logits there."""
+    keys = ("input_ids", "attention_mask", "position_ids")
+    args = {k: inputs[k] for k in keys if k in inputs}
+    scored = labels != -100
+    # accelerate puts bf16 autocast around model.forward only; the decoder and head are
+    # called directly here, so they need it too (without it every matmul ran in fp32, 3x the
+    # time).
+    with trainer.accelerator.autocast():
+        if not _head_is_logits(model):
+            return model(**args, use_cache=False).logits[:, : labels.shape[1]][scored], scored
+        hidden = model.get_decoder()(**args, use_cache=False).last_hidden_state
+        return model.get_output_embeddings()(hidden[:, : labels.shape[1]][scored]), scored
+
+
+def _per_token(trainer, loss, scored, num_items_in_batch):  # noqa: ANN001, ANN202
+    """As the model's own loss: over the accumulated batch's token count when the Trainer
+    gives it (it then skips its division by the accumulation steps), else a mean; times the
+    processes when that count was summed over them, as Trainer does."""
+    if num_items_in_batch is None:
+        return loss / scored.sum()
+    loss = loss / num_items_in_batch
+    if trainer.args.average_tokens_across_devices:
+        loss = loss * trainer.accelerator.num_processes
+    return loss
+
+
+def _head_is_logits(model) -> bool:  # noqa: ANN001
+    cfg = getattr(model, "config", None)
+    scaled = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier")
+    return (
+        hasattr(model, "get_decoder")
+        and model.get_output_embeddings() is not None
+        and not any(getattr(cfg, a, None) not in (None, 1, 1.0) for a in scaled)
+    )
