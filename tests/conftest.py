@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,12 @@ os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite's own Hugging Face and `datasets` caches, fresh each session: a user's earlier
+# loads can neither break a test (a stale cache entry returned for new files) nor rescue one.
+_HF_HOME = Path(tempfile.mkdtemp(prefix="distill-test-hf-"))
+os.environ["HF_HOME"] = str(_HF_HOME)
+os.environ["HF_DATASETS_CACHE"] = str(_HF_HOME / "datasets")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -130,7 +130,8 @@ def build_tiny_teacher(
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
     from pipeline.config import TaskConfig
-    from pipeline.tasks import load_task, render_messages
+    from pipeline.prompts import render_messages
+    from pipeline.tasks import load_task
 
     task = load_task(TaskConfig(source="bundled:arith", split_by="fact", eval_fraction=0.3))
     facts = {r["id"]: r["fact"] for r in map(_json.loads, (root / "data/arith.jsonl").open())}

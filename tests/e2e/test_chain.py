@@ -43,6 +43,9 @@ def chain(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"overrides": overrides, "runs": tmp / "runs" / "default"}
 
 
+CAPPED = "filter.per_question_cap=1"
+
+
 def _manifests(runs: Path) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for m in sorted(runs.glob("*/*/manifest.json"), key=lambda p: p.stat().st_mtime):
@@ -103,7 +106,9 @@ def test_run_end_to_end_then_cached_then_filter_change(chain: dict):
     }
     assert "starting" not in again.stdout + again.stderr  # no vLLM server was started
 
-    changed = run_cli("run", *chain["overrides"], "filter.max_repetition=0.6")
+    # At most one sample per question: a filter change that also changes the kept rows (the
+    # export test below exports both datasets).
+    changed = run_cli("run", *chain["overrides"], CAPPED)
     assert changed.returncode == 0, changed.stderr[-4000:]
     assert _status_lines(changed.stdout) == {
         "generate": "cached",
@@ -131,7 +136,8 @@ def test_cards_export_and_disk(chain: dict, tmp_path: Path):
     assert run_cli("run", *chain["overrides"]).returncode == 0  # cached after the test above
     ms = _manifests(chain["runs"])
     gen = ms["generate"][0]
-    filt = next(m for m in ms["filter"] if m["config"]["filter"]["max_repetition"] == 0.5)
+    capped = next(m for m in ms["filter"] if m["config"]["filter"]["per_question_cap"] == 1)
+    (filt,) = [m for m in ms["filter"] if m is not capped]
     train = next(
         m for m in ms["train"] if m["inputs"] == {"filter": filt["key"]}
         and not m["config"]["train"]["answer_only"]
@@ -145,7 +151,13 @@ def test_cards_export_and_disk(chain: dict, tmp_path: Path):
     card = _card(fdir / "README.md")
     assert card["distill"] == {"generate_key": gen["key"], "filter_key": filt["key"]}
     assert card["license"] == "apache-2.0" and card["size_categories"] == ["n<1K"]
-    assert card["configs"][0]["data_files"] == [{"split": "train", "path": "kept.jsonl"}]
+    sha = filt["outputs"]["kept.jsonl"]["sha256"]
+    assert card["configs"] == [
+        {
+            "config_name": f"kept-{sha[:12]}",
+            "data_files": [{"split": "train", "path": "kept.jsonl"}],
+        }
+    ]
     assert len(datasets.load_dataset(str(fdir), split="train")) == kept  # by the card
     assert "README.md" in filt["outputs"]
 
@@ -155,15 +167,28 @@ def test_cards_export_and_disk(chain: dict, tmp_path: Path):
     assert mcard["distill"] == {"train_key": train["key"], "filter_key": filt["key"]}
     assert mcard["base_model"] == Path(chain["overrides"][3].split("=", 1)[1]).name
 
-    dest = tmp_path / "export"
+    dest = tmp_path / "A" / "export"
     r = run_cli("export", *chain["overrides"], "--to", str(dest))
     assert r.returncode == 0, r.stderr[-3000:]
+    # A second run's export, the same layout under another dir, with other rows: each loads as
+    # itself (datasets 5.x once returned the first export's rows for the second).
+    other = tmp_path / "B" / "export"
+    r = run_cli("export", *chain["overrides"], CAPPED, "--to", str(other))
+    assert r.returncode == 0, r.stderr[-3000:]
+    capped_kept = capped["outputs"]["kept.jsonl"]["rows"]
+    assert capped_kept != kept, "the cap should drop a question's second sample"
     ds = datasets.load_dataset(str(dest / "dataset"), split="train")
     assert len(ds) == kept and {"prompt", "completion", "pass_rate"} <= set(ds.column_names)
+    assert len(datasets.load_dataset(str(other / "dataset"), split="train")) == capped_kept
     assert _card(dest / "dataset" / "README.md")["distill"]["filter_key"] == filt["key"]
     exported = _card(dest / "model" / "README.md")
     acc = ev["stats"]["accuracy"]["student"]
     assert exported["model-index"][0]["results"][0]["metrics"][0]["value"] == acc
+    assert exported["model-index"][0]["name"] == f"tiny-distilled-{train['key'][:12]}"
+    trained = "bfloat16" if train["stats"]["bf16"] else "float32"  # bf16 where the CPU has it
+    assert json.loads((dest / "model" / "config.json").read_text())["dtype"] == trained
+    assert not list((dest / "model").glob("*.bin")), "a pickle would be pushed to the Hub"
+    assert (tdir / "model" / "training_args.bin").is_file()  # the run dir keeps it
     assert exported["distill"]["train_key"] == train["key"]
     assert "## Evaluation" in (dest / "model" / "README.md").read_text()
     assert (edir / "cards" / "student" / "README.md").is_file()

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "vllm", "transformers", "trl")
 
 

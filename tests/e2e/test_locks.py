@@ -13,9 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import ROOT
 from fault_server import FaultInjectingEndpoint
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args: str) -> list[str]:

@@ -49,7 +49,8 @@ def servers(reasoner: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def prompt() -> list[dict[str, str]]:
     """A bundled question in the prompt the tiny reasoner was trained on."""
     from pipeline.config import TaskConfig
-    from pipeline.tasks import load_task, render_messages
+    from pipeline.prompts import render_messages
+    from pipeline.tasks import load_task
 
     task = load_task(TaskConfig(source="bundled:arith", split_by="fact", eval_fraction=0.3))
     return render_messages("student_zeroshot.j2", task.train[0])

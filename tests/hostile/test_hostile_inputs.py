@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from fault_server import FaultInjectingEndpoint
 
 from pipeline.config import load_config, shipped_config
 from pipeline.runner import plan
 from pipeline.servers import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "hunter2-s3cr3t"
 
 

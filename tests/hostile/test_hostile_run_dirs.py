@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from pipeline.cache import StageLock
 from pipeline.config import load_config, shipped_config
@@ -24,7 +25,6 @@ from pipeline.records import read_jsonl
 from pipeline.runner import plan
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def overrides(runs: Path, server: dict, *extra: str) -> list[str]:

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from fault_server import FaultInjectingEndpoint
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "pw-9f8e7d6c5b4a"
 
 

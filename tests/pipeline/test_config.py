@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from pipeline.config import (
     Config,
@@ -424,7 +425,7 @@ def test_distill_config_prints_every_field() -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=ROOT,
     )
     assert p.returncode == 0, p.stderr
     for f in describe():
@@ -509,7 +510,7 @@ def test_default_stage_keys_are_pinned() -> None:
 def test_one_config_serves_both_ways() -> None:
     """docker/compose.yaml points the GPU recipe (teacher.serve.replicas: 2) at running servers:
     the serve section then simply goes unused, and the teacher, named by its weights, keeps its
-    key (tests/unit/test_docker_files.py checks the compose side)."""
+    key (tests/docker/test_docker_files.py checks the compose side)."""
     cfg = load_config(shipped_config("gsm8k_qwen_gpu"), ["teacher.endpoint=http://teacher:8000/v1"])
     assert cfg.teacher.serve.replicas == 2 and cfg.teacher.urls() == ["http://teacher:8000/v1"]
 

@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from pipeline.config import load_config, shipped_config
 from pipeline.runner import STAGES, chain, plan, stage_module, unique
-from pipeline.stage import KeyParts, Stage
-
-ROOT = Path(__file__).resolve().parents[2]
+from pipeline.stage import OPTIONAL, KeyParts, Stage, hook, stage_help
 
 
 @pytest.mark.parametrize("name", STAGES)
@@ -26,7 +25,10 @@ def test_every_stage_provides_the_contract(name: str) -> None:
     assert mod.HELP and "\n" not in mod.HELP and len(mod.HELP) < 80
     cfg = load_config(shipped_config("default"))
     assert isinstance(mod.key_parts(cfg), KeyParts)
-    assert all(x.stage in STAGES for x in mod.extra_inputs(cfg))
+    assert all(x.stage in STAGES for x in hook(mod, "extra_inputs")(cfg))
+    assert stage_help(name) == mod.HELP  # what `distill --help` reads without importing it
+    for member in OPTIONAL:  # an optional member a stage gives is callable
+        assert hook(mod, member) is None or callable(hook(mod, member))
 
 
 @pytest.mark.parametrize("helper", ["dedup", "shared", "train_preflight", "filter.dedup", "x"])

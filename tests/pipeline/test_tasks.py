@@ -7,8 +7,10 @@ import json
 import pytest
 
 from pipeline.config import ConfigError, TaskConfig
+from pipeline.paths import ROOT
+from pipeline.prompts import render_messages
 from pipeline.records import DataError
-from pipeline.tasks import ROOT, load_task, render_messages
+from pipeline.tasks import load_task
 
 
 def test_bundled_split_by_fact_shares_no_fact_and_is_deterministic():
@@ -159,7 +161,7 @@ def test_an_empty_split_is_refused_before_any_work(tmp_path):
 
 
 def test_fewshot_beyond_the_task_examples_is_a_config_error():
-    from pipeline.tasks import fewshot_examples
+    from pipeline.prompts import fewshot_examples
 
     task = load_task(TaskConfig(source="bundled:arith", split_by="fact"))
     assert len(fewshot_examples(task, 2)) == 2

@@ -12,6 +12,7 @@ from pipeline.records import (
     read_jsonl,  # splits on \n only: model text may hold U+2028
     read_jsonl_tolerant,
 )
+from pipeline.stage import RunContext
 from stages.eval import metrics as scoring
 from stages.eval import report as write_up
 from stages.eval.metrics import summarize
@@ -139,7 +140,7 @@ def test_eval_end_to_end_and_resume(tmp_path, tiny_model):
     n_q = 12
     n = len(models) * n_q
 
-    stats = ev.run(cfg, inputs, out)
+    stats = ev.run(cfg, RunContext.of(inputs, out))
     assert stats["questions"] == n_q and stats["models"] == models
     assert stats["requested"] == n and stats["reused"] == 0
 
@@ -189,7 +190,7 @@ def test_eval_end_to_end_and_resume(tmp_path, tiny_model):
     assert sorted(p.name for p in (out / "logs").iterdir()) == ["student", "teacher"]
 
     # Rerun: everything is reused, no server starts.
-    again = ev.run(cfg, inputs, out)
+    again = ev.run(cfg, RunContext.of(inputs, out))
     assert again["requested"] == 0 and again["reused"] == n
     assert json.loads((out / "metrics.json").read_text())["per_model"] == metrics["per_model"]
 
@@ -197,7 +198,7 @@ def test_eval_end_to_end_and_resume(tmp_path, tiny_model):
     pred = out / "predictions.jsonl"
     keep = [r for r in rows if not (r["model"] == "student" and r["question_id"] in _last(rows))]
     pred.write_text("".join(json.dumps(r) + "\n" for r in keep) + '{"id": "student:x", "comp')
-    resumed = ev.run(cfg, inputs, out)
+    resumed = ev.run(cfg, RunContext.of(inputs, out))
     assert resumed["torn_lines_dropped"] == 1
     assert resumed["requested"] == 3 and resumed["reused"] == n - 3
     after = read_jsonl_tolerant(pred)
@@ -206,7 +207,7 @@ def test_eval_end_to_end_and_resume(tmp_path, tiny_model):
 
     # Another eval key of the same run reuses identical requests (same weights, prompt, sampling).
     out2 = out.parent / "bbbbbbbbbbbb"
-    other = ev.run(cfg, inputs, out2)
+    other = ev.run(cfg, RunContext.of(inputs, out2))
     assert other["requested"] == 0 and other["reused_from_other_keys"] == n
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.records import atomic_write_jsonl, read_jsonl
+from pipeline.stage import RunContext
 from pipeline.tasks import load_task
 from stages import filter as filt
 
@@ -76,7 +77,7 @@ def test_filter_on_real_samples_routes_every_record_once(tiny_generated: dict, t
     gen = tmp_path / "gen"
     atomic_write_jsonl(gen / "samples.jsonl", rows)
     out = tmp_path / "filter"
-    stats = filt.run(cfg, {"generate": gen}, out)
+    stats = filt.run(cfg, RunContext.of({"generate": gen}, out))
 
     kept = list(read_jsonl(out / "kept.jsonl"))
     rejected = list(read_jsonl(out / "rejected.jsonl"))
@@ -158,7 +159,7 @@ def test_hostile_completions_never_crash(tmp_path: Path):
         )
     gen = tmp_path / "gen"
     atomic_write_jsonl(gen / "samples.jsonl", rows)
-    stats = filt.run(cfg, {"generate": gen}, tmp_path / "out")
+    stats = filt.run(cfg, RunContext.of({"generate": gen}, tmp_path / "out"))
     assert stats["kept"] + stats["rejected"] == len(rows)
 
 
@@ -170,7 +171,7 @@ def test_bad_sample_file_is_a_clear_error(tmp_path: Path):
     gen.mkdir()
     (gen / "samples.jsonl").write_text('{"id": "a", "question_id": "q"}\n')
     with pytest.raises(DataError, match=r"samples.jsonl:1: .*'completion'"):
-        filt.run(cfg, {"generate": gen}, tmp_path / "out")
+        filt.run(cfg, RunContext.of({"generate": gen}, tmp_path / "out"))
 
 
 @pytest.mark.slow
@@ -184,7 +185,7 @@ def test_kept_jsonl_loads_in_datasets_and_trl_trains_on_it(
     cfg = load_config(None, tiny_generated["overrides"])
     rows, _ = _planted(list(read_jsonl(tiny_generated["dir"] / "samples.jsonl")), cfg)
     atomic_write_jsonl(tmp_path / "gen" / "samples.jsonl", rows)
-    filt.run(cfg, {"generate": tmp_path / "gen"}, tmp_path / "filter")
+    filt.run(cfg, RunContext.of({"generate": tmp_path / "gen"}, tmp_path / "filter"))
 
     ds = load_dataset("json", data_files=str(tmp_path / "filter" / "kept.jsonl"), split="train")
     assert {"prompt", "completion"} <= set(ds.column_names) and len(ds) >= 1
@@ -370,7 +371,7 @@ def test_pass_rate_bounds_drop_too_easy_and_too_hard_questions(tmp_path: Path) -
         out = tmp_path / f"out{len(bounds)}"
         out.mkdir()
         c = load(None, [f"runs_dir={tmp_path}", checks, *bounds])
-        stats = filt.run(c, {"generate": gen}, out)
+        stats = filt.run(c, RunContext.of({"generate": gen}, out))
         kept = list(read_jsonl(out / "kept.jsonl"))
         assert {r["question_id"] for r in kept} == kept_q
         for r in kept:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from stages.filter.dedup import (
     exact_duplicates,
@@ -16,8 +16,6 @@ from stages.filter.dedup import (
     normalize_text,
     shingles,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _text(rng: random.Random, n: int = 60, vocab: int = 2000) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import ROOT
 from fault_server import FaultInjectingEndpoint
 
 from pipeline.config import load_config, shipped_config
@@ -29,7 +30,6 @@ from pipeline.records import (
 from pipeline.runner import plan
 from pipeline.servers import ManagedServer, free_port, running
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVED = "tiny"
 RECORD_KEYS = {
     "id",

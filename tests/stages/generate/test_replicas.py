@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from pipeline.config import load_config, shipped_config
 from pipeline.records import (
@@ -28,7 +29,6 @@ from pipeline.records import (
 from pipeline.runner import plan
 from pipeline.servers import ManagedServer, cpu_slices, running
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVED = "tiny-replica"
 QUESTIONS, N = 60, 4
 

@@ -7,7 +7,7 @@ from pipeline.calls import Request
 from pipeline.config import load_config
 from pipeline.reasoning import Convention
 from pipeline.tasks import Question
-from stages.generate.samples import plan_samples
+from stages.generate.samples import Planned, plan_samples
 from stages.generate.strategy import Rounds, Tally, TeacherPlan, sent_on, teacher_rounds
 
 # What the teacher writes for sample i of each question: right, wrong, or a copy.
@@ -23,7 +23,7 @@ SCRIPT = {
 def _plan() -> TeacherPlan:
     samples = {
         q: [
-            (Request([f"{q}-{i}"], [], {}), Question(q, "3 + 4?", "7"), i)
+            Planned(Request([f"{q}-{i}"], [], {}), Question(q, "3 + 4?", "7"), i)
             for i in range(len(texts))
         ]
         for q, texts in SCRIPT.items()
@@ -47,7 +47,7 @@ def _row(sid: str) -> dict:
 def _drive(rounds: Rounds, have: dict) -> list[list[str]]:
     """Answer every asked sample as the teacher would; return what each call asked."""
     asked = []
-    while ids := [p[0].id for p in rounds.next()]:
+    while ids := [p.request.id for p in rounds.next()]:
         asked.append(ids)
         have.update((i, _row(i)) for i in ids)
     return asked
@@ -77,7 +77,7 @@ def test_a_replay_from_the_pool_asks_nothing_and_reaches_the_same_samples() -> N
     _drive(live, have)
     replay = _rounds(dict(have), "generate.n=2", "generate.max_samples=6")
     assert replay.next() == []
-    assert [p[0].id for p in replay.used] == [p[0].id for p in live.used]
+    assert [p.request.id for p in replay.used] == [p.request.id for p in live.used]
 
 
 def test_a_resume_mid_round_asks_only_the_missing_samples() -> None:
@@ -85,16 +85,16 @@ def test_a_resume_mid_round_asks_only_the_missing_samples() -> None:
     _drive(_rounds(have, "generate.n=2", "generate.max_samples=6"), have)
     partial = {k: v for k, v in have.items() if k not in ("copies-3", "hard-5")}  # the kill
     r = _rounds(partial, "generate.n=2", "generate.max_samples=6")
-    assert [p[0].id for p in r.next()] == ["copies-3"]
+    assert [p.request.id for p in r.next()] == ["copies-3"]
     partial["copies-3"] = _row("copies-3")
-    assert [p[0].id for p in r.next()] == ["hard-5"]
+    assert [p.request.id for p in r.next()] == ["hard-5"]
 
 
 def test_a_round_with_a_failed_sample_ends_the_asking() -> None:
     have: dict = {}
     r = _rounds(have, "generate.n=2", "generate.max_samples=6")
     first = r.next()
-    have.update((p[0].id, _row(p[0].id)) for p in first[:-1])  # the last one failed
+    have.update((p.request.id, _row(p.request.id)) for p in first[:-1])  # the last one failed
     assert r.next() == [] and r.short
 
 

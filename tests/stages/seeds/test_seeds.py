@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
+from pipeline.stage import RunContext
 from stages import seeds
 
 ACC = {
@@ -39,7 +40,7 @@ def test_mean_spread_and_per_run_tests_in_eval_models_order(tmp_path: Path) -> N
     inputs = {label: _eval_dir(tmp_path, label, acc) for label, acc in ACC.items()}
     out = tmp_path / "out"
     out.mkdir()
-    stats = seeds.run(load_config(None, ["seeds=[7, 13]"]), inputs, out)
+    stats = seeds.run(load_config(None, ["seeds=[7, 13]"]), RunContext.of(inputs, out))
     assert stats["seeds"] == 3
     result = json.loads((out / "seeds.json").read_text())
     student = result["per_model"]["student"]

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from pipeline.config import load_config
+from pipeline.stage import RunContext
 from stages import train
 from stages.train import trainer as train_loop
 from stages.train.preflight import IGNORE, TrainError, load_rows, preflight, prepare
 
-ROOT = Path(__file__).resolve().parents[2]
 EOS_LESS_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}\n\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -185,7 +186,7 @@ def test_preflight_overlong(tiny_model, tmp_path, capsys):
         prepare(tok, loaded, max_length=8, overlong="drop")
     # The warning reaches the user when run() trains.
     cfg = make_cfg(tiny_model, tmp_path, "train.max_length=64", "train.max_steps=1")
-    stats = train.run(cfg, {"filter": kept.parent}, tmp_path / "out")
+    stats = train.run(cfg, RunContext.of({"filter": kept.parent}, tmp_path / "out"))
     assert stats["overlong"] == 1 and stats["truncated"] == 1 and stats["steps"] == 1
     assert "warning: 1 of 4 examples are longer than" in capsys.readouterr().out
 
@@ -253,7 +254,7 @@ def test_overfit_reproduces_completions(tiny_model, tmp_path, filter_dir):
         "train.bf16=false",
     )
     out = tmp_path / "out"
-    stats = train.run(cfg, {"filter": filter_dir}, out)
+    stats = train.run(cfg, RunContext.of({"filter": filter_dir}, out))
     assert stats["steps"] == 80 and stats["resumed_from_step"] == 0 and not stats["lora"]
     assert stats["final_loss"] < 0.2, stats
     assert 0 <= stats["padding_fraction"] < 0.1
@@ -281,7 +282,7 @@ def test_overfit_reproduces_completions(tiny_model, tmp_path, filter_dir):
 def test_lora_adapter_and_merged_model(tiny_model, tmp_path, filter_dir):
     cfg = make_cfg(tiny_model, tmp_path, "train.max_steps=4", "train.lora.enabled=true")
     out = tmp_path / "out"
-    stats = train.run(cfg, {"filter": filter_dir}, out)
+    stats = train.run(cfg, RunContext.of({"filter": filter_dir}, out))
     assert stats["lora"] and stats["steps"] == 4
     assert (out / "adapter" / "adapter_config.json").is_file()
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
@@ -303,7 +304,7 @@ def test_lora_merged_model_serves_in_vllm(tiny_model, tmp_path, filter_dir):
 
     cfg = make_cfg(tiny_model, tmp_path, "train.max_steps=2", "train.lora.enabled=true")
     out = tmp_path / "out"
-    train.run(cfg, {"filter": filter_dir}, out)
+    train.run(cfg, RunContext.of({"filter": filter_dir}, out))
     server = ManagedServer(out / "model", "merged", tmp_path / "server.log")
     server.start()
     try:
@@ -363,7 +364,7 @@ def test_resume_after_kill(tiny_model, tmp_path, filter_dir):
     assert not (out / "checkpoints" / "checkpoint-6").exists()
     assert not (out / "model").exists()
 
-    stats = train.run(cfg, {"filter": filter_dir}, out)
+    stats = train.run(cfg, RunContext.of({"filter": filter_dir}, out))
     assert stats["resumed_from_step"] == 4 and stats["steps"] == 8
     state = json.loads((out / "checkpoints" / "checkpoint-8" / "trainer_state.json").read_text())
     assert state["global_step"] == 8
@@ -373,7 +374,7 @@ def test_resume_after_kill(tiny_model, tmp_path, filter_dir):
     ]
     assert steps == [2, 4, 6, 8]
 
-    ref = train.run(cfg, {"filter": filter_dir}, tmp_path / "straight")
+    ref = train.run(cfg, RunContext.of({"filter": filter_dir}, tmp_path / "straight"))
     assert ref["resumed_from_step"] == 0 and ref["steps"] == 8
     assert abs(ref["final_loss"] - stats["final_loss"]) < 1e-4
     a, b = load_weights(out / "model"), load_weights(tmp_path / "straight" / "model")
@@ -393,7 +394,7 @@ def test_ddp_cpu_two_processes(tiny_model, tmp_path, filter_dir):
         "train.num_processes=2",
     )
     out = tmp_path / "out"
-    stats = train.run(cfg, {"filter": filter_dir}, out)
+    stats = train.run(cfg, RunContext.of({"filter": filter_dir}, out))
     assert stats["num_processes"] == 2 and stats["steps"] == 4
     assert stats["epochs"] == 4.0  # 8 examples = 2 processes x batch 4: one step per epoch
     assert (out / "model" / "model.safetensors").is_file()
