@@ -235,6 +235,10 @@ def run_chain(
         results.append(r)
         if on_result:
             on_result(r)
+    then = hook(stage_module(target), "follow_up")
+    if then is not None:  # e.g. sweep: the chosen settings' chain, evaluated once
+        results += run_chain(then(cfg, results[-1].stats), "eval", verify=verify,
+                             on_result=on_result)  # fmt: skip
     return results
 
 
@@ -280,7 +284,7 @@ def _shared_bytes(stage_root: Path) -> int:
 def status(cfg: Config, *, verify: bool = False) -> list[StageStatus]:
     """Every stage's state; `verify` also compares each output's sha256 with its manifest."""
     out: list[StageStatus] = []
-    targets = ["eval", *(["seeds"] if cfg.seeds else [])]
+    targets = ["eval", *(["seeds"] if cfg.seeds else []), *(["sweep"] if cfg.sweep.grid else [])]
     labels = list(dict.fromkeys(step.label for t in targets for step in chain(cfg, t)))
     plans: dict[str, StagePlan] = {}
     errors: dict[str, str] = {}

@@ -17,7 +17,9 @@ OUTPUTS with its size, row count and sha256. A stage's own key and its inputs' k
 
 Optional members (`hook` gives their defaults, so a stage with nothing to say writes nothing):
 `extra_inputs(cfg)` (default none), `locks(cfg, out)` (none besides the stage dir's own),
-`export(ctx: ExportContext)` (no part in `distill export`).
+`export(ctx: ExportContext)` (no part in `distill export`), `follow_up(cfg, stats)` (nothing:
+a stage that returns a config there, as sweep returns the chosen one, has the runner run that
+config's chain to eval once it is done).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from pipeline.config import Config
 
-STAGES = ("generate", "filter", "train", "eval", "seeds")  # the stages, in chain order
+STAGES = ("generate", "filter", "train", "eval", "seeds", "sweep")  # the stages, in chain order
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ OPTIONAL: dict[str, Any] = {
     "extra_inputs": _no_extra_inputs,
     "locks": _no_locks,
     "export": None,  # no part in `distill export`
+    "follow_up": None,  # no chain to run after it
 }
 
 

@@ -41,6 +41,15 @@ class Task:
     eval: list[Question]
     source_hash: str
     fewshot: list[dict[str, str]]
+    # Held out of train by group, before generate: what settings are chosen on (never eval).
+    validation: list[Question] = dataclasses.field(default_factory=list)
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "train": len(self.train),
+            "validation": len(self.validation),
+            "eval": len(self.eval),
+        }
 
 
 # --- sources -------------------------------------------------------------------------------------
@@ -255,6 +264,7 @@ def _load_task_cached(cfg_json: str) -> Task:
     )
     train = [questions[i] for i in order if not held_out[i]]
     held = [questions[i] for i in order if held_out[i]]
+    train, validation = _validation_split(train, cfg)
     if cfg.max_train:
         train = train[: cfg.max_train]
     if cfg.max_eval:
@@ -276,4 +286,30 @@ def _load_task_cached(cfg_json: str) -> Task:
             raise DataError(
                 f"{fewshot_path}:{i}: a worked example needs 'question' and 'rationale'"
             )
-    return Task(name, train, held, sha256_file(path), fewshot)
+    return Task(name, train, held, sha256_file(path), fewshot, validation)
+
+
+def _validation_split(
+    train: list[Question], cfg: TaskConfig
+) -> tuple[list[Question], list[Question]]:
+    """(train, validation): whole groups of the train split, in hash order, held out until
+    they are `validation_fraction` of its groups and hold `min_validation` questions (the
+    floor), the last group always left to train; validation is capped at `max_validation`.
+    Questions of a held-out group beyond the cap are in neither: a group is never split."""
+    if not cfg.validation_fraction:
+        return train, []
+    groups = sorted(
+        {q.group or q.id for q in train}, key=lambda g: _hash01(f"{cfg.seed}:validation:{g}")
+    )
+    size: dict[str, int] = {}
+    for q in train:
+        size[q.group or q.id] = size.get(q.group or q.id, 0) + 1
+    taken: set[str] = set()
+    count = 0
+    for g in groups[:-1]:
+        if len(taken) >= cfg.validation_fraction * len(groups) and count >= cfg.min_validation:
+            break
+        taken.add(g)
+        count += size[g]
+    validation = [q for q in train if (q.group or q.id) in taken][: cfg.max_validation]
+    return [q for q in train if (q.group or q.id) not in taken], validation

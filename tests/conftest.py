@@ -36,6 +36,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
+@pytest.fixture(scope="session")
+def tiny_teacher(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model after a short SFT on formatted arithmetic answers (tiny_model.py): a
+    teacher whose samples the filter keeps. Shared by the chain and the sweep tests."""
+    from tiny_model import build_tiny_teacher
+
+    return build_tiny_teacher(tmp_path_factory.mktemp("teacher") / "teacher", tiny_model)
+
+
 def run_cli(*args: str, timeout: float = 900, env: dict | None = None):
     """Run `distill ARGS` in a fresh interpreter (vLLM needs a spawn-safe __main__)."""
     import subprocess

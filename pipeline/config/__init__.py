@@ -25,7 +25,14 @@ Import from `pipeline.config`: the names below are the package's interface.
 from pipeline.config.docs import describe
 from pipeline.config.filter import CheckName, FilterConfig
 from pipeline.config.keys import semantic, to_dict
-from pipeline.config.load import load_config, parse_override, shipped_config, shipped_configs
+from pipeline.config.load import (
+    load_config,
+    parse_override,
+    shipped_config,
+    shipped_configs,
+    trials,
+    with_values,
+)
 from pipeline.config.sections import Config
 from pipeline.config.task import TaskConfig
 from pipeline.config.teacher import TeacherConfig
@@ -50,4 +57,6 @@ __all__ = [
     "shipped_configs",
     "template_file",
     "to_dict",
+    "trials",
+    "with_values",
 ]

@@ -136,13 +136,42 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         _set_path(data, key, value)
         from_cli.add(key)
     try:
-        return _build(Config, data)
+        cfg = _build(Config, data)
+        check_sweep(cfg)
+        return cfg
     except ConfigError as e:
         cli = any(
             e.key == k or e.key.startswith(k + ".") or e.key.startswith(k + "[") for k in from_cli
         )
         where = "the command line" if cli or path is None else str(path)
         raise ConfigError(f"{e} (from {where})") from None
+
+
+def with_values(cfg: Config, values: dict[str, Any]) -> Config:
+    """`cfg` with dotted keys set (a sweep trial), every value checked as an override is."""
+    data: dict[str, Any] = {}
+    for key, value in values.items():
+        _set_path(data, key, value)
+    return _build(Config, data, cfg)
+
+
+def trials(cfg: Config) -> list[dict[str, Any]]:
+    """Every combination of `sweep.grid`, in grid order ({} alone for an empty grid)."""
+    out: list[dict[str, Any]] = [{}]
+    for key, values in cfg.sweep.grid.items():
+        out = [{**t, key: v} for t in out for v in values]
+    return out
+
+
+def check_sweep(cfg: Config) -> None:
+    """Each trial must be a config that builds: a bad grid value fails here, in one line
+    naming it, not after other trials trained."""
+    for t in trials(cfg):
+        try:
+            with_values(cfg, t)
+        except ConfigError as e:
+            bad = next((k for k in t if e.key == k or e.key.startswith(k + ".")), "")
+            raise ConfigError(f"{e.problem} (trial {t})", f"sweep.grid.{bad}") from None
 
 
 def shipped_configs() -> list[Path]:

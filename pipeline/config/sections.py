@@ -14,6 +14,7 @@ from pathlib import Path
 from pipeline.config.eval import EvalConfig
 from pipeline.config.filter import FilterConfig
 from pipeline.config.generate import GenerateConfig
+from pipeline.config.sweep import SweepConfig
 from pipeline.config.task import TaskConfig
 from pipeline.config.teacher import TeacherConfig
 from pipeline.config.train import TrainConfig
@@ -53,6 +54,11 @@ class Config:
         doc="for `distill seeds`: besides the chain as configured, run it once per seed listed "
         "(each sets generate.sampling.seed and train.seed) and report every model's mean and "
         "spread across all of them",
+    )
+    sweep: SweepConfig = knob(
+        factory=SweepConfig,
+        doc="for `distill sweep`: train settings to try on the cached dataset",
+        key_when_set=True,
     )
 
     def __post_init__(self) -> None:

@@ -41,6 +41,20 @@ class TaskConfig:
     )
     max_train: int = knob(0, doc="cap on train questions after the split; 0 = all", ge=0)
     max_eval: int = knob(0, doc="cap on eval questions after the split; 0 = all", ge=0)
+    validation_fraction: float = knob(
+        0.1,
+        doc="share of the train split's groups held out as the validation split, before "
+        "generate: the teacher never writes training data for them; settings, checkpoints "
+        "and sweeps are chosen on it, never on eval. 0 = no validation split",
+        ge=0,
+        lt=1,
+    )
+    min_validation: int = knob(
+        20, doc="floor: more groups are held out until validation has this many questions", ge=1
+    )
+    max_validation: int = knob(
+        100, doc="cap on validation questions (each is asked at every validation)", ge=1
+    )
     seed: int = knob(0, doc="salt of the deterministic split")
 
     def __post_init__(self) -> None:

@@ -103,6 +103,22 @@ class TrainConfig:
     kd: KDConfig = knob(
         factory=KDConfig, doc="the soft-label loss of objective: kd", key_when_set=True
     )
+    validate: bool = knob(
+        True,
+        doc="measure the student's accuracy on the validation split (task.validation_fraction) "
+        "while training: vLLM, greedy, eval's scoring; logged beside the loss",
+        key_when_set=True,
+    )
+    validate_every: int = knob(
+        0, doc="validate every N optimizer steps; 0 = at each epoch's end", ge=0,
+        key_when_set=True,
+    )  # fmt: skip
+    select: Literal["last", "best"] = knob(
+        "last",
+        doc="the stage's model: the last step's, or the validated one with the best validation "
+        "accuracy (needs validate and a validation split)",
+        key_when_set=True,
+    )
     save_steps: int = runtime(50, doc="checkpoint every N steps", ge=1)
     keep_checkpoints: bool = runtime(
         False,
@@ -127,6 +143,8 @@ class TrainConfig:
         expand(self.student, "student")
         if self.max_steps == 0:
             raise ConfigError("0 steps; give a positive number, or -1 to use epochs", "max_steps")
+        if self.select == "best" and not self.validate:
+            raise ConfigError("best is chosen on validation; set train.validate: true", "select")
         if self.objective == "kd" and self.answer_only:
             raise ConfigError(
                 "kd learns the teacher's distributions along its own text; answer_only has "

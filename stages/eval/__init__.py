@@ -191,6 +191,7 @@ def _metrics(cfg: Config, labels: list[str], rows: list[dict], n: int, muts: lis
     return {
         "task": load_task(cfg.task).name,
         "questions": n,
+        "splits": load_task(cfg.task).sizes(),
         "models": labels,
         "sampling": sampling_dict(cfg.eval.sampling, keep_empty_stop=False),
         "per_model": {lab: per_model[lab] for lab in labels if lab in per_model},

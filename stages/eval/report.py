@@ -63,7 +63,8 @@ def render_report(metrics: dict[str, Any]) -> str:
     lines = [
         f"# Eval: {metrics['task']}",
         "",
-        f"Held-out questions: {metrics['questions']} (held out before generation, never used for training). "
+        f"Held-out questions: {metrics['questions']} (held out before generation, never used for training"
+        f"{_splits(metrics)}). "
         f"Sampling: temperature {metrics['sampling']['temperature']}, "
         f"max_tokens {metrics['sampling']['max_tokens']}.",
         "",
@@ -140,3 +141,14 @@ def plot_accuracy(metrics: dict[str, Any], path: Path) -> None:
     fig.savefig(tmp, format="png")
     plt.close(fig)
     tmp.replace(path)
+
+
+def _splits(metrics: dict[str, Any]) -> str:
+    """The three splits' sizes, as metrics.json records them (older metrics have none)."""
+    sp = metrics.get("splits")
+    if not sp:
+        return ""
+    return (
+        f"; splits: {sp['train']} train, {sp['validation']} validation (settings are chosen "
+        f"on it), {sp['eval']} eval"
+    )

@@ -151,6 +151,7 @@ def _report(
         "truncated_seen": sum(bool(s.get("truncated")) for s in all_scores),
         "questions_with_kept": len(per_q),
         "questions_total": len({r["question_id"] for r in rows}),
+        "splits": load_task(cfg.task).sizes(),
         "histograms": {
             "tokens": _histogram([s["tokens"] for s in all_scores if "tokens" in s]),
             "repetition": _histogram([s["repetition"] for s in all_scores if "repetition" in s]),
@@ -181,7 +182,7 @@ def _card(
 ) -> str:
     """The dataset card (stages/shared/cards.py): what a user of kept.jsonl must know."""
     gen = ctx.manifests.get("generate", {})
-    sizes = {"train": len(task.train), "eval": len(task.eval)}
+    sizes = task.sizes()
     rows_sha = sha256_file(ctx.out / KEPT)
     return dataset_card(cfg, report, kept, gen, ctx.keys(NAME), sizes, idents, rows_sha)
 

@@ -138,9 +138,11 @@ prompt-completion form. It loads with `datasets.load_dataset(<this dir>)`.
 ## Source task
 
 - Source: `{t.source}` (license: {task_license(cfg)}, as far as distill knows).
-- Split: {questions["train"]} train questions, {questions["eval"]} held out for eval; split
-  {"by `" + t.split_by + "`" if t.split_by else "by question"}, eval fraction {t.eval_fraction},
-  salt {t.seed}. Only train questions are in this dataset.
+- Split: {questions["train"]} train questions, {questions.get("validation", 0)} held out of
+  train for validation (choosing settings and checkpoints), {questions["eval"]} held out for
+  eval; split {"by `" + t.split_by + "`" if t.split_by else "by question"}, eval fraction
+  {t.eval_fraction}, validation fraction {t.validation_fraction}, salt {t.seed}. Only train
+  questions are in this dataset.
 
 ## Teacher{"s" if len(labels) > 1 else ""}
 
@@ -234,6 +236,8 @@ Steps {stats.get("steps", "?")}, final training loss {stats.get("final_loss", "?
 The loss curve is `loss.png` and every logged step is in `train_log.jsonl`, beside this model
 in the train stage dir (train key `{keys["train"]}`).
 
+{_selection(stats)}
+
 ## Evaluation
 
 Not evaluated yet: `distill eval` adds the held-out accuracy to the copy of this card it keeps.
@@ -248,6 +252,30 @@ def distilled_name(meta: dict[str, Any], fallback: str) -> str:
     base = str(meta.get("base_model", "")).rsplit("/", 1)[-1]
     key = str((meta.get("distill") or {}).get("train_key", ""))[:12]
     return f"{base}-distilled-{key}" if base and key else fallback
+
+
+def _selection(stats: dict[str, Any]) -> str:
+    """Which step's weights these are, and why: the validation measurements that chose them."""
+    val = stats.get("validation") or []
+    if not val:
+        return "## Selection\n\nNo validation measurement (train.validate off, or no validation split)."
+    n = val[0]["n"]
+    rows = [(r["step"], r["epoch"], f"{100 * r['accuracy']:.1f}%") for r in val]
+    step, acc = stats.get("selected_step"), stats.get("selected_validation_accuracy")
+    if stats.get("select") == "best":
+        why = (
+            f"These are step {step}'s weights: the best validation accuracy ({100 * acc:.1f}%) "
+            f"of {len(val)} measurements (train.select: best; the first of equals)."
+        )
+    else:
+        why = (f"These are the last step's weights (train.select: last); validation accuracy "
+               f"there: {100 * acc:.1f}%." if acc is not None else "These are the last step's "
+               "weights (train.select: last).")  # fmt: skip
+    table = _table(rows, ("step", "epoch", "validation accuracy"))
+    return (
+        f"## Selection\n\nMeasured on the {n} validation questions (held out of train before "
+        f"generation; never the eval split), greedy:\n\n{table}\n\n{why}"
+    )
 
 
 def with_metrics(card: str, label: str, metrics: dict[str, Any]) -> str:

@@ -43,10 +43,11 @@ from stages.train.checkpoints import checkpoint_step, last_checkpoint
 from stages.train.hub import export  # noqa: F401 - the stage's part of `distill export`
 from stages.train.preflight import TrainError, preflight
 from stages.train.trainer import STATS_FILE, train_in_process
+from stages.train.validation import RESULTS as VALIDATION_RESULTS
 
 NAME = "train"
 VERSION = 2  # 2: model/README.md, the model card; checkpoints/ deleted after success
-OUTPUTS = (MODEL, TRAIN_LOG, LOSS_PLOT, STATS_FILE)
+OUTPUTS = (MODEL, TRAIN_LOG, LOSS_PLOT, STATS_FILE, VALIDATION_RESULTS)
 UPSTREAM = ("filter",)
 HELP = "train the student on kept.jsonl with TRL: SFT or soft-label KD, full or LoRA"
 
@@ -112,10 +113,9 @@ def accelerate_config_path(name: str) -> Path:
 
 
 def write_child_config(cfg: Config, path: Path) -> None:
-    """What the launched processes need: the train section (+ cache dir), as JSON (valid YAML)."""
-    atomic_write_json(
-        path, {"run": cfg.run, "cache_dir": cfg.cache_dir, "train": to_dict(cfg.train)}
-    )
+    """What the launched processes need, as JSON (valid YAML): the whole config, since rank 0
+    validates (the task's validation split, the student's prompt, eval's serving)."""
+    atomic_write_json(path, to_dict(cfg))
 
 
 def launch_command(cfg: Config, kept: Path, out: Path) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.records import atomic_write_jsonl
+from stages.shared.layout import LOSS_PLOT, TRAIN_LOG
 
 
 def log_line(msg: str) -> None:
@@ -21,10 +22,17 @@ def _is_rank0() -> bool:
 
 
 def write_logs(history: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
-    """train_log.jsonl (one line per logging step) and loss.png; returns the loss rows."""
-    keys = ("step", "epoch", "loss", "learning_rate", "grad_norm")
-    rows = [{k: h[k] for k in keys if k in h} for h in history if "loss" in h]
-    atomic_write_jsonl(out / "train_log.jsonl", rows)
+    """train_log.jsonl (one line per logging step, and one per validation) and loss.png, the
+    validation accuracy on a second axis; returns the loss rows."""
+    keys = ("step", "epoch", "loss", "learning_rate", "grad_norm", "validation_accuracy")
+    logged = [
+        {k: h[k] for k in keys if k in h}
+        for h in history
+        if "loss" in h or "validation_accuracy" in h
+    ]
+    atomic_write_jsonl(out / TRAIN_LOG, logged)
+    rows = [r for r in logged if "loss" in r]
+    val = [r for r in logged if "validation_accuracy" in r]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,9 +44,15 @@ def write_logs(history: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]
     )
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
-    ax.set_title("train loss")
+    ax.set_title("train loss" + (" and validation accuracy" if val else ""))
     ax.grid(alpha=0.3)
+    if val:
+        acc = ax.twinx()
+        acc.plot([r["step"] for r in val], [r["validation_accuracy"] for r in val], "o-",
+                 color="tab:orange", label="validation accuracy")  # fmt: skip
+        acc.set_ylabel("validation accuracy", color="tab:orange")
+        acc.set_ylim(0, 1)
     fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=100)
+    fig.savefig(out / LOSS_PLOT, dpi=100)
     plt.close(fig)
     return rows

@@ -21,6 +21,7 @@ from stages.train.logs import log_line, write_logs
 from stages.train.losses import cpu_trainer_class, kd_trainer_class
 from stages.train.preflight import preflight
 from stages.train.prepared import Table, TrainError
+from stages.train.validation import Validator, select, validation_callback
 
 STATS_FILE = "train_stats.json"
 
@@ -178,13 +179,17 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
         f"(mean length {prepared.stats['mean_tokens']}, max {prepared.stats['max_tokens']})"
     )
     trainer, counter, bf16 = _make_trainer(cfg, student, tok, prepared.rows, out, prepared.soft)
+    validator = Validator.of(cfg, out, tok)
+    if validator is not None:
+        trainer.add_callback(validation_callback(validator, cfg.train.validate_every))
     ckpt = last_checkpoint(out / "checkpoints")
     resumed_from = checkpoint_step(ckpt)
     if ckpt is not None:
         log_line(f"resuming from {ckpt.name} (step {resumed_from})")
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    seconds = time.perf_counter() - t0
+    validating = validator.seconds if validator is not None else 0.0
+    seconds = time.perf_counter() - t0 - validating  # training only: validation is its own
 
     # Every rank calls save_model (FSDP / ZeRO-3 gather the weights); only rank 0 writes files.
     lora = cfg.train.lora.enabled
@@ -204,6 +209,7 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
         "final_loss": None,
         "mean_loss": round(float(result.training_loss), 6) if trained else None,
         "train_seconds": round(seconds, 3),
+        "validation_seconds": round(validating, 3),
         "seconds_per_step": round(seconds / trained, 4) if trained else None,
         "resumed_from_step": resumed_from,
         "lora": lora,
@@ -214,16 +220,25 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
         "num_processes": trainer.accelerator.num_processes,
     }
     if trainer.is_world_process_zero():
-        losses = write_logs(state.log_history, out)
-        stats["final_loss"] = losses[-1]["loss"] if losses else None
-        finalize_model(student, tok, out, lora)
-        atomic_write_json(out / STATS_FILE, stats)
-        prune_checkpoints(out / "checkpoints", keep_last=cfg.train.keep_checkpoints)
-        log_line(
-            f"done: {stats['steps']} steps in {seconds:.1f}s, final loss {stats['final_loss']}"
-        )
+        _finish(cfg, student, tok, out, state, validator, stats)
     trainer.accelerator.wait_for_everyone()
     return stats
+
+
+def _finish(cfg: Config, student: Path, tok, out: Path, state, validator, stats: dict) -> None:  # noqa: ANN001
+    """Rank 0, after training: the logs, the selected weights as out/model, the stats."""
+    losses = write_logs(state.log_history, out)
+    stats["final_loss"] = losses[-1]["loss"] if losses else None
+    stats |= select(validator, cfg, out, state.global_step)
+    finalize_model(student, tok, out, cfg.train.lora.enabled)
+    if validator is not None:
+        validator.drop_weights()
+    atomic_write_json(out / STATS_FILE, stats)
+    prune_checkpoints(out / "checkpoints", keep_last=cfg.train.keep_checkpoints)
+    log_line(
+        f"done: {stats['steps']} steps in {stats['train_seconds']:.1f}s, final loss "
+        f"{stats['final_loss']}"
+    )
 
 
 def _make_trainer(

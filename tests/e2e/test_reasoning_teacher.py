@@ -82,6 +82,7 @@ def overrides_for(reasoner: Path, url: str, runs: Path) -> list[str]:
         "generate.sampling.max_tokens=48",
         "train.max_steps=2",
         "train.batch_size=4",
+        "train.validate=false",  # a vLLM start per train; validation: e2e/test_sweep
     ]
 
 

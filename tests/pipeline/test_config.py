@@ -491,12 +491,15 @@ def test_status_shows_the_stages_it_can_key(tmp_path: Path) -> None:
 # cached run. Change them only on purpose (a stage's VERSION, its key parts, the bundled data).
 # filter VERSION 2 (kept rows carry pass rates, a dataset card), train VERSION 2 (a model
 # card, no checkpoints kept) and eval VERSION 2 (student cards) moved filter, train and eval.
+# The validation split (task.validation_fraction, 0.1 by default) moved them all: it takes 84
+# questions (7 facts) out of the default train split before generate, so the train questions
+# changed. (The house refactor before it, issue 24, kept every key as it was.)
 DEFAULT_KEYS = {
-    "generate": "952ab0ea33529f968b098d87da0ef4d8ec6fbc93f7155023e1889d1ebba63f29",
-    "filter": "c64e366f937a76a74c1df3f7ba50c958047117f09956390a79297535a0aac2f2",
-    "train": "76b693a4f168ec4671b43a15533cd5455f13255b02cf693cf014b54bac2c73ee",
-    "train_answer_only/train": "30d2e9adc32958d798d88d2b7c86612cdd51d8ffef827133c00a1369239d155a",
-    "eval": "5cfedf1be0bc8c3d55b059ae3c8ff540eb4b55e79e478bc925eb51bc4c64c43e",
+    "generate": "4e4b5d3027c0acb0272b3d5c687987208ccc808eb66591fcb412f65f15d4cdff",
+    "filter": "4826d166dd376fcc577b58d83bee1618ff7354a0385ef6eceb3606a9e081305b",
+    "train": "94600b2981f5dd3593343c1ab5ea3672e6e69e0f85d9188ebb9284cfcd7f7e30",
+    "train_answer_only/train": "9bfb2b8b3307816c6902dbb9b85f54818d605e7d8888b9fd02eb102e913219a1",
+    "eval": "b38fc85755dc5a8b2c7546da0615320aebf185dc851ec7659e0bcc16c2a51973",
 }
 
 

@@ -19,11 +19,45 @@ def test_bundled_split_by_fact_shares_no_fact_and_is_deterministic():
     facts = {r["id"]: r["fact"] for r in map(json.loads, (ROOT / "data/arith.jsonl").open())}
     train_facts = {facts[q.id] for q in task.train}
     eval_facts = {facts[q.id] for q in task.eval}
-    assert train_facts and eval_facts and not train_facts & eval_facts
-    assert len(task.train) + len(task.eval) == len(facts)
-    assert len(task.eval) >= 200
+    val_facts = {facts[q.id] for q in task.validation}
+    assert train_facts and eval_facts and val_facts
+    assert not train_facts & eval_facts and not val_facts & (train_facts | eval_facts)
+    # 84 validation questions (7 whole facts of 12) are under the cap of 100: none is dropped.
+    assert len(task.train) + len(task.validation) + len(task.eval) == len(facts)
+    assert len(task.eval) >= 200 and len(task.validation) == 84
     again = load_task(TaskConfig(source="bundled:arith", split_by="fact", eval_fraction=0.3))
     assert [q.id for q in again.eval] == [q.id for q in task.eval]
+    assert [q.id for q in again.validation] == [q.id for q in task.validation]
+
+
+@pytest.mark.parametrize(
+    "fraction, floor, cap, want",
+    [
+        (0.0, 20, 100, 0),  # no validation split: train keeps every question
+        (0.1, 20, 100, 84),  # 7 of 64 train facts (a tenth, rounded up) of 12 questions
+        (0.1, 120, 1000, 120),  # the floor holds out facts until 120 questions
+        (0.1, 20, 30, 30),  # the cap: 30 of the held-out facts' questions
+        (0.5, 20, 1000, 384),  # half of the facts
+    ],
+)
+def test_validation_split_fraction_floor_and_cap(fraction, floor, cap, want):
+    cfg = TaskConfig(source="bundled:arith", split_by="fact", eval_fraction=0.3,
+                     validation_fraction=fraction, min_validation=floor, max_validation=cap)  # fmt: skip
+    task = load_task(cfg)
+    assert len(task.validation) == want
+    held = {q.group for q in task.validation}
+    assert not held & {q.group for q in task.train}  # whole facts, even beyond the cap
+    assert not {q.id for q in task.validation} & {q.id for q in task.eval}
+    # The eval split never moves with the validation split.
+    plain = load_task(TaskConfig(source="bundled:arith", split_by="fact", eval_fraction=0.3))
+    assert [q.id for q in task.eval] == [q.id for q in plain.eval]
+
+
+def test_validation_never_takes_the_last_train_group():
+    cfg = TaskConfig(source="bundled:arith", split_by="fact", eval_fraction=0.3,
+                     validation_fraction=0.9, min_validation=5000)  # fmt: skip
+    task = load_task(cfg)
+    assert len({q.group for q in task.train}) == 1 and task.validation
 
 
 def test_growing_the_cap_only_adds_questions():
@@ -67,7 +101,7 @@ def test_jsonl_column_map_and_errors(tmp_path):
             eval_fraction=0.5,
         )
     )
-    got = {(q.id, q.question, q.answer) for q in task.train + task.eval}
+    got = {(q.id, q.question, q.answer) for q in task.train + task.validation + task.eval}
     assert ("b", "1+1?", "2") in got and len(got) == 8  # a number answer read as its text
 
 
@@ -150,8 +184,12 @@ def test_bom_crlf_and_blank_lines_are_read(tmp_path):
     p = tmp_path / "bom.jsonl"
     p.write_bytes(b"\xef\xbb\xbf" + body)
     task = load_task(TaskConfig(source=f"jsonl:{p}", eval_fraction=0.5))
-    assert sorted(q.id for q in task.train + task.eval) == [f"q{i}" for i in range(1, 9)]
-    assert {q.answer for q in task.train + task.eval} == {str(2 * i) for i in range(1, 9)}
+    assert sorted(q.id for q in task.train + task.validation + task.eval) == [
+        f"q{i}" for i in range(1, 9)
+    ]
+    assert {q.answer for q in task.train + task.validation + task.eval} == {
+        str(2 * i) for i in range(1, 9)
+    }
 
 
 def test_an_empty_split_is_refused_before_any_work(tmp_path):

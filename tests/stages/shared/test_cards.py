@@ -32,7 +32,9 @@ def test_dataset_card_names_the_given_keys_and_the_rows_sha():
     report = {"input": 5, "kept": 3, "reasons": {"wrong_answer": 2}, "pass_rate": {}}
     kept = [{"scores": {"tokens": n}} for n in (10, 20, 30)]
     meta, body = parse(
-        dataset_card(cfg, report, kept, {}, KEYS, {"train": 9, "eval": 3}, {}, "ab" * 32)
+        dataset_card(
+            cfg, report, kept, {}, KEYS, {"train": 9, "validation": 2, "eval": 3}, {}, "ab" * 32
+        )
     )
     assert meta["distill"] == {"generate_key": KEYS["generate"], "filter_key": KEYS["filter"]}
     assert meta["configs"] == [
@@ -41,7 +43,10 @@ def test_dataset_card_names_the_given_keys_and_the_rows_sha():
             "data_files": [{"split": "train", "path": "kept.jsonl"}],
         }
     ]
-    assert "9 train questions, 3 held out" in body and "median\n  20" in body
+    assert (
+        "9 train questions, 2 held out of\n  train for validation" in body
+        and "median\n  20" in body
+    )
 
 
 def test_scored_card_names_the_distilled_model():

@@ -74,6 +74,7 @@ def make_cfg(student: Path, tmp_path: Path, *overrides: str):
         "train.logging_steps=2",
         "train.save_steps=1000",
         "train.max_length=128",
+        "train.validate=false",  # these test training; validation: test_validation, e2e/test_sweep
     ]
     return load_config(None, [*base, *overrides])
 
