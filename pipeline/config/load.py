@@ -136,9 +136,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         _set_path(data, key, value)
         from_cli.add(key)
     try:
-        cfg = _build(Config, data)
-        check_sweep(cfg)
-        return cfg
+        return check_sweep(_build(Config, data))
     except ConfigError as e:
         cli = any(
             e.key == k or e.key.startswith(k + ".") or e.key.startswith(k + "[") for k in from_cli
@@ -163,15 +161,34 @@ def trials(cfg: Config) -> list[dict[str, Any]]:
     return out
 
 
-def check_sweep(cfg: Config) -> None:
-    """Each trial must be a config that builds: a bad grid value fails here, in one line
-    naming it, not after other trials trained."""
-    for t in trials(cfg):
+def check_sweep(cfg: Config) -> Config:
+    """`cfg` with each grid value as its field reads it (YAML reads 1e-5 as text; the trial's
+    key reads 1e-05): a bad value fails here, in one line naming it, not after other trials
+    trained, and two spellings of one value are one value listed twice."""
+    grid: dict[str, list[Any]] = {}
+    for key, values in cfg.sweep.grid.items():
+        grid[key] = []
+        for v in values:
+            try:
+                built = with_values(cfg, {key: v})
+            except ConfigError as e:
+                raise ConfigError(f"{e.problem} (value {v!r})", f"sweep.grid.{key}") from None
+            grid[key].append(_get_path(built, key))
+        if len({repr(v) for v in grid[key]}) != len(grid[key]):
+            raise ConfigError("a value is listed twice", f"sweep.grid.{key}")
+    cfg = dataclasses.replace(cfg, sweep=dataclasses.replace(cfg.sweep, grid=grid))
+    for t in trials(cfg):  # values that build alone may not build together
         try:
             with_values(cfg, t)
         except ConfigError as e:
-            bad = next((k for k in t if e.key == k or e.key.startswith(k + ".")), "")
-            raise ConfigError(f"{e.problem} (trial {t})", f"sweep.grid.{bad}") from None
+            raise ConfigError(f"{e.problem} (trial {t})", "sweep.grid") from None
+    return cfg
+
+
+def _get_path(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def shipped_configs() -> list[Path]:

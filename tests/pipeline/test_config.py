@@ -576,3 +576,36 @@ def test_strategy_knobs_key_generate_only_when_set() -> None:
     assert {p.name: p.key for p in plan(same, "eval").values()} == base
     adaptive = load_config(shipped_config("default"), ["generate.strategy=adaptive"])
     assert plan(adaptive, "generate")["generate"].key != base["generate"]
+
+
+@pytest.mark.parametrize(
+    "grid, key, words",
+    [
+        ("{train.learning_rate: [-1, 1e-5]}", "sweep.grid.train.learning_rate", "out of range"),
+        ("{train.lora.r: [8, 0]}", "sweep.grid.train.lora.r", "out of range"),
+        ("{eval.concurrency: [1]}", "sweep.grid.eval.concurrency", "train settings"),
+        ("{train.seed: [1, 2]}", "sweep.grid.train.seed", "sweep.seeds sets"),
+        ("{train.epochs: []}", "sweep.grid.train.epochs", "at least one value"),
+        ("{train.epochs: [1, 1]}", "sweep.grid.train.epochs", "listed twice"),
+        # YAML reads 1e-5 as text and 1.0e-5 as a number: both are the one rate 1e-05.
+        ("{train.learning_rate: [1e-5, 1.0e-5]}", "sweep.grid.train.learning_rate", "twice"),
+    ],
+)
+def test_a_bad_sweep_grid_is_one_error_naming_its_key(grid: str, key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"sweep.grid={grid}"])
+    assert e.value.key == key or str(e.value).startswith(key), str(e.value)
+    assert words in str(e.value)
+
+
+def test_sweep_trials_are_every_combination_in_grid_order() -> None:
+    from pipeline.config import trials, with_values
+
+    cfg = load_config(
+        None, ["sweep.grid={train.learning_rate: [1e-5, 2e-5], train.epochs: [1, 2, 3]}"]
+    )
+    got = trials(cfg)
+    # 1e-5 comes in as YAML text and is read as the field reads it: the trial's number.
+    assert len(got) == 6 and got[0] == {"train.learning_rate": 1e-5, "train.epochs": 1}
+    assert with_values(cfg, got[-1]).train.epochs == 3
+    assert with_values(cfg, got[-1]).train.learning_rate == 2e-5
