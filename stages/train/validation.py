@@ -33,6 +33,7 @@ from pipeline.calls import Completion, Request, sampling_dict
 from pipeline.config import Config
 from pipeline.prompts import render_messages
 from pipeline.reasoning import Convention
+from pipeline.records import atomic_write_text
 from pipeline.tasks import Question, load_task
 from stages.shared.layout import MODEL
 from stages.train.logs import log_line
@@ -62,7 +63,7 @@ class Validator:
         v = cls(cfg, Path(out), tok, cfg.train.lora.enabled, questions)
         path = v.out / RESULTS
         if path.is_file():  # a resumed run: what was measured stays measured
-            v.results = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            v.results = _read_results(path)
         return v
 
     def measured(self, step: int) -> bool:
@@ -152,6 +153,24 @@ class Validator:
                 here = self.candidate(r["step"])
                 shutil.rmtree(here / MODEL, ignore_errors=True)
                 shutil.rmtree(here / "adapter", ignore_errors=True)
+
+
+def _read_results(path: Path) -> list[dict[str, Any]]:
+    """The measurements on disk; a line a kill cut short is dropped (that step is measured
+    again: its answers are in its predictions log, so nothing is asked twice)."""
+    out = []
+    text = path.read_text()
+    for line in text.splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict) and {"step", "accuracy", "n"} <= r.keys():
+            out.append(r)
+    if len(out) != len(text.splitlines()) or (text and not text.endswith("\n")):
+        # Rewritten whole, so the next measurement never lands after a torn line.
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in out))
+    return out
 
 
 def validation_callback(validator: Validator, every: int):

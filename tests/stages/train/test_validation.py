@@ -52,9 +52,11 @@ def test_last_keeps_the_last_step(tmp_path: Path):
 
 def test_a_resumed_run_reads_what_was_measured(tmp_path: Path):
     cfg = load_config(None)
-    (tmp_path / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in MEASURED))
+    lines = "".join(json.dumps(r) + "\n" for r in MEASURED)
+    (tmp_path / RESULTS).write_text(lines + '{"step": 10, "accu')  # a kill mid-line
     v = Validator.of(cfg, tmp_path, tok=None)
     assert v is not None and v.results == MEASURED and v.measured(6) and not v.measured(7)
+    assert (tmp_path / RESULTS).read_text() == lines  # the torn line is gone before an append
 
 
 @pytest.mark.parametrize("overrides", [["train.validate=false"], ["task.validation_fraction=0"]])
