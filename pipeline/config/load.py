@@ -165,6 +165,8 @@ def check_sweep(cfg: Config) -> Config:
     """`cfg` with each grid value as its field reads it (YAML reads 1e-5 as text; the trial's
     key reads 1e-05): a bad value fails here, in one line naming it, not after other trials
     trained, and two spellings of one value are one value listed twice."""
+    if not cfg.sweep.grid:  # no sweep: nothing to build twice at every load
+        return cfg
     grid: dict[str, list[Any]] = {}
     for key, values in cfg.sweep.grid.items():
         grid[key] = []

@@ -38,11 +38,11 @@ from stages.eval.metrics import paired_mcnemar, same_answer, score_rows, summari
 from stages.eval.predictions import (
     TRAINED_INPUT,
     Todo,
+    answers,
     ask_models,
     check_prediction,
     models_under_test,
     plan_requests,
-    request_sha,
     reuse_siblings,
 )
 from stages.eval.report import (
@@ -153,13 +153,7 @@ def _predictions(cfg: Config, muts: list, out: Path) -> tuple[list[dict], dict[s
     planned = [Todo(m, req, q) for m in muts for req, q in m.requests]
     with RecordLog.open(pred_path, check_prediction, "answers", fsync_every=16) as log:
         have = log.rows
-        # A row counts only if it answers exactly this request (same weights, prompt, sampling).
-        todo = [
-            t
-            for t in planned
-            if have.get(t.request.id, {}).get("request_sha")
-            != request_sha(t.model.identity, t.request)
-        ]
+        todo = [t for t in planned if not answers(have.get(t.request.id), t.model, t.request)]
         missing = reuse_siblings(todo, out, log)
         print(
             f"eval: {len(planned) // max(1, len(muts))} held-out questions x {len(muts)} "

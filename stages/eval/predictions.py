@@ -129,6 +129,11 @@ def request_sha(identity: str, req: Request) -> str:
     return sha256_text(canonical_json([identity, req.messages, req.sampling]))[:32]
 
 
+def answers(row: dict[str, Any] | None, m: ModelUnderTest, req: Request) -> bool:
+    """Whether a logged row answers exactly this request: same weights, prompt, sampling."""
+    return row is not None and row.get("request_sha") == request_sha(m.identity, req)
+
+
 def prediction_row(m: ModelUnderTest, req: Request, q: Question, comp: Completion) -> dict:
     return {
         "id": req.id,
@@ -226,8 +231,6 @@ def _ask_group(cfg: Config, mine: list[Todo], out: Path, log: RecordLog) -> Aske
         lambda c: prediction_row(*by_id[c.id], c),
         settings_from(cfg.eval),
         out / "logs" / labels[0],
-        current=lambda req, row: (
-            row.get("request_sha") == request_sha(by_id[req.id].model.identity, req)
-        ),
+        current=lambda req, row: answers(row, by_id[req.id].model, req),
         unit="q",
     )

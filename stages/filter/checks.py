@@ -34,8 +34,9 @@ class Context:
     tags: tuple[str, str] = TAGS
 
     def text(self, r: dict) -> str:
-        """Sample `r`'s whole text, trace included (verify.text_of, on its split made once)."""
-        return verify.text_of(self.splits[r["id"]], self.tags)
+        """Sample `r`'s whole text, trace included (on its split, made once): what repetition,
+        dedup and decontamination see, as generate's copy check does."""
+        return inline_text(self.splits[r["id"]], self.tags)
 
 
 def words(text: str) -> list[str]:

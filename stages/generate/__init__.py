@@ -206,10 +206,11 @@ def _ask_teacher(
         ref = store.append(c.id, meta, soft_labels(c, meta.k)) if store and meta else None
         return record(by_id[c.id], c, plan.label, plan.identity, ref)
 
+    lone = len(cfg.teacher_list()) == 1
     spec = teacher_spec(
         cfg,
         plan.teacher,
-        "teacher" if len(cfg.teacher_list()) == 1 else f"teacher {plan.label}",
+        "teacher" if lone else f"teacher {plan.label}",
         max_logprobs=g.logprobs,
         logprobs_mode=f"{g.logprobs_mode}_logprobs",
     )
@@ -221,7 +222,7 @@ def _ask_teacher(
         settings_from(g),
         out / "logs",
         more=lambda: calls(rounds.next(), g.samples_per_call),
-        desc="teacher" if len(cfg.teacher_list()) == 1 else plan.label,
+        desc="teacher" if lone else plan.label,
     )
 
 

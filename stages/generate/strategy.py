@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import Config, TeacherConfig
-from pipeline.reasoning import Convention
+from pipeline.reasoning import Convention, inline_text
 from stages.generate.samples import Planned
-from stages.shared.verify import text_digest, text_of, verified
+from stages.shared.verify import text_digest, verified
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Tally:
         if not verified(row, self.convention):
             return
         self.verified.add(row["id"])
-        digest = text_digest(text_of(self.convention.split(row), self.convention.tags))
+        digest = text_digest(inline_text(self.convention.split(row), self.convention.tags))
         q = row["question_id"]
         if digest not in self.seen[q]:
             self.seen[q].add(digest)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.answers import grade, has_answer_line
-from pipeline.reasoning import Convention, Mode, Split, inline_text
+from pipeline.reasoning import Convention, Mode, Split
 
 # Punctuation goes, but math operators stay: "a + b" and "a - b" are different completions.
 _PUNCT = re.compile(r"[^\w\s+\-*/=<>^%|]")
@@ -78,9 +78,3 @@ def verified(r: dict, convention: Convention) -> bool:
         and answer_format(r, part, convention.mode).keep
         and correct(r, part).keep
     )
-
-
-def text_of(part: Split, tags: tuple[str, str]) -> str:
-    """The teacher's whole text, trace included: what dedup, repetition and decontamination
-    compare (the split is the caller's: filter splits every sample once)."""
-    return inline_text(part, tags)

@@ -82,7 +82,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     # Highest mean first; among equals the earlier trial (grid order), so a rerun agrees.
     ranked = sorted(rows, key=lambda r: (-r["mean"], r["trial"]))
     chosen = ranked[0]
-    chosen_cfg = dataclasses.replace(with_values(cfg, chosen["values"]), sweep=type(cfg.sweep)())
+    chosen_cfg = follow_up(cfg, {"chosen": chosen["values"]})
     result = {
         "trials": rows,
         "ranking": [r["trial"] for r in ranked],

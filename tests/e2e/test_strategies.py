@@ -17,10 +17,10 @@ import pytest
 from conftest import kill_generate_when, run_cli
 
 from pipeline.config import load_config, shipped_config
-from pipeline.reasoning import Convention
+from pipeline.reasoning import Convention, inline_text
 from pipeline.records import read_jsonl, read_jsonl_tolerant
 from pipeline.runner import plan
-from stages.shared.verify import text_digest, text_of, verified
+from stages.shared.verify import text_digest, verified
 
 pytestmark = pytest.mark.slow
 QUESTIONS = 40
@@ -136,7 +136,7 @@ def test_adaptive_stops_each_question_by_the_rule(adaptive_killed: dict) -> None
         counted = []
         for r in rs:
             if verified(r, conv):
-                seen.add(text_digest(text_of(conv.split(r), conv.tags)))
+                seen.add(text_digest(inline_text(conv.split(r), conv.tags)))
             counted.append(len(seen))
         rounds = [counted[i] for i in range(1, len(rs), 2)]  # after each round
         assert all(c < 2 for c in rounds[:-1]), f"{q} went on after reaching the target"
