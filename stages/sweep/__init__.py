@@ -24,6 +24,7 @@ from pipeline.config import Config, semantic, to_dict, trials, with_values
 from pipeline.errors import UserError
 from pipeline.records import atomic_write_json, atomic_write_text
 from pipeline.stage import ExtraInput, KeyParts, RunContext
+from stages.eval.metrics import wilson_interval
 
 NAME = "sweep"
 VERSION = 1
@@ -133,7 +134,33 @@ def _report(result: dict[str, Any]) -> str:
         sd = "-" if r["sd"] is None else f"{r['sd']:.3f}"
         lines.append(f"| {rank} | {i} | {settings} | {r['mean']:.3f} | {sd} | {per} |")
     lines += ["", f"Chosen: trial {result['chosen']['trial']}; its config is `chosen.yaml`."]
-    return "\n".join(lines) + "\n"
+    margin = _margin(result)
+    return "\n".join([*lines, *([""] if margin else []), margin]) + "\n"
+
+
+def _margin(result: dict[str, Any]) -> str:
+    """How far the chosen trial leads the next, against what the validation split can resolve:
+    the half-width of the chosen mean's 95% Wilson interval on the validation questions."""
+    n, ranking = result["validation_questions"], result["ranking"]
+    if not n or len(ranking) < 2:
+        return ""
+    by_id = {r["trial"]: r for r in result["trials"]}
+    best, next_ = by_id[ranking[0]], by_id[ranking[1]]
+    lead = best["mean"] - next_["mean"]
+    lo, hi = wilson_interval(round(best["mean"] * n), n)
+    half = (hi - lo) / 2
+    text = (
+        f"The chosen trial leads trial {next_['trial']} by {100 * lead:.1f} points "
+        f"({lead * n:.1f} of {n} questions); the chosen mean's 95% interval on {n} questions is "
+        f"about ±{100 * half:.1f} points."
+    )
+    if lead < half:
+        text += (
+            " That lead is inside it: this split cannot tell these trials apart. More seeds "
+            "(sweep.seeds) or more validation questions (task.validation_fraction, "
+            "task.max_validation) would."
+        )
+    return text
 
 
 def follow_up(cfg: Config, stats: dict[str, Any]) -> Config:
