@@ -1,4 +1,5 @@
-"""Eval metrics as pure functions: scoring, Wilson intervals, exact McNemar, ROUGE-L, summaries.
+"""Eval metrics as pure functions: scoring, Wilson intervals (from stages/shared/intervals.py),
+exact McNemar, ROUGE-L, summaries.
 
 No torch, no numpy: everything here runs on scored prediction rows (plain dicts), so it is cheap
 to import and easy to test by hand.
@@ -12,22 +13,9 @@ from typing import Any
 
 from pipeline.answers import grade, has_answer_line, is_correct
 from pipeline.reasoning import Convention
+from stages.shared.intervals import wilson_interval
 
 TEACHER = "teacher"
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials; (0, 1) when n is 0."""
-    if n <= 0:
-        return (0.0, 1.0)
-    if not 0 <= k <= n:
-        raise ValueError(f"wilson_interval: need 0 <= k <= n, got k={k}, n={n}")
-    p = k / n
-    z2 = z * z
-    denom = 1 + z2 / n
-    center = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return (max(0.0, center - half), min(1.0, center + half))
 
 
 def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict[str, Any]:

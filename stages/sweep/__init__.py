@@ -24,7 +24,7 @@ from pipeline.config import Config, semantic, to_dict, trials, with_values
 from pipeline.errors import UserError
 from pipeline.records import atomic_write_json, atomic_write_text
 from pipeline.stage import ExtraInput, KeyParts, RunContext
-from stages.eval.metrics import wilson_interval
+from stages.shared.intervals import wilson_interval
 
 NAME = "sweep"
 VERSION = 1
