@@ -36,12 +36,19 @@ def distill(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return p
 
 
-def stage_dir(stage: str, overrides: list[str]) -> Path:
-    """The dir of `stage` under these overrides (the bundled default config below)."""
+def stage_dir(stage: str, overrides: list[str], config: Path | None = None) -> Path:
+    """The dir of `stage` under these overrides (of `config`, or the bundled default)."""
     from pipeline.config import load_config, shipped_config
     from pipeline.runner import plan
 
-    return plan(load_config(shipped_config("default"), overrides), stage)[stage].dir
+    cfg = load_config(config or shipped_config("default"), overrides)
+    return plan(cfg, stage)[stage].dir
+
+
+def correct_by_question(eval_dir: Path, model: str = "student") -> dict[str, bool]:
+    """question id -> whether `model`'s answer was right, from an eval stage's predictions."""
+    rows = (json.loads(x) for x in (eval_dir / "predictions.jsonl").read_text().splitlines() if x)
+    return {r["question_id"]: bool(r.get("correct")) for r in rows if r["model"] == model}
 
 
 def stage_stats(d: Path) -> dict:

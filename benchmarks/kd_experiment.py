@@ -23,7 +23,7 @@ import json
 import statistics
 from pathlib import Path
 
-from common import ROOT, distill
+from common import ROOT, correct_by_question, distill
 
 VAL_RUN = "kd-validation"
 # The default run (as `./distill run generate.logprobs=20 train.objective=kd` made it, so its
@@ -93,14 +93,7 @@ def _student_rows(overrides: list[str], seed: int | None) -> dict[str, bool]:
     cfg = load_config(shipped_config("default"), overrides)
     if seed is not None:
         cfg = seed_config(cfg, seed)
-    d = plan(cfg, "eval")["eval"].dir
-    out = {}
-    for line in (d / "predictions.jsonl").read_text().split("\n"):
-        if line.strip():
-            row = json.loads(line)
-            if row["model"] == "student":
-                out[row["question_id"]] = bool(row.get("correct"))
-    return out
+    return correct_by_question(plan(cfg, "eval")["eval"].dir)
 
 
 def compare(alpha: float, temperature: float, seeds: list[int]) -> None:

@@ -18,25 +18,10 @@ b against a on the same questions. Nothing here chooses a setting: choose on val
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
-from common import distill
-
-
-def _eval_dir(config: Path, overrides: list[str]) -> Path:
-    from pipeline.config import load_config
-    from pipeline.runner import plan
-
-    return plan(load_config(config, overrides), "eval")["eval"].dir
-
-
-def _student(config: Path, overrides: list[str]) -> dict[str, bool]:
-    """question id -> whether the student's answer was right."""
-    d = _eval_dir(config, overrides)
-    rows = (json.loads(x) for x in (d / "predictions.jsonl").read_text().splitlines() if x)
-    return {r["question_id"]: bool(r.get("correct")) for r in rows if r["model"] == "student"}
+from common import correct_by_question, distill, stage_dir
 
 
 def main() -> None:
@@ -57,7 +42,7 @@ def main() -> None:
         for arm, extra in arms.items():
             overrides = [*extra, f"train.seed={seed}", "eval.models=[student]"]
             distill("eval", "--config", str(config), *overrides)
-            got[arm][seed] = _student(config, overrides)
+            got[arm][seed] = correct_by_question(stage_dir("eval", overrides, config))
             acc = sum(got[arm][seed].values()) / len(got[arm][seed])
             print(f"seed {seed} arm {arm}: {100 * acc:.1f}%", flush=True)
 

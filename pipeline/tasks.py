@@ -83,12 +83,10 @@ def _inline_choices(query: str, labels: list[str]) -> tuple[str, list[str]] | No
     ["A", "B", ...]: the stem and the choice texts, or None where the query is not that shape
     (then it is used as it is)."""
     lines = query.rstrip().split("\n")
-    if not labels or labels != [x for x in labels if len(x) == 1] or lines[-1] != "Answer:":
-        return None
     rows = lines[-1 - len(labels) : -1]
-    found = [_MC_LINE.match(x) for x in rows]
-    if len(rows) != len(labels):
+    if not labels or lines[-1] != "Answer:" or len(rows) != len(labels):
         return None
+    found = [_MC_LINE.match(x) for x in rows]
     if any(m is None or m[1] != lab for m, lab in zip(found, labels, strict=True)):
         return None
     stem = "\n".join(lines[: -1 - len(labels)]).removeprefix("Question: ").strip()
