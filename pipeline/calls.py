@@ -18,11 +18,17 @@ class Request:
 
     With a `seed`, vLLM seeds the k-th sample of a call with seed + k, so a sample's text does
     not depend on how samples are grouped into calls.
+
+    A scoring request (`prompt_ids` set, see `score_request`) writes nothing: the model reads
+    those token ids as they are (no chat template, no re-tokenizing) and gives each position's
+    log-probability from `sampling["score_from"]` on, with the top `sampling["prompt_logprobs"]`
+    alternatives, as `Completion.prompt_logprobs`.
     """
 
     ids: list[str]
     messages: list[dict[str, str]]
     sampling: dict[str, Any]  # temperature, top_p, max_tokens, seed, stop; logprobs: top-k
+    prompt_ids: list[int] | None = None  # scoring: the token ids read, not a chat
 
     @property
     def id(self) -> str:
@@ -46,6 +52,37 @@ class Completion:
     # Soft labels when asked for (sampling "logprobs": k): per completion token, the id and
     # logprob written and the top-k ids and logprobs (lists; stages.shared.softlabels stores them)
     token_logprobs: dict[str, list] | None = None
+    # A scoring request's answer, in the same lists: each scored position's token (the id it
+    # was given), its logprob and the top-k there
+    prompt_logprobs: dict[str, list] | None = None
+
+
+def score_request(sid: str, prompt_ids: list[int], score_from: int, k: int) -> Request:
+    """Ask for the log-probabilities of `prompt_ids[score_from:]`, each given the ids before it
+    (and the top k there): a teacher scoring text another model wrote. One token is generated,
+    greedily, because vLLM computes prompt logprobs only for a request that generates."""
+    if not 0 < score_from < len(prompt_ids):
+        raise ValueError(f"score_from {score_from} outside 1..{len(prompt_ids) - 1}")
+    sampling = {"temperature": 0.0, "max_tokens": 1, "prompt_logprobs": k}
+    return Request([sid], [], sampling | {"score_from": score_from}, list(prompt_ids))
+
+
+def scored_lists(prompt_ids: list[int], per_position: list[Any], score_from: int, k: int) -> dict:
+    """The lists a soft-label store keeps, from vLLM's prompt logprobs: per position a dict
+    token id -> (logprob, rank), holding the top k by rank and the prompt's own token. The
+    position's own token must be there: a server that left it out answered something else."""
+    out: dict[str, list] = {"ids": [], "logprobs": [], "top_ids": [], "top_logprobs": []}
+    for pos in range(score_from, len(prompt_ids)):
+        here = per_position[pos] if pos < len(per_position) else None
+        tid = prompt_ids[pos]
+        if not here or tid not in here:
+            raise ValueError(f"no prompt logprob for position {pos} (token {tid})")
+        top = sorted((rank, i, lp) for i, (lp, rank) in here.items() if rank <= k)[:k]
+        out["ids"].append(tid)
+        out["logprobs"].append(float(here[tid][0]))
+        out["top_ids"].append([i for _, i, _ in top])
+        out["top_logprobs"].append([float(lp) for _, _, lp in top])
+    return out
 
 
 @dataclass

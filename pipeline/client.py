@@ -21,7 +21,7 @@ import aiohttp
 import httpx
 
 from pipeline.balance import Balancer, Endpoint
-from pipeline.calls import Completion, Failure, Request, ServeError
+from pipeline.calls import Completion, Failure, Request, ServeError, scored_lists
 from pipeline.reasoning import field_reasoning
 from pipeline.redact import redact_text, redact_url
 
@@ -50,6 +50,8 @@ async def _post(
     client: aiohttp.ClientSession, ep: Endpoint, model: str, req: Request, timeout_s: float
 ) -> list[Completion]:
     """One chat call; the session carries the Authorization header when a key is set."""
+    if req.prompt_ids is not None:
+        return [await _post_score(client, ep, model, req, timeout_s)]
     body: dict[str, Any] = {"model": model, "messages": req.messages, "n": req.n, **req.sampling}
     k = body.pop("logprobs", 0)
     if req.n > 1 or k:
@@ -97,6 +99,33 @@ async def _post(
             )
         )
     return out
+
+
+async def _post_score(
+    client: aiohttp.ClientSession, ep: Endpoint, model: str, req: Request, timeout_s: float
+) -> Completion:
+    """One scoring call: the completions API reads token ids as they are, and vLLM's
+    `prompt_logprobs` gives each position's logprob with its top k (keys are token ids)."""
+    start, k = req.sampling["score_from"], req.sampling["prompt_logprobs"]
+    body = {"model": model, "prompt": req.prompt_ids, "max_tokens": 1, "temperature": 0.0}
+    body["prompt_logprobs"] = k
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
+    async with client.post(f"{ep.url}/completions", json=body, timeout=timeout) as r:
+        raw = await r.read()
+    if r.status != 200:
+        raise HTTPStatusError(r.status, raw.decode(errors="replace"))
+    choice = json.loads(raw)["choices"][0]
+    got = choice.get("prompt_logprobs")
+    if not isinstance(got, list):
+        raise ValueError("no prompt_logprobs in the answer; is this a vLLM server?")
+    per_position = [
+        None if d is None else {int(i): (float(v["logprob"]), int(v["rank"])) for i, v in d.items()}
+        for d in got
+    ]
+    ids = req.prompt_ids or []
+    lists = scored_lists(ids, per_position, start, k)
+    usage = {"prompt_tokens": len(ids), "scored_tokens": len(lists["ids"])}
+    return Completion(req.id, "", "scored", usage, ep.label, prompt_logprobs=lists)
 
 
 def _token_id(entry: dict[str, Any]) -> int:

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.calls import Completion, Request, ServeError
+from pipeline.calls import Completion, Request, ServeError, scored_lists
 from pipeline.servers import cpu_slices, die_with_parent, tail
 
 
@@ -194,6 +194,10 @@ def _kill(proc: subprocess.Popen) -> None:
 def _params(r: Request) -> Any:
     from vllm import SamplingParams
 
+    if r.prompt_ids is not None:  # scoring: one greedy token, the prompt's logprobs
+        return SamplingParams(
+            temperature=0.0, max_tokens=1, prompt_logprobs=r.sampling["prompt_logprobs"]
+        )
     return SamplingParams(
         n=r.n,
         temperature=r.sampling["temperature"],
@@ -217,6 +221,18 @@ def _token_logprobs(c: Any, k: int) -> dict[str, list]:
         out["top_ids"].append([i for _, i, _ in top])
         out["top_logprobs"].append([lp for _, _, lp in top])
     return out
+
+
+def _scored(r: Request, o: Any) -> Completion:
+    """A scoring request's answer: the prompt's logprobs from `score_from` on."""
+    per_position = [
+        None if d is None else {i: (lp.logprob, lp.rank) for i, lp in d.items()}
+        for d in (o.prompt_logprobs or [])
+    ]
+    start, k = r.sampling["score_from"], r.sampling["prompt_logprobs"]
+    lists = scored_lists(r.prompt_ids or [], per_position, start, k)
+    usage = {"prompt_tokens": len(r.prompt_ids or []), "scored_tokens": len(lists["ids"])}
+    return Completion(r.id, "", "scored", usage, "offline", prompt_logprobs=lists)
 
 
 def _llm_kwargs(args: EngineArgs) -> dict[str, Any]:
@@ -280,9 +296,14 @@ def _run_round(llm: Any, requests: list[Request], window: int, template: Any, pr
             r = next(todo, None)
             if r is None:
                 return
-            (rid,) = llm.enqueue_chat(
-                [r.messages], [_params(r)], use_tqdm=False, chat_template=template
-            )
+            if r.prompt_ids is not None:  # the ids as they are: no template, no tokenizer
+                (rid,) = llm.enqueue(
+                    [{"prompt_token_ids": r.prompt_ids}], [_params(r)], use_tqdm=False
+                )
+            else:
+                (rid,) = llm.enqueue_chat(
+                    [r.messages], [_params(r)], use_tqdm=False, chat_template=template
+                )
             # Outputs carry the id LLM gave (its counter's digits); this returns vLLM's internal
             # id, that id plus "-" and 8 random characters.
             inflight[rid.split("-", 1)[0]] = r
@@ -296,6 +317,9 @@ def _run_round(llm: Any, requests: list[Request], window: int, template: Any, pr
                 continue
             r = inflight.pop(o.request_id)
             queued -= r.n
+            if r.prompt_ids is not None:
+                print(json.dumps(asdict(_scored(r, o))), file=proto)
+                continue
             for sid, c in zip(r.ids, sorted(o.outputs, key=lambda c: c.index), strict=True):
                 usage = {
                     "prompt_tokens": len(o.prompt_token_ids or []),
