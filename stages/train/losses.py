@@ -122,3 +122,31 @@ def _head_is_logits(model) -> bool:  # noqa: ANN001
         and model.get_output_embeddings() is not None
         and not any(getattr(cfg, a, None) not in (None, 1, 1.0) for a in scaled)
     )
+
+
+def onpolicy_trainer_class():  # noqa: ANN202
+    """SFTTrainer with the on-policy loss (stages/train/onpolicy/loss.py): each scored
+    position's logprob of the token the student sampled, against the rollout's logprob and the
+    teacher's advantage in `op_table` at the row its `kd_index` names."""
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    from stages.train.onpolicy.loss import importance_sampled_loss
+
+    class OnPolicyTrainer(SFTTrainer):
+        op_table: Any = None  # (rollout logprobs [P], advantages [P]) on the CPU
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            kd_index = inputs.pop("kd_index")
+            inputs["use_cache"] = False
+            if return_outputs:
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            labels = _labels(inputs)
+            logits, scored = _scored_logits(self, model, inputs, labels)
+            new = logits.float().log_softmax(-1).gather(-1, labels[scored][:, None])[:, 0]
+            rows = kd_index[..., 1:][:, : labels.shape[1]][scored].cpu()
+            old, adv = (t[rows].to(new.device) for t in self.op_table)
+            loss = importance_sampled_loss(new, old, adv, (rows >= 0).to(new.device).float())
+            return _per_token(self, loss, scored, num_items_in_batch)
+
+    return OnPolicyTrainer
