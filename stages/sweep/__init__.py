@@ -24,6 +24,7 @@ from pipeline.config import Config, semantic, to_dict, trials, with_values
 from pipeline.errors import UserError
 from pipeline.records import atomic_write_json, atomic_write_text
 from pipeline.stage import ExtraInput, KeyParts, RunContext
+from pipeline.tasks import load_task
 from stages.shared.intervals import wilson_interval
 
 NAME = "sweep"
@@ -90,6 +91,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         "chosen": chosen,
         "seeds": _seeds(cfg),
         "validation_questions": _validation_n(ctx),
+        "validation_groups": len({q.group or q.id for q in load_task(cfg.task).validation}),
     }
     atomic_write_json(ctx.out / RESULTS, result)
     atomic_write_text(ctx.out / REPORT, _report(result))
@@ -140,24 +142,32 @@ def _report(result: dict[str, Any]) -> str:
 
 def _margin(result: dict[str, Any]) -> str:
     """How far the chosen trial leads the next, against what the validation split can resolve:
-    the half-width of the chosen mean's 95% Wilson interval on the validation questions."""
+    the half-width of the chosen mean's 95% Wilson interval on the validation questions, or,
+    when they come in fewer split groups (facts, passages), on the groups: answers within a
+    group move together, so n questions from g groups resolve little more than g would."""
     n, ranking = result["validation_questions"], result["ranking"]
     if not n or len(ranking) < 2:
         return ""
+    groups = result.get("validation_groups") or n
+    units = min(groups, n)
     by_id = {r["trial"]: r for r in result["trials"]}
     best, next_ = by_id[ranking[0]], by_id[ranking[1]]
     lead = best["mean"] - next_["mean"]
-    lo, hi = wilson_interval(round(best["mean"] * n), n)
+    lo, hi = wilson_interval(round(best["mean"] * units), units)
     half = (hi - lo) / 2
+    on = f"{n} questions" if units == n else (
+        f"{n} questions from {units} split groups (taken on the groups: answers within a group "
+        "move together)"
+    )  # fmt: skip
     text = (
         f"The chosen trial leads trial {next_['trial']} by {100 * lead:.1f} points "
-        f"({lead * n:.1f} of {n} questions); the chosen mean's 95% interval on {n} questions is "
-        f"about ±{100 * half:.1f} points."
+        f"({lead * n:.1f} of {n} questions); the chosen mean's 95% interval on {on} is about "
+        f"±{100 * half:.1f} points."
     )
     if lead < half:
         text += (
             " That lead is inside it: this split cannot tell these trials apart. More seeds "
-            "(sweep.seeds) or more validation questions (task.validation_fraction, "
+            "(sweep.seeds) or more validation groups (task.validation_fraction, "
             "task.max_validation) would."
         )
     return text
