@@ -59,34 +59,38 @@ def run_cli(*args: str, timeout: float = 900, env: dict | None = None):
     )
 
 
-def kill_generate_when(overrides: list[str], pool: Path, rows: int, timeout: float) -> int:
-    """Start `distill generate` in a session of its own; SIGKILL that whole process group (no
-    cleanup) once `pool` holds `rows` rows. Returns the rows seen at the kill; fails if generate
-    ended first or the rows never came."""
+def kill_cli_when(args: list[str], ready, timeout: float) -> None:  # noqa: ANN001
+    """Start `distill ARGS` in a session of its own; SIGKILL that whole process group (no
+    cleanup) once `ready()` is true. Fails if the command ended first or never got there."""
     import signal
     import subprocess
     import time
 
-    from pipeline.records import read_jsonl_tolerant
-
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "generate", *overrides],
+        [sys.executable, "-m", "pipeline.cli", *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     deadline = time.monotonic() + timeout
-    got = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        got = len(read_jsonl_tolerant(pool).rows) if pool.exists() else 0
-        if got >= rows:
-            break
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
         time.sleep(0.05)
-    assert proc.poll() is None, f"generate ended (rc {proc.returncode}) before the kill"
+    assert proc.poll() is None, f"{args[0]} ended (rc {proc.returncode}) before the kill"
+    assert ready(), f"{args[0]} did not get there in {timeout} s"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    return got
+
+
+def kill_generate_when(overrides: list[str], pool: Path, rows: int, timeout: float) -> int:
+    """`distill generate` killed with -9 once `pool` holds `rows` rows; returns the rows seen."""
+    from pipeline.records import read_jsonl_tolerant
+
+    def count() -> int:
+        return len(read_jsonl_tolerant(pool).rows) if pool.exists() else 0
+
+    kill_cli_when(["generate", *overrides], lambda: count() >= rows, timeout)
+    return count()
 
 
 @pytest.fixture(scope="session")

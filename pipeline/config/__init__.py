@@ -36,7 +36,7 @@ from pipeline.config.load import (
 from pipeline.config.sections import Config
 from pipeline.config.task import TaskConfig
 from pipeline.config.teacher import TeacherConfig
-from pipeline.config.train import KDConfig, Scheduler
+from pipeline.config.train import KDConfig, OnPolicyConfig, Scheduler
 from pipeline.fields import ConfigError, expand, template_file
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "ConfigError",
     "FilterConfig",
     "KDConfig",
+    "OnPolicyConfig",
     "Scheduler",
     "TaskConfig",
     "TeacherConfig",

@@ -67,6 +67,44 @@ class KDConfig:
 
 
 @dataclass(frozen=True)
+class OnPolicyConfig:
+    start: Literal["sft", "base"] = knob(
+        "sft",
+        doc="the student the first round samples from: sft = this run's student trained with "
+        "objective sft first (the same config), base = train.student as it is",
+    )
+    rounds: int = knob(
+        4, doc="rounds of rollouts -> teacher scores -> update; raising it runs only the new ones",
+        ge=1,
+    )  # fmt: skip
+    questions: int = knob(
+        64, doc="train questions per round (taken in turn from a seeded shuffle of the split)",
+        ge=1,
+    )  # fmt: skip
+    n: int = knob(2, doc="student samples per question per round (temperature 1)", ge=1)
+    max_tokens: int = knob(128, doc="the most tokens a rollout may have", ge=1)
+    learning_rate: float = knob(1e-5, doc="peak learning rate of each round's update", gt=0, le=1)
+    k: int = knob(
+        5, doc="the teacher's top-k kept per scored token (loss topk compares on it)", ge=1,
+        le=100,
+    )  # fmt: skip
+    loss: Literal["reverse_kl", "topk"] = knob(
+        "reverse_kl",
+        doc="reverse_kl: advantage = teacher logprob - student logprob of each sampled token, "
+        "importance-sampled against the rollout; topk: reverse KL to the teacher on its top k "
+        "at each position (one vocabulary only)",
+    )
+    teacher_hint: Literal["none", "answer"] = knob(
+        "none",
+        doc="privileged context in the teacher's scoring prompt, never shown to the student: "
+        "answer = the question's gold answer after it (train questions only)",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     student: str = knob("smollm2-135m", doc="local HF model dir, or smollm2-135m")
     chat_template: str = knob(
@@ -94,14 +132,18 @@ class TrainConfig:
     gradient_checkpointing: bool = knob(False, doc="trade compute for memory")
     lora: LoraConfig = knob(factory=LoraConfig, doc="LoRA instead of full fine-tuning")
     answer_only: bool = knob(False, doc="ablation: train on 'Answer: X' only, no rationale")
-    objective: Literal["sft", "kd"] = knob(
+    objective: Literal["sft", "kd", "onpolicy"] = knob(
         "sft",
         doc="sft: cross-entropy on the kept text; kd: the teacher's soft labels too (needs "
-        "generate.logprobs), on the teacher's own token ids (train.kd)",
+        "generate.logprobs), on the teacher's own token ids (train.kd); onpolicy: rounds in "
+        "which the student writes, the teacher scores its tokens and it learns (train.onpolicy)",
         key_when_set=True,
     )
     kd: KDConfig = knob(
         factory=KDConfig, doc="the soft-label loss of objective: kd", key_when_set=True
+    )
+    onpolicy: OnPolicyConfig = knob(
+        factory=OnPolicyConfig, doc="the rounds of objective: onpolicy", key_when_set=True
     )
     validate: bool = knob(
         True,
@@ -149,6 +191,17 @@ class TrainConfig:
             raise ConfigError(
                 "kd learns the teacher's distributions along its own text; answer_only has "
                 "none: use objective: sft for the answer-only ablation",
+                "objective",
+            )
+        if self.objective == "onpolicy" and self.lora.enabled:
+            raise ConfigError(
+                "onpolicy trains the full student for now; set train.lora.enabled: false",
+                "objective",
+            )
+        if self.objective == "onpolicy" and self.answer_only:
+            raise ConfigError(
+                "onpolicy learns from the student's own text; use objective: sft for the "
+                "answer-only ablation",
                 "objective",
             )
         if self.chat_template:

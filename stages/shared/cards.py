@@ -210,8 +210,7 @@ def model_card(cfg: Config, stats: dict[str, Any], keys: dict[str, str], example
     if tr.student in MODEL_LICENSES:
         meta["license"] = MODEL_LICENSES[tr.student]
     hyper = [
-        ("objective", tr.objective + (f" (alpha {tr.kd.alpha}, T {tr.kd.temperature}, "
-                                      f"{tr.kd.divergence})" if tr.objective == "kd" else "")),
+        ("objective", tr.objective + _objective_detail(tr)),
         ("learning rate", f"{tr.learning_rate} ({tr.lr_scheduler}, warmup {tr.warmup_ratio})"),
         ("epochs / max steps", f"{tr.epochs} / {tr.max_steps}"),
         ("batch size x grad accum", f"{tr.batch_size} x {tr.grad_accum}"),
@@ -243,6 +242,17 @@ in the train stage dir (train key `{keys["train"]}`).
 Not evaluated yet: `distill eval` adds the held-out accuracy to the copy of this card it keeps.
 """
     return render(meta, body)
+
+
+def _objective_detail(tr: Any) -> str:
+    if tr.objective == "kd":
+        return f" (alpha {tr.kd.alpha}, T {tr.kd.temperature}, {tr.kd.divergence})"
+    if tr.objective == "onpolicy":
+        op = tr.onpolicy
+        return (f" ({op.rounds} rounds from {op.start}: {op.questions} questions x {op.n} "
+                f"samples a round, loss {op.loss}, learning rate {op.learning_rate}, top-{op.k}, "
+                f"teacher hint {op.teacher_hint}; a round per 'step' below)")  # fmt: skip
+    return ""
 
 
 def distilled_name(meta: dict[str, Any], fallback: str) -> str:

@@ -22,6 +22,7 @@ A rerun after a kill resumes from the newest usable checkpoint and ends at the s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -30,17 +31,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config, semantic, to_dict
-from pipeline.models import identity_of
+from pipeline.config import Config, OnPolicyConfig, semantic, to_dict
+from pipeline.models import identity_of, teacher_identity, teacher_key_config
 from pipeline.paths import ROOT, accelerate_config_file, shipped_accelerate_names
+from pipeline.prompts import template_bytes
 from pipeline.records import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.servers import free_port
-from pipeline.stage import KeyParts, RunContext
+from pipeline.stage import ExtraInput, KeyParts, RunContext
 from stages.shared.cards import model_card
 from stages.shared.layout import CARD, KEPT, LOSS_PLOT, MODEL, TRAIN_LOG
 from stages.shared.models import local_model
 from stages.train.checkpoints import checkpoint_step, last_checkpoint
 from stages.train.hub import export  # noqa: F401 - the stage's part of `distill export`
+from stages.train.onpolicy.rounds import ROUNDS_DIR
+from stages.train.onpolicy.stage import SFT_INPUT, train_onpolicy
 from stages.train.preflight import TrainError, preflight
 from stages.train.trainer import STATS_FILE, train_in_process
 from stages.train.validation import RESULTS as VALIDATION_RESULTS
@@ -55,18 +59,48 @@ CONFIG_FILE = "train_config.json"
 
 
 def key_parts(cfg: Config) -> KeyParts:
-    """The student's weights, not its path, and the semantic train config (launcher excluded)."""
+    """The student's weights, not its path, and the semantic train config (launcher excluded);
+    on-policy also what its rounds ask with: the teacher, both prompts, the rollouts' stops."""
     t = cfg.train
     extra = {"student_identity": identity_of(t.student, cfg.cache_dir, key="train.student")}
     if t.chat_template:  # the config checked that the file exists
         extra["chat_template"] = sha256_file(Path(t.chat_template).expanduser())
-    return KeyParts(config={"train": semantic(t, exclude=("student",))}, extra=extra)
+    config: dict[str, Any] = {"train": semantic(t, exclude=("student",))}
+    if t.objective == "onpolicy":
+        config["onpolicy_asks"] = {
+            "teacher": teacher_key_config(cfg.teacher),
+            "student_template": cfg.student_template,
+            "stop": list(cfg.eval.sampling.stop),
+        }
+        extra["teacher_identity"] = teacher_identity(cfg.teacher, cfg.cache_dir)
+        extra["templates"] = template_bytes(cfg.teacher.template) + template_bytes(
+            cfg.student_template
+        )
+    return KeyParts(config=config, extra=extra)
+
+
+def locks(cfg: Config, out: Path) -> list[Path]:
+    """On-policy rounds live beside the stage dirs, shared by every train key of the run."""
+    if cfg.train.objective != "onpolicy":
+        return []
+    return [Path(out).parent / ROUNDS_DIR / ".rounds.lock"]
+
+
+def extra_inputs(cfg: Config) -> list[ExtraInput]:
+    """On-policy from the SFT student: the train stage of the same config with objective sft."""
+    t = cfg.train
+    if t.objective != "onpolicy" or t.onpolicy.start != "sft":
+        return []
+    sft = dataclasses.replace(t, objective="sft", onpolicy=OnPolicyConfig())
+    return [ExtraInput(SFT_INPUT, NAME, dataclasses.replace(cfg, train=sft))]
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     """Train the student on the filter's kept rows; write everything under `ctx.out`."""
     kept = ctx.inputs["filter"] / KEPT
     out = ctx.out
+    if cfg.train.objective == "onpolicy":
+        return _with_card(cfg, train_onpolicy(cfg, ctx, STATS_FILE, VALIDATION_RESULTS), ctx)
     if cfg.train.launcher == "none":
         return _with_card(cfg, train_in_process(cfg, kept, out), ctx)
     # Pre-flight here too: a bad dataset fails in seconds, with its message, before N processes.

@@ -32,10 +32,7 @@ def importance_sampled_loss(new: Any, rollout: Any, advantage: Any, mask: Any) -
     return -(ratio * advantage.detach() * mask).sum()
 
 
-def reverse_kl_estimate(student: list[float], teacher: list[float]) -> float:
-    """The mean over a sample's tokens of log q(y_t) - log p(y_t): the per-token reverse KL
-    estimate that rounds report (an unbiased estimate of KL(q || p) per token on q's own
-    samples)."""
-    if not student:
-        return 0.0
-    return sum(s - t for s, t in zip(student, teacher, strict=True)) / len(student)
+def reverse_kl_estimate(advantages: list[float]) -> float:
+    """The mean over a sample's tokens of log q(y_t) - log p(y_t) = -A_t: the per-token reverse
+    KL estimate rounds report (unbiased for KL(q || p) per token on q's own samples)."""
+    return -sum(advantages) / len(advantages) if advantages else 0.0

@@ -11,14 +11,23 @@ advantage (stages/train/onpolicy/loss.py); numpy is imported by the function.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config import Config, KDConfig
+from pipeline.records import atomic_write_json
+from stages.shared.layout import MODEL
 from stages.train.onpolicy.parts import prompt_ids
 from stages.train.prepared import IGNORE
 
 if TYPE_CHECKING:
     import numpy as np
+
+UPDATE_FILE = "update.json"
 
 
 @dataclass
@@ -40,10 +49,10 @@ def update_rows(
     base = 0
     for r in rollouts:
         a = advantages.get(r["id"])
-        if a is None:
-            continue
         ids = list(r["completion_ids"])
-        if len(a) != len(ids) or not ids:
+        if a is None or not ids:  # not scored: nothing to learn from
+            continue
+        if len(a) != len(ids):
             raise ValueError(f"rollout {r['id']}: {len(a)} advantages for {len(ids)} tokens")
         prompt = prompt_ids(tok, r["messages"])
         n = len(prompt)
@@ -54,3 +63,103 @@ def update_rows(
         base += len(ids)
     table = RoundTable(np.asarray(old, np.float32), np.asarray(adv, np.float32))
     return rows, table
+
+
+def update(
+    cfg: Config, r: int, student: Path, tok: Any, rollouts: list[dict], scored: dict, rd: Path
+) -> dict[str, Any]:
+    """Part (c): one pass over the rollouts from `student`, the result written whole (with its
+    stats, update.json) then renamed to rd/model. A kill before the rename redoes the pass from
+    `student`, which is on disk; after it, the pass is done."""
+    import torch
+    from datasets import Dataset
+
+    from stages.train.kd import KDCollator
+    from stages.train.losses import kd_trainer_class, onpolicy_trainer_class
+    from stages.train.trainer import bf16_supported, quiet_libraries, sft_config
+
+    quiet_libraries()
+    op = cfg.train.onpolicy
+    rows, table = update_rows(tok, rollouts, {k: v["advantages"] for k, v in scored.items()})
+    use_cpu = not torch.cuda.is_available()
+    bf16 = bool(cfg.train.bf16 and bf16_supported(use_cpu))
+    args = sft_config(cfg, rd, use_cpu=use_cpu, bf16=bf16)
+    args.learning_rate, args.num_train_epochs, args.max_steps = op.learning_rate, 1.0, -1
+    args.seed, args.data_seed = cfg.train.seed + r, cfg.train.seed + r
+    args.save_strategy, args.remove_unused_columns, args.packing = "no", False, False
+    topk = op.loss == "topk"
+    cls = kd_trainer_class() if topk else onpolicy_trainer_class()
+    trainer = cls(model=str(student), args=args, train_dataset=Dataset.from_list(rows),
+                  processing_class=tok)  # fmt: skip
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.data_collator = KDCollator(trainer.data_collator)
+    if topk:  # reverse KL to the teacher on its top k (plus the rest as one bucket)
+        trainer.kd_cfg = KDConfig(alpha=1.0, divergence="reverse", tail="bucket")
+        ids, lps = _top_table(rollouts, scored)
+        trainer.kd_table = (torch.from_numpy(ids), torch.from_numpy(lps))
+    else:
+        trainer.op_table = tuple(
+            torch.from_numpy(t) for t in (table.rollout_logprobs, table.advantages)
+        )
+    result = trainer.train()
+    out = {"loss": round(float(result.training_loss), 6), "steps": trainer.state.global_step}
+    tmp, dest = rd / "model.partial", rd / MODEL
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    tok.save_pretrained(tmp)
+    atomic_write_json(tmp / UPDATE_FILE, out)  # with the weights: one rename makes both durable
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return out
+
+
+def read_update(rd: Path) -> dict[str, Any] | None:
+    """The update's stats when its weights are in place (a kill after the rename left them)."""
+    try:
+        got = json.loads((rd / MODEL / UPDATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return got if (rd / MODEL / "config.json").is_file() else None
+
+
+def validate(cfg: Config, r: int, rd: Path, tok: Any) -> dict[str, Any]:
+    """The round's student on the validation split (stages/train/validation.py), from the
+    weights on disk: they are linked in as the candidate, so nothing is saved twice and a kill
+    here resumes the answers, not the update."""
+    from stages.train.validation import Validator
+
+    validator = Validator.of(cfg, rd, tok)
+    if validator is None:
+        return {}
+    here = validator.candidate(r) / MODEL
+    if not validator.measured(r) and not (here / "config.json").is_file():
+        here.parent.mkdir(parents=True, exist_ok=True)
+        place_model(rd / MODEL, here)
+    got = validator.measure(None, r, r)
+    validator.drop_weights()
+    return {"validation_accuracy": got["accuracy"], "validation_n": got["n"],
+            "validation_seconds": round(validator.seconds, 2)}  # fmt: skip
+
+
+def _top_table(rollouts: list[dict], scored: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's top k per scored token, stacked in the order update_rows lays them out."""
+    import numpy as np
+
+    ids = [scored[r["id"]]["top"][0] for r in rollouts if r["id"] in scored]
+    lps = [scored[r["id"]]["top"][1] for r in rollouts if r["id"] in scored]
+    return np.concatenate(ids).astype(np.int32), np.concatenate(lps).astype(np.float32)
+
+
+def place_model(src: Path, dest: Path) -> None:
+    """The chosen round's model as the stage's: hard links where the filesystem allows."""
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(src, tmp, copy_function=os.link)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)

@@ -51,5 +51,6 @@ def test_a_step_follows_the_sign_of_the_advantage() -> None:
 
 
 def test_reverse_kl_estimate_is_the_mean_log_ratio() -> None:
-    assert reverse_kl_estimate([-1.0, -2.0], [-1.5, -1.0]) == pytest.approx((0.5 - 1.0) / 2)
-    assert reverse_kl_estimate([], []) == 0.0
+    # student logprobs -1, -2; teacher -1.5, -1: advantages -0.5, +1
+    assert reverse_kl_estimate([-0.5, 1.0]) == pytest.approx(((-1 + 1.5) + (-2 + 1.0)) / 2)
+    assert reverse_kl_estimate([]) == 0.0

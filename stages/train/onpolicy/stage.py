@@ -1,0 +1,101 @@
+"""The train stage under objective onpolicy: its rounds (stages/train/onpolicy/rounds.py), then
+the stage's own outputs, as for SFT: model/ (the last round's student, or the best validated
+one), train_log.jsonl (a line per round), loss.png (the round's update loss, the student's
+reverse KL to the teacher and its validation accuracy, by round), validation.jsonl and
+train_stats.json. matplotlib is imported by the plot."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config
+from pipeline.records import atomic_write_json, atomic_write_jsonl
+from pipeline.stage import RunContext
+from stages.shared.layout import LOSS_PLOT, MODEL, TRAIN_LOG
+from stages.shared.models import local_model
+from stages.train.logs import log_line
+from stages.train.onpolicy.rounds import run_rounds
+from stages.train.onpolicy.update import place_model
+
+SFT_INPUT = "sft"  # the extra input holding the SFT student of the same config
+PER_ROUND = ("round", "loss", "reverse_kl", "verified", "validation_accuracy", "rollouts",
+             "rollout_tokens", "scored_tokens", "steps", "seconds")  # fmt: skip
+
+
+def start_model(cfg: Config, ctx: RunContext) -> Path:
+    if cfg.train.onpolicy.start == "sft":
+        return ctx.inputs[SFT_INPUT] / MODEL
+    return local_model(cfg.train.student, cfg.cache_dir, key="train.student")
+
+
+def train_onpolicy(cfg: Config, ctx: RunContext, stats_file: str, results: str) -> dict[str, Any]:
+    """Run (or read back) every round; put the chosen round's student in place."""
+    t0 = time.monotonic()
+    out = ctx.out
+    out.mkdir(parents=True, exist_ok=True)
+    rounds = run_rounds(cfg, out, start_model(cfg, ctx), ctx.input_keys)
+    measured = [r for r in rounds if r.get("validation_accuracy") is not None]
+    best = max(measured, key=lambda r: (r["validation_accuracy"], -r["round"]), default=None)
+    chosen = best if cfg.train.select == "best" and best else rounds[-1]
+    place_model(Path(chosen["dir"]) / MODEL, out / MODEL)
+    log_line(f"the student of round {chosen['round']} of {len(rounds)} is the stage's model")
+    per_round = [{k: r[k] for k in PER_ROUND if k in r} for r in rounds]
+    atomic_write_jsonl(out / TRAIN_LOG, per_round)
+    validation = [
+        {"step": r["round"], "epoch": r["round"], "accuracy": r["validation_accuracy"],
+         "n": r.get("validation_n", 0)}
+        for r in measured
+    ]  # fmt: skip
+    atomic_write_jsonl(out / results, validation)
+    plot_rounds(per_round, out / LOSS_PLOT)
+    stats: dict[str, Any] = {
+        "objective": "onpolicy",
+        "rounds": per_round,
+        "examples": sum(r.get("rollouts", 0) for r in rounds),
+        "steps": sum(r.get("steps", 0) for r in rounds),
+        "final_loss": rounds[-1].get("loss"),
+        "teacher_tokens_scored": sum(r.get("scored_tokens", 0) for r in rounds),
+        "rollout_tokens": sum(r.get("rollout_tokens", 0) for r in rounds),
+        "seconds_by_part": _summed_seconds(rounds),
+        "stage_seconds": round(time.monotonic() - t0, 2),
+        "validation": validation,
+        "select": cfg.train.select,
+        "selected_step": chosen["round"],
+        "selected_validation_accuracy": chosen.get("validation_accuracy"),
+    }
+    atomic_write_json(out / stats_file, stats)
+    return stats
+
+
+def _summed_seconds(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in rounds:
+        for k, v in (r.get("seconds") or {}).items():
+            out[k] = round(out.get(k, 0.0) + v, 2)
+    return out
+
+
+def plot_rounds(rows: list[dict[str, Any]], path: Path) -> None:
+    """Update loss, reverse KL and validation accuracy by round, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    for ax, key, label in zip(
+        axes,
+        ("loss", "reverse_kl", "validation_accuracy"),
+        ("update loss", "reverse KL to the teacher (nats/token)", "validation accuracy"),
+        strict=True,
+    ):
+        got = [(r["round"], r[key]) for r in rows if r.get(key) is not None]
+        ax.plot([x for x, _ in got], [y for _, y in got], "o-")
+        ax.set_xlabel("round")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

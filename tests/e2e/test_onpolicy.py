@@ -1,0 +1,143 @@
+"""train.objective: onpolicy end to end on tiny models, through the CLI: real vLLM rollouts and
+teacher scores, real TRL updates. Raising the number of rounds runs only the new one; a teacher
+with another tokenizer runs the whole loop through the character-span alignment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import kill_cli_when, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _overrides(tmp: Path, student: Path, teacher: Path) -> list[str]:
+    return [
+        f"runs_dir={tmp / 'runs'}",
+        f"cache_dir={tmp / 'cache'}",
+        f"teacher.model={teacher}",
+        f"train.student={student}",
+        "task.max_train=16",
+        "task.max_eval=8",
+        "generate.n=2",
+        "generate.sampling.max_tokens=24",
+        "filter.checks=[truncated,format,exact_dedup]",
+        "train.max_steps=4",
+        "train.batch_size=4",
+        "train.learning_rate=0.001",
+        "eval.sampling.max_tokens=16",
+        "train.objective=onpolicy",
+        "train.onpolicy.questions=4",
+        "train.onpolicy.n=2",
+        "train.onpolicy.max_tokens=16",
+        "train.onpolicy.teacher_hint=answer",
+    ]
+
+
+def _stage(runs: Path) -> tuple[Path, dict]:
+    """The on-policy train stage dir written last, and its stats."""
+    found = [p for p in (runs / "default" / "train").glob("*/train_stats.json")
+             if json.loads(p.read_text()).get("objective") == "onpolicy"]  # fmt: skip
+    assert found, "no on-policy train stage"
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    return newest.parent, json.loads(newest.read_text())
+
+
+@pytest.fixture(scope="module")
+def sft(tiny_model: Path, tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """generate, filter and the SFT student, once: the start of the tests' rounds."""
+    tmp = tmp_path_factory.mktemp("onpolicy")
+    overrides = _overrides(tmp, tiny_model, tiny_teacher)
+    r = run_cli("train", *overrides, "train.objective=sft")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return {"overrides": overrides, "tmp": tmp}
+
+
+def test_rounds_from_sft_then_one_more_round_runs_only_it(sft: dict) -> None:
+    overrides, tmp_path = sft["overrides"], sft["tmp"]
+    r = run_cli("train", *overrides, "train.onpolicy.rounds=1")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    d1, stats = _stage(tmp_path / "runs")
+    (one,) = stats["rounds"]
+    assert one["rollouts"] == 8 and one["scored_tokens"] == one["rollout_tokens"] > 0
+    assert one["reverse_kl"] is not None and 0 <= one["verified"] <= 1
+    assert 0 <= one["validation_accuracy"] <= 1 and one["steps"] == 2
+    assert (d1 / "model" / "config.json").is_file() and (d1 / "loss.png").is_file()
+    rd = next(d1.parent.glob("onpolicy/*/round-001"))
+    rollouts = [json.loads(x) for x in (rd / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rollouts) == 8 and all(
+        len(x["completion_ids"]) == len(x["logprobs"]) for x in rollouts
+    )
+    assert len((rd / "scores.jsonl").read_text().splitlines()) == 8
+
+    r = run_cli("train", *overrides, "train.onpolicy.rounds=2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "round 1: done before" in r.stdout and "round 2:" in r.stdout
+    assert "round 1 rollouts" not in r.stdout + r.stderr  # round 1's student is not asked again
+    d2, stats = _stage(tmp_path / "runs")
+    assert d2 != d1 and [x["round"] for x in stats["rounds"]] == [1, 2]
+    assert stats["rounds"][0] == {k: one[k] for k in stats["rounds"][0]}
+
+
+def test_a_teacher_with_another_tokenizer_runs_the_loop(tiny_model, tmp_path):
+    from tiny_model import build_tiny_model
+
+    teacher = build_tiny_model(tmp_path / "other-vocab", vocab=400, seed=1)
+    overrides = _overrides(tmp_path, tiny_model, teacher)
+    r = run_cli("train", *overrides, "train.onpolicy.rounds=1", "train.onpolicy.start=base")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _, stats = _stage(tmp_path / "runs")
+    (one,) = stats["rounds"]
+    assert one["rollouts"] == 8 and one["scored_tokens"] > 0 and one["rollout_tokens"] > 0
+    r = run_cli("train", *overrides, "train.onpolicy.loss=topk", "train.onpolicy.start=base")
+    assert r.returncode == 2 and "topk" in r.stderr and "Traceback" not in r.stderr
+
+
+def _rows(path: Path) -> list[str]:
+    """The ids of a log's rows (a torn last line, as a kill leaves it, is not a row)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line)["id"])
+        except (ValueError, KeyError):
+            continue
+    return out
+
+
+def test_kill9_in_each_part_of_a_round_loses_and_repeats_nothing(sft: dict) -> None:
+    """One request in flight at a time, so each kill lands inside the part it names; rollouts
+    of 12 tokens make this chain another than the other test's."""
+    ov = [*sft["overrides"], "train.onpolicy.rounds=1", "train.onpolicy.max_tokens=12",
+          "eval.concurrency=1", "generate.concurrency=1"]  # fmt: skip
+    pool = sft["tmp"] / "runs" / "default" / "train" / "onpolicy"
+    before = set(pool.glob("*/round-001"))
+
+    def rd() -> Path:
+        found = [d for d in pool.glob("*/round-001") if d not in before]
+        return found[0] if found else pool / "none"
+
+    def answers() -> int:
+        return len(_rows(next(rd().glob("validation/*/predictions.jsonl"), rd() / "none")))
+
+    kills = {
+        "rollouts": lambda: len(_rows(rd() / "rollouts.jsonl")) >= 3,
+        "scores": lambda: len(_rows(rd() / "scores.jsonl")) >= 3,
+        "update": lambda: len(_rows(rd() / "scores.jsonl")) == 8 and not (rd() / "model").exists(),
+        "validation": lambda: answers() >= 3,
+    }
+    for part, ready in kills.items():
+        kill_cli_when(["train", *ov], ready, timeout=600)
+        assert not (rd() / "round.json").exists(), part
+    r = run_cli("train", *ov)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "the update was done before the kill" in r.stdout  # validation resumed, no retrain
+    for log in ("rollouts.jsonl", "scores.jsonl"):
+        ids = _rows(rd() / log)
+        assert len(ids) == len(set(ids)) == 8, log  # none lost, none asked twice
+    _, stats = _stage(sft["tmp"] / "runs")
+    (one,) = stats["rounds"]
+    assert one["rollouts"] == 8 and one["validation_accuracy"] is not None

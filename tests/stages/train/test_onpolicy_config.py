@@ -1,0 +1,45 @@
+"""train.objective: onpolicy as the config and the runner see it: its SFT start is the very train
+stage a plain run plans (one key, trained once), its own key moves with what its rounds ask with,
+and combinations it cannot honour are one line naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import ConfigError, load_config, shipped_config
+from pipeline.runner import plan
+
+BASE = ["eval.models=[teacher,base,student]"]
+
+
+def _plans(*overrides: str) -> dict:
+    return plan(load_config(shipped_config("default"), [*BASE, *overrides]), "eval")
+
+
+def test_the_sft_start_is_the_plain_runs_train_stage() -> None:
+    plain = _plans()
+    onpolicy = _plans("train.objective=onpolicy")
+    assert onpolicy["sft/train"].key == plain["train"].key
+    assert onpolicy["train"].key != plain["train"].key
+    assert "sft/train" not in _plans("train.objective=onpolicy", "train.onpolicy.start=base")
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["train.onpolicy.teacher_hint=answer", "teacher.template=teacher_oneshot.j2",
+     "student_template=teacher_oneshot.j2", "train.onpolicy.k=7", "train.onpolicy.rounds=5"],
+)  # fmt: skip
+def test_what_the_rounds_ask_with_is_in_the_key(change: str) -> None:
+    a = _plans("train.objective=onpolicy")["train"].key
+    assert _plans("train.objective=onpolicy", change)["train"].key != a
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [(["train.lora.enabled=true"], "train.objective"), (["train.answer_only=true"], "train.objective"),
+     (["train.onpolicy.loss=kl"], "train.onpolicy.loss"), (["train.onpolicy.rounds=0"], "train.onpolicy.rounds")],
+)  # fmt: skip
+def test_what_onpolicy_cannot_do_is_refused_where_the_config_is_built(overrides, key) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(shipped_config("default"), ["train.objective=onpolicy", *overrides])
+    assert str(e.value).startswith(key) and "\n" not in str(e.value)
