@@ -268,7 +268,10 @@ def _selection(stats: dict[str, Any]) -> str:
     """Which step's weights these are, and why: the validation measurements that chose them."""
     val = stats.get("validation") or []
     if not val:
-        return "## Selection\n\nNo validation measurement (train.validate off, or no validation split)."
+        return (
+            "## Selection\n\nNo validation measurement (train.validate off, or no validation "
+            "split): these are the last step's weights."
+        )
     n = val[0]["n"]
     rows = [(r["step"], r["epoch"], f"{100 * r['accuracy']:.1f}%") for r in val]
     step, acc = stats.get("selected_step"), stats.get("selected_validation_accuracy")
