@@ -43,3 +43,24 @@ def test_what_onpolicy_cannot_do_is_refused_where_the_config_is_built(overrides,
     with pytest.raises(ConfigError) as e:
         load_config(shipped_config("default"), ["train.objective=onpolicy", *overrides])
     assert str(e.value).startswith(key) and "\n" not in str(e.value)
+
+
+def test_no_eval_question_reaches_a_teacher_prompt() -> None:
+    """Every round's questions are train questions, and the teacher's scoring prompt (its worked
+    example and, with teacher_hint, the gold answer) holds no eval question."""
+    from pipeline.prompts import fewshot_examples
+    from pipeline.tasks import load_task
+    from stages.train.onpolicy.rounds import round_questions, teacher_prompt
+
+    cfg = load_config(shipped_config("default"), ["train.onpolicy.teacher_hint=answer"])
+    task = load_task(cfg.task)
+    shots = fewshot_examples(task, cfg.teacher.fewshot)
+    evals = {q.question for q in task.eval}
+    train_ids = {q.id for q in task.train}
+    for r in (1, 2, 7):
+        qs = round_questions(task.train, r, cfg.train.onpolicy.questions, cfg.train.seed)
+        assert {q.id for q in qs} <= train_ids and len(qs) == cfg.train.onpolicy.questions
+        for q in qs:
+            text = "\n".join(m["content"] for m in teacher_prompt(cfg, q, shots))
+            assert f"the correct final answer is {q.answer}." in text
+            assert not any(e in text for e in evals)
