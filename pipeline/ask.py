@@ -138,16 +138,19 @@ def api_key(spec: ModelSpec) -> str:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so what was started is stopped by the finally blocks."""
+    """SIGTERM unwinds like Ctrl-C, so what was started is stopped by the finally blocks;
+    SIGUSR1 too: Slurm sends it before a time limit or a preemption (`--signal`), and a task
+    that is requeued resumes from what was written."""
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    old = signal.signal(signal.SIGTERM, handler)
+    olds = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGUSR1)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, old in olds.items():
+            signal.signal(sig, old)
 
 
 @contextlib.contextmanager

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 import time
 
-from pipeline.config import load_config, shipped_config
+from pipeline.config import Config, load_config, shipped_config
 from pipeline.errors import UserError
 
 COMMANDS_HELP = {
@@ -20,6 +21,8 @@ COMMANDS_HELP = {
     "status": "show every stage of a run: complete / partial / corrupt / missing / stale",
     "config": "print every config field: type, default, value, whether it is in a key, doc",
     "export": "copy the run's dataset (parquet + card) and student (+ card) to --to DIR",
+    "slurm": "write (--submit: submit) sbatch scripts: generate as a Slurm job array of "
+    "shards, then the merge",
 }
 
 
@@ -47,31 +50,28 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             help="YAML config (default: the bundled pipeline/configs/default.yaml)",
         )
+        if name == "slurm":
+            _slurm_options(p)
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+        if name == "generate":
+            p.add_argument(
+                "--shard",
+                default=None,
+                metavar="I/N",
+                help="ask only for shard I of N (from 0) of the questions, into its own pool "
+                "file; default inside a Slurm array task: the task's own. A plain generate "
+                "merges the shards",
+            )
         if name == "export":
-            p.add_argument("--to", required=True, help="a new (or empty) dir for the export")
-            p.add_argument(
-                "--push",
-                default="",
-                metavar="REPO",
-                help="also upload to the Hub: the model to model repo REPO, the dataset to "
-                "dataset repo REPO (needs a token and network)",
-            )
-            p.add_argument(
-                "--dtype",
-                default="auto",
-                choices=("auto", "bfloat16", "float16", "float32"),
-                help="the student's weights (default auto: the dtype it trained in, bf16 "
-                "unless training ran in fp32)",
-            )
-        if name not in ("config", "export"):
+            _export_options(p)
+        if name not in ("config", "export", "slurm"):
             p.add_argument(
                 "--verify",
                 action="store_true",
                 help="also compare every output's sha256 with its manifest"
                 + ("" if name == "status" else " (a stage whose files differ is rebuilt)"),
             )
-        if name not in ("status", "config", "export"):
+        if name not in ("status", "config", "export", "slurm"):
             p.add_argument(
                 "--force", action="store_true", help=f"rerun {name} even if it is cached"
             )
@@ -80,6 +80,35 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--accelerate-config", default=None)
             p.add_argument("--num-processes", type=int, default=None)
     return ap
+
+
+def _export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--to", required=True, help="a new (or empty) dir for the export")
+    p.add_argument(
+        "--push",
+        default="",
+        metavar="REPO",
+        help="also upload to the Hub: the model to model repo REPO, the dataset to "
+        "dataset repo REPO (needs a token and network)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "bfloat16", "float16", "float32"),
+        help="the student's weights (default auto: the dtype it trained in, bf16 "
+        "unless training ran in fp32)",
+    )
+
+
+def _slurm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["generate"], help="the stage to spread over an array")
+    p.add_argument("--array", type=int, required=True, metavar="N", help="tasks (shards)")
+    p.add_argument("--partition", default="")
+    p.add_argument("--account", default="")
+    p.add_argument("--time", default="", help="each task's time limit, Slurm's format")
+    p.add_argument("--gpus-per-task", type=int, default=None)
+    p.add_argument("--cpus-per-task", type=int, default=None)
+    p.add_argument("--submit", action="store_true", help="sbatch them now (needs sbatch)")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -94,7 +123,15 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    ap = _parser()
+    # Overrides may follow options (`slurm generate --array 4 generate.n=8`): argparse leaves
+    # KEY=VALUE words after an option unparsed; they are overrides like the others.
+    args, rest = ap.parse_known_args(argv)
+    bad = [w for w in rest if w.startswith("-") or "=" not in w]
+    if bad:
+        ap.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.overrides = [*args.overrides, *rest]
+    signal.signal(signal.SIGUSR1, _interrupt)  # Slurm's warning before a limit: stop cleanly
     try:
         return _main(args)
     except UserError as e:
@@ -121,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or shipped_config("default"), _overrides(args))
     from pipeline import report
@@ -133,6 +174,19 @@ def _main(args: argparse.Namespace) -> int:
 
         export(cfg, args.to, args.push, args.dtype)
         return 0
+    if args.command == "slurm":
+        return _slurm(cfg, args)
+    if args.command == "generate":
+        from pipeline.runner import run_shard
+
+        stats = run_shard(cfg, "generate", args.shard)
+        if stats is not None:  # --shard, or a Slurm array task: its share only
+            print(
+                f"generate shard {stats['shard']}: {stats['samples']} samples for "
+                f"{stats['questions']} questions ({stats['requested']} asked now); merge "
+                "with a plain `distill generate` once every shard has ended"
+            )
+            return 0
     if args.command == "status":
         from pipeline.runner import status
 
@@ -146,6 +200,27 @@ def _main(args: argparse.Namespace) -> int:
         cfg, target, force=args.force, verify=args.verify, on_result=report.print_stage_line
     )
     report.print_summary(cfg, results, time.monotonic() - t0)
+    return 0
+
+
+def _slurm(cfg: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline import slurm
+    from pipeline.runner import run_dir
+
+    opts = slurm.SlurmOptions(
+        args.array, args.partition, args.gpus_per_task, args.cpus_per_task, args.time,
+        args.account,
+    )  # fmt: skip
+    config = Path(args.config or shipped_config("default")).resolve()
+    rd = run_dir(cfg).resolve()
+    d = slurm.write(rd, slurm.render(rd, config, list(args.overrides), opts, Path.cwd()))
+    print(f"wrote {d / slurm.ARRAY}, {d / slurm.MERGE} and {d / slurm.SUBMIT}")
+    if args.submit:
+        print(slurm.submit(d))
+    else:
+        print(f"submit with: bash {d / slurm.SUBMIT}")
     return 0
 
 

@@ -242,6 +242,24 @@ def run_chain(
     return results
 
 
+def run_shard(cfg: Config, name: str, flag: str | None) -> dict[str, Any] | None:
+    """Stage `name`'s share for one Slurm array task, when `flag` (`--shard i/N`) or the task's
+    environment names one (the stage's `pick_shard`), through its `shard` hook; None when no
+    shard applies (a plain run). The key dir is made, so `distill status` shows it partial."""
+    mod = stage_module(name)
+    pick, run = hook(mod, "pick_shard"), hook(mod, "shard")
+    if pick is None or run is None:
+        if flag is not None:
+            raise UserError(f"{name} has no shards; --shard is for generate")
+        return None
+    which = pick(flag)  # a bad --shard is refused here, before any key is computed
+    if which is None:
+        return None
+    p = plan(cfg, name)[name]
+    _make_dir(p.dir)
+    return run(cfg, p.dir, which)
+
+
 @dataclass
 class StageStatus:
     name: str

@@ -19,7 +19,10 @@ Optional members (`hook` gives their defaults, so a stage with nothing to say wr
 `extra_inputs(cfg)` (default none), `locks(cfg, out)` (none besides the stage dir's own),
 `export(ctx: ExportContext)` (no part in `distill export`), `follow_up(cfg, stats)` (nothing:
 a stage that returns a config there, as sweep returns the chosen one, has the runner run that
-config's chain to eval once it is done).
+config's chain to eval once it is done), `pick_shard(flag)` and `shard(cfg, out, shard)` (no
+`--shard`): generate's pick the shard from `--shard i/N` or Slurm's array variables (None for a
+plain run), then write that share beside the stage dir and return stats with "shard",
+"questions", "samples", "requested"; no manifest is written, the plain run merges the shards.
 """
 
 from __future__ import annotations
@@ -135,6 +138,8 @@ OPTIONAL: dict[str, Any] = {
     "locks": _no_locks,
     "export": None,  # no part in `distill export`
     "follow_up": None,  # no chain to run after it
+    "pick_shard": None,  # no `--shard i/N`
+    "shard": None,
 }
 
 

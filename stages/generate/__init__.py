@@ -17,17 +17,24 @@ written atomically. With `generate.logprobs: k` each sample's soft labels go to 
 the record by sha; a row whose record is missing or damaged is quarantined and asked again.
 `--force` rebuilds that selection; the pool, and every sample in it, is kept,
 so nothing already paid for is asked again (to draw new samples, change the sampling seed).
+`--shard i/N` (or a Slurm array task) asks for one share of the questions into a pool file of
+its own, and the plain run merges every shard's pool into the run's first
+(stages/generate/shards.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.ask import settings_from
 from pipeline.asklog import Asked, RecordLog, ask_into_log, failed
+from pipeline.cache import StageLock
 from pipeline.calls import Completion, Failure, ServeError
 from pipeline.config import Config, semantic
 from pipeline.models import teacher_identity, teacher_key_config
@@ -45,6 +52,14 @@ from stages.generate.report import (
     summary,  # noqa: F401 - the stage's console summary
 )
 from stages.generate.samples import Planned, calls, check_sample, plan_samples, record
+from stages.generate.shards import (
+    Shard,
+    merge,
+    shard_of,
+    shard_pools,
+    shard_progress,
+    write_marker,
+)
 from stages.generate.strategy import (
     Rounds,
     Tally,
@@ -94,11 +109,67 @@ def locks(cfg: Config, out: Path) -> list[Path]:
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
-    """Ask the teachers for what the pool lacks; the runner holds the pool lock meanwhile."""
+    """Merge the shards' samples into the pool, then ask the teachers for what it still lacks
+    and write this key's selection; the runner holds the pool lock meanwhile."""
     started = time.monotonic()
     out = ctx.out
-    pool_path = shared_dir(out) / POOL
-    store = Store.open(shared_dir(out) / POOL_STORE) if cfg.generate.logprobs else None
+    shared = shared_dir(out)
+    with _opened(cfg, shared / POOL, shared / POOL_STORE) as (log, store):
+        merged = merge(shared, log, store)
+        questions = [q.id for q in load_task(cfg.task).train]
+        got = _ask_all(cfg, questions, log, store, out)
+    _write_errors(out / ERRORS, got.failures)
+    if got.failures:
+        raise failed(
+            "samples", got.failures, len(got.new), log.path, f", details in {out / ERRORS}"
+        )
+    rows = _selection(got.done, log.rows, questions)
+    atomic_write_jsonl(out / SAMPLES, rows)
+    return run_stats(cfg, rows, got.new, got.asked, got.done, log.rows, log.recovery()) | {
+        "stage_seconds": round(time.monotonic() - started, 2),
+        **({"merged_from_shards": merged} if merged else {}),
+        **({"logprobs": store_stats(rows, store)} if store else {}),
+    }
+
+
+def pick_shard(flag: str | None) -> Shard | None:
+    """`--shard i/N`, else a Slurm array task's own shard, else None (a plain run)."""
+    return shard_of(flag, os.environ)
+
+
+def shard(cfg: Config, out: Path, which: Shard) -> dict[str, Any]:
+    """Ask for shard `which`'s share of the questions into its own pool file (stages/generate/
+    shards.py), under its own lock; samples the run's pool holds already count as held. Writes
+    the shard's marker once its share is whole; returns its stats."""
+    started = time.monotonic()
+    shared = shared_dir(out)
+    with (
+        StageLock(which.lock(shared)),
+        _opened(cfg, which.pool(shared), which.store(shared)) as (log, store),
+    ):
+        for row in read_jsonl_tolerant(shared / POOL, check_sample).rows:
+            log.rows.setdefault(row["id"], row)  # held: the merge keeps the pool's own row
+        questions = [q.id for q in load_task(cfg.task).train if which.owns(q.id)]
+        got = _ask_all(cfg, questions, log, store, out)
+    errors = shared / f"errors.{which.name}.jsonl"
+    _write_errors(errors, got.failures)
+    if got.failures:
+        raise failed("samples", got.failures, len(got.new), log.path, f", details in {errors}")
+    stats = {
+        "shard": f"{which.index}/{which.count}",
+        "questions": len(questions),
+        "samples": sum(len(r.used) for r in got.done),
+        "requested": len(got.new),
+        "stage_seconds": round(time.monotonic() - started, 2),
+    }
+    write_marker(shared, which, stats)
+    return stats
+
+
+@contextlib.contextmanager
+def _opened(cfg: Config, pool: Path, store_path: Path) -> Iterator[tuple[RecordLog, Store | None]]:
+    """A pool log, recovered, and its soft-label store when generate keeps soft labels."""
+    store = Store.open(store_path) if cfg.generate.logprobs else None
 
     def check(row: dict[str, Any]) -> str | None:
         return check_sample(row) or (ref_problem(row, store) if store else None)
@@ -106,43 +177,51 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     sync = store.sync if store else None
     with (
         contextlib.nullcontext() if store is None else store,
-        RecordLog.open(pool_path, check, "samples", cfg.generate.fsync_every, sync) as log,
+        RecordLog.open(pool, check, "samples", cfg.generate.fsync_every, sync) as log,
     ):
-        have = log.rows
-        plans = teacher_plans(cfg)
-        questions = [q.id for q in load_task(cfg.task).train]
-        announce(cfg, plans, questions, have)
-        convention = Convention.of(cfg.lead_teacher())
-        failures: list[Failure] = []
-        new: set[str] = set()
-        asked: dict[str, Any] = {}
-        done: list[Rounds] = []
-        shared = Tally(convention)
-        cascade = cfg.generate.combine == "cascade"
-        for plan in plans:
-            sent = sent_on(cfg, questions, shared) if cascade and plan.index else questions
-            rounds = teacher_rounds(cfg, plan, sent, have, shared if cascade else Tally(convention))
-            first = rounds.next()
-            if first:
-                got = _ask_teacher(cfg, plan, rounds, first, log, out, store)
-                new.update(got.new)
-                failures += got.failures
-                asked = merge_asked(asked, asked_stats(got))
-            done.append(rounds)
-            if failures:
-                break  # a question that failed here must not be passed on as unsolved
+        yield log, store
+
+
+@dataclass
+class Generated:
+    """What asking every teacher for `questions` did."""
+
+    new: set[str] = field(default_factory=set)
+    failures: list[Failure] = field(default_factory=list)
+    asked: dict[str, Any] = field(default_factory=dict)
+    done: list[Rounds] = field(default_factory=list)
+
+
+def _ask_all(
+    cfg: Config, questions: list[str], log: RecordLog, store: Store | None, out: Path
+) -> Generated:
+    """Every teacher's rounds over `questions`, asking only for what `log` lacks."""
+    have = log.rows
+    plans = teacher_plans(cfg)
+    announce(cfg, plans, questions, have)
+    convention = Convention.of(cfg.lead_teacher())
+    got = Generated()
+    shared = Tally(convention)
+    cascade = cfg.generate.combine == "cascade"
+    for plan in plans:
+        sent = sent_on(cfg, questions, shared) if cascade and plan.index else questions
+        rounds = teacher_rounds(cfg, plan, sent, have, shared if cascade else Tally(convention))
+        first = rounds.next()
+        if first:
+            asked = _ask_teacher(cfg, plan, rounds, first, log, out, store)
+            got.new.update(asked.new)
+            got.failures += asked.failures
+            got.asked = merge_asked(got.asked, asked_stats(asked))
+        got.done.append(rounds)
+        if got.failures:
+            break  # a question that failed here must not be passed on as unsolved
+    return got
+
+
+def _write_errors(path: Path, failures: list[Failure]) -> None:
     atomic_write_jsonl(
-        out / ERRORS,
-        ({"id": f.id, "reason": f.reason, "attempts": f.attempts} for f in failures),
+        path, ({"id": f.id, "reason": f.reason, "attempts": f.attempts} for f in failures)
     )
-    if failures:
-        raise failed("samples", failures, len(new), pool_path, f", details in {out / ERRORS}")
-    rows = _selection(done, have, questions)
-    atomic_write_jsonl(out / SAMPLES, rows)
-    return run_stats(cfg, rows, new, asked, done, have, log.recovery()) | {
-        "stage_seconds": round(time.monotonic() - started, 2),
-        **({"logprobs": store_stats(rows, store)} if store else {}),
-    }
 
 
 def teacher_plans(cfg: Config) -> list[TeacherPlan]:
@@ -239,10 +318,15 @@ def soft_labels(c: Completion, k: int) -> TokenLogprobs:
 
 
 def progress(cfg: Config, out: Path) -> str:
-    """How many of this key's samples the pool already holds."""
-    have = {r["id"] for r in read_jsonl_tolerant(shared_dir(out) / POOL, check_sample).rows}
+    """How many of this key's samples the pool and the shards' pools hold, and each shard's
+    state (running, done, stopped)."""
+    shared = shared_dir(out)
+    pools = [shared / POOL, *(path for _, path in shard_pools(shared))]
+    have = {r["id"] for p in pools for r in read_jsonl_tolerant(p, check_sample).rows}
     planned = [p for t in teacher_plans(cfg) for ps in t.samples.values() for p in ps]
     held = sum(p.request.id in have for p in planned)
     if cfg.generate.strategy == "fixed" and len(cfg.teacher_list()) == 1:
-        return f"{held} of {len(planned)} samples"
-    return f"{held} samples in the pool, of at most {len(planned)} the strategy may ask for"
+        line = f"{held} of {len(planned)} samples"
+    else:
+        line = f"{held} samples in the pool, of at most {len(planned)} the strategy may ask for"
+    return "; ".join([line, *shard_progress(shared)])

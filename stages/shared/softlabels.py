@@ -184,15 +184,29 @@ class Store:
         to it. Flushed to the OS at once; `sync` makes it durable (before the row naming it)."""
         record, sha = encode(sample_id, meta, tl)
         if sha not in self.index:
-            if self._f is None:
-                self._open_for_append()
-            self._f.write(record)
-            self._f.flush()
-            entry, _ = _record_at(record, 0)  # type: ignore[misc]  # it was just made
-            entry.start = self.end
-            self.index[sha] = entry
-            self.end += len(record)
+            self._put(record, sha)
         return {"sha": sha, "k": meta.k, "tokens": tl.tokens, "bytes": len(record)}
+
+    def take(self, src: Store, sha: str) -> None:
+        """Copy record `sha` of `src` here as it is (unless this store has it): a shard's soft
+        labels joining the run's store. `sync` makes it durable, as for `append`."""
+        if sha in self.index:
+            return
+        e = src.index[sha]
+        with open(src.path, "rb") as f:
+            f.seek(e.start)
+            self._put(f.read(e.size), sha)
+
+    def _put(self, record: bytes, sha: str) -> None:
+        """Append one whole record that checks out (made here, or read from another store)."""
+        if self._f is None:
+            self._open_for_append()
+        self._f.write(record)
+        self._f.flush()
+        entry, _ = _record_at(record, 0)  # type: ignore[misc]  # it checks out
+        entry.start = self.end
+        self.index[sha] = entry
+        self.end += len(record)
 
     def _open_for_append(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

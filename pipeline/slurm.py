@@ -1,0 +1,158 @@
+"""`distill slurm generate --array N`: the sbatch scripts for a job array of generate shards and
+the merge job that waits for it, written under `runs/<run>/slurm/` (and submitted with
+`--submit`).
+
+    generate-array.sbatch   N tasks; task i runs `distill generate` as shard i/N (it reads
+                            SLURM_ARRAY_TASK_ID/_COUNT/_MIN), requeueable: Slurm signals USR1
+                            120 s before the time limit, the shard stops at a sample boundary
+                            and the task requeues itself; the requeued task resumes its shard
+    generate-merge.sbatch   one task, after every array task ended well (afterok): a plain
+                            `distill generate`, which merges the shards and asks for the rest
+    submit.sh               sbatch the array, then the merge with the dependency
+
+Slurm itself is not needed to write them; only `--submit` and submit.sh call sbatch. The
+scripts name the project checkout, the config and the working dir by absolute path, so they
+and the run dir must be on a filesystem every node sees. Credentials never go in them: a key stays in its environment
+variable, which sbatch passes to the tasks (`--export=ALL`, its default).
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import UserError
+from pipeline.redact import redact_text
+
+ROOT = Path(__file__).resolve().parents[1]
+ARRAY, MERGE, SUBMIT = "generate-array.sbatch", "generate-merge.sbatch", "submit.sh"
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    array: int  # tasks in the array: the number of shards
+    partition: str = ""
+    gpus_per_task: int | None = None
+    cpus_per_task: int | None = None
+    time: str = ""  # Slurm's own format, e.g. 04:00:00
+    account: str = ""
+
+    def check(self) -> None:
+        if self.array < 1:
+            raise UserError(f"--array {self.array}: the number of shards must be at least 1")
+        for flag, v in (("--gpus-per-task", self.gpus_per_task), ("--cpus-per-task",
+                        self.cpus_per_task)):  # fmt: skip
+            if v is not None and v < 0:
+                raise UserError(f"{flag} {v}: must be 0 or more")
+
+
+def _directives(name: str, opts: SlurmOptions, logs: Path, *, array: bool) -> list[str]:
+    lines = [f"#SBATCH --job-name={name}"]
+    if array:
+        lines += [
+            f"#SBATCH --array=0-{opts.array - 1}",
+            f"#SBATCH --output={logs}/generate-%A_%a.out",
+            "#SBATCH --requeue",
+            # USR1 to the batch shell 120 s before the time limit: time to stop and requeue.
+            "#SBATCH --signal=B:USR1@120",
+        ]
+    else:
+        lines.append(f"#SBATCH --output={logs}/generate-merge-%j.out")
+    for flag, v in (
+        ("partition", opts.partition),
+        ("account", opts.account),
+        ("time", opts.time),
+        ("cpus-per-task", opts.cpus_per_task),
+        ("gpus-per-task", opts.gpus_per_task if array else None),
+    ):
+        if v not in ("", None):
+            lines.append(f"#SBATCH --{flag}={v}")
+    return lines
+
+
+def render(
+    run_dir: Path, config: Path, overrides: list[str], opts: SlurmOptions, cwd: Path
+) -> dict[str, str]:
+    """The three files' texts, by name; the tasks run in `cwd`, where relative paths in the
+    config and the overrides mean what they meant when the scripts were written."""
+    opts.check()
+    for o in overrides:
+        if redact_text(o) != o:
+            raise UserError(
+                f"override {redact_text(o)!r} holds a credential, which would be written into "
+                "the sbatch script; put the key in the environment variable teacher.api_key_env "
+                "names instead"
+            )
+    logs = run_dir / "slurm" / "logs"
+    cmd = shlex.join([str(ROOT / "distill"), "generate", "--config", str(config), *overrides])
+    name = f"distill-{run_dir.name}-generate"
+    head = ["#!/usr/bin/env bash"]
+    array = [
+        *head,
+        *_directives(name, opts, logs, array=True),
+        "set -uo pipefail",
+        f"cd {shlex.quote(str(cwd))}",
+        "# The shard is this task's: distill reads SLURM_ARRAY_TASK_ID/_COUNT/_MIN.",
+        f"{cmd} &",
+        "pid=$!",
+        "requeue() {",
+        '  kill -USR1 "$pid" 2>/dev/null  # the shard stops at a sample boundary',
+        '  wait "$pid"',
+        '  scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"',
+        "  exit 0",
+        "}",
+        "trap requeue USR1",
+        'wait "$pid"',
+        "rc=$?",
+        # a USR1 that arrived while waiting ran the trap, which exits; this is the plain end
+        'exit "$rc"',
+    ]
+    merge = [
+        *head,
+        *_directives(f"{name}-merge", opts, logs, array=False),
+        "set -euo pipefail",
+        f"cd {shlex.quote(str(cwd))}",
+        "# No SLURM_ARRAY_TASK_ID here: a plain generate merges every shard, asks for the rest.",
+        f"exec {cmd}",
+    ]
+    here = run_dir / "slurm"
+    submit = [
+        "#!/usr/bin/env bash",
+        "set -euo pipefail",
+        f"mkdir -p {shlex.quote(str(logs))}",
+        f"array=$(sbatch --parsable {shlex.quote(str(here / ARRAY))})",
+        f"merge=$(sbatch --parsable --dependency=afterok:${{array%%;*}} "
+        f"{shlex.quote(str(here / MERGE))})",
+        'echo "generate array job ${array%%;*} (' + str(opts.array) + " shards), merge job "
+        '${merge%%;*} after it"',
+    ]
+    return {ARRAY: "\n".join(array) + "\n", MERGE: "\n".join(merge) + "\n",
+            SUBMIT: "\n".join(submit) + "\n"}  # fmt: skip
+
+
+def write(run_dir: Path, files: dict[str, str]) -> Path:
+    """Write the scripts under `run_dir/slurm/` (executable); returns that dir."""
+    from pipeline.records import atomic_write_text
+
+    d = run_dir / "slurm"
+    (d / "logs").mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        atomic_write_text(d / name, text)
+        (d / name).chmod(0o755)
+    return d
+
+
+def submit(d: Path) -> str:
+    """Run submit.sh: sbatch the array, then the merge after it."""
+    if shutil.which("sbatch") is None:
+        raise UserError(
+            f"sbatch is not on PATH here; the scripts are in {d}: run `bash {d / SUBMIT}` on a "
+            "Slurm login node"
+        )
+    r = subprocess.run(["bash", str(d / SUBMIT)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise UserError(f"sbatch failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+    return r.stdout.strip()
