@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.calls import Completion, Failure, Request, ServeError
+from pipeline.calls import Completion, Failure, RaySpec, Request, ServeError
 from pipeline.servers import ManagedServer, cpu_slices, running
 
 
@@ -33,7 +33,7 @@ class ModelSpec:
     urls: tuple[str, ...] = ()
     served_name: str = ""  # '' = the dir's name, or what the endpoints serve
     api_key_env: str = ""  # the variable holding the endpoints' key; never the key itself
-    engine: Literal["server", "offline"] = "server"  # resolved: never "auto" here
+    engine: Literal["server", "offline", "ray"] = "server"  # resolved: never "auto" here
     dtype: str = "bfloat16"
     max_model_len: int = 1024
     kv_cache_gib: float = 1.0
@@ -50,6 +50,7 @@ class ModelSpec:
     # what they are (vLLM's logprobs mode) on the engines we start
     max_logprobs: int = 0
     logprobs_mode: str = "raw_logprobs"
+    ray: RaySpec | None = None  # engine "ray": where its actors run
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,9 @@ def spec_from(section: Any, label: str, model_dir: Path | None, **extra: Any) ->
         "server_args": tuple(section.server_args),
         "gpu_ids": tuple(section.gpu_ids),
     }
+    if section.engine == "ray":
+        r = section.ray
+        fields["ray"] = RaySpec(r.address, r.cpus_per_replica, r.gpus_per_replica, r.chunk)
     fields |= extra
     fields["engine"] = resolve_engine(
         section.engine,
@@ -113,11 +117,11 @@ def spec_from(section: Any, label: str, model_dir: Path | None, **extra: Any) ->
 
 def resolve_engine(
     engine: str, urls: bool, replicas: int, gpu_ids: tuple[str, ...], server_args: tuple[str, ...]
-) -> Literal["server", "offline"]:
+) -> Literal["server", "offline", "ray"]:
     """`auto` is the offline engine unless something only servers do is asked for: endpoints to
     call, several replicas, GPUs per replica, or server command-line args."""
-    if engine == "offline":
-        return "offline"
+    if engine in ("offline", "ray"):
+        return engine  # type: ignore[return-value]
     if engine == "server" or urls or replicas > 1 or gpu_ids or server_args:
         return "server"
     return "offline"
@@ -216,22 +220,18 @@ def ask(
     key = api_key(spec)  # a missing key fails here, before anything starts
     clock = _Clock(on_ready)
     with sigterm_as_interrupt():
-        if spec.engine == "offline":
-            from pipeline.offline import EngineArgs, generate_offline
+        if spec.engine == "ray":
+            from pipeline.rayengine import ask_ray
 
-            assert spec.model_dir is not None
-            engine = EngineArgs(
-                str(spec.model_dir),
-                spec.dtype,
-                spec.max_model_len,
-                settings.concurrency,
-                spec.chat_template,
-                list(spec.think_tags),
-                spec.max_logprobs,
-                spec.logprobs_mode,
-            )
+            assert spec.ray is not None
+            ask_ray(spec.ray, _engine_args(spec, settings), requests, on_done, log_dir,
+                    spec.kv_cache_gib, spec.replicas, spec.label, clock.ready, more)  # fmt: skip
+            return AskStats("ray", clock.seconds())
+        if spec.engine == "offline":
+            from pipeline.offline import generate_offline
+
             generate_offline(
-                engine,
+                _engine_args(spec, settings),
                 requests,
                 on_done,
                 log_path=log_dir / "engine.log",
@@ -243,6 +243,23 @@ def ask(
             )
             return AskStats("offline", clock.seconds())
         return _ask_servers(spec, requests, on_done, on_fail, settings, log_dir, key, clock, more)
+
+
+def _engine_args(spec: ModelSpec, settings: AskSettings) -> Any:
+    """The offline engine's arguments (the offline engine, and each Ray engine actor's)."""
+    from pipeline.offline import EngineArgs
+
+    assert spec.model_dir is not None
+    return EngineArgs(
+        str(spec.model_dir),
+        spec.dtype,
+        spec.max_model_len,
+        settings.concurrency,
+        spec.chat_template,
+        list(spec.think_tags),
+        spec.max_logprobs,
+        spec.logprobs_mode,
+    )
 
 
 @dataclass

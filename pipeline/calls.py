@@ -110,3 +110,13 @@ def sampling_dict(
         if logprobs_mode != "raw":
             out["logprobs_mode"] = logprobs_mode
     return out
+
+
+@dataclass(frozen=True)
+class RaySpec:
+    """engine: ray's cluster and resources (config: serve.ray)."""
+
+    address: str = ""  # '' = a local cluster, started and stopped by this run
+    cpus: float = 1.0  # per engine actor
+    gpus: float = 0.0
+    chunk: int = 64  # requests per actor call

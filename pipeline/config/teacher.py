@@ -3,6 +3,7 @@ is served: the teacher's (teacher.serve) or the students' (eval.serve)."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -21,16 +22,47 @@ from pipeline.fields import (
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+_RAY_ADDRESS = re.compile(r"(ray://)?[A-Za-z0-9_.\-]+:\d{1,5}")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where and how `engine: ray` runs its vLLM engines (one per replica, in Ray actors)."""
+
+    address: str = runtime(
+        "",
+        doc="the Ray cluster: host:port (the head's GCS) or ray://host:port; '' = start a local "
+        "one for this run and stop it after",
+    )
+    cpus_per_replica: float = runtime(1.0, doc="Ray CPUs each engine actor reserves", gt=0)
+    gpus_per_replica: float = runtime(0.0, doc="Ray GPUs each engine actor reserves", ge=0)
+    chunk: int = runtime(
+        64,
+        doc="requests sent to an actor at once; its samples reach the pool when the chunk is "
+        "done, so a killed driver loses at most two chunks per actor",
+        ge=1,
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.address and not _RAY_ADDRESS.fullmatch(self.address):
+            raise ConfigError(
+                f"{self.address!r}: expected host:port or ray://host:port ('' for a local cluster)",
+                "address",
+            )
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """How a local model is served: the teacher's (teacher.serve) or the students' (eval.serve)."""
 
-    engine: Literal["auto", "server", "offline"] = runtime(
+    engine: Literal["auto", "server", "offline", "ray"] = runtime(
         "auto",
         doc="offline (vllm.LLM in a child process: quick to start) | server (managed vLLM "
-        "servers, OpenAI API) | auto (offline unless replicas > 1, gpu_ids or server_args)",
+        "servers, OpenAI API) | ray (offline engines in Ray actors, `replicas` of them; needs "
+        "the ray extra) | auto (offline unless replicas > 1, gpu_ids or server_args)",
     )
-    replicas: int = runtime(1, doc="managed servers to start", ge=1)
+    replicas: int = runtime(1, doc="managed servers (or Ray engine actors) to start", ge=1)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = runtime(
         "bfloat16", doc="weights dtype of managed servers and the offline engine"
     )
@@ -52,8 +84,16 @@ class ServeConfig:
         le=19,
     )
 
+    ray: RayConfig = runtime(factory=RayConfig, doc="engine: ray's cluster and resources")
+
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.engine == "ray" and importlib.util.find_spec("ray") is None:
+            raise ConfigError(
+                "ray is not installed; install the extra: pip install -e '.[ray]' (or choose "
+                "another engine)",
+                "engine",
+            )
         for i, g in enumerate(self.gpu_ids):
             if not re.fullmatch(r"\d+(,\d+)*", g):
                 raise ConfigError(f"{g!r}: expected GPU indices like '0' or '0,1'", f"gpu_ids[{i}]")
@@ -135,9 +175,10 @@ class TeacherConfig:
         elif eps != "auto":
             check_url(eps, "endpoint")
         urls = self.urls()
-        if urls and self.serve.engine == "offline":
+        if urls and self.serve.engine in ("offline", "ray"):
             raise ConfigError(
-                "offline runs the model itself; set teacher.endpoint: auto, or serve.engine: auto",
+                f"{self.serve.engine} runs the model itself; set teacher.endpoint: auto, or "
+                "serve.engine: auto",
                 "serve.engine",
             )
         if self.api_key_env and not ENV_NAME.fullmatch(self.api_key_env):
