@@ -22,7 +22,7 @@ COMMANDS_HELP = {
     "config": "print every config field: type, default, value, whether it is in a key, doc",
     "export": "copy the run's dataset (parquet + card) and student (+ card) to --to DIR",
     "slurm": "write (--submit: submit) sbatch scripts: generate as a Slurm job array of "
-    "shards, then the merge",
+    "shards then the merge, or train across nodes",
 }
 
 
@@ -101,12 +101,18 @@ def _export_options(p: argparse.ArgumentParser) -> None:
 
 
 def _slurm_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["generate"], help="the stage to spread over an array")
-    p.add_argument("--array", type=int, required=True, metavar="N", help="tasks (shards)")
+    p.add_argument("what", choices=["generate", "train"], help="generate: a job array of "
+                   "shards, then the merge; train: one run across nodes")  # fmt: skip
+    p.add_argument("--array", type=int, default=None, metavar="N", help="generate: shards")
+    p.add_argument("--nodes", type=int, default=None, help="train: machines")
+    p.add_argument("--processes-per-node", type=int, default=None,
+                   help="train: processes per node (default: --gpus-per-node, else 1)")  # fmt: skip
+    p.add_argument("--port", type=int, default=29500, help="train: rank 0's rendezvous port")
     p.add_argument("--partition", default="")
     p.add_argument("--account", default="")
     p.add_argument("--time", default="", help="each task's time limit, Slurm's format")
-    p.add_argument("--gpus-per-task", type=int, default=None)
+    p.add_argument("--gpus-per-task", "--gpus-per-node", type=int, default=None,
+                   help="generate: GPUs per array task; train: GPUs per node")  # fmt: skip
     p.add_argument("--cpus-per-task", type=int, default=None)
     p.add_argument("--submit", action="store_true", help="sbatch them now (needs sbatch)")
 
@@ -209,18 +215,34 @@ def _slurm(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline import slurm
     from pipeline.runner import run_dir
 
+    need = "--array" if args.what == "generate" else "--nodes"
+    if getattr(args, need.lstrip("-")) is None:
+        raise UserError(f"distill slurm {args.what} needs {need}")
     opts = slurm.SlurmOptions(
-        args.array, args.partition, args.gpus_per_task, args.cpus_per_task, args.time,
+        args.array if args.array is not None else 1, args.partition, args.gpus_per_task, args.cpus_per_task, args.time,
         args.account,
     )  # fmt: skip
     config = Path(args.config or shipped_config("default")).resolve()
     rd = run_dir(cfg).resolve()
-    d = slurm.write(rd, slurm.render(rd, config, list(args.overrides), opts, Path.cwd()))
-    print(f"wrote {d / slurm.ARRAY}, {d / slurm.MERGE} and {d / slurm.SUBMIT}")
-    if args.submit:
-        print(slurm.submit(d))
+    overrides = list(args.overrides)
+    if args.what == "generate":
+        files = slurm.render(rd, config, overrides, opts, Path.cwd())
     else:
-        print(f"submit with: bash {d / slurm.SUBMIT}")
+        per_node = args.processes_per_node or args.gpus_per_task or 1
+        # Every node's config, checked now (rank 0's stands for all): not on the cluster.
+        load_config(config, [*overrides, *slurm.train_overrides(args.nodes or 2, per_node),
+                             "train.machine_rank=0", "train.main_process_ip=head",
+                             f"train.main_process_port={args.port}"])  # fmt: skip
+        files = slurm.render_train(
+            rd, config, overrides, opts, Path.cwd(), args.nodes, per_node, args.port
+        )
+    d = slurm.write(rd, files)
+    print("wrote " + ", ".join(str(d / name) for name in files))
+    if args.submit:
+        print(slurm.submit(d, files))
+    else:
+        first = slurm.SUBMIT if slurm.SUBMIT in files else next(iter(files))
+        print(f"submit with: {'bash' if first == slurm.SUBMIT else 'sbatch'} {d / first}")
     return 0
 
 

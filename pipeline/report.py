@@ -43,7 +43,7 @@ def print_summary(cfg: Config, results: list[Any], seconds: float) -> None:
         )
     console.print(t)
     for r in results:
-        if r.status == "ran" or r is results[-1]:
+        if (r.status == "ran" or r is results[-1]) and r.status != "joined":
             text = stage_module(r.stage).summary(r.stats, r.dir)
             if text:
                 console.print(Text(f"{r.name}:", style="bold"))

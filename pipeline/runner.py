@@ -229,6 +229,8 @@ def run_chain(
 ) -> list[StageResult]:
     """Run `target` and whatever it needs that is not cached. `force` reruns `target` only;
     `verify` rebuilds any stage whose outputs' sha256s differ from its manifest."""
+    if hook(stage_module(target), "follows")(cfg):
+        return [_follow(cfg, target, on_result)]
     results = []
     for p in unique(plan(cfg, target)):
         r = run_stage(p, force and p.name == target, verify)
@@ -258,6 +260,32 @@ def run_shard(cfg: Config, name: str, flag: str | None) -> dict[str, Any] | None
     p = plan(cfg, name)[name]
     _make_dir(p.dir)
     return run(cfg, p.dir, which)
+
+
+def _follow(cfg: Config, target: str, on_result: Any = None) -> StageResult:
+    """This machine joins another's run of `target` (train on machine rank > 0): its inputs
+    must be complete already (it runs none of them), and it takes no lock and writes no
+    manifest: the machine that runs the stage does both."""
+    t0 = time.monotonic()
+    p = plan(cfg, target)[target]
+    done = check_complete(p)[0]
+    if done:  # rank 0 finds it cached too and starts nothing to join
+        r = _cached(p, done, t0)
+        if on_result:
+            on_result(r)
+        return r
+    for name, d in p.inputs.items():
+        ip = next(q for q in plan(cfg, target).values() if q.dir == d)
+        if check_complete(ip)[0] is None:
+            raise UserError(
+                f"{target}: its input {name} ({d}) is not complete; run `distill {ip.stage}` "
+                "first (machine rank 0 does, before the machines train together)"
+            )
+    hook(stage_module(target), "follow")(cfg, _context(p))
+    r = StageResult(p.name, p.stage, "joined", time.monotonic() - t0, p.dir)
+    if on_result:
+        on_result(r)
+    return r
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """`distill slurm generate --array N`: the sbatch scripts for a job array of generate shards and
-the merge job that waits for it, written under `runs/<run>/slurm/` (and submitted with
-`--submit`).
+the merge job that waits for it; `distill slurm train --nodes N`: one train run across nodes.
+Written under `runs/<run>/slurm/` (and submitted with `--submit`).
 
     generate-array.sbatch   N tasks; task i runs `distill generate` as shard i/N (it reads
                             SLURM_ARRAY_TASK_ID/_COUNT/_MIN), requeueable: Slurm signals USR1
@@ -9,6 +9,9 @@ the merge job that waits for it, written under `runs/<run>/slurm/` (and submitte
     generate-merge.sbatch   one task, after every array task ended well (afterok): a plain
                             `distill generate`, which merges the shards and asks for the rest
     submit.sh               sbatch the array, then the merge with the dependency
+    train-multinode.sbatch  N nodes, one task each: filter once, then on every node
+                            `distill train` with train.machine_rank=$SLURM_NODEID and the first
+                            node as the rendezvous (accelerate's multi-machine launch)
 
 Slurm itself is not needed to write them; only `--submit` and submit.sh call sbatch. The
 scripts name the project checkout, the config and the working dir by absolute path, so they
@@ -29,6 +32,7 @@ from pipeline.redact import redact_text
 
 ROOT = Path(__file__).resolve().parents[1]
 ARRAY, MERGE, SUBMIT = "generate-array.sbatch", "generate-merge.sbatch", "submit.sh"
+TRAIN = "train-multinode.sbatch"
 
 
 @dataclass(frozen=True)
@@ -79,13 +83,7 @@ def render(
     """The three files' texts, by name; the tasks run in `cwd`, where relative paths in the
     config and the overrides mean what they meant when the scripts were written."""
     opts.check()
-    for o in overrides:
-        if redact_text(o) != o:
-            raise UserError(
-                f"override {redact_text(o)!r} holds a credential, which would be written into "
-                "the sbatch script; put the key in the environment variable teacher.api_key_env "
-                "names instead"
-            )
+    _check_overrides(overrides)
     logs = run_dir / "slurm" / "logs"
     cmd = shlex.join([str(ROOT / "distill"), "generate", "--config", str(config), *overrides])
     name = f"distill-{run_dir.name}-generate"
@@ -133,6 +131,80 @@ def render(
             SUBMIT: "\n".join(submit) + "\n"}  # fmt: skip
 
 
+def render_train(
+    run_dir: Path,
+    config: Path,
+    overrides: list[str],
+    opts: SlurmOptions,
+    cwd: Path,
+    nodes: int,
+    per_node: int,
+    port: int = 29500,
+) -> dict[str, str]:
+    """`distill train` over `nodes` machines, `per_node` processes each (GPUs, or CPU processes
+    with ddp_cpu): filter first on the first node, then one task per node; each runs
+    `distill train` with its SLURM_NODEID as train.machine_rank and the first node as the
+    rendezvous. Rank 0 runs the stage (lock, manifest); the others join its accelerate run."""
+    _check_overrides(overrides)
+    if nodes < 2:
+        raise UserError(f"--nodes {nodes}: training across nodes needs at least 2")
+    if per_node < 1:
+        raise UserError(f"--processes-per-node {per_node}: must be at least 1")
+    logs = run_dir / "slurm" / "logs"
+    distill = [str(ROOT / "distill")]
+    base = ["--config", str(config), *overrides]
+    train = shlex.join([*distill, "train", *base, *train_overrides(nodes, per_node)])
+    # $SLURM_NODEID and the head's address are per task: the task's own shell expands them.
+    node_cmd = (
+        f"{train} train.machine_rank=$SLURM_NODEID train.main_process_ip=$DISTILL_HEAD "
+        f"train.main_process_port=$DISTILL_PORT"
+    )
+    lines = [
+        "#!/usr/bin/env bash",
+        f"#SBATCH --job-name=distill-{run_dir.name}-train",
+        f"#SBATCH --nodes={nodes}",
+        "#SBATCH --ntasks-per-node=1",
+        f"#SBATCH --output={logs}/train-%j.out",
+    ]
+    if opts.gpus_per_task:
+        lines.append(f"#SBATCH --gpus-per-node={opts.gpus_per_task}")
+    for flag, v in (("partition", opts.partition), ("account", opts.account),
+                    ("time", opts.time), ("cpus-per-task", opts.cpus_per_task)):  # fmt: skip
+        if v not in ("", None):
+            lines.append(f"#SBATCH --{flag}={v}")
+    lines += [
+        "set -euo pipefail",
+        f"cd {shlex.quote(str(cwd))}",
+        "# What train reads, made (or found cached) once, before the machines meet.",
+        shlex.join([*distill, "filter", *base]),
+        'export DISTILL_HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        f"export DISTILL_PORT={port}",
+        "# One task per node; node i is train.machine_rank i. Rank 0 writes the stage dir.",
+        f"srun --ntasks={nodes} --ntasks-per-node=1 bash -c {shlex.quote(node_cmd)}",
+    ]
+    return {TRAIN: "\n".join(lines) + "\n"}
+
+
+def train_overrides(nodes: int, per_node: int) -> list[str]:
+    """What every node's `distill train` adds to the user's overrides (the rank and the
+    rendezvous come from the task)."""
+    return [
+        "train.launcher=accelerate",
+        f"train.num_processes={nodes * per_node}",
+        f"train.num_machines={nodes}",
+    ]
+
+
+def _check_overrides(overrides: list[str]) -> None:
+    for o in overrides:
+        if redact_text(o) != o:
+            raise UserError(
+                f"override {redact_text(o)!r} holds a credential, which would be written into "
+                "the sbatch script; put the key in the environment variable teacher.api_key_env "
+                "names instead"
+            )
+
+
 def write(run_dir: Path, files: dict[str, str]) -> Path:
     """Write the scripts under `run_dir/slurm/` (executable); returns that dir."""
     from pipeline.records import atomic_write_text
@@ -145,14 +217,15 @@ def write(run_dir: Path, files: dict[str, str]) -> Path:
     return d
 
 
-def submit(d: Path) -> str:
-    """Run submit.sh: sbatch the array, then the merge after it."""
+def submit(d: Path, files: dict[str, str]) -> str:
+    """sbatch what was written: submit.sh (the array, then the merge after it), or the one
+    script."""
     if shutil.which("sbatch") is None:
         raise UserError(
-            f"sbatch is not on PATH here; the scripts are in {d}: run `bash {d / SUBMIT}` on a "
-            "Slurm login node"
+            f"sbatch is not on PATH here; the scripts are in {d}: submit them on a Slurm login node"
         )
-    r = subprocess.run(["bash", str(d / SUBMIT)], capture_output=True, text=True)
+    cmd = ["bash", str(d / SUBMIT)] if SUBMIT in files else ["sbatch", str(d / next(iter(files)))]
+    r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise UserError(f"sbatch failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
     return r.stdout.strip()

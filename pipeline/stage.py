@@ -23,6 +23,9 @@ config's chain to eval once it is done), `pick_shard(flag)` and `shard(cfg, out,
 `--shard`): generate's pick the shard from `--shard i/N` or Slurm's array variables (None for a
 plain run), then write that share beside the stage dir and return stats with "shard",
 "questions", "samples", "requested"; no manifest is written, the plain run merges the shards.
+`follows(cfg)` and `follow(cfg, ctx)` (no): true where this machine joins another machine's run
+of the stage (train on machine rank > 0), which the runner then hands to `follow` with no lock
+taken and no manifest written, once the stage's inputs are complete.
 """
 
 from __future__ import annotations
@@ -133,6 +136,11 @@ def _no_locks(cfg: Config, out: Path) -> list[Path]:
     return []
 
 
+def _runs_itself(cfg: Config) -> bool:
+    """No machine but this one runs the stage: it never joins another's run."""
+    return False
+
+
 OPTIONAL: dict[str, Any] = {
     "extra_inputs": _no_extra_inputs,
     "locks": _no_locks,
@@ -140,6 +148,8 @@ OPTIONAL: dict[str, Any] = {
     "follow_up": None,  # no chain to run after it
     "pick_shard": None,  # no `--shard i/N`
     "shard": None,
+    "follows": _runs_itself,
+    "follow": None,
 }
 
 

@@ -180,7 +180,22 @@ class TrainConfig:
         doc="accelerate config file, or a shipped name (ddp_cpu, ddp_gpu, fsdp_gpu, "
         "deepspeed_zero3_gpu); '' = ddp_gpu with a GPU, else ddp_cpu",
     )
-    num_processes: int = runtime(1, doc="processes for launcher: accelerate", ge=1)
+    num_processes: int = runtime(
+        1, doc="processes for launcher: accelerate, on all machines together", ge=1
+    )
+    num_machines: int = runtime(
+        1, doc="machines training together under accelerate (`distill slurm train`)", ge=1
+    )
+    machine_rank: int = runtime(
+        0,
+        doc="this machine's rank: 0 runs the stage and writes its dir, the others join it",
+        ge=0,
+    )
+    main_process_ip: str = runtime("", doc="rank 0's address, when num_machines > 1")
+    main_process_port: int = runtime(
+        0, doc="rank 0's rendezvous port (0 = a free one; give one when num_machines > 1)",
+        ge=0, le=65535,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -214,6 +229,7 @@ class TrainConfig:
                 p.read_bytes().decode("utf-8")
             except UnicodeDecodeError:
                 raise ConfigError(f"{p} is not UTF-8 text", "chat_template") from None
+        self._check_machines()
         if self.accelerate_config:
             expand(self.accelerate_config, "accelerate_config")  # a bad ~user is its own error
             if accelerate_config_file(self.accelerate_config) is None:
@@ -222,3 +238,26 @@ class TrainConfig:
                     f"{shipped_accelerate_names()}",
                     "accelerate_config",
                 )
+
+    def _check_machines(self) -> None:
+        """Several machines: accelerate, a rendezvous, a rank among them, whole processes."""
+        if self.machine_rank >= self.num_machines:
+            raise ConfigError(
+                f"{self.machine_rank} for {self.num_machines} machine(s); ranks count from 0",
+                "machine_rank",
+            )
+        if self.num_machines == 1:
+            return
+        why = ""
+        if self.launcher != "accelerate":
+            why = "set train.launcher: accelerate"
+        elif not self.main_process_ip:
+            why = "set train.main_process_ip to rank 0's address"
+        elif not self.main_process_port:
+            why = "set train.main_process_port (the same on every machine)"
+        elif self.num_processes % self.num_machines:
+            why = f"num_processes ({self.num_processes}) must be a multiple of it"
+        elif self.objective == "onpolicy":
+            why = "onpolicy trains on one machine for now"
+        if why:
+            raise ConfigError(f"{self.num_machines} machines: {why}", "num_machines")

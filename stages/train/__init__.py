@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -111,16 +112,37 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / STATS_FILE).unlink(missing_ok=True)
     write_child_config(cfg, out / CONFIG_FILE)
-    cmd = launch_command(cfg, kept, out)
+    _launch(launch_command(cfg, kept, out, out / CONFIG_FILE))
+    if not (out / STATS_FILE).is_file():
+        raise TrainError(f"accelerate run exited 0 but wrote no {out / STATS_FILE}")
+    return _with_card(cfg, json.loads((out / STATS_FILE).read_text()), ctx)
+
+
+def follows(cfg: Config) -> bool:
+    """Machine rank > 0 of several: it joins rank 0's accelerate run; rank 0 runs the stage."""
+    return cfg.train.machine_rank > 0
+
+
+def follow(cfg: Config, ctx: RunContext) -> None:
+    """Join rank 0's run: the same accelerate launch with this machine's rank. It writes
+    nothing in the stage dir (its config copy goes to a temporary dir; only global rank 0
+    saves), so rank 0's lock and manifest stay rank 0's."""
+    t = cfg.train
+    with tempfile.TemporaryDirectory(prefix="distill-train-") as d:
+        conf = Path(d) / CONFIG_FILE
+        write_child_config(cfg, conf)
+        print(f"train: machine {t.machine_rank} of {t.num_machines} joins rank 0 at "
+              f"{t.main_process_ip}:{t.main_process_port}", flush=True)  # fmt: skip
+        _launch(launch_command(cfg, ctx.inputs["filter"] / KEPT, ctx.out, conf))
+
+
+def _launch(cmd: list[str]) -> None:
     print("train: launching: " + " ".join(cmd), flush=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     rc = subprocess.run(cmd, env=env, cwd=str(ROOT)).returncode  # output streams through
     if rc != 0:
         raise TrainError(f"training under accelerate failed (exit code {rc}); see the output above")
-    if not (out / STATS_FILE).is_file():
-        raise TrainError(f"accelerate run exited 0 but wrote no {out / STATS_FILE}")
-    return _with_card(cfg, json.loads((out / STATS_FILE).read_text()), ctx)
 
 
 def _with_card(cfg: Config, stats: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -152,9 +174,18 @@ def write_child_config(cfg: Config, path: Path) -> None:
     atomic_write_json(path, to_dict(cfg))
 
 
-def launch_command(cfg: Config, kept: Path, out: Path) -> list[str]:
-    """`accelerate launch` for `python -m stages.train`; run() writes out/train_config.json."""
+def launch_command(cfg: Config, kept: Path, out: Path, config_file: Path) -> list[str]:
+    """`accelerate launch` for `python -m stages.train`, on this machine; with several
+    machines, its rank and rank 0's rendezvous (every machine runs the same command but for
+    --machine_rank)."""
     t = cfg.train
+    machines = []
+    if t.num_machines > 1:
+        machines = [
+            "--num_machines", str(t.num_machines),
+            "--machine_rank", str(t.machine_rank),
+            "--main_process_ip", t.main_process_ip,
+        ]  # fmt: skip
     return [
         sys.executable,
         "-m",
@@ -163,12 +194,13 @@ def launch_command(cfg: Config, kept: Path, out: Path) -> list[str]:
         str(accelerate_config_path(t.accelerate_config)),
         "--num_processes",
         str(max(1, t.num_processes)),
+        *machines,
         "--main_process_port",
-        str(free_port()),
+        str(t.main_process_port or free_port()),
         "-m",
         "stages.train",
         "--config-json",
-        str(Path(out) / CONFIG_FILE),
+        str(config_file),
         "--kept",
         str(kept),
         "--out",

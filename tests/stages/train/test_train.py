@@ -200,7 +200,9 @@ def test_launch_command(tiny_model, tmp_path):
         "train.num_processes=3",
         "train.accelerate_config=fsdp_gpu",
     )
-    cmd = train.launch_command(cfg, tmp_path / "kept.jsonl", tmp_path / "out")
+    conf = tmp_path / "out" / "train_config.json"
+    cmd = train.launch_command(cfg, tmp_path / "kept.jsonl", tmp_path / "out", conf)
+    assert "--num_machines" not in cmd  # one machine: accelerate's defaults
     assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert cmd[cmd.index("--config_file") + 1].endswith("pipeline/configs/accelerate/fsdp_gpu.yaml")
     assert cmd[cmd.index("--num_processes") + 1] == "3"
@@ -213,6 +215,14 @@ def test_launch_command(tiny_model, tmp_path):
         "--out",
         str(tmp_path / "out"),
     ]
+    two = make_cfg(tiny_model, tmp_path, "train.launcher=accelerate", "train.num_processes=8",
+                   "train.num_machines=2", "train.machine_rank=1",
+                   "train.main_process_ip=10.0.0.1", "train.main_process_port=29500")  # fmt: skip
+    cmd = train.launch_command(two, tmp_path / "kept.jsonl", tmp_path / "out", conf)
+    got = {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i].startswith("--")}
+    assert got["--num_processes"] == "8" and got["--num_machines"] == "2"  # 8 in all
+    assert got["--machine_rank"] == "1" and got["--main_process_ip"] == "10.0.0.1"
+    assert got["--main_process_port"] == "29500"
     for name in ("ddp_cpu", "ddp_gpu", "fsdp_gpu", "deepspeed_zero3_gpu"):
         assert train.accelerate_config_path(name).is_file()
     with pytest.raises(TrainError, match="neither a file nor one of"):
@@ -400,6 +410,57 @@ def test_ddp_cpu_two_processes(tiny_model, tmp_path, filter_dir):
     assert stats["epochs"] == 4.0  # 8 examples = 2 processes x batch 4: one step per epoch
     assert (out / "model" / "model.safetensors").is_file()
     assert (out / "loss.png").is_file() and (out / "train_stats.json").is_file()
+
+
+@pytest.mark.slow
+def test_two_machines_train_as_one_run(tiny_model, tmp_path, filter_dir):
+    """Two "machines" on this one (ranks 0 and 1, one process each, rendezvous on 127.0.0.1):
+    the launch each node of `distill slurm train` runs, for real over gloo. Rank 0 runs the
+    stage; rank 1 joins it and writes nothing of its own into the stage dir."""
+    import threading
+
+    from pipeline.servers import free_port
+
+    port = free_port()
+    common = ["train.max_steps=4", "train.batch_size=4", "train.launcher=accelerate",
+              "train.accelerate_config=ddp_cpu", "train.num_processes=2",
+              "train.num_machines=2", "train.main_process_ip=127.0.0.1",
+              f"train.main_process_port={port}"]  # fmt: skip
+    cfg0 = make_cfg(tiny_model, tmp_path, *common, "train.machine_rank=0")
+    cfg1 = make_cfg(tiny_model, tmp_path, *common, "train.machine_rank=1")
+    assert train.follows(cfg1) and not train.follows(cfg0)
+    out = tmp_path / "out"
+    ctx = RunContext.of({"filter": filter_dir}, out)
+    errors: list[BaseException] = []
+
+    def rank1() -> None:
+        try:
+            train.follow(cfg1, ctx)
+        except BaseException as e:  # noqa: BLE001 - reported by the assert below
+            errors.append(e)
+
+    joined = threading.Thread(target=rank1)
+    joined.start()
+    stats = train.run(cfg0, ctx)
+    joined.join(timeout=600)
+    assert not errors, errors
+    assert stats["num_processes"] == 2 and stats["steps"] == 4
+    assert stats["epochs"] == 4.0  # 8 examples = 2 processes x batch 4, as on one machine
+    assert (out / "model" / "model.safetensors").is_file()
+    assert sorted(p.name for p in out.glob("train_config*.json")) == ["train_config.json"]
+
+
+def test_a_joining_machine_needs_its_inputs_complete(tiny_model, tmp_path):
+    from conftest import run_cli
+
+    r = run_cli("train", f"runs_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}",
+                f"train.student={tiny_model}", f"teacher.model={tiny_model}",
+                "train.launcher=accelerate", "train.num_processes=2", "train.num_machines=2",
+                "train.machine_rank=1", "train.main_process_ip=127.0.0.1",
+                "train.main_process_port=29500")  # fmt: skip
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "its input filter" in r.stderr and "is not complete" in r.stderr
+    assert not list(tmp_path.glob("default/train/*/.lock"))  # it took no lock, made no dir
 
 
 def test_cpu_trainer_loss_equals_trl_fused_loss(tiny_model, tmp_path, filter_dir):
