@@ -106,9 +106,10 @@ async def _post_score(
 ) -> Completion:
     """One scoring call: the completions API reads token ids as they are, and vLLM's
     `prompt_logprobs` gives each position's logprob with its top k (keys are token ids)."""
-    start, k = req.sampling["score_from"], req.sampling["prompt_logprobs"]
-    body = {"model": model, "prompt": req.prompt_ids, "max_tokens": 1, "temperature": 0.0}
-    body["prompt_logprobs"] = k
+    sp = req.sampling  # score_request's: one greedy token, the prompt's logprobs
+    start, k = sp["score_from"], sp["prompt_logprobs"]
+    body = {"model": model, "prompt": req.prompt_ids, "max_tokens": sp["max_tokens"],
+            "temperature": sp["temperature"], "prompt_logprobs": k}  # fmt: skip
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
     async with client.post(f"{ep.url}/completions", json=body, timeout=timeout) as r:
         raw = await r.read()

@@ -195,9 +195,9 @@ def _params(r: Request) -> Any:
     from vllm import SamplingParams
 
     if r.prompt_ids is not None:  # scoring: one greedy token, the prompt's logprobs
-        return SamplingParams(
-            temperature=0.0, max_tokens=1, prompt_logprobs=r.sampling["prompt_logprobs"]
-        )
+        sp = r.sampling  # score_request's: one greedy token, the prompt's logprobs
+        return SamplingParams(temperature=sp["temperature"], max_tokens=sp["max_tokens"],
+                              prompt_logprobs=sp["prompt_logprobs"])  # fmt: skip
     return SamplingParams(
         n=r.n,
         temperature=r.sampling["temperature"],

@@ -58,6 +58,7 @@ from stages.train.onpolicy.parts import (
     prompt_ids,
     rollout_plan,
     rollout_row,
+    same_vocab_score,
     score_id,
 )
 from stages.train.prepared import TrainError
@@ -127,9 +128,8 @@ def _score_request(pair: Pair, prompt: list[int], row: dict, k: int) -> tuple[Re
     if not row["completion_ids"]:
         return None
     if pair.same_vocab:
-        ids = list(row["completion_ids"])
         sid = score_id(row["id"], pair.teacher_identity, prompt, k)
-        return score_request(sid, prompt + ids, len(prompt), k), {}
+        return same_vocab_score(sid, prompt, row, k), {}
     s_ids = list(row["completion_ids"])
     text = align.decoded_text(pair.student_tok, s_ids)
     t_ids, t_spans = align.teacher_tokens(pair.teacher_tok, text)
