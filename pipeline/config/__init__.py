@@ -36,7 +36,7 @@ from pipeline.config.load import (
 from pipeline.config.sections import Config
 from pipeline.config.task import TaskConfig
 from pipeline.config.teacher import TeacherConfig
-from pipeline.config.train import KDConfig, OnPolicyConfig, Scheduler
+from pipeline.config.train import CutConfig, KDConfig, OnPolicyConfig, Scheduler
 from pipeline.fields import ConfigError, expand, template_file
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "FilterConfig",
     "KDConfig",
     "OnPolicyConfig",
+    "CutConfig",
     "Scheduler",
     "TaskConfig",
     "TeacherConfig",

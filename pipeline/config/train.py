@@ -105,6 +105,54 @@ class OnPolicyConfig:
 
 
 @dataclass(frozen=True)
+class CutConfig:
+    """A smaller student cut from train.student before training (depth pruning: DistilBERT kept
+    every other layer of BERT). Built once, cached under its source's identity and this recipe
+    (stages/shared/cut.py)."""
+
+    keep_every: int = knob(
+        0, doc="keep layers 0, k, 2k, ... of train.student (2: every other); 0 = no cut", ge=0
+    )
+    layers: list[int] = knob(
+        factory=list,
+        doc="the layers of train.student to keep, ascending, e.g. [0, 2, 4, 5]; [] = none given",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.keep_every == 1:
+            raise ConfigError("1 keeps every layer: no cut; give 2 or more, or 0", "keep_every")
+        if self.keep_every and self.layers:
+            raise ConfigError("give keep_every or layers, not both", "layers")
+        if any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in self.layers):
+            raise ConfigError(f"{self.layers}: layer numbers count from 0", "layers")
+        if list(self.layers) != sorted(set(self.layers)):
+            raise ConfigError(f"{self.layers}: each layer once, in ascending order", "layers")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.keep_every or self.layers)
+
+    def kept(self, num_layers: int) -> list[int]:
+        """The source layers the cut keeps, or a ConfigError naming the key."""
+        if self.keep_every:
+            if self.keep_every >= num_layers:
+                raise ConfigError(
+                    f"{self.keep_every} on a {num_layers}-layer model keeps one layer; give a "
+                    "smaller step",
+                    "train.cut.keep_every",
+                )
+            return list(range(0, num_layers, self.keep_every))
+        bad = [i for i in self.layers if i >= num_layers]
+        if bad:
+            raise ConfigError(
+                f"layer {bad[0]} of a {num_layers}-layer model (layers count from 0)",
+                "train.cut.layers",
+            )
+        return list(self.layers)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     student: str = knob("smollm2-135m", doc="local HF model dir, or smollm2-135m")
     chat_template: str = knob(
@@ -146,6 +194,11 @@ class TrainConfig:
     )
     onpolicy: OnPolicyConfig = knob(
         factory=OnPolicyConfig, doc="the rounds of objective: onpolicy", key_when_set=True
+    )
+    cut: CutConfig = knob(
+        factory=CutConfig,
+        doc="train a smaller student cut from train.student (depth pruning) instead of it",
+        key_when_set=True,
     )
     validate: bool = knob(
         True,

@@ -42,8 +42,8 @@ from pipeline.records import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.servers import free_port
 from pipeline.stage import ExtraInput, KeyParts, RunContext
 from stages.shared.cards import model_card
+from stages.shared.cut import cut_layers, student_dir
 from stages.shared.layout import CARD, KEPT, LOSS_PLOT, MODEL, TRAIN_LOG
-from stages.shared.models import local_model
 from stages.train.checkpoints import checkpoint_step, last_checkpoint
 from stages.train.hub import export  # noqa: F401 - the stage's part of `distill export`
 from stages.train.onpolicy.rounds import ROUNDS_DIR
@@ -65,6 +65,7 @@ def key_parts(cfg: Config) -> KeyParts:
     """The student's weights, not its path, and the semantic train config (launcher excluded);
     on-policy also what its rounds ask with: the teacher, both prompts, the rollouts' stops."""
     t = cfg.train
+    cut_layers(cfg)  # a recipe this student cannot take is refused before anything runs
     extra = {"student_identity": identity_of(t.student, cfg.cache_dir, key="train.student")}
     if t.chat_template:  # the config checked that the file exists
         extra["chat_template"] = sha256_file(Path(t.chat_template).expanduser())
@@ -107,7 +108,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     if cfg.train.launcher == "none":
         return _with_card(cfg, train_in_process(cfg, kept, out), ctx)
     # Pre-flight here too: a bad dataset fails in seconds, with its message, before N processes.
-    student = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
+    student = student_dir(cfg)  # a cut student is built here, once, before N processes
     _, prepared = preflight(student, kept, cfg.train)
     for w in prepared.warnings:
         print(f"train: warning: {w}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.records import atomic_write_json
-from stages.shared.models import local_model
+from stages.shared.cut import cut_layers, student_dir
 from stages.train.checkpoints import checkpoint_step, last_checkpoint, prune_checkpoints
 from stages.train.finalize import finalize_model
 from stages.train.logs import log_line, write_logs
@@ -170,7 +170,7 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     quiet_libraries()
-    student = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
+    student = student_dir(cfg)
     tok, prepared = preflight(student, kept, cfg.train)
     for w in prepared.warnings:
         log_line(f"warning: {w}")
@@ -218,6 +218,7 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
         "objective": cfg.train.objective,
         "padding_fraction": counter.fraction,
         "num_processes": trainer.accelerator.num_processes,
+        **({"cut_layers": cut_layers(cfg)} if cfg.train.cut.active else {}),
     }
     if trainer.is_world_process_zero():
         _finish(cfg, student, tok, out, state, validator, stats)

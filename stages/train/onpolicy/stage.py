@@ -13,8 +13,8 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.records import atomic_write_json, atomic_write_jsonl
 from pipeline.stage import RunContext
+from stages.shared.cut import student_dir
 from stages.shared.layout import LOSS_PLOT, MODEL, TRAIN_LOG
-from stages.shared.models import local_model
 from stages.train.logs import log_line
 from stages.train.onpolicy.rounds import run_rounds
 from stages.train.onpolicy.update import place_model
@@ -27,7 +27,7 @@ PER_ROUND = ("round", "loss", "reverse_kl", "verified", "validation_accuracy", "
 def start_model(cfg: Config, ctx: RunContext) -> Path:
     if cfg.train.onpolicy.start == "sft":
         return ctx.inputs[SFT_INPUT] / MODEL
-    return local_model(cfg.train.student, cfg.cache_dir, key="train.student")
+    return student_dir(cfg)
 
 
 def train_onpolicy(cfg: Config, ctx: RunContext, stats_file: str, results: str) -> dict[str, Any]:

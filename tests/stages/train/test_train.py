@@ -463,6 +463,21 @@ def test_a_joining_machine_needs_its_inputs_complete(tiny_model, tmp_path):
     assert not list(tmp_path.glob("default/train/*/.lock"))  # it took no lock, made no dir
 
 
+def test_a_cut_student_trains_and_is_saved_at_its_depth(tmp_path, filter_dir):
+    """train.cut: training starts from the cut, and the saved student has the cut's depth."""
+    from tiny_model import build_tiny_model
+
+    deep = build_tiny_model(tmp_path / "deep", layers=4, seed=3)
+    cfg = make_cfg(deep, tmp_path, "train.max_steps=2", "train.cut.layers=[1,3]")
+    stats = train.run(cfg, RunContext.of({"filter": filter_dir}, tmp_path / "out"))
+    assert stats["cut_layers"] == [1, 3] and stats["steps"] == 2
+    saved = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
+    assert saved["num_hidden_layers"] == 2
+    plain = make_cfg(deep, tmp_path)
+    assert train.key_parts(cfg).config != train.key_parts(plain).config  # another key
+    assert "cut" not in json.dumps(train.key_parts(plain).config)  # old keys unchanged
+
+
 def test_cpu_trainer_loss_equals_trl_fused_loss(tiny_model, tmp_path, filter_dir):
     """On CPU the stage swaps TRL's fused LM-head loss for its own, which sends only the scored
     positions through the head: same number, same gradient, on real batches with padding and
