@@ -36,7 +36,7 @@ from pipeline.config.load import (
 from pipeline.config.sections import Config
 from pipeline.config.task import TaskConfig
 from pipeline.config.teacher import TeacherConfig
-from pipeline.config.train import CutConfig, KDConfig, OnPolicyConfig, Scheduler
+from pipeline.config.train import CutConfig, FeaturesConfig, KDConfig, OnPolicyConfig, Scheduler
 from pipeline.fields import ConfigError, expand, template_file
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "KDConfig",
     "OnPolicyConfig",
     "CutConfig",
+    "FeaturesConfig",
     "Scheduler",
     "TaskConfig",
     "TeacherConfig",

@@ -105,6 +105,44 @@ class OnPolicyConfig:
 
 
 @dataclass(frozen=True)
+class FeaturesConfig:
+    """objective: features: the teacher in the training loop (stages/train/features.py). The
+    logit term is train.kd's (alpha, temperature, divergence) on the full vocabulary."""
+
+    teacher: str = knob(
+        "",
+        doc="the teacher run beside the student while it trains: a local model dir sharing the "
+        "student's vocabulary; '' = teacher.model",
+    )
+    hidden: float = knob(0.0, doc="weight of the hidden-state term", ge=0)
+    hidden_loss: Literal["mse", "cosine"] = knob(
+        "mse", doc="mse: mean squared error per element; cosine: mean of 1 - cosine"
+    )
+    layer_map: list[list[int]] = knob(
+        factory=list,
+        doc="[[student layer, teacher layer], ...] for the hidden and attention terms, from 0; "
+        "[] = student layer i to teacher layer round((i+1) Lt/Ls) - 1",
+    )
+    attention: float = knob(0.0, doc="weight of the attention-map term", ge=0)
+    relation: float = knob(
+        0.0, doc="weight of the relation term (RKD distance + angle between samples)", ge=0
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for i, pair in enumerate(self.layer_map):
+            if (
+                not isinstance(pair, list)
+                or len(pair) != 2
+                or any(not isinstance(x, int) or isinstance(x, bool) or x < 0 for x in pair)
+            ):
+                raise ConfigError(
+                    f"{pair!r}: expected [student layer, teacher layer], both from 0",
+                    f"layer_map[{i}]",
+                )
+
+
+@dataclass(frozen=True)
 class CutConfig:
     """A smaller student cut from train.student before training (depth pruning: DistilBERT kept
     every other layer of BERT). Built once, cached under its source's identity and this recipe
@@ -182,11 +220,13 @@ class TrainConfig:
     gradient_checkpointing: bool = knob(False, doc="trade compute for memory")
     lora: LoraConfig = knob(factory=LoraConfig, doc="LoRA instead of full fine-tuning")
     answer_only: bool = knob(False, doc="ablation: train on 'Answer: X' only, no rationale")
-    objective: Literal["sft", "kd", "onpolicy"] = knob(
+    objective: Literal["sft", "kd", "onpolicy", "features"] = knob(
         "sft",
         doc="sft: cross-entropy on the kept text; kd: the teacher's soft labels too (needs "
         "generate.logprobs), on the teacher's own token ids (train.kd); onpolicy: rounds in "
-        "which the student writes, the teacher scores its tokens and it learns (train.onpolicy)",
+        "which the student writes, the teacher scores its tokens and it learns (train.onpolicy); "
+        "features: the teacher in memory while the student trains: full-vocabulary logits "
+        "(train.kd), hidden states, attention, relations (train.features)",
         key_when_set=True,
     )
     kd: KDConfig = knob(
@@ -194,6 +234,9 @@ class TrainConfig:
     )
     onpolicy: OnPolicyConfig = knob(
         factory=OnPolicyConfig, doc="the rounds of objective: onpolicy", key_when_set=True
+    )
+    features: FeaturesConfig = knob(
+        factory=FeaturesConfig, doc="the terms of objective: features", key_when_set=True
     )
     cut: CutConfig = knob(
         factory=CutConfig,
@@ -266,6 +309,12 @@ class TrainConfig:
         if self.objective == "onpolicy" and self.lora.enabled:
             raise ConfigError(
                 "onpolicy trains the full student for now; set train.lora.enabled: false",
+                "objective",
+            )
+        if self.objective == "features" and (self.lora.enabled or self.answer_only):
+            raise ConfigError(
+                "features trains the full student on the kept text; set train.lora.enabled "
+                "and train.answer_only to false",
                 "objective",
             )
         if self.objective == "onpolicy" and self.answer_only:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, OnPolicyConfig, semantic, to_dict
-from pipeline.models import identity_of, teacher_identity, teacher_key_config
+from pipeline.models import identity_of, model_identity, teacher_identity, teacher_key_config
 from pipeline.paths import ROOT, accelerate_config_file, shipped_accelerate_names
 from pipeline.prompts import template_bytes
 from pipeline.records import atomic_write_json, atomic_write_text, sha256_file
@@ -45,6 +45,7 @@ from stages.shared.cards import model_card
 from stages.shared.cut import cut_layers, student_dir
 from stages.shared.layout import CARD, KEPT, LOSS_PLOT, MODEL, TRAIN_LOG
 from stages.train.checkpoints import checkpoint_step, last_checkpoint
+from stages.train.features import check_pair, teacher_dir
 from stages.train.hub import export  # noqa: F401 - the stage's part of `distill export`
 from stages.train.onpolicy.rounds import ROUNDS_DIR
 from stages.train.onpolicy.stage import SFT_INPUT, train_onpolicy
@@ -67,6 +68,9 @@ def key_parts(cfg: Config) -> KeyParts:
     t = cfg.train
     cut_layers(cfg)  # a recipe this student cannot take is refused before anything runs
     extra = {"student_identity": identity_of(t.student, cfg.cache_dir, key="train.student")}
+    if t.objective == "features":
+        check_pair(cfg)  # another vocabulary or a bad layer map: refused before anything runs
+        extra["feature_teacher"] = model_identity(teacher_dir(cfg))
     if t.chat_template:  # the config checked that the file exists
         extra["chat_template"] = sha256_file(Path(t.chat_template).expanduser())
     config: dict[str, Any] = {"train": semantic(t, exclude=("student",))}

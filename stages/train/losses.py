@@ -6,6 +6,7 @@ functions, so importing this module stays cheap."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -150,3 +151,137 @@ def onpolicy_trainer_class():  # noqa: ANN202
             return _per_token(self, loss, scored, num_items_in_batch)
 
     return OnPolicyTrainer
+
+
+def features_trainer_class():  # noqa: ANN202
+    """SFTTrainer with the teacher in the loop (stages/train/features.py): one forward of the
+    teacher (no gradient) beside the student's on the same ids, then the logit, hidden-state,
+    attention and relation terms. The projections of the hidden-state term (where the widths
+    differ) train with the student: a parameter group of the optimizer, saved in each
+    checkpoint beside it, never in the model. Each term's mean since the last log is logged.
+    Long: one class, whose methods (optimizer, checkpoints, logging, the loss) share the teacher
+    and the projections."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    from stages.train import features as fx
+
+    class FeaturesTrainer(SFTTrainer):
+        kd_cfg: Any = None
+        fx_cfg: Any = None
+        teacher: Any = None
+        proj: Any = None  # torch.nn.ModuleDict "i_j" -> Linear, empty where widths match
+        layer_map: Any = ()
+        parts: Any = None
+
+        def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
+            opt = super().create_optimizer(*args, **kwargs)
+            if self.proj is not None and len(self.proj):
+                opt.add_param_group({"params": list(self.proj.parameters()), "weight_decay": 0.0,
+                                     "lr": self.args.learning_rate})  # fmt: skip
+            return opt
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            super()._save_checkpoint(model, trial)
+            if self.proj is not None and len(self.proj) and self.is_world_process_zero():
+                from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+                d = f"{self.args.output_dir}/{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+                torch.save(self.proj.state_dict(), f"{d}/{PROJ_FILE}")
+
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            path = f"{resume_from_checkpoint}/{PROJ_FILE}"
+            if self.proj is not None and len(self.proj) and os.path.isfile(path):
+                self.proj.load_state_dict(torch.load(path, map_location="cpu"))
+
+        def training_step(self, *args: Any, **kwargs: Any) -> Any:
+            loss = super().training_step(*args, **kwargs)
+            if self.proj is not None and len(self.proj) and self.accelerator.num_processes > 1:
+                # DDP averages the model's gradients only: the projections' too, here
+                for p in self.proj.parameters():
+                    if p.grad is not None:
+                        torch.distributed.all_reduce(p.grad)
+                        p.grad /= self.accelerator.num_processes
+            return loss
+
+        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            if self.parts and "loss" in logs:
+                n = self.parts.pop("_n")
+                logs.update({f"loss_{k}": round(v / n, 6) for k, v in self.parts.items()})
+                self.parts = {}
+            super().log(logs, *args, **kwargs)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            if return_outputs:
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            labels = _labels(inputs)
+            terms, ce, soft, scored = self.terms(model, inputs, labels)
+            a = self.kd_cfg.alpha
+            n = scored.sum()
+            total = a * soft + (1 - a) * ce
+            # the feature terms are means over the micro-batch: weighted by its tokens, so they
+            # scale with accumulation and processes as the token sums do
+            for name, weight in (("hidden", self.fx_cfg.hidden), ("attention",
+                                 self.fx_cfg.attention), ("relation", self.fx_cfg.relation)):  # fmt: skip
+                if weight > 0:
+                    total = total + weight * terms[name] * n
+            parts = {"ce": ce / n, "logit": soft / n, **terms}
+            self.parts = self.parts or {"_n": 0}
+            self.parts["_n"] += 1
+            for k, v in parts.items():
+                self.parts[k] = self.parts.get(k, 0.0) + float(v)
+            return _per_token(self, total, scored, num_items_in_batch)
+
+        def terms(self, model: Any, inputs: dict[str, Any], labels: Any) -> tuple:
+            """(feature terms by name, CE sum, logit-term sum, scored mask) for one batch."""
+            keys = ("input_ids", "attention_mask", "position_ids")
+            args = {k: inputs[k] for k in keys if k in inputs}
+            scored = labels != -100
+            span = labels.shape[1]
+            att = self.fx_cfg.attention > 0
+            with self.accelerator.autocast():
+                s = model.get_decoder()(**args, use_cache=False, output_hidden_states=True,
+                                        output_attentions=att)  # fmt: skip
+                s_logits = model.get_output_embeddings()(s.last_hidden_state[:, :span][scored])
+                with torch.no_grad():
+                    t = self.teacher.get_decoder()(**args, use_cache=False,
+                                                   output_hidden_states=True, output_attentions=att)  # fmt: skip
+                    t_logits = self.teacher.get_output_embeddings()(
+                        t.last_hidden_state[:, :span][scored]
+                    )
+            ce = F.cross_entropy(s_logits.float(), labels[scored], reduction="sum")
+            k = self.kd_cfg
+            soft = fx.logit_term(s_logits, t_logits, k.temperature, k.divergence, k.jsd_beta)
+            out: dict[str, Any] = {}
+            if self.fx_cfg.hidden > 0:
+                hs = []
+                for i, j in self.layer_map:
+                    sh = s.hidden_states[i + 1][:, :span][scored]
+                    name = f"{i}_{j}"
+                    if name in self.proj:
+                        sh = self.proj[name](sh.float())
+                    th = t.hidden_states[j + 1][:, :span][scored]
+                    hs.append(fx.hidden_term(sh, th, self.fx_cfg.hidden_loss))
+                out["hidden"] = torch.stack(hs).mean()
+            if att:
+                keys_mask = inputs["attention_mask"].bool()
+                out["attention"] = torch.stack([
+                    fx.attention_term(s.attentions[i][:, :, :span], t.attentions[j][:, :, :span],
+                                      scored, keys_mask)
+                    for i, j in self.layer_map
+                ]).mean()  # fmt: skip
+            if self.fx_cfg.relation > 0:
+                out["relation"] = fx.relation_term(
+                    fx.pooled(s.last_hidden_state[:, :span], scored),
+                    fx.pooled(t.last_hidden_state[:, :span], scored),
+                )
+            return out, ce, soft, scored
+
+    return FeaturesTrainer
+
+
+PROJ_FILE = "feature_projections.pt"  # in each checkpoint dir; never in the saved model

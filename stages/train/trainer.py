@@ -18,7 +18,7 @@ from stages.shared.cut import cut_layers, student_dir
 from stages.train.checkpoints import checkpoint_step, last_checkpoint, prune_checkpoints
 from stages.train.finalize import finalize_model
 from stages.train.logs import log_line, write_logs
-from stages.train.losses import cpu_trainer_class, kd_trainer_class
+from stages.train.losses import cpu_trainer_class, features_trainer_class, kd_trainer_class
 from stages.train.preflight import preflight
 from stages.train.prepared import Table, TrainError
 from stages.train.validation import Validator, select, validation_callback
@@ -242,6 +242,41 @@ def _finish(cfg: Config, student: Path, tok, out: Path, state, validator, stats:
     )
 
 
+def _trainer_class(objective: str, use_cpu: bool):  # noqa: ANN202
+    """The SFTTrainer subclass whose loss the objective needs (stages/train/losses.py)."""
+    from trl import SFTTrainer
+
+    if objective == "kd":
+        return kd_trainer_class()
+    if objective == "features":
+        return features_trainer_class()
+    return cpu_trainer_class() if use_cpu else SFTTrainer
+
+
+def _with_teacher(cfg: Config, trainer, bf16: bool) -> None:  # noqa: ANN001
+    """objective features: the teacher in memory beside the student (no gradient), the layer
+    map, and a projection per mapped layer where the widths differ."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from stages.train.features import check_pair, teacher_dir
+
+    f = cfg.train.features
+    extra = {"attn_implementation": "eager"} if f.attention > 0 else {}
+    teacher = AutoModelForCausalLM.from_pretrained(
+        teacher_dir(cfg), dtype=torch.bfloat16 if bf16 else torch.float32, **extra
+    )
+    teacher.requires_grad_(False).eval().to(trainer.accelerator.device)
+    trainer.teacher, trainer.kd_cfg, trainer.fx_cfg = teacher, cfg.train.kd, f
+    trainer.layer_map = check_pair(cfg)
+    s_width, t_width = trainer.model.config.hidden_size, teacher.config.hidden_size
+    proj = torch.nn.ModuleDict()
+    if f.hidden > 0 and s_width != t_width:
+        for i, j in trainer.layer_map:
+            proj[f"{i}_{j}"] = torch.nn.Linear(s_width, t_width)
+    trainer.proj = proj.to(trainer.accelerator.device)
+
+
 def _make_trainer(
     cfg: Config, student: Path, tok, rows: list[dict], out: Path, soft: Table | None = None
 ):  # noqa: ANN001, ANN202
@@ -249,7 +284,7 @@ def _make_trainer(
     soft-label table of objective kd (stages/train/softdata.py)."""
     import torch
     from datasets import Dataset
-    from trl import SFTTrainer, pack_dataset
+    from trl import pack_dataset
 
     use_cpu = not torch.cuda.is_available()
     bf16 = bool(cfg.train.bf16 and bf16_supported(use_cpu))
@@ -257,8 +292,11 @@ def _make_trainer(
         log_line("warning: bf16 is not supported natively here; training in fp32")
     lora = cfg.train.lora.enabled
     kd = cfg.train.objective == "kd"
-    cls = kd_trainer_class() if kd else cpu_trainer_class() if use_cpu else SFTTrainer
+    feats = cfg.train.objective == "features"
+    cls = _trainer_class(cfg.train.objective, use_cpu)
     args = sft_config(cfg, out, use_cpu=use_cpu, bf16=bf16)
+    if feats and cfg.train.features.attention > 0:  # attention maps need the eager kernels
+        args.model_init_kwargs = {**(args.model_init_kwargs or {}), "attn_implementation": "eager"}
     dataset = Dataset.from_list(rows)
     if kd:
         args.remove_unused_columns = False  # kd_index reaches the collator and the loss
@@ -288,6 +326,8 @@ def _make_trainer(
         trainer.kd_cfg = cfg.train.kd
         trainer.kd_table = (torch.from_numpy(soft.top_ids), torch.from_numpy(soft.top_logprobs))
         trainer.data_collator = KDCollator(trainer.data_collator)
+    if feats:
+        _with_teacher(cfg, trainer, bf16)
     counter = PaddingCounter(trainer.data_collator)
     trainer.data_collator = counter
     return trainer, counter, bf16
