@@ -209,6 +209,9 @@ def validation_callback(validator: Validator, every: int):
     return Validate()
 
 
+ARGS_FILE = "training_args.bin"
+
+
 def select(validator: Validator | None, cfg: Config, out: Path, last_step: int) -> dict[str, Any]:
     """Put the selected candidate in place of the last step's weights (select: best), and
     return what the stats and the card say about the choice."""
@@ -223,8 +226,14 @@ def select(validator: Validator | None, cfg: Config, out: Path, last_step: int) 
     if cfg.train.select == "best" and chosen["step"] != last_step:
         here = validator.candidate(chosen["step"])
         name = "adapter" if validator.lora else MODEL
+        # The Trainer's record of this run's arguments stays in the run dir whichever step is
+        # kept (the export leaves the pickle out); a candidate's dir has none.
+        args = out / name / ARGS_FILE
+        kept = args.read_bytes() if args.is_file() else None
         shutil.rmtree(out / name, ignore_errors=True)
         shutil.copytree(here / name, out / name)
+        if kept is not None and not (out / name / ARGS_FILE).exists():
+            (out / name / ARGS_FILE).write_bytes(kept)
         log_line(
             f"selected step {chosen['step']} (validation accuracy {chosen['accuracy']:.3f}, "
             f"best of {len(validator.results)}) over the last step {last_step}"

@@ -30,6 +30,7 @@ def _validator(tmp_path: Path, how: str) -> Validator:
         (model / "weights").write_text(f"step {r['step']}")
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "weights").write_text("step 8")
+    (tmp_path / "model" / "training_args.bin").write_bytes(b"the run's args")
     return v
 
 
@@ -38,6 +39,8 @@ def test_best_is_the_first_of_equals_and_replaces_the_last(tmp_path: Path):
     stats = select(v, v.cfg, tmp_path, last_step=8)
     assert stats["selected_step"] == 4 and stats["selected_validation_accuracy"] == 0.8
     assert (tmp_path / "model" / "weights").read_text() == "step 4"
+    # the run's training args stay in the run dir whichever step was kept (export drops them)
+    assert (tmp_path / "model" / "training_args.bin").read_bytes() == b"the run's args"
     v.drop_weights()
     assert not any((v.candidate(r["step"]) / "model").exists() for r in MEASURED)
 
