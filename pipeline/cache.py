@@ -179,6 +179,22 @@ def _holder(fd: int) -> str:
     return text or "another process"
 
 
+def held_by(path: Path) -> str | None:
+    """Who holds the lock at `path` (as a refused StageLock names them), or None when nobody
+    does: a probe that takes nothing (a kill -9 releases a lock with its process)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(fd)
+    finally:
+        os.close(fd)
+    return None
+
+
 @dataclass
 class StageLock:
     """An OS lock (flock) on a file in the stage dir: a kill -9 releases it with the process."""

@@ -219,9 +219,13 @@ def _slurm(cfg: Config, args: argparse.Namespace) -> int:
     if getattr(args, need.lstrip("-")) is None:
         raise UserError(f"distill slurm {args.what} needs {need}")
     opts = slurm.SlurmOptions(
-        args.array if args.array is not None else 1, args.partition, args.gpus_per_task, args.cpus_per_task, args.time,
-        args.account,
-    )  # fmt: skip
+        array=1 if args.array is None else args.array,
+        partition=args.partition,
+        gpus_per_task=args.gpus_per_task,
+        cpus_per_task=args.cpus_per_task,
+        time=args.time,
+        account=args.account,
+    )
     config = Path(args.config or shipped_config("default")).resolve()
     rd = run_dir(cfg).resolve()
     overrides = list(args.overrides)
@@ -230,7 +234,7 @@ def _slurm(cfg: Config, args: argparse.Namespace) -> int:
     else:
         per_node = args.processes_per_node or args.gpus_per_task or 1
         # Every node's config, checked now (rank 0's stands for all): not on the cluster.
-        load_config(config, [*overrides, *slurm.train_overrides(args.nodes or 2, per_node),
+        load_config(config, [*overrides, *slurm.train_overrides(args.nodes, per_node),
                              "train.machine_rank=0", "train.main_process_ip=head",
                              f"train.main_process_port={args.port}"])  # fmt: skip
         files = slurm.render_train(

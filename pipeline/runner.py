@@ -267,7 +267,8 @@ def _follow(cfg: Config, target: str, on_result: Any = None) -> StageResult:
     must be complete already (it runs none of them), and it takes no lock and writes no
     manifest: the machine that runs the stage does both."""
     t0 = time.monotonic()
-    p = plan(cfg, target)[target]
+    plans = plan(cfg, target)
+    p = plans[target]
     done = check_complete(p)[0]
     if done:  # rank 0 finds it cached too and starts nothing to join
         r = _cached(p, done, t0)
@@ -275,7 +276,7 @@ def _follow(cfg: Config, target: str, on_result: Any = None) -> StageResult:
             on_result(r)
         return r
     for name, d in p.inputs.items():
-        ip = next(q for q in plan(cfg, target).values() if q.dir == d)
+        ip = next(q for q in plans.values() if q.dir == d)
         if check_complete(ip)[0] is None:
             raise UserError(
                 f"{target}: its input {name} ({d}) is not complete; run `distill {ip.stage}` "

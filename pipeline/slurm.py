@@ -65,16 +65,14 @@ def _directives(name: str, opts: SlurmOptions, logs: Path, *, array: bool) -> li
         ]
     else:
         lines.append(f"#SBATCH --output={logs}/generate-merge-%j.out")
-    for flag, v in (
-        ("partition", opts.partition),
-        ("account", opts.account),
-        ("time", opts.time),
-        ("cpus-per-task", opts.cpus_per_task),
-        ("gpus-per-task", opts.gpus_per_task if array else None),
-    ):
-        if v not in ("", None):
-            lines.append(f"#SBATCH --{flag}={v}")
-    return lines
+    return lines + _resources(opts, ("gpus-per-task", opts.gpus_per_task if array else None))
+
+
+def _resources(opts: SlurmOptions, gpus: tuple[str, int | None]) -> list[str]:
+    """The #SBATCH lines for what the user gave: partition, account, time, CPUs and GPUs."""
+    given = (("partition", opts.partition), ("account", opts.account), ("time", opts.time),
+             ("cpus-per-task", opts.cpus_per_task), gpus)  # fmt: skip
+    return [f"#SBATCH --{flag}={v}" for flag, v in given if v not in ("", None)]
 
 
 def render(
@@ -166,12 +164,7 @@ def render_train(
         "#SBATCH --ntasks-per-node=1",
         f"#SBATCH --output={logs}/train-%j.out",
     ]
-    if opts.gpus_per_task:
-        lines.append(f"#SBATCH --gpus-per-node={opts.gpus_per_task}")
-    for flag, v in (("partition", opts.partition), ("account", opts.account),
-                    ("time", opts.time), ("cpus-per-task", opts.cpus_per_task)):  # fmt: skip
-        if v not in ("", None):
-            lines.append(f"#SBATCH --{flag}={v}")
+    lines += _resources(opts, ("gpus-per-node", opts.gpus_per_task or None))
     lines += [
         "set -euo pipefail",
         f"cd {shlex.quote(str(cwd))}",

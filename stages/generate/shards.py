@@ -20,9 +20,7 @@ that rerun asks the rest itself.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.asklog import RecordLog
+from pipeline.cache import held_by
 from pipeline.errors import UserError
 from pipeline.records import atomic_write_json, read_jsonl_tolerant
 from stages.generate.samples import check_sample
@@ -104,28 +103,13 @@ def shard_pools(shared: Path) -> list[tuple[Shard, Path]]:
     return sorted(found, key=lambda sp: (sp[0].count, sp[0].index))
 
 
-def _held(lock: Path) -> str | None:
-    """Who holds `lock`, or None when nobody does (a kill -9 releases it)."""
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-    finally:
-        os.close(fd)
-    return None
-
-
 def merge(shared: Path, log: RecordLog, store: Store | None) -> int:
     """Append to the run's pool (`log`, its lock held) every shard row it lacks, each row's
     soft-label record first; returns the rows added. Refuses while a shard runs: its pool is
     still growing, and what it writes after a merge would wait for the next one."""
     pools = shard_pools(shared)
     for s, _ in pools:
-        holder = _held(s.lock(shared))
+        holder = held_by(s.lock(shared))
         if holder:
             raise UserError(
                 f"generate shard {s.index}/{s.count} is still running ({holder}, lock "
@@ -153,7 +137,7 @@ def shard_progress(shared: Path) -> list[str]:
     lines = []
     for s, path in shard_pools(shared):
         rows = len(read_jsonl_tolerant(path, check_sample).rows)
-        holder = _held(s.lock(shared))
+        holder = held_by(s.lock(shared))
         if holder:
             state = f"running ({holder})"
         elif s.marker(shared).is_file():
