@@ -56,6 +56,7 @@ def ours(cfg, filter_dir: Path, work: Path, batches: list | None = None) -> dict
     """The stage as the pipeline runs it; the batches its collator builds go to `batches`."""
     from unittest import mock
 
+    from pipeline.stage import RunContext
     from stages.train import run
     from stages.train import trainer as loop
 
@@ -72,7 +73,7 @@ def ours(cfg, filter_dir: Path, work: Path, batches: list | None = None) -> dict
 
     out = Path(tempfile.mkdtemp(dir=work, prefix="ours-"))
     with mock.patch.object(loop, "PaddingCounter", recording):
-        return run(cfg, {"filter": filter_dir}, out)
+        return run(cfg, RunContext.of({"filter": filter_dir}, out))
 
 
 def bare_trl(cfg, model: Path, rows: list[dict], work: Path) -> dict:
