@@ -22,6 +22,7 @@ The modules, each importing only those before it:
 Import from `pipeline.config`: the names below are the package's interface.
 """
 
+from pipeline.config.cut import TRAINED, CutConfig, FeaturesConfig
 from pipeline.config.docs import describe
 from pipeline.config.filter import CheckName, FilterConfig
 from pipeline.config.keys import semantic, to_dict
@@ -36,7 +37,7 @@ from pipeline.config.load import (
 from pipeline.config.sections import Config
 from pipeline.config.task import TaskConfig
 from pipeline.config.teacher import TeacherConfig
-from pipeline.config.train import CutConfig, FeaturesConfig, KDConfig, OnPolicyConfig, Scheduler
+from pipeline.config.train import KDConfig, OnPolicyConfig, Scheduler
 from pipeline.fields import ConfigError, expand, template_file
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigError",
     "FilterConfig",
     "KDConfig",
+    "TRAINED",
     "OnPolicyConfig",
     "CutConfig",
     "FeaturesConfig",

@@ -10,15 +10,16 @@ from pipeline.config.generate import SamplingConfig
 from pipeline.config.teacher import ServeConfig
 from pipeline.fields import ConfigError, check_fields, knob, runtime
 
-EvalModel = Literal["teacher", "base", "student", "student_answer_only"]
+EvalModel = Literal["teacher", "base", "student", "student_answer_only", "student_full"]
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     models: list[EvalModel] = knob(
         factory=lambda: ["teacher", "base", "student"],
-        doc="models to measure: teacher, base, student, student_answer_only (the last also "
-        "trains the answer-only ablation)",
+        doc="models to measure: teacher, base, student, student_answer_only (it also trains "
+        "the answer-only ablation), student_full (the full-size student a cut student was cut "
+        "from and taught by: train.cut.source trained)",
     )
     sampling: SamplingConfig = knob(
         factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256, seed=0),
@@ -30,7 +31,7 @@ class EvalConfig:
     )
     trace_budget: dict[str, int] = knob(
         factory=dict,
-        doc="per model (teacher, base, student, student_answer_only): the most tokens its "
+        doc="per model (teacher, base, student, ...): the most tokens its "
         "reasoning trace may take; at the budget vLLM writes the close tag and the model "
         "answers (a model the pipeline serves is set up for it; a teacher at an endpoint needs "
         "--reasoning-parser there)",

@@ -1,11 +1,13 @@
-"""The `train:` section: fine-tuning the student, with its LoRA (train.lora) and soft-label
-loss (train.kd) sub-sections."""
+"""The `train:` section: fine-tuning the student, with its LoRA (train.lora), soft-label loss
+(train.kd) and on-policy (train.onpolicy) sub-sections; the cut (train.cut) and the teacher's
+features (train.features) are in pipeline/config/cut.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
+from pipeline.config.cut import TRAINED, CutConfig, FeaturesConfig
 from pipeline.fields import ConfigError, check_fields, expand, knob, runtime
 from pipeline.paths import accelerate_config_file, shipped_accelerate_names
 
@@ -102,92 +104,6 @@ class OnPolicyConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-
-
-@dataclass(frozen=True)
-class FeaturesConfig:
-    """objective: features: the teacher in the training loop (stages/train/features.py). The
-    logit term is train.kd's (alpha, temperature, divergence) on the full vocabulary."""
-
-    teacher: str = knob(
-        "",
-        doc="the teacher run beside the student while it trains: a local model dir sharing the "
-        "student's vocabulary; '' = teacher.model",
-    )
-    hidden: float = knob(0.0, doc="weight of the hidden-state term", ge=0)
-    hidden_loss: Literal["mse", "cosine"] = knob(
-        "mse", doc="mse: mean squared error per element; cosine: mean of 1 - cosine"
-    )
-    layer_map: list[list[int]] = knob(
-        factory=list,
-        doc="[[student layer, teacher layer], ...] for the hidden and attention terms, from 0; "
-        "[] = student layer i to teacher layer round((i+1) Lt/Ls) - 1",
-    )
-    attention: float = knob(0.0, doc="weight of the attention-map term", ge=0)
-    relation: float = knob(
-        0.0, doc="weight of the relation term (RKD distance + angle between samples)", ge=0
-    )
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        for i, pair in enumerate(self.layer_map):
-            if (
-                not isinstance(pair, list)
-                or len(pair) != 2
-                or any(not isinstance(x, int) or isinstance(x, bool) or x < 0 for x in pair)
-            ):
-                raise ConfigError(
-                    f"{pair!r}: expected [student layer, teacher layer], both from 0",
-                    f"layer_map[{i}]",
-                )
-
-
-@dataclass(frozen=True)
-class CutConfig:
-    """A smaller student cut from train.student before training (depth pruning: DistilBERT kept
-    every other layer of BERT). Built once, cached under its source's identity and this recipe
-    (stages/shared/cut.py)."""
-
-    keep_every: int = knob(
-        0, doc="keep layers 0, k, 2k, ... of train.student (2: every other); 0 = no cut", ge=0
-    )
-    layers: list[int] = knob(
-        factory=list,
-        doc="the layers of train.student to keep, ascending, e.g. [0, 2, 4, 5]; [] = none given",
-    )
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        if self.keep_every == 1:
-            raise ConfigError("1 keeps every layer: no cut; give 2 or more, or 0", "keep_every")
-        if self.keep_every and self.layers:
-            raise ConfigError("give keep_every or layers, not both", "layers")
-        if any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in self.layers):
-            raise ConfigError(f"{self.layers}: layer numbers count from 0", "layers")
-        if list(self.layers) != sorted(set(self.layers)):
-            raise ConfigError(f"{self.layers}: each layer once, in ascending order", "layers")
-
-    @property
-    def active(self) -> bool:
-        return bool(self.keep_every or self.layers)
-
-    def kept(self, num_layers: int) -> list[int]:
-        """The source layers the cut keeps, or a ConfigError naming the key."""
-        if self.keep_every:
-            if self.keep_every >= num_layers:
-                raise ConfigError(
-                    f"{self.keep_every} on a {num_layers}-layer model keeps one layer; give a "
-                    "smaller step",
-                    "train.cut.keep_every",
-                )
-            return list(range(0, num_layers, self.keep_every))
-        bad = [i for i in self.layers if i >= num_layers]
-        if bad:
-            raise ConfigError(
-                f"layer {bad[0]} of a {num_layers}-layer model (layers count from 0)",
-                "train.cut.layers",
-            )
-        return list(self.layers)
 
 
 @dataclass(frozen=True)
@@ -340,6 +256,19 @@ class TrainConfig:
                     f"{shipped_accelerate_names()}",
                     "accelerate_config",
                 )
+
+    def full_size(self) -> TrainConfig:
+        """The full-size student of this config, which `trained` names: objective sft, no cut
+        (the default run's train stage, where the rest is the default's)."""
+        return replace(self, objective="sft", cut=CutConfig(), features=FeaturesConfig(),
+                       onpolicy=OnPolicyConfig(), kd=KDConfig())  # fmt: skip
+
+    @property
+    def needs_trained(self) -> bool:
+        """The full-size student of this config (objective sft, no cut) comes first: it is cut,
+        or it is a teacher in the loop."""
+        feats = self.objective == "features" and TRAINED in self.features.teachers
+        return feats or (self.cut.active and self.cut.source == TRAINED)
 
     def _check_machines(self) -> None:
         """Several machines: accelerate, a rendezvous, a rank among them, whole processes."""

@@ -61,7 +61,12 @@ OUTPUTS = (PREDICTIONS, METRICS, REPORT_MD, ACCURACY_PLOT, CARDS)
 UPSTREAM = ("filter", "train")
 HELP = "measure teacher, base and distilled student on the held-out split"
 # McNemar pairs reported when both models were evaluated.
-PAIRS = (("student", "base"), ("student", "student_answer_only"), ("student", "teacher"))
+PAIRS = (
+    ("student", "base"),
+    ("student", "student_answer_only"),
+    ("student", "student_full"),
+    ("student", "teacher"),
+)
 
 
 def model_labels(cfg: Config) -> list[str]:
@@ -94,12 +99,17 @@ def key_parts(cfg: Config) -> KeyParts:
 
 def extra_inputs(cfg: Config) -> list[ExtraInput]:
     """The answer-only ablation: the same student trained on 'Answer: X' from the same data
-    (with SFT: an answer the student writes alone has no teacher distributions)."""
-    if "student_answer_only" not in cfg.eval.models:
-        return []
-    train = dataclasses.replace(cfg.train, answer_only=True, objective="sft")
-    variant = dataclasses.replace(cfg, train=train)
-    return [ExtraInput(TRAINED_INPUT["student_answer_only"], "train", variant)]
+    (with SFT: an answer the student writes alone has no teacher distributions). The full-size
+    student: the train stage `trained` names (the one a cut student came from)."""
+    out = []
+    if "student_answer_only" in cfg.eval.models:
+        train = dataclasses.replace(cfg.train, answer_only=True, objective="sft")
+        variant = dataclasses.replace(cfg, train=train)
+        out.append(ExtraInput(TRAINED_INPUT["student_answer_only"], "train", variant))
+    if "student_full" in cfg.eval.models:
+        full = dataclasses.replace(cfg, train=cfg.train.full_size())
+        out.append(ExtraInput(TRAINED_INPUT["student_full"], "train", full))
+    return out
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:

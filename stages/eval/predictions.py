@@ -36,7 +36,11 @@ from stages.shared.layout import MODEL, PREDICTIONS
 from stages.shared.models import local_model, teacher_spec
 
 # Which input holds each trained model (as <input>/model).
-TRAINED_INPUT = {"student": "train", "student_answer_only": "train_answer_only"}
+TRAINED_INPUT = {
+    "student": "train",
+    "student_answer_only": "train_answer_only",
+    "student_full": "train_full",
+}
 PREDICTION_FIELDS: dict[str, type | tuple[type, ...]] = {
     "id": str,
     "model": str,

@@ -45,14 +45,22 @@ def cut_layers(cfg: Config) -> list[int] | None:
 
 
 def student_dir(cfg: Config) -> Path:
-    """The model dir training starts from: train.student, or its cut (built on first use)."""
+    """The model dir training starts from: train.student, or its cut (built on first use).
+    A cut of the trained student (train.cut.source: trained) is the train stage's to make,
+    from its input: stages/train resolves it with cut_of before anything calls this."""
     source = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
     layers = cut_layers(cfg)
     if layers is None:
         return source
     identity = identity_of(cfg.train.student, cfg.cache_dir, key="train.student")
+    return cut_of(source, identity, layers, cfg.cache_dir)
+
+
+def cut_of(source: Path, identity: str, layers: list[int], cache_dir: str) -> Path:
+    """The cut of `source` (whose weights `identity` names) keeping `layers`: found in the
+    cache, or built there once."""
     key = sha256_text(canonical_json({"source": identity, "layers": layers}))[:16]
-    out = cache_root(cfg.cache_dir) / "cut" / key
+    out = cache_root(cache_dir) / "cut" / key
     if (out / CUT_FILE).is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,10 @@
 (`train.objective: sft`), or with the teacher's soft labels too (`kd`: kept.logprobs.bin, checked
 and aligned by stages/train/softdata.py, the loss in stages/train/kd.py), or on-policy
 (`onpolicy`: rounds in which the student writes, the teacher scores each of its tokens and the
-student learns from its own text; stages/train/onpolicy/).
+student learns from its own text; stages/train/onpolicy/), or with the teacher in memory
+(`features`: logits, hidden states, attention, relations; stages/train/features.py). The student
+may be cut from train.student, or from the full-size student of the same config
+(`train.cut.source: trained`, an extra input: stages/train/trained.py).
 
 `run(cfg, inputs, out)` trains in this process (stages/train/trainer.py), or, with
 `train.launcher: accelerate`, starts `accelerate launch ... -m stages.train` and waits for it.
@@ -35,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, OnPolicyConfig, semantic, to_dict
-from pipeline.models import identity_of, model_identity, teacher_identity, teacher_key_config
+from pipeline.models import identity_of, teacher_identity, teacher_key_config
 from pipeline.paths import ROOT, accelerate_config_file, shipped_accelerate_names
 from pipeline.prompts import template_bytes
 from pipeline.records import atomic_write_json, atomic_write_text, sha256_file
@@ -45,11 +48,12 @@ from stages.shared.cards import model_card
 from stages.shared.cut import cut_layers, student_dir
 from stages.shared.layout import CARD, KEPT, LOSS_PLOT, MODEL, TRAIN_LOG
 from stages.train.checkpoints import checkpoint_step, last_checkpoint
-from stages.train.features import check_pair, teacher_dir
+from stages.train.features import check_pair, teacher_identities
 from stages.train.hub import export  # noqa: F401 - the stage's part of `distill export`
 from stages.train.onpolicy.rounds import ROUNDS_DIR
 from stages.train.onpolicy.stage import SFT_INPUT, train_onpolicy
 from stages.train.preflight import TrainError, preflight
+from stages.train.trained import TRAINED_INPUT, resolve_trained, trained_input
 from stages.train.trainer import STATS_FILE, train_in_process
 from stages.train.validation import RESULTS as VALIDATION_RESULTS
 
@@ -70,7 +74,7 @@ def key_parts(cfg: Config) -> KeyParts:
     extra = {"student_identity": identity_of(t.student, cfg.cache_dir, key="train.student")}
     if t.objective == "features":
         check_pair(cfg)  # another vocabulary or a bad layer map: refused before anything runs
-        extra["feature_teacher"] = model_identity(teacher_dir(cfg))
+        extra["feature_teacher"] = teacher_identities(cfg)
     if t.chat_template:  # the config checked that the file exists
         extra["chat_template"] = sha256_file(Path(t.chat_template).expanduser())
     config: dict[str, Any] = {"train": semantic(t, exclude=("student",))}
@@ -95,22 +99,36 @@ def locks(cfg: Config, out: Path) -> list[Path]:
 
 
 def extra_inputs(cfg: Config) -> list[ExtraInput]:
-    """On-policy from the SFT student: the train stage of the same config with objective sft."""
+    """On-policy from the SFT student: the train stage of the same config with objective sft.
+    A cut of the trained student, or it as a teacher: the same config's full-size SFT student
+    (stages/train/trained.py)."""
     t = cfg.train
-    if t.objective != "onpolicy" or t.onpolicy.start != "sft":
-        return []
-    sft = dataclasses.replace(t, objective="sft", onpolicy=OnPolicyConfig())
-    return [ExtraInput(SFT_INPUT, NAME, dataclasses.replace(cfg, train=sft))]
+    out = trained_input(cfg, NAME)
+    if t.objective == "onpolicy" and t.onpolicy.start == "sft":
+        sft = dataclasses.replace(t, objective="sft", onpolicy=OnPolicyConfig())
+        out.append(ExtraInput(SFT_INPUT, NAME, dataclasses.replace(cfg, train=sft)))
+    return out
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     """Train the student on the filter's kept rows; write everything under `ctx.out`."""
+    given = cfg
+    if TRAINED_INPUT in ctx.inputs:
+        cfg = resolve_trained(cfg, ctx.inputs[TRAINED_INPUT] / MODEL)
+    stats = _train(cfg, ctx)
+    if given.train.cut.active:  # where the cut came from, as the config said it
+        stats["cut_layers"] = cut_layers(given)
+        stats["cut_source"] = given.train.cut.source
+    return _with_card(given, stats, ctx)
+
+
+def _train(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     kept = ctx.inputs["filter"] / KEPT
     out = ctx.out
     if cfg.train.objective == "onpolicy":
-        return _with_card(cfg, train_onpolicy(cfg, ctx, STATS_FILE, VALIDATION_RESULTS), ctx)
+        return train_onpolicy(cfg, ctx, STATS_FILE, VALIDATION_RESULTS)
     if cfg.train.launcher == "none":
-        return _with_card(cfg, train_in_process(cfg, kept, out), ctx)
+        return train_in_process(cfg, kept, out)
     # Pre-flight here too: a bad dataset fails in seconds, with its message, before N processes.
     student = student_dir(cfg)  # a cut student is built here, once, before N processes
     _, prepared = preflight(student, kept, cfg.train)
@@ -122,7 +140,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     _launch(launch_command(cfg, kept, out, out / CONFIG_FILE))
     if not (out / STATS_FILE).is_file():
         raise TrainError(f"accelerate run exited 0 but wrote no {out / STATS_FILE}")
-    return _with_card(cfg, json.loads((out / STATS_FILE).read_text()), ctx)
+    return json.loads((out / STATS_FILE).read_text())
 
 
 def follows(cfg: Config) -> bool:
@@ -134,6 +152,8 @@ def follow(cfg: Config, ctx: RunContext) -> None:
     """Join rank 0's run: the same accelerate launch with this machine's rank. It writes
     nothing in the stage dir (its config copy goes to a temporary dir; only global rank 0
     saves), so rank 0's lock and manifest stay rank 0's."""
+    if TRAINED_INPUT in ctx.inputs:
+        cfg = resolve_trained(cfg, ctx.inputs[TRAINED_INPUT] / MODEL)
     t = cfg.train
     with tempfile.TemporaryDirectory(prefix="distill-train-") as d:
         conf = Path(d) / CONFIG_FILE

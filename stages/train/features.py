@@ -16,7 +16,9 @@ over the keys they attend to, mean squared error per entry. `relations` (Park et
 each sample's representation is its last hidden state averaged over its trained positions; the
 distance term compares the batch's pairwise distances, each side divided by its mean, under a
 smooth L1; the angle term compares the cosines of the angles every triple of samples makes. A
-student identical to its teacher scores 0 on every term but cross-entropy.
+student identical to its teacher scores 0 on every term but cross-entropy. Several teachers
+(train.features.teacher as a list): the logit term is against their weighted mixture
+(fused_logprobs); the other terms are the first teacher's.
 """
 
 from __future__ import annotations
@@ -32,13 +34,30 @@ def default_layer_map(student_layers: int, teacher_layers: int) -> list[tuple[in
     ]
 
 
-def logit_term(s_logits, t_logits, temperature: float, divergence: str, jsd_beta: float):  # noqa: ANN001, ANN201
-    """T^2 * sum over positions of D(teacher^T, student^T), full vocabulary."""
+def fused_logprobs(t_logits: list, weights: list[float], temperature: float):  # noqa: ANN201
+    """The teachers' distribution at temperature T as log-probabilities: one teacher's
+    log-softmax(z / T), or several teachers' weighted mean of probabilities (a mixture:
+    log sum_i w_i softmax(z_i / T)), the weights summing to 1."""
+    import math
+
+    import torch
+
+    t = float(temperature)
+    logps = [(z.float() / t).log_softmax(-1) for z in t_logits]
+    if len(logps) == 1:
+        return logps[0]
+    return torch.logsumexp(torch.stack([lp + math.log(w) for lp, w in zip(logps, weights, strict=True)
+                                        if w > 0]), 0)  # fmt: skip
+
+
+def logit_term(s_logits, t_logp, temperature: float, divergence: str, jsd_beta: float):  # noqa: ANN001, ANN201
+    """T^2 * sum over positions of D(teacher^T, student^T), full vocabulary; `t_logp` the
+    teacher's log-probabilities at T (fused_logprobs)."""
     import torch
 
     t = float(temperature)
     s = (s_logits.float() / t).log_softmax(-1)
-    p = (t_logits.float() / t).log_softmax(-1)
+    p = t_logp
     if divergence == "forward":
         d = (p.exp() * (p - s)).sum(-1)
     elif divergence == "reverse":
@@ -99,16 +118,45 @@ def relation_term(s_pooled, t_pooled):  # noqa: ANN001, ANN201
     return dist + 2 * ang
 
 
-# --- the pair: which teacher, which layers, checked before anything runs ------------------------
+# --- the pair: which teachers, which layers, checked before anything runs -----------------------
 
 
-def teacher_dir(cfg: Any) -> Any:
-    """The teacher in the loop: train.features.teacher, or teacher.model's local weights."""
+def teacher_refs(cfg: Any) -> list[tuple[str, str]]:
+    """(reference, its config key) of each teacher in the loop: train.features.teacher's, or
+    teacher.model. `trained` stays a name here: the train stage resolves it (resolve_trained)."""
+    named = cfg.train.features.teachers
+    if not named:
+        return [(cfg.teacher.model, "teacher.model")]
+    if len(named) == 1:
+        return [(named[0], "train.features.teacher")]
+    return [(ref, f"train.features.teacher[{i}]") for i, ref in enumerate(named)]
+
+
+def teacher_dirs(cfg: Any) -> list[Any]:
+    """The teachers' local dirs. `trained` (not yet trained when the stage is keyed) stands as
+    train.student: the same vocabulary and depth, which is all check_pair reads."""
+    from pipeline.config import TRAINED
     from stages.shared.models import local_model
 
-    ref = cfg.train.features.teacher or cfg.teacher.model
-    key = "train.features.teacher" if cfg.train.features.teacher else "teacher.model"
-    return local_model(ref, cfg.cache_dir, key=key)
+    out = []
+    for ref, key in teacher_refs(cfg):
+        if ref == TRAINED:
+            ref, key = cfg.train.student, "train.student"
+        out.append(local_model(ref, cfg.cache_dir, key=key))
+    return out
+
+
+def teacher_identities(cfg: Any) -> str | list[str]:
+    """For the stage's key: each teacher's weights (`trained` by name: its stage's key is an
+    input of this one); one teacher as a string, as keys had it before fusion."""
+    from pipeline.config import TRAINED
+    from pipeline.models import model_identity
+
+    ids = [
+        TRAINED if ref == TRAINED else model_identity(d)
+        for (ref, _), d in zip(teacher_refs(cfg), teacher_dirs(cfg), strict=True)
+    ]
+    return ids[0] if len(ids) == 1 else ids
 
 
 def checked_layer_map(cfg: Any, student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
@@ -130,22 +178,24 @@ def checked_layer_map(cfg: Any, student_layers: int, teacher_layers: int) -> lis
 
 def check_pair(cfg: Any) -> list[tuple[int, int]]:
     """The layer map for the student training starts from (train.student, or its cut: the
-    same vocabulary, the cut's depth; the cut itself is not built here) and the teacher in the
-    loop; a UserError, in one line, for a teacher with another vocabulary or a map either
-    model cannot take. Called when the train stage is keyed, before anything runs."""
+    same vocabulary, the cut's depth; the cut itself is not built here) and the first teacher
+    in the loop (the hidden, attention and relation terms are the first teacher's; the logit
+    term fuses them all); a UserError, in one line, for a teacher with another vocabulary or
+    a map either model cannot take. Called when the train stage is keyed, before anything runs."""
     from pipeline.errors import UserError
     from stages.shared.cut import cut_layers, num_layers
     from stages.shared.models import local_model
     from stages.shared.softlabels import vocab_hash
 
     source = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
-    t_dir = teacher_dir(cfg)
-    if vocab_hash(t_dir) != vocab_hash(source):
-        raise UserError(
-            f"train.objective features: the teacher {t_dir} and the student {source} have "
-            "different vocabularies; the logit, hidden and attention terms compare them token "
-            "by token: give a teacher of the student's family (train.features.teacher)"
-        )
+    dirs = teacher_dirs(cfg)
+    for t_dir in dirs:
+        if vocab_hash(t_dir) != vocab_hash(source):
+            raise UserError(
+                f"train.objective features: the teacher {t_dir} and the student {source} have "
+                "different vocabularies; the logit, hidden and attention terms compare them "
+                "token by token: give teachers of the student's family (train.features.teacher)"
+            )
     kept = cut_layers(cfg)
     depth = len(kept) if kept is not None else num_layers(source)
-    return checked_layer_map(cfg, depth, num_layers(t_dir))
+    return checked_layer_map(cfg, depth, num_layers(dirs[0]))

@@ -158,7 +158,9 @@ def features_trainer_class():  # noqa: ANN202
     teacher (no gradient) beside the student's on the same ids, then the logit, hidden-state,
     attention and relation terms. The projections of the hidden-state term (where the widths
     differ) train with the student: a parameter group of the optimizer, saved in each
-    checkpoint beside it, never in the model. Each term's mean since the last log is logged.
+    checkpoint beside it, never in the model. Several teachers: their distributions are fused
+    (a weighted mixture) in the logit term; the other terms are the first teacher's. Each
+    term's mean since the last log is logged.
     Long: one class, whose methods (optimizer, checkpoints, logging, the loss) share the teacher
     and the projections."""
     import torch
@@ -171,7 +173,9 @@ def features_trainer_class():  # noqa: ANN202
     class FeaturesTrainer(SFTTrainer):
         kd_cfg: Any = None
         fx_cfg: Any = None
-        teacher: Any = None
+        teacher: Any = None  # the first teacher: every term is against it
+        others: Any = ()  # further teachers, fused with it in the logit term only
+        fusion: Any = (1.0,)  # each teacher's share of the fused distribution
         proj: Any = None  # torch.nn.ModuleDict "i_j" -> Linear, empty where widths match
         layer_map: Any = ()
         parts: Any = None
@@ -233,7 +237,7 @@ def features_trainer_class():  # noqa: ANN202
             self.parts = self.parts or {"_n": 0}
             self.parts["_n"] += 1
             for k, v in parts.items():
-                self.parts[k] = self.parts.get(k, 0.0) + float(v)
+                self.parts[k] = self.parts.get(k, 0.0) + float(v.detach())
             return _per_token(self, total, scored, num_items_in_batch)
 
         def terms(self, model: Any, inputs: dict[str, Any], labels: Any) -> tuple:
@@ -250,12 +254,15 @@ def features_trainer_class():  # noqa: ANN202
                 with torch.no_grad():
                     t = self.teacher.get_decoder()(**args, use_cache=False,
                                                    output_hidden_states=True, output_attentions=att)  # fmt: skip
-                    t_logits = self.teacher.get_output_embeddings()(
-                        t.last_hidden_state[:, :span][scored]
-                    )
+                    t_logits = [self.teacher.get_output_embeddings()(
+                        t.last_hidden_state[:, :span][scored])]  # fmt: skip
+                    for other in self.others:  # fused teachers: their logits only
+                        h = other.get_decoder()(**args, use_cache=False).last_hidden_state
+                        t_logits.append(other.get_output_embeddings()(h[:, :span][scored]))
             ce = F.cross_entropy(s_logits.float(), labels[scored], reduction="sum")
             k = self.kd_cfg
-            soft = fx.logit_term(s_logits, t_logits, k.temperature, k.divergence, k.jsd_beta)
+            t_logp = fx.fused_logprobs(t_logits, self.fusion, k.temperature)
+            soft = fx.logit_term(s_logits, t_logp, k.temperature, k.divergence, k.jsd_beta)
             out: dict[str, Any] = {}
             if self.fx_cfg.hidden > 0:
                 hs = []

@@ -254,20 +254,25 @@ def _trainer_class(objective: str, use_cpu: bool):  # noqa: ANN202
 
 
 def _with_teacher(cfg: Config, trainer, bf16: bool) -> None:  # noqa: ANN001
-    """objective features: the teacher in memory beside the student (no gradient), the layer
+    """objective features: the teachers in memory beside the student (no gradient), the layer
     map, and a projection per mapped layer where the widths differ."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from stages.train.features import check_pair, teacher_dir
+    from stages.train.features import check_pair, teacher_dirs
 
     f = cfg.train.features
-    extra = {"attn_implementation": "eager"} if f.attention > 0 else {}
-    teacher = AutoModelForCausalLM.from_pretrained(
-        teacher_dir(cfg), dtype=torch.bfloat16 if bf16 else torch.float32, **extra
-    )
-    teacher.requires_grad_(False).eval().to(trainer.accelerator.device)
-    trainer.teacher, trainer.kd_cfg, trainer.fx_cfg = teacher, cfg.train.kd, f
+    teachers = []
+    for n, d in enumerate(teacher_dirs(cfg)):
+        # only the first teacher's attention maps are compared: it alone needs the eager kernels
+        extra = {"attn_implementation": "eager"} if f.attention > 0 and n == 0 else {}
+        m = AutoModelForCausalLM.from_pretrained(
+            d, dtype=torch.bfloat16 if bf16 else torch.float32, **extra
+        )
+        teachers.append(m.requires_grad_(False).eval().to(trainer.accelerator.device))
+    teacher = teachers[0]
+    trainer.teacher, trainer.others, trainer.fusion = teacher, teachers[1:], f.fusion()
+    trainer.kd_cfg, trainer.fx_cfg = cfg.train.kd, f
     trainer.layer_map = check_pair(cfg)
     s_width, t_width = trainer.model.config.hidden_size, teacher.config.hidden_size
     proj = torch.nn.ModuleDict()

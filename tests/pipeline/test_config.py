@@ -457,11 +457,19 @@ def test_filter_checks_offered_are_the_ones_filter_has() -> None:
     assert set(typing.get_args(CheckName)) == {*RECORD_CHECKS, *SET_CHECKS}
 
 
+@pytest.fixture(scope="module")
+def deep_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model 4 layers deep: a shipped recipe may cut every other layer."""
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("deep") / "m", layers=4)
+
+
 @pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: p.name)
-def test_every_shipped_config_plans_its_stage_keys(path: Path, tiny_model: Path) -> None:
-    """So a shipped config can never rot: loaded as shipped, keyed with the tiny model standing
+def test_every_shipped_config_plans_its_stage_keys(path: Path, deep_tiny: Path) -> None:
+    """So a shipped config can never rot: loaded as shipped, keyed with a tiny model standing
     in for its model paths (which exist only on the machines it was written for)."""
-    cfg = load_config(path, [f"teacher.model={tiny_model}", f"train.student={tiny_model}"])
+    cfg = load_config(path, [f"teacher.model={deep_tiny}", f"train.student={deep_tiny}"])
     plans = plan(cfg, "eval")
     assert {"generate", "filter", "train", "eval"} <= set(plans)
     assert all(len(p.key) == 64 for p in plans.values())

@@ -31,7 +31,7 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("wide") / "t", layers=4, hidden=256, seed=5)
 
 
-def _trainer(student: Path, teacher: Path, tmp: Path, kept_dir: Path, *extra: str):
+def _trainer(student: Path, teacher: Path | str, tmp: Path, kept_dir: Path, *extra: str):
     cfg = make_cfg(student, tmp, *ALL, f"train.features.teacher={teacher}", *extra)
     tok, prepared = preflight(student, kept_dir / "kept.jsonl", cfg.train)
     trainer, _, _ = train_loop._make_trainer(cfg, student, tok, prepared.rows, tmp / "o")
@@ -72,15 +72,15 @@ def test_each_term_equals_its_definition_by_hand(tiny_model, wide, tmp_path, fil
         lp = torch.log_softmax(t.logits[b, p] / 2.0, -1)
         lq = torch.log_softmax(s.logits[b, p] / 2.0, -1)
         want += float((lp.exp() * (lp - lq)).sum()) * 4.0
-    assert abs(float(soft) - want) < 1e-3 * max(1.0, want)
+    assert abs(float(soft.detach()) - want) < 1e-3 * max(1.0, want)
     # hidden states: per mapped pair, the mean over positions and elements of (W h_s + b - h_t)^2
     pairs = []
     for i, j in trainer.layer_map:
         lin = trainer.proj[f"{i}_{j}"]
         diffs = [s.hidden_states[i + 1][b, p] @ lin.weight.T + lin.bias
                  - t.hidden_states[j + 1][b, p] for b, p in pos]  # fmt: skip
-        pairs.append(float(torch.stack(diffs).pow(2).mean()))
-    assert abs(float(terms["hidden"]) - sum(pairs) / len(pairs)) < 1e-5
+        pairs.append(float(torch.stack(diffs).pow(2).mean().detach()))
+    assert abs(float(terms["hidden"].detach()) - sum(pairs) / len(pairs)) < 1e-5
     # attention: head-averaged maps, trained query rows over attended keys
     mask = batch["attention_mask"]
     per_pair = []
@@ -118,6 +118,82 @@ def test_each_term_equals_its_definition_by_hand(tiny_model, wide, tmp_path, fil
     cs, ct = cosines(xs), cosines(ys)
     angle = sum(_smooth_l1(cs[k], ct[k]) for k in cs) / len(cs)
     assert abs(float(terms["relation"]) - (dist + 2 * angle)) < 1e-4
+
+
+def test_one_teacher_fused_is_itself_and_two_are_a_mixture() -> None:
+    from stages.train.features import fused_logprobs
+
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 11), torch.randn(5, 11)
+    one = fused_logprobs([a], [1.0], 2.0)
+    assert torch.allclose(one, (a / 2.0).log_softmax(-1))
+    assert torch.allclose(fused_logprobs([a, a], [0.3, 0.7], 2.0), one, atol=1e-6)
+    mix = 0.25 * (a / 2.0).softmax(-1) + 0.75 * (b / 2.0).softmax(-1)
+    assert torch.allclose(fused_logprobs([a, b], [0.25, 0.75], 2.0), mix.log(), atol=1e-6)
+
+
+def test_two_teachers_fuse_in_the_logit_term(tiny_model, wide, tmp_path, filter_dir) -> None:  # noqa: F811
+    """The logit term against a 1:3 mixture of two teachers' softened distributions; the layer
+    map, projections and feature terms stay the first teacher's."""
+    trainer, batch = _trainer(tiny_model, f"[{wide},{tiny_model}]", tmp_path, filter_dir,
+                              "train.features.weights=[1,3]")  # fmt: skip
+    assert len(trainer.others) == 1 and trainer.fusion == [0.25, 0.75]
+    assert trainer.layer_map == [(0, 1), (1, 3)] and len(trainer.proj) == 2  # the wide one's
+    labels = batch["labels"][..., 1:]
+    _, _, soft, scored = trainer.terms(trainer.model, dict(batch), labels)
+    args = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        s = trainer.model(**args).logits[:, : labels.shape[1]][scored] / 2.0
+        t1 = trainer.teacher(**args).logits[:, : labels.shape[1]][scored] / 2.0
+        t2 = trainer.others[0](**args).logits[:, : labels.shape[1]][scored] / 2.0
+    p = 0.25 * t1.softmax(-1) + 0.75 * t2.softmax(-1)
+    want = 4.0 * float((p * (p.log() - s.log_softmax(-1))).sum())
+    assert abs(float(soft.detach()) - want) < 1e-3 * max(1.0, want)
+
+
+def test_the_projections_resume_from_a_checkpoint(tiny_model, wide, tmp_path, filter_dir) -> None:  # noqa: F811
+    from stages.train.losses import PROJ_FILE
+
+    extra = ("train.max_steps=1", "train.save_steps=1", "train.features.attention=0",
+             "train.features.relation=0")  # fmt: skip
+    trainer, _ = _trainer(tiny_model, wide, tmp_path / "a", filter_dir, *extra)
+    trainer.train()
+    ckpt = Path(trainer.args.output_dir) / "checkpoint-1"
+    assert (ckpt / PROJ_FILE).is_file()
+    trained = {k: v.detach().clone() for k, v in trainer.proj.state_dict().items()}
+    fresh, _ = _trainer(tiny_model, wide, tmp_path / "b", filter_dir, *extra)
+    for p in fresh.proj.parameters():
+        torch.nn.init.zeros_(p)
+    fresh._load_from_checkpoint(str(ckpt))
+    assert all(torch.equal(fresh.proj.state_dict()[k], v) for k, v in trained.items())
+
+
+def test_a_cut_of_the_trained_student_learns_from_it(wide, tmp_path, filter_dir) -> None:  # noqa: F811
+    """train.cut.source and train.features.teacher `trained`: the cut is taken from the full-size
+    student the stage gets as its input, bit for bit, and that student is the teacher."""
+    from safetensors.torch import load_file
+    from tiny_model import build_tiny_model
+
+    from pipeline.stage import RunContext
+    from stages import train
+    from stages.train.trained import resolve_trained
+
+    full = tmp_path / "full"
+    trained = build_tiny_model(full / "model", layers=4, hidden=256, seed=9)  # "trained" wide
+    cfg = make_cfg(wide, tmp_path, *ALL, "train.features.teacher=trained", "train.cut.keep_every=2",
+                   "train.cut.source=trained", "train.max_steps=1")  # fmt: skip
+    resolved = resolve_trained(cfg, trained)
+    assert resolved.train.features.teacher == str(trained) and not resolved.train.cut.active
+    cut = Path(resolved.train.student)
+    assert json.loads((cut / "cut.json").read_text())["source"] == str(trained)
+    src, got = load_file(trained / "model.safetensors"), load_file(cut / "model.safetensors")
+    for new, old in ((0, 0), (1, 2)):
+        for k, v in got.items():
+            if k.startswith(f"model.layers.{new}."):
+                assert torch.equal(v, src[k.replace(f"layers.{new}.", f"layers.{old}.")]), k
+    stats = train.run(cfg, RunContext.of({"filter": filter_dir, "full": full}, tmp_path / "out"))
+    assert stats["cut_source"] == "trained" and stats["cut_layers"] == [0, 2]
+    assert stats["steps"] == 1
 
 
 def test_the_projections_train_with_the_student(tiny_model, wide, tmp_path, filter_dir) -> None:  # noqa: F811
