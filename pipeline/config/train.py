@@ -175,7 +175,7 @@ class TrainConfig:
         "best",
         doc="the stage's model: the validated one with the best validation accuracy (the first "
         "of equals), or the last step's; without validation (train.validate off, or no "
-        "validation split) it is the last step's",
+        "validation split) it is the last step's; onpolicy: of the rounds and the SFT start",
     )
     save_steps: int = runtime(50, doc="checkpoint every N steps", ge=1)
     keep_checkpoints: bool = runtime(

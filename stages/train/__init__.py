@@ -85,6 +85,9 @@ def key_parts(cfg: Config) -> KeyParts:
             "stop": list(cfg.eval.sampling.stop),
         }
         extra["teacher_identity"] = teacher_identity(cfg.teacher, cfg.cache_dir)
+        # select: best counts the SFT start as round 0: a dir cached before that chose among
+        # the rounds only, and must not pass for one that did
+        extra["select_from"] = "start and rounds"
         extra["templates"] = template_bytes(cfg.teacher.template) + template_bytes(
             cfg.student_template
         )

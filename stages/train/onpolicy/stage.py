@@ -6,6 +6,7 @@ train_stats.json. matplotlib is imported by the plot."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,10 @@ def train_onpolicy(cfg: Config, ctx: RunContext, stats_file: str, results: str) 
     out.mkdir(parents=True, exist_ok=True)
     rounds = run_rounds(cfg, out, start_model(cfg, ctx), ctx.input_keys)
     measured = [r for r in rounds if r.get("validation_accuracy") is not None]
-    best = max(measured, key=lambda r: (r["validation_accuracy"], -r["round"]), default=None)
-    chosen = best if cfg.train.select == "best" and best else rounds[-1]
+    chosen = choose(rounds, _start_round(cfg, ctx, stats_file), cfg.train.select)
     place_model(Path(chosen["dir"]) / MODEL, out / MODEL)
-    log_line(f"the student of round {chosen['round']} of {len(rounds)} is the stage's model")
+    which = "the SFT start (round 0)" if chosen["round"] == 0 else f"round {chosen['round']}"
+    log_line(f"the student of {which} of {len(rounds)} rounds is the stage's model")
     per_round = [{k: r[k] for k in PER_ROUND if k in r} for r in rounds]
     atomic_write_jsonl(out / TRAIN_LOG, per_round)
     validation = [
@@ -67,6 +68,26 @@ def train_onpolicy(cfg: Config, ctx: RunContext, stats_file: str, results: str) 
     }
     atomic_write_json(out / stats_file, stats)
     return stats
+
+
+def choose(rounds: list[dict], start: list[dict], select: str) -> dict[str, Any]:
+    """The stage's model: the last round's, or (select: best) the best validated of the rounds
+    and the SFT start as round 0 (the same split and scoring), the earliest of equals, so rounds
+    that all validate below the start leave it in place."""
+    measured = [r for r in [*start, *rounds] if r.get("validation_accuracy") is not None]
+    best = max(measured, key=lambda r: (r["validation_accuracy"], -r["round"]), default=None)
+    return best if select == "best" and best else rounds[-1]
+
+
+def _start_round(cfg: Config, ctx: RunContext, stats_file: str) -> list[dict[str, Any]]:
+    """The SFT start as round 0, where its stage validated the model it kept; else none (a
+    base start is not validated: the rounds alone are chosen from)."""
+    if cfg.train.onpolicy.start != "sft":
+        return []
+    d = ctx.inputs[SFT_INPUT]
+    stats = json.loads((d / stats_file).read_text()) if (d / stats_file).is_file() else {}
+    acc = stats.get("selected_validation_accuracy")
+    return [] if acc is None else [{"round": 0, "validation_accuracy": acc, "dir": str(d)}]
 
 
 def _summed_seconds(rounds: list[dict[str, Any]]) -> dict[str, float]:
