@@ -57,6 +57,13 @@ class Completion:
     prompt_logprobs: dict[str, list] | None = None
 
 
+def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """The ids a chat prompt is read as: its chat template, the assistant turn opened, no
+    special tokens added besides the template's own (as vLLM renders a chat)."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def score_request(sid: str, prompt_ids: list[int], score_from: int, k: int) -> Request:
     """Ask for the log-probabilities of `prompt_ids[score_from:]`, each given the ids before it
     (and the top k there): a teacher scoring text another model wrote. One token is generated,

@@ -37,6 +37,21 @@ class EvalConfig:
         "--reasoning-parser there)",
         key_when_set=True,
     )
+    draft: bool = knob(
+        False,
+        doc="estimate each student sharing the teacher's tokenizer as its speculative-decoding "
+        "draft: the teacher and the student score the student's answers after the teacher's "
+        "prompt (vLLM prompt logprobs); acceptance and tokens per teacher step by draft length",
+        key_when_set=True,
+    )
+    draft_k: int = knob(
+        5, doc="top-k logprobs per position for the draft estimate (vLLM allows 20)", ge=1, le=20,
+        key_when_set=True,
+    )  # fmt: skip
+    draft_temperature: float = knob(
+        1.0, doc="the sampling temperature the draft estimate's sampled acceptance is for", gt=0,
+        le=10, key_when_set=True,
+    )  # fmt: skip
     concurrency: int = runtime(
         512, doc="requests in flight per model (queued, for the offline engine)", ge=1
     )

@@ -34,6 +34,7 @@ from pipeline.records import (
 )
 from pipeline.stage import ExportContext, ExtraInput, KeyParts, RunContext
 from pipeline.tasks import load_task
+from stages.eval.drafting import estimate as estimate_drafts
 from stages.eval.metrics import paired_mcnemar, same_answer, score_rows, summarize
 from stages.eval.predictions import (
     TRAINED_INPUT,
@@ -46,6 +47,7 @@ from stages.eval.predictions import (
     reuse_siblings,
 )
 from stages.eval.report import (
+    draft_lines,
     mcnemar_lines,
     plot_accuracy,
     render_report,
@@ -122,6 +124,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     score_rows(rows, Convention.of(cfg.lead_teacher()))
     atomic_write_jsonl(out / PREDICTIONS, rows)
     metrics = _metrics(cfg, [m.label for m in muts], rows, len(questions), muts)
+    if cfg.eval.draft:
+        metrics["draft"] = estimate_drafts(cfg, muts, rows, out)
     atomic_write_json(out / METRICS, metrics)
     atomic_write_text(out / REPORT_MD, render_report(metrics))
     plot_accuracy(metrics, out / ACCURACY_PLOT)
@@ -237,4 +241,6 @@ def summary(stats: dict[str, Any], out: Path) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [f"eval: {metrics['task']}, {metrics['questions']} held-out questions"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join([*lines, *mcnemar_lines(metrics), *trace_lines(metrics)])
+    return "\n".join(
+        [*lines, *mcnemar_lines(metrics), *trace_lines(metrics), *draft_lines(metrics)]
+    )

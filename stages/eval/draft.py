@@ -124,8 +124,9 @@ def summary(greedy: Sequence[Sequence[float]], sampled: Sequence[Sequence[float]
         acc = accepted_by_position(texts)
         out[name] = {
             "acceptance": round(sum(flat) / len(flat), 4) if flat else None,
-            "accepted_by_position": {j: round(v, 4) for j, v in acc.items()},
-            "tokens_per_step": {g: round(v, 4) for g, v in tokens_per_step(acc).items()},
+            # string keys: as metrics.json will hold them
+            "accepted_by_position": {str(j): round(v, 4) for j, v in acc.items()},
+            "tokens_per_step": {str(g): round(v, 4) for g, v in tokens_per_step(acc).items()},
         }
     out["sampled"].update({"temperature": temperature, "top_k": k, "bound": "lower"})
     return out

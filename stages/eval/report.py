@@ -85,8 +85,39 @@ def render_report(metrics: dict[str, Any]) -> str:
     if traces:
         lines += ["", "Reasoning traces (the answer is read after the trace only):", ""]
         lines += [f"- {x}" for x in traces]
+    drafts = draft_lines(metrics)
+    if drafts:
+        lines += ["", "As a speculative-decoding draft for the teacher (estimated, not measured: "
+                  "both models score each student's held-out answers after the teacher's "
+                  "prompt; expected tokens per teacher step by draft length, from the "
+                  "acceptance of each run of draft positions):", ""]  # fmt: skip
+        lines += [f"- {x}" for x in drafts]
     lines += ["", "![accuracy](accuracy.png)", ""]
     return "\n".join(lines)
+
+
+def draft_lines(metrics: dict[str, Any]) -> list[str]:
+    """One line per student of eval.draft: greedy and sampled acceptance, tokens per step at
+    draft lengths 1, 4 and 8, or why it was not estimated."""
+    lines = []
+    for label, d in (metrics.get("draft") or {}).items():
+        if "not_estimated" in d:
+            lines.append(f"{label}: not estimated ({d['not_estimated']})")
+            continue
+        g, s = d["greedy"], d["sampled"]
+
+        def steps(x: dict) -> str:
+            per = x["tokens_per_step"]
+            return ", ".join(f"{per[n]:.2f} at {n}" for n in ("1", "4", "8") if n in per) or "none"
+
+        acc = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        lines.append(
+            f"{label}: greedy acceptance {acc(g['acceptance'])} (tokens per step {steps(g)}); "
+            f"sampled at T={s['temperature']} at least {acc(s['acceptance'])} (top "
+            f"{s['top_k']} lower bound; {steps(s)}); {d['positions']} positions in "
+            f"{d['texts']} answers"
+        )
+    return lines
 
 
 def trace_lines(metrics: dict[str, Any]) -> list[str]:

@@ -98,13 +98,6 @@ def check_rollout(row: dict[str, Any]) -> str | None:
     return problem
 
 
-def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
-    """The ids a chat prompt is read as: its chat template, the assistant turn opened, no
-    special tokens added besides the template's own (as vLLM renders a chat)."""
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def same_vocab_score(sid: str, teacher_prompt: list[int], row: dict[str, Any], k: int) -> Request:
     """Score the student's own ids after the teacher's prompt (one vocabulary)."""
     return score_request(sid, teacher_prompt + list(row["completion_ids"]), len(teacher_prompt), k)

@@ -40,7 +40,7 @@ from typing import Any
 from pipeline.answers import grade
 from pipeline.ask import settings_from, spec_from
 from pipeline.asklog import RecordLog, ask_into_log, failed
-from pipeline.calls import Completion, Request, score_request
+from pipeline.calls import Completion, Request, prompt_ids, score_request
 from pipeline.config import Config, semantic
 from pipeline.prompts import fewshot_examples, render_messages, teacher_messages
 from pipeline.reasoning import Convention
@@ -55,7 +55,6 @@ from stages.train.onpolicy.loss import reverse_kl_estimate
 from stages.train.onpolicy.parts import (
     advantages,
     check_rollout,
-    prompt_ids,
     rollout_plan,
     rollout_row,
     same_vocab_score,

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.calls import prompt_ids
 from pipeline.config import Config, KDConfig
 from pipeline.records import atomic_write_json
 from stages.shared.layout import MODEL
-from stages.train.onpolicy.parts import prompt_ids
 from stages.train.prepared import IGNORE
 
 if TYPE_CHECKING:

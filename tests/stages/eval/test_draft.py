@@ -35,7 +35,7 @@ def test_an_identical_student_is_always_accepted() -> None:
     sampled = [topk_acceptance(ids, lp, ids, lp, 1.0, 50)] * 3
     s = summary(greedy, sampled, 1.0, 5)
     assert s["greedy"]["acceptance"] == 1.0
-    assert s["greedy"]["tokens_per_step"] == {g: g + 1.0 for g in range(1, 9)}
+    assert s["greedy"]["tokens_per_step"] == {str(g): g + 1.0 for g in range(1, 9)}
     assert full_acceptance(logits, logits, 0.7) == pytest.approx([1.0] * 20)
     all_ids, all_lp = _topk(logits, 50)
     assert topk_acceptance(all_ids, all_lp, all_ids, all_lp, 1.0, 50) == pytest.approx([1.0] * 20)

@@ -213,3 +213,32 @@ def test_eval_end_to_end_and_resume(tmp_path, tiny_model):
 
 def _last(rows: list[dict], k: int = 3) -> set[str]:
     return set(sorted({r["question_id"] for r in rows if r["model"] == "student"})[-k:])
+
+
+@pytest.mark.slow
+def test_draft_estimate_end_to_end(tmp_path, tiny_model):
+    """eval.draft on real vLLM: the base (the teacher's own weights, scored after the teacher's
+    prompt) is always accepted, tokens per step = draft length + 1; a student of another
+    vocabulary is not estimated, with why; a rerun asks for no score again."""
+    from tiny_model import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other" / "model", vocab=400, seed=2)
+    cfg = _cfg(tmp_path, tiny_model, "eval.draft=true", "eval.draft_k=3")
+    inputs = {"filter": tmp_path / "filter", "train": other.parent}
+    inputs["filter"].mkdir()
+    out = tmp_path / "runs" / "default" / "eval" / "bbbbbbbbbbbb"
+    ev.run(cfg, RunContext.of(inputs, out))
+    draft = json.loads((out / "metrics.json").read_text())["draft"]
+    assert set(draft) == {"base", "student"}
+    assert draft["student"] == {"not_estimated": "its tokenizer is not the teacher's"}
+    base = draft["base"]
+    assert base["texts"] == 12 and base["positions"] >= 12 * 8
+    assert base["greedy"]["acceptance"] == 1.0
+    assert base["greedy"]["tokens_per_step"] == {str(g): g + 1.0 for g in range(1, 9)}
+    assert 0 < base["sampled"]["acceptance"] <= 1 and base["sampled"]["bound"] == "lower"
+    md = (out / "report.md").read_text()
+    assert "base: greedy acceptance 100.0%" in md and "student: not estimated" in md
+    scores = (out / "draft_scores.jsonl").read_text()
+    assert scores.count("\n") == 2 * 12  # the teacher and the base, each answer once
+    ev.run(cfg, RunContext.of(inputs, out))
+    assert (out / "draft_scores.jsonl").read_text() == scores

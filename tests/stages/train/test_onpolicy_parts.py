@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.ask import AskSettings, ModelSpec, ask
-from pipeline.calls import Request
+from pipeline.calls import Request, prompt_ids
 from pipeline.prompts import render_messages
 from pipeline.tasks import Question
 from stages.train.onpolicy.parts import (
     advantages,
     check_rollout,
-    prompt_ids,
     rollout_plan,
     rollout_row,
     same_vocab_score,

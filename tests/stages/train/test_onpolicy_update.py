@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.calls import prompt_ids
 from pipeline.prompts import render_messages
 from pipeline.tasks import Question
-from stages.train.onpolicy.parts import prompt_ids
 from stages.train.onpolicy.update import update_rows
 
 torch = pytest.importorskip("torch")

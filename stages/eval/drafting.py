@@ -1,0 +1,173 @@
+"""eval.draft: each student as a speculative-decoding draft for its teacher, estimated from the
+held-out answers it drafted (the arithmetic is stages/eval/draft.py).
+
+For every student under test whose tokenizer is the teacher's (a local teacher dir; the same
+vocabulary hash), each of its held-out answers is read back as its token ids and put after the
+*teacher's* prompt, the context speculative decoding gives both models. Then the teacher and
+the student each score that one sequence (vLLM prompt log-probabilities through the one
+serve-and-ask path: the teacher as teacher.serve says, the student as eval.serve says): at
+every answer position, the top eval.draft_k of each, given the same prefix. Greedy acceptance
+compares their top tokens; sampled acceptance at eval.draft_temperature is the top-k lower
+bound. Scores go to draft_scores.jsonl (append, fsync, keyed by model, question and the scored
+ids), so a rerun asks only what it lacks. A student with another tokenizer, or a teacher
+without local weights, is reported as not estimated, with why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.ask import settings_from
+from pipeline.asklog import RecordLog, ask_into_log, failed
+from pipeline.calls import Completion, prompt_ids, score_request
+from pipeline.config import Config
+from pipeline.prompts import fewshot_examples, teacher_messages
+from pipeline.records import canonical_json, schema_problem, sha256_text
+from pipeline.tasks import load_task
+from stages.eval.draft import greedy_acceptance, summary, topk_acceptance
+from stages.shared.models import local_model, teacher_spec
+from stages.shared.softlabels import vocab_hash
+
+DRAFT_SCORES = "draft_scores.jsonl"
+SCORE_FIELDS = {"id": str, "scorer": str, "draft": str, "question_id": str, "top_ids": list,
+                "top_logprobs": list}  # fmt: skip
+
+
+@dataclass
+class Draft:
+    """One student's answer to one question, as the ids both models score."""
+
+    label: str  # the student that drafted it
+    question_id: str
+    ids: list[int]  # the teacher's prompt, then the answer
+    start: int  # where the answer starts
+
+
+def check_score(row: dict[str, Any]) -> str | None:
+    problem = schema_problem(row, SCORE_FIELDS)
+    if problem is None and len(row["top_ids"]) != len(row["top_logprobs"]):
+        problem = "fields 'top_ids' and 'top_logprobs' differ in length"
+    return problem
+
+
+def score_id(scorer: str, identity: str, d: Draft, k: int) -> str:
+    return sha256_text(canonical_json([scorer, identity, d.label, d.ids, d.start, k]))[:32]
+
+
+def drafts(cfg: Config, tok: Any, rows: list[dict], labels: list[str]) -> list[Draft]:
+    """Each listed student's answers after the teacher's prompt (an empty answer drafts
+    nothing and is left out)."""
+    task = load_task(cfg.task)
+    teacher = cfg.lead_teacher()
+    shots = fewshot_examples(task, teacher.fewshot)
+    by_q = {q.id: q for q in task.eval}
+    prompts: dict[str, list[int]] = {}
+    out = []
+    for r in rows:
+        if r["model"] not in labels or r["question_id"] not in by_q:
+            continue
+        answer = list(tok(r["completion"], add_special_tokens=False)["input_ids"])
+        if not answer:
+            continue
+        q = r["question_id"]
+        if q not in prompts:
+            prompts[q] = prompt_ids(tok, teacher_messages(teacher, by_q[q], shots))
+        out.append(Draft(r["model"], q, prompts[q] + answer, len(prompts[q])))
+    return out
+
+
+def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, Any]:
+    """{student label: draft summary, or {"not_estimated": why}} for every student under test.
+    Long: it decides who can be estimated, asks the teacher and each student, and sums up."""
+    from transformers import AutoTokenizer
+
+    students = [m for m in muts if m.label != "teacher"]
+    teacher = cfg.lead_teacher()
+    if teacher.urls():
+        why = "the teacher is asked at an endpoint: its tokenizer is not at hand here"
+        return {m.label: {"not_estimated": why} for m in students}
+    t_dir = local_model(teacher.model, cfg.cache_dir, key="teacher.model")
+    t_vocab = vocab_hash(t_dir)
+    result: dict[str, Any] = {}
+    able = []
+    for m in students:
+        if m.spec.model_dir is None or vocab_hash(m.spec.model_dir) != t_vocab:
+            result[m.label] = {"not_estimated": "its tokenizer is not the teacher's"}
+        else:
+            able.append(m)
+    if not able:
+        return result
+    k = cfg.eval.draft_k
+    tok = AutoTokenizer.from_pretrained(t_dir)
+    todo = drafts(cfg, tok, rows, [m.label for m in able])
+    t_identity = next((m.identity for m in muts if m.label == "teacher"), str(t_dir))
+    scorers = [(teacher_spec(cfg, teacher, "teacher", max_logprobs=k), t_identity, todo)]
+    for m in able:
+        spec = dataclasses.replace(m.spec, max_logprobs=k)  # as eval served it, with its top k
+        scorers.append((spec, m.identity, [d for d in todo if d.label == m.label]))
+    path = out / DRAFT_SCORES
+    with RecordLog.open(path, check_score, "draft scores", fsync_every=16) as log:
+        for spec, identity, mine in scorers:
+            reqs, of = [], {}
+            for d in mine:
+                sid = score_id(spec.label, identity, d, k)
+                reqs.append(score_request(sid, d.ids, d.start, k))
+                of[sid] = d
+
+            def row(c: Completion, of: dict = of, who: str = spec.label) -> dict[str, Any]:
+                lists = c.prompt_logprobs or {}
+                return {"id": c.id, "scorer": who, "draft": of[c.id].label,
+                        "question_id": of[c.id].question_id, "top_ids": lists.get("top_ids", []),
+                        "top_logprobs": lists.get("top_logprobs", [])}  # fmt: skip
+
+            asked = ask_into_log(spec, reqs, log, row, settings_from(cfg.eval), out / "logs",
+                                 unit="answer", desc=f"draft scores: {spec.label}")  # fmt: skip
+            if asked.failures:
+                raise failed("draft scores", asked.failures, len(asked.new), path)
+        for m in able:
+            mine = [d for d in todo if d.label == m.label]
+            t_rows = [log.rows[score_id("teacher", t_identity, d, k)] for d in mine]
+            s_rows = [log.rows[score_id(m.label, m.identity, d, k)] for d in mine]
+            result[m.label] = _summed(t_rows, s_rows, cfg, _vocab_size(t_dir, tok))
+    return result
+
+
+def _summed(t_rows: list[dict], s_rows: list[dict], cfg: Config, vocab: int) -> dict[str, Any]:
+    """The summary of one student's drafts from both models' scores."""
+    greedy, sampled = [], []
+    for t, s in zip(t_rows, s_rows, strict=True):
+        (t_ids, t_lp), (s_ids, s_lp) = _padded(t), _padded(s)
+        greedy.append(greedy_acceptance(_top1(t_ids, t_lp), _top1(s_ids, s_lp)))
+        sampled.append(topk_acceptance(t_ids, t_lp, s_ids, s_lp, cfg.eval.draft_temperature, vocab))
+    return summary(greedy, sampled, cfg.eval.draft_temperature, cfg.eval.draft_k)
+
+
+def _vocab_size(model_dir: Path, tok: Any) -> int:
+    """Tokens a distribution may spread over: the head's rows (often padded past the
+    tokenizer's count) or the tokenizer's, whichever is more (the T > 1 bound needs it)."""
+    import json
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    return max(len(tok), int(cfg.get("text_config", cfg).get("vocab_size") or 0))
+
+
+def _top1(ids: Any, lp: Any) -> list[int]:
+    """Each position's most likely token."""
+    return [int(ids[n, int(lp[n].argmax())]) for n in range(len(ids))]
+
+
+def _padded(row: dict) -> tuple[Any, Any]:
+    """[n, k] ids and logprobs from a score row's ragged lists (padding at logprob -1e9)."""
+    import numpy as np
+
+    n = len(row["top_ids"])
+    k = max((len(x) for x in row["top_ids"]), default=1)
+    ids = np.zeros((n, k), np.int64)
+    lp = np.full((n, k), -1e9, np.float64)
+    for i, (a, b) in enumerate(zip(row["top_ids"], row["top_logprobs"], strict=True)):
+        ids[i, : len(a)] = a
+        lp[i, : len(b)] = b
+    return ids, lp
