@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_DRAFT = 8  # draft lengths reported: 1..8
 
@@ -46,6 +47,8 @@ def softened_lower(top_lp: np.ndarray, temperature: float, vocab: int) -> np.nda
     k's own terms plus a bound on the tail's, whose mass is r = 1 - sum of the top k. At
     T <= 1 each tail token has p <= the k-th, so its terms sum to at most r * p_k^(1/T - 1);
     at T > 1, by Hoelder, to at most (V - k)^(1 - 1/T) * r^(1/T). At T = 1 it is exact."""
+    import numpy as np
+
     p = np.exp(top_lp.astype(np.float64))
     inv = 1.0 / float(temperature)
     head = (p**inv).sum(-1)
@@ -67,6 +70,7 @@ def topk_acceptance(
 ) -> list[float]:
     """Per position, a lower bound of sum_x min(p^T(x), q^T(x)) from each model's top k ([n, k]
     ids and logprobs at T = 1; padding rows hold logprob <= -1e4 and count for nothing)."""
+
     if t_ids.shape[0] != s_ids.shape[0]:
         raise ValueError(f"{t_ids.shape[0]} teacher positions for {s_ids.shape[0]} student ones")
     pt, ps = softened_lower(t_lp, temperature, vocab), softened_lower(s_lp, temperature, vocab)
@@ -83,6 +87,8 @@ def topk_acceptance(
 def full_acceptance(t_logits: Any, s_logits: Any, temperature: float) -> list[float]:
     """Per position, sum_x min(p^T(x), q^T(x)) from full logits ([n, V] each): the exact value
     the top-k bound is below (tests; a caller holding both models)."""
+    import numpy as np
+
     t = np.asarray(t_logits, np.float64) / temperature
     s = np.asarray(s_logits, np.float64) / temperature
     p = np.exp(t - t.max(-1, keepdims=True))
