@@ -50,6 +50,10 @@ class ModelSpec:
     # what they are (vLLM's logprobs mode) on the engines we start
     max_logprobs: int = 0
     logprobs_mode: str = "raw_logprobs"
+    # Per endpoint, at most this many calls / tokens in any 60 s (0 = no limit): a paid or
+    # shared endpoint's quota, kept by the client (pipeline/ratelimit.py)
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
     ray: RaySpec | None = None  # engine "ray": where its actors run
 
 
@@ -100,6 +104,8 @@ def spec_from(section: Any, label: str, model_dir: Path | None, **extra: Any) ->
     fields |= {
         "server_args": tuple(section.server_args),
         "gpu_ids": tuple(section.gpu_ids),
+        "requests_per_minute": max(0, section.max_requests_per_minute),
+        "tokens_per_minute": max(0, section.max_tokens_per_minute),
     }
     if section.engine == "ray":
         r = section.ray
@@ -315,6 +321,8 @@ def _ask_servers(
                 timeout_s=settings.timeout_s,
                 api_key=key,
                 who=spec.label,
+                requests_per_minute=spec.requests_per_minute,
+                tokens_per_minute=spec.tokens_per_minute,
             )
             stats.retries += bal.retries
             stats.failovers += bal.failovers

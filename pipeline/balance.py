@@ -52,6 +52,11 @@ class Balancer:
         ep.served += samples
         ep.tokens += tokens
 
+    def throttled(self, ep: Endpoint, samples: int) -> None:
+        """A call the endpoint asked to retry later (Retry-After): a retry, not its fault."""
+        ep.outstanding -= samples
+        self.retries += 1
+
     def failed(self, ep: Endpoint, samples: int, *, retryable: bool) -> bool:
         """Record a failed call; True when this failure took `ep` out of the rotation."""
         ep.outstanding -= samples

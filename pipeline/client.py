@@ -22,21 +22,30 @@ import httpx
 
 from pipeline.balance import Balancer, Endpoint
 from pipeline.calls import Completion, Failure, Request, ServeError, scored_lists
+from pipeline.ratelimit import EndpointLimiter, expected_tokens, retry_after_seconds
 from pipeline.reasoning import field_reasoning
 from pipeline.redact import redact_text, redact_url
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+MAX_THROTTLED = 100  # Retry-After answers one call may wait out before it fails
 
 
 class HTTPStatusError(RuntimeError):
     """A non-200 answer from an endpoint."""
 
-    def __init__(self, status: int, text: str):
+    def __init__(self, status: int, text: str, retry_after: float | None = None):
         hint = ""
         if status in (401, 403):
             hint = " (the endpoint wants an API key: name its variable in teacher.api_key_env)"
         super().__init__(f"HTTP {status}: {text[:200]}{hint}")
         self.status = status
+        # seconds the server asked for (429/503 with Retry-After); None without
+        self.retry_after = retry_after if status in (429, 503) else None
+
+
+def _status_error(r: aiohttp.ClientResponse, raw: bytes) -> HTTPStatusError:
+    wait = retry_after_seconds(r.headers.get("Retry-After"))
+    return HTTPStatusError(r.status, raw.decode(errors="replace"), wait)
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -63,7 +72,7 @@ async def _post(
     async with client.post(f"{ep.url}/chat/completions", json=body, timeout=timeout) as r:
         raw = await r.read()
     if r.status != 200:
-        raise HTTPStatusError(r.status, raw.decode(errors="replace"))
+        raise _status_error(r, raw)
     data = json.loads(raw)
     choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
     if len(choices) != req.n:
@@ -114,7 +123,7 @@ async def _post_score(
     async with client.post(f"{ep.url}/completions", json=body, timeout=timeout) as r:
         raw = await r.read()
     if r.status != 200:
-        raise HTTPStatusError(r.status, raw.decode(errors="replace"))
+        raise _status_error(r, raw)
     choice = json.loads(raw)["choices"][0]
     got = choice.get("prompt_logprobs")
     if not isinstance(got, list):
@@ -165,19 +174,34 @@ async def _attempts(
     timeout_s: float,
     api_key: str,
     who: str,
+    limiters: dict[str, EndpointLimiter],
 ) -> None:
-    """One call, retried on transient faults on another endpoint when there is one."""
-    last_err, avoid, attempt = "", None, 0
-    for attempt in range(1, retries + 1):
+    """One call, retried on transient faults on another endpoint when there is one. Each try
+    first waits for its endpoint's limits; a 429 or 503 with Retry-After blocks that endpoint
+    for as long as it asks and does not use up a retry (up to MAX_THROTTLED of them)."""
+    last_err, avoid, attempt, throttled = "", None, 0, 0
+    cost = expected_tokens(req.messages, req.prompt_ids, req.sampling, req.n)
+    while attempt < retries:
         ep = bal.pick(avoid)
         if ep is None:
             break
+        await limiters[ep.url].acquire(cost)
         bal.started(ep, req.n)
         try:
             comps = await _post(client, ep, model, req, timeout_s)
         except Exception as exc:  # noqa: BLE001 - classified below
             # Exceptions may quote the URL, credentials and all.
             last_err = redact_text(f"{ep.label}: {type(exc).__name__}: {exc}", (api_key,))[:300]
+            wait = getattr(exc, "retry_after", None)
+            if wait is not None and throttled < MAX_THROTTLED:
+                throttled += 1
+                bal.throttled(ep, req.n)
+                limiters[ep.url].block(wait)
+                print(f"{who} endpoint {ep.label} answered {exc.status}: waiting {wait:.1f} s "
+                      "before its next request (Retry-After)", file=sys.stderr)  # fmt: skip
+                avoid = ep
+                continue
+            attempt += 1
             retryable = is_retryable(exc)
             if bal.failed(ep, req.n, retryable=retryable):
                 print(
@@ -195,7 +219,7 @@ async def _attempts(
             on_done(c)
         return
     for sid in req.ids:
-        on_fail(Failure(sid, last_err or "no live endpoint", attempt))
+        on_fail(Failure(sid, last_err or "no live endpoint", attempt + throttled))
 
 
 async def _send(
@@ -257,12 +281,17 @@ def send(
     timeout_s: float,
     api_key: str = "",
     who: str = "teacher",
+    requests_per_minute: int = 0,
+    tokens_per_minute: int = 0,
 ) -> Balancer:
     """Send every request to `urls`; returns the balancer, which holds the per-endpoint counts.
-    `who` names the model in messages (teacher, base, student...)."""
+    `who` names the model in messages (teacher, base, student...). The per-minute limits (0 =
+    none) hold for each endpoint (pipeline/ratelimit.py)."""
     eps = [Endpoint(u.rstrip("/"), redact_url(u.rstrip("/"))) for u in urls]
     bal = Balancer(eps, dead_after=max(3, retries))
-    knobs = {"retries": retries, "backoff_s": backoff_s, "timeout_s": timeout_s, "who": who}
+    limiters = {e.url: EndpointLimiter(requests_per_minute, tokens_per_minute) for e in eps}
+    knobs = {"retries": retries, "backoff_s": backoff_s, "timeout_s": timeout_s, "who": who,
+             "limiters": limiters}  # fmt: skip
     asyncio.run(
         _send(
             bal,

@@ -1,8 +1,8 @@
 """FaultInjectingEndpoint: a FAKE OpenAI-compatible endpoint, for faults a real server can't show.
 
 It misbehaves on the first `faults` chat requests (HTTP 500, a hang past the client's timeout, a
-dropped connection, an HTML page, a JSON body without `choices`, or HTTP 401 as from a gateway
-that wants a key; or it rewrites the real server's answer: the reasoning trace under the older
+dropped connection, an HTML page, a JSON body without `choices`, HTTP 401 as from a gateway
+that wants a key, or HTTP 429 with a `Retry-After` header, as from a rate-limited API; or it rewrites the real server's answer: the reasoning trace under the older
 field name `reasoning_content`, or a trace whose close tag never came although
 `finish_reason` says `stop`) and then answers properly by forwarding the request to a real vLLM server
 (`upstream`), so the completions the pipeline stores are still real ones. Only the fault is fake.
@@ -26,7 +26,7 @@ import urllib.request
 from typing import Literal
 
 Mode = Literal[
-    "500", "hang", "drop", "html", "no_choices", "401", "reasoning_content", "no_close_tag"
+    "500", "hang", "drop", "html", "no_choices", "401", "reasoning_content", "no_close_tag", "429"
 ]
 REWRITES = ("reasoning_content", "no_close_tag")  # the real answer, one field changed
 
@@ -65,6 +65,7 @@ class FaultInjectingEndpoint:
         faults: int = 3,
         hang_s: float = 5.0,
         upstream_key: str = "",
+        retry_after: str = "1",
     ):
         if mode not in typing.get_args(Mode):
             raise ValueError(f"unknown fault mode {mode!r}")
@@ -74,6 +75,8 @@ class FaultInjectingEndpoint:
         self.mode = mode
         self.faults = faults
         self.hang_s = hang_s
+        self.retry_after = retry_after  # mode 429: the header: seconds, or "date+N" (an HTTP date)
+        self.arrivals: list[tuple[float, bool]] = []  # (monotonic time, faulted) per chat POST
         self.chat_requests = 0  # every POST /chat/completions seen
         self.faults_injected = 0
         self.forwarded = 0
@@ -94,10 +97,23 @@ class FaultInjectingEndpoint:
         self._server.shutdown()
         self._server.server_close()
 
+    def retry_after_value(self) -> str:
+        """The Retry-After header: as given, or for "date+N" the HTTP date N seconds from now
+        (whole seconds: N-1 to N seconds of wait)."""
+        if not self.retry_after.startswith("date+"):
+            return self.retry_after
+        from datetime import UTC, datetime, timedelta
+        from email.utils import format_datetime
+
+        when = datetime.now(UTC) + timedelta(seconds=float(self.retry_after[5:]))
+        return format_datetime(when, usegmt=True)
+
     def _take_fault(self) -> bool:
         with self._lock:
             self.chat_requests += 1
-            if self.faults_injected < self.faults:
+            fault = self.faults_injected < self.faults
+            self.arrivals.append((time.monotonic(), fault))
+            if fault:
                 self.faults_injected += 1
                 return True
             self.forwarded += 1
@@ -129,8 +145,10 @@ class FaultInjectingEndpoint:
                     data = json.dumps(rewrite(json.loads(data))).encode()
                 self._send(status, data)
 
-            def _send(self, status: int, data: bytes) -> None:
+            def _send(self, status: int, data: bytes, extra: dict | None = None) -> None:
                 self.send_response(status)
+                for k, v in (extra or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -165,6 +183,9 @@ class FaultInjectingEndpoint:
                     self._send(200, b"<html><body>Bad gateway</body></html>")
                 elif fake.mode == "no_choices":
                     self._send(200, b'{"object": "chat.completion", "model": "x"}')
+                elif fake.mode == "429":
+                    err = b'{"error": {"message": "rate limit", "type": "rate_limit_exceeded"}}'
+                    self._send(429, err, {"Retry-After": fake.retry_after_value()})
                 elif fake.mode == "500":
                     err = {"error": {"message": "injected fault", "type": "InternalServerError"}}
                     self._send(500, json.dumps(err).encode())

@@ -454,6 +454,29 @@ def test_transient_faults_are_retried(
     assert all(r["usage"]["completion_tokens"] > 0 for r in rows)  # real completions
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("header", ["seconds", "date"])
+def test_retry_after_is_waited_out_before_the_next_request(
+    header: str, servers: list[ManagedServer], tiny_model: Path, tmp_path: Path
+) -> None:
+    """A FAKE rate-limited API (tests/fault_server.py, mode 429) answers the first calls 429
+    with Retry-After: 2 s, as seconds or as an HTTP date; the rest go to the real server. No
+    call reaches it before the wait is over, and the waits use up no retry."""
+    wait = "2" if header == "seconds" else "date+3"  # an HTTP date: 2-3 s of wait
+    with FaultInjectingEndpoint(servers[0].url, "429", faults=2, retry_after=wait) as fake:
+        ov = overrides(tmp_path, tiny_model, f"ratelimited-{header}", *external(fake.url),
+                       "task.max_train=3", "generate.retries=1", "generate.concurrency=1")  # fmt: skip
+        p = ok(distill("generate", ov))
+    faulted = [t for t, f in fake.arrivals if f]
+    served = [t for t, f in fake.arrivals if not f]
+    assert len(faulted) == 2 and served
+    assert min(served) >= faulted[-1] + 1.9  # the first 429's wait ran out no sooner
+    assert faulted[1] >= faulted[0] + 1.9  # nor did the second call go before it
+    assert "(Retry-After)" in p.stderr and "waiting" in p.stderr
+    st = manifest(ov)["stats"]
+    assert st["samples"] == st["requested"] and st["retries"] == 2
+
+
 def test_malformed_task_jsonl_names_file_and_line(tiny_model: Path, tmp_path: Path) -> None:
     data = tmp_path / "qs.jsonl"
     data.write_text(
