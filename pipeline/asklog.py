@@ -101,13 +101,15 @@ def ask_into_log(
     more: Callable[[], list[Request]] | None = None,
     unit: str = "sample",
     desc: str = "",
+    admit: Callable[[list[Request]], list[Request]] | None = None,
 ) -> Asked:
     """Ask `spec` for every request the log does not answer yet; log `row(c)` for each answer.
 
     `more`, called once a round is answered and on disk, gives the next round for the same
     started model ([] ends it). A request counts as answered when the log holds a row for each
     of its ids (and `current(request, row)` accepts it: eval's rows must answer exactly this
-    prompt and these weights). A row builder that raises stops the asking with that error; a
+    prompt and these weights). `admit` picks, from what is missing, what may be sent (a
+    budget: pipeline/budget.py). A row builder that raises stops the asking with that error; a
     request that fails after its retries is a Failure in the result, never an exception."""
     out = Asked()
 
@@ -116,7 +118,8 @@ def ask_into_log(
             got = log.rows.get(i)
             return got is not None and (current is None or current(req, got))
 
-        return [r for r in reqs if not all(held(r, i) for i in r.ids)]
+        todo = [r for r in reqs if not all(held(r, i) for i in r.ids)]
+        return admit(todo) if admit is not None else todo
 
     todo = missing(requests)
     out.requested = len(todo)

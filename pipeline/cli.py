@@ -14,7 +14,7 @@ import sys
 import time
 
 from pipeline.config import Config, load_config, shipped_config
-from pipeline.errors import UserError
+from pipeline.errors import BudgetReached, UserError
 
 COMMANDS_HELP = {
     "run": "generate -> filter -> train -> eval, skipping what is cached",
@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGUSR1, _interrupt)  # Slurm's warning before a limit: stop cleanly
     try:
         return _main(args)
+    except BudgetReached as e:  # not an error: the run spent what it was given
+        print(f"stopped: {e}", file=sys.stderr)
+        return 3
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

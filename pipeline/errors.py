@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class ExportError(UserError):
     """What cannot be exported (`distill export`), and what to run first."""
+
+
+class BudgetReached(UserError):
+    """generate.budget could not pay for what is still missing (pipeline/budget.py): the CLI
+    exits 3, not 2: nothing was wrong, the run spent what it was given."""

@@ -25,6 +25,40 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    """A cap on the teacher tokens a run spends (pipeline/budget.py). Runtime: raising it
+    continues where it stopped."""
+
+    completion_tokens: int = runtime(
+        -1, doc="completion tokens the run's pool may hold at most; -1 = no cap", ge=-1
+    )
+    prompt_tokens: int = runtime(
+        -1, doc="prompt tokens the run's pool may hold at most; -1 = no cap", ge=-1
+    )
+    usd_per_million_completion: float = runtime(
+        0.0, doc="price of a million completion tokens, to say the budget in money", ge=0
+    )
+    usd_per_million_prompt: float = runtime(
+        0.0, doc="price of a million prompt tokens, to say the budget in money", ge=0
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("completion_tokens", "prompt_tokens"):
+            if getattr(self, name) == 0:
+                raise ConfigError("0 buys nothing; give a positive cap, or -1 for none", name)
+        if (self.usd_per_million_completion or self.usd_per_million_prompt) and not self.active:
+            raise ConfigError(
+                "a price without a cap: set generate.budget.completion_tokens or prompt_tokens",
+                "usd_per_million_completion",
+            )
+
+    @property
+    def active(self) -> bool:
+        return self.completion_tokens > 0 or self.prompt_tokens > 0
+
+
+@dataclass(frozen=True)
 class GenerateConfig:
     n: int = knob(4, doc="samples per question and teacher (strategy adaptive: per round)", ge=1)
     strategy: Literal["fixed", "adaptive"] = knob(
@@ -71,6 +105,11 @@ class GenerateConfig:
         900.0, doc="per call, queueing in the server included; a full CPU batch answers late", gt=0
     )
     fsync_every: int = runtime(32, doc="records appended between fsyncs", ge=1)
+    budget: BudgetConfig = runtime(
+        factory=BudgetConfig,
+        doc="a cap on the run's teacher tokens: calls that could cross it are not sent and "
+        "generate stops with exit code 3, keeping everything asked",
+    )
     logprobs: int = knob(
         0,
         doc="soft labels: keep the teacher's top-k logprobs for every completion token (k; "

@@ -34,9 +34,11 @@ from typing import Any
 
 from pipeline.ask import settings_from
 from pipeline.asklog import Asked, RecordLog, ask_into_log, failed
+from pipeline.budget import Budget
 from pipeline.cache import StageLock
 from pipeline.calls import Completion, Failure, ServeError
 from pipeline.config import Config, semantic
+from pipeline.errors import BudgetReached
 from pipeline.models import teacher_identity, teacher_key_config
 from pipeline.prompts import template_bytes
 from pipeline.reasoning import Convention
@@ -201,6 +203,7 @@ def _ask_all(
     announce(cfg, plans, questions, have)
     convention = Convention.of(cfg.lead_teacher())
     got = Generated()
+    budget = Budget.of(cfg.generate.budget, have.values()) if cfg.generate.budget.active else None
     shared = Tally(convention)
     cascade = cfg.generate.combine == "cascade"
     for plan in plans:
@@ -208,14 +211,32 @@ def _ask_all(
         rounds = teacher_rounds(cfg, plan, sent, have, shared if cascade else Tally(convention))
         first = rounds.next()
         if first:
-            asked = _ask_teacher(cfg, plan, rounds, first, log, out, store)
+            asked = _ask_teacher(cfg, plan, rounds, first, log, out, store, budget)
             got.new.update(asked.new)
             got.failures += asked.failures
             got.asked = merge_asked(got.asked, asked_stats(asked))
         got.done.append(rounds)
-        if got.failures:
+        if got.failures or (budget and budget.held):
             break  # a question that failed here must not be passed on as unsolved
+    if budget and budget.held and not got.failures:
+        raise budget_reached(cfg, budget, len(got.new), log.path)
     return got
+
+
+def budget_reached(cfg: Config, budget: Budget, new: int, pool: Path) -> BudgetReached:
+    """The one line for a run its budget stopped: what was spent, what was left unasked."""
+    b = cfg.generate.budget
+    spent = [f"{budget.completion:,} completion" + (f" of {b.completion_tokens:,}"
+             if b.completion_tokens > 0 else ""), f"{budget.prompt:,} prompt"
+             + (f" of {b.prompt_tokens:,}" if b.prompt_tokens > 0 else "")]  # fmt: skip
+    usd = (budget.completion * b.usd_per_million_completion
+           + budget.prompt * b.usd_per_million_prompt) / 1e6  # fmt: skip
+    money = f" (${usd:,.2f})" if usd else ""
+    return BudgetReached(
+        f"generate.budget reached: at most {' and '.join(spent)} tokens{money} spent or "
+        f"committed; {new} new samples asked and kept in {pool}, {budget.held} not asked; "
+        "raise generate.budget to continue where this stopped"
+    )
 
 
 def _write_errors(path: Path, failures: list[Failure]) -> None:
@@ -273,6 +294,7 @@ def _ask_teacher(
     log: RecordLog,
     out: Path,
     store: Store | None = None,
+    budget: Budget | None = None,
 ) -> Asked:
     """Ask one teacher for the missing samples of its first round, then of each next round
     (one model start for all): each is appended to the pool as it arrives, its soft labels
@@ -302,6 +324,7 @@ def _ask_teacher(
         out / "logs",
         more=lambda: calls(rounds.next(), g.samples_per_call),
         desc="teacher" if lone else plan.label,
+        admit=budget.admit if budget else None,
     )
 
 

@@ -477,6 +477,32 @@ def test_retry_after_is_waited_out_before_the_next_request(
     assert st["samples"] == st["requested"] and st["retries"] == 2
 
 
+@pytest.mark.slow
+def test_a_budget_stops_cleanly_and_a_higher_one_finishes(
+    servers: list[ManagedServer], tiny_model: Path, tmp_path: Path
+) -> None:
+    """10 questions x 2 samples of at most 32 tokens: a cap of 200 completion tokens pays for
+    3 calls (64 each, at most), so generate stops after them with exit code 3 and keeps them;
+    without the cap the rerun asks exactly for the 14 samples still missing."""
+    ov = overrides(tmp_path, tiny_model, "budget", *external(servers[0].url))
+    p = distill("generate", [*ov, "generate.budget.completion_tokens=200",
+                             "generate.budget.usd_per_million_completion=15"])  # fmt: skip
+    assert p.returncode == 3, p.stderr[-2000:]
+    line = [x for x in p.stderr.splitlines() if x.startswith("stopped:")]
+    assert len(line) == 1 and "generate.budget reached" in line[0] and "of 200" in line[0]
+    assert "6 new samples asked" in line[0] and "14 not asked" in line[0] and "$" in line[0]
+    assert "Traceback" not in p.stderr
+    assert not (stage_dir(ov) / "manifest.json").exists()  # not done: nothing passes for it
+    pool = [json.loads(x) for x in (tmp_path / "runs" / "budget" / "generate" / "pool.jsonl")
+            .read_text().splitlines()]  # fmt: skip
+    assert len(pool) == 6 and sum(r["usage"]["completion_tokens"] for r in pool) <= 200
+    ok(distill("generate", ov))
+    st = manifest(ov)["stats"]
+    assert st["requested"] == 14 and st["samples"] == 20
+    rows = samples(ov)
+    assert len({r["id"] for r in rows}) == 20 and {r["id"] for r in pool} <= {r["id"] for r in rows}
+
+
 def test_malformed_task_jsonl_names_file_and_line(tiny_model: Path, tmp_path: Path) -> None:
     data = tmp_path / "qs.jsonl"
     data.write_text(
