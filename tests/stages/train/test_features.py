@@ -89,7 +89,7 @@ def test_each_term_equals_its_definition_by_hand(tiny_model, wide, tmp_path, fil
         sq = [float((sa[b, p, k] - ta[b, p, k]) ** 2) for b, p in pos
               for k in range(mask.shape[1]) if mask[b, k]]  # fmt: skip
         per_pair.append(sum(sq) / len(sq))
-    assert abs(float(terms["attention"]) - sum(per_pair) / len(per_pair)) < 1e-6
+    assert abs(float(terms["attention"].detach()) - sum(per_pair) / len(per_pair)) < 1e-6
 
     # relations: RKD distance + 2 * angle over the samples' mean last hidden states
     def rep(h: torch.Tensor) -> list[torch.Tensor]:
@@ -117,7 +117,7 @@ def test_each_term_equals_its_definition_by_hand(tiny_model, wide, tmp_path, fil
 
     cs, ct = cosines(xs), cosines(ys)
     angle = sum(_smooth_l1(cs[k], ct[k]) for k in cs) / len(cs)
-    assert abs(float(terms["relation"]) - (dist + 2 * angle)) < 1e-4
+    assert abs(float(terms["relation"].detach()) - (dist + 2 * angle)) < 1e-4
 
 
 def test_one_teacher_fused_is_itself_and_two_are_a_mixture() -> None:
