@@ -3,7 +3,7 @@
 What the run has spent is what its pool holds (every sample's usage, whichever key asked for
 it), so a rerun with a higher cap continues where the last one stopped. A call is admitted
 only if the spend plus the most that every admitted call may cost (its prompt plus max_tokens
-for each sample: pipeline/ratelimit.py's `expected_tokens`) stays within each cap; the first
+for each sample; pipeline/ratelimit.py estimates the prompt) stays within each cap; the first
 call that could cross it closes the budget, so the run stops at a sample boundary, in plan
 order, and never spends past the cap. generate then ends with BudgetReached (exit code 3).
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pipeline.calls import Request
 from pipeline.config.generate import BudgetConfig
-from pipeline.ratelimit import expected_tokens
+from pipeline.ratelimit import prompt_tokens
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Budget:
         out = []
         for r in reqs:
             # as the pool records it: a call's prompt with each of its samples
-            prompt = expected_tokens(r.messages, r.prompt_ids, {}, r.n) * max(1, r.n)
+            prompt = prompt_tokens(r.messages, r.prompt_ids) * max(1, r.n)
             completion = int(r.sampling.get("max_tokens") or 0) * max(1, r.n)
             over = (0 < self.completion_cap < self.completion + completion) or (
                 0 < self.prompt_cap < self.prompt + prompt

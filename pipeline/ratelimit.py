@@ -42,15 +42,19 @@ def retry_after_seconds(value: str | None, now_epoch: float | None = None) -> fl
     return max(0.0, seconds)
 
 
+def prompt_tokens(messages: list[dict] | None, prompt_ids: list[int] | None) -> int:
+    """A call's prompt in tokens before it is sent: its ids, or about 4 characters a token of
+    its messages."""
+    if prompt_ids is not None:
+        return len(prompt_ids)
+    return math.ceil(sum(len(str(m.get("content") or "")) for m in messages or []) / 4)
+
+
 def expected_tokens(messages: list[dict] | None, prompt_ids: list[int] | None, sampling: dict,
                     n: int) -> int:  # fmt: skip
-    """What a call may cost in tokens before it is sent: its prompt (the ids, or about 4
-    characters a token of its messages) plus max_tokens for each of its n samples."""
-    if prompt_ids is not None:
-        prompt = len(prompt_ids)
-    else:
-        prompt = math.ceil(sum(len(str(m.get("content") or "")) for m in messages or []) / 4)
-    return prompt + int(sampling.get("max_tokens") or 0) * max(1, n)
+    """What a call may cost in tokens before it is sent: its prompt plus max_tokens for each
+    of its n samples."""
+    return prompt_tokens(messages, prompt_ids) + int(sampling.get("max_tokens") or 0) * max(1, n)
 
 
 @dataclass

@@ -103,11 +103,12 @@ def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, 
     k = cfg.eval.draft_k
     tok = AutoTokenizer.from_pretrained(t_dir)
     todo = drafts(cfg, tok, rows, [m.label for m in able])
+    by_label = {m.label: [d for d in todo if d.label == m.label] for m in able}
     t_identity = next((m.identity for m in muts if m.label == "teacher"), str(t_dir))
     scorers = [(teacher_spec(cfg, teacher, "teacher", max_logprobs=k), t_identity, todo)]
     for m in able:
         spec = dataclasses.replace(m.spec, max_logprobs=k)  # as eval served it, with its top k
-        scorers.append((spec, m.identity, [d for d in todo if d.label == m.label]))
+        scorers.append((spec, m.identity, by_label[m.label]))
     path = out / DRAFT_SCORES
     with RecordLog.open(path, check_score, "draft scores", fsync_every=16) as log:
         for spec, identity, mine in scorers:
@@ -127,11 +128,12 @@ def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, 
                                  unit="answer", desc=f"draft scores: {spec.label}")  # fmt: skip
             if asked.failures:
                 raise failed("draft scores", asked.failures, len(asked.new), path)
+        vocab = _vocab_size(t_dir, tok)
         for m in able:
-            mine = [d for d in todo if d.label == m.label]
+            mine = by_label[m.label]
             t_rows = [log.rows[score_id("teacher", t_identity, d, k)] for d in mine]
             s_rows = [log.rows[score_id(m.label, m.identity, d, k)] for d in mine]
-            result[m.label] = _summed(t_rows, s_rows, cfg, _vocab_size(t_dir, tok))
+            result[m.label] = _summed(t_rows, s_rows, cfg, vocab)
     return result
 
 

@@ -189,8 +189,9 @@ def check_pair(cfg: Any) -> list[tuple[int, int]]:
 
     source = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
     dirs = teacher_dirs(cfg)
+    vocab = vocab_hash(source)
     for t_dir in dirs:
-        if vocab_hash(t_dir) != vocab_hash(source):
+        if vocab_hash(t_dir) != vocab:
             raise UserError(
                 f"train.objective features: the teacher {t_dir} and the student {source} have "
                 "different vocabularies; the logit, hidden and attention terms compare them "
