@@ -1,9 +1,12 @@
-"""Two train settings on the same cached dataset, over training seeds: held-out accuracy, mean,
-spread and the paired McNemar test per seed.
+"""Two or more train settings on the same cached dataset, over training seeds: held-out
+accuracy, mean, spread and the paired McNemar test per seed of each arm against the first.
 
     .venv/bin/python benchmarks/settings_experiment.py --config default \\
         --a train.learning_rate=1e-4 train.epochs=1 train.select=last \\
         --b train.learning_rate=1e-4 train.epochs=2 train.select=best --seeds 42 7 13
+
+More arms: `--arm c overrides... --arm d overrides...` after --a and --b (the first word of
+each --arm is its name).
 
 For each seed, each arm is `distill eval` with `train.seed` set to it and `eval.models=[student]`:
 generate and filter run once (the configured teacher draws, so the dataset is the same for every
@@ -32,12 +35,13 @@ def main() -> None:
     p.add_argument("--config", default="default", help="a shipped config name, or a YAML path")
     p.add_argument("--a", nargs="+", required=True, help="arm a: config overrides")
     p.add_argument("--b", nargs="+", required=True, help="arm b: config overrides")
+    p.add_argument("--arm", nargs="+", action="append", default=[], help="NAME overrides...")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 13])
     args = p.parse_args()
     path = Path(args.config)
     config = path if path.suffix in (".yaml", ".yml") else shipped_config(args.config)
-    arms = {"a": args.a, "b": args.b}
-    got: dict[str, dict[int, dict[str, bool]]] = {"a": {}, "b": {}}
+    arms = {"a": args.a, "b": args.b, **{name: extra for name, *extra in args.arm}}
+    got: dict[str, dict[int, dict[str, bool]]] = {arm: {} for arm in arms}
     for seed in args.seeds:
         for arm, extra in arms.items():
             overrides = [*extra, f"train.seed={seed}", "eval.models=[student]"]
@@ -59,13 +63,17 @@ def main() -> None:
             f"sd {statistics.stdev(accs) if len(accs) > 1 else 0:.1f}, "
             f"range {min(accs):.1f}-{max(accs):.1f}; per seed {'; '.join(cells)}"
         )
-    tests = []
-    for seed in args.seeds:
-        a, b = got["a"][seed], got["b"][seed]
-        qs = sorted(a)
-        t = mcnemar_exact([b[q] for q in qs], [a[q] for q in qs])
-        tests.append(f"seed {seed}: {t['b10']} vs {t['b01']}, p = {t['p_value']:.2g}")
-    print(f"b vs a, exact McNemar (questions only b got right vs only a): {'; '.join(tests)}")
+    for arm in list(arms)[1:]:
+        tests = []
+        for seed in args.seeds:
+            a, b = got["a"][seed], got[arm][seed]
+            qs = sorted(a)
+            t = mcnemar_exact([b[q] for q in qs], [a[q] for q in qs])
+            tests.append(f"seed {seed}: {t['b10']} vs {t['b01']}, p = {t['p_value']:.2g}")
+        print(
+            f"{arm} vs a, exact McNemar (questions only {arm} got right vs only a): "
+            f"{'; '.join(tests)}"
+        )
 
 
 if __name__ == "__main__":
