@@ -55,3 +55,12 @@ class Budget:
             self.prompt += prompt
             out.append(r)
         return out
+
+
+def usd(section: BudgetConfig, prompt: int, completion: int) -> float | None:
+    """What `prompt` and `completion` tokens cost at generate.budget's prices; None unpriced."""
+    if not (section.usd_per_million_prompt or section.usd_per_million_completion):
+        return None
+    return (
+        prompt * section.usd_per_million_prompt + completion * section.usd_per_million_completion
+    ) / 1e6

@@ -120,6 +120,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     atomic_write_text(out / CARD, _card(cfg, report, sft, ctx, task, idents))
     traces = {"reasoning": report["reasoning"]} if "reasoning" in report else {}
     return {k: report[k] for k in ("input", "kept", "rejected", "reasons", "truncated_seen")} | {
+        "tokens": report["tokens"],
         "questions_with_kept": report["questions_with_kept"],
         "teachers": report["teachers"],
         "pass_rate": {k: v for k, v in report["pass_rate"].items() if k != "per_question"},
@@ -164,6 +165,10 @@ def _report(
         ][:100],
     }
     report["teachers"] = _teacher_report(rows, sft, rates)
+    kept_ids = {r["id"] for r in kept}
+    report["tokens"] = token_report(rows, kept_ids)
+    for t, v in report["teachers"].items():
+        v["tokens"] = token_report([r for r in rows if r.get("teacher", "") == t], kept_ids)
     report["pass_rate"] = _pass_rate_report(overall, rates)
     traces = _reasoning_report(rows, reasoning)
     if traces["with_trace"]:  # a teacher without traces gets the report it always had
@@ -216,6 +221,21 @@ def _teacher_report(
             "questions": len(mine),
             "questions_solved": sum(v[0] > 0 for v in mine),
         }
+    return out
+
+
+def token_report(rows: list[dict], kept: set[str]) -> dict[str, Any]:
+    """What the teacher's tokens bought: all of them, those spent on samples the filter dropped,
+    and the tokens per kept sample (what one training row cost, the dropped ones included)."""
+    n_kept = sum(r["id"] in kept for r in rows)
+    out: dict[str, Any] = {}
+    for part in ("prompt", "completion"):
+        spent = [(int((r.get("usage") or {}).get(f"{part}_tokens") or 0), r["id"] in kept)
+                 for r in rows]  # fmt: skip
+        total = sum(n for n, _ in spent)
+        out[part] = total
+        out[f"{part}_on_dropped"] = sum(n for n, k in spent if not k)
+        out[f"{part}_per_kept"] = round(total / n_kept, 1) if n_kept else None
     return out
 
 
@@ -284,6 +304,15 @@ def summary(stats: dict[str, Any], out: Path) -> str:
     for reason, c in (stats.get("reasons") or {}).items():
         lines.append(f"  dropped: {reason:<18} {c:>7,}  {100 * c / n:5.1f}%")
     lines.append(f"questions with a kept sample: {stats.get('questions_with_kept', 0):,}")
+    tok = stats.get("tokens")
+    if tok and tok["completion"]:
+        per = tok["completion_per_kept"]
+        lines.append(
+            f"teacher tokens: {tok['completion']:,} completion, "
+            f"{100 * tok['completion_on_dropped'] / tok['completion']:.1f}% of them on dropped "
+            f"samples; {per if per is not None else '-'} per kept sample "
+            f"(prompt: {tok['prompt']:,}, {tok['prompt_per_kept'] or '-'} per kept)"
+        )
     pr = stats.get("pass_rate") or {}
     if pr.get("mean") is not None:
         lines.append(

@@ -34,7 +34,7 @@ from typing import Any
 
 from pipeline.ask import settings_from
 from pipeline.asklog import Asked, RecordLog, ask_into_log, failed
-from pipeline.budget import Budget
+from pipeline.budget import Budget, usd
 from pipeline.cache import StageLock
 from pipeline.calls import Completion, Failure, ServeError
 from pipeline.config import Config, semantic
@@ -229,9 +229,8 @@ def budget_reached(cfg: Config, budget: Budget, new: int, pool: Path) -> BudgetR
     spent = [f"{budget.completion:,} completion" + (f" of {b.completion_tokens:,}"
              if b.completion_tokens > 0 else ""), f"{budget.prompt:,} prompt"
              + (f" of {b.prompt_tokens:,}" if b.prompt_tokens > 0 else "")]  # fmt: skip
-    usd = (budget.completion * b.usd_per_million_completion
-           + budget.prompt * b.usd_per_million_prompt) / 1e6  # fmt: skip
-    money = f" (${usd:,.2f})" if usd else ""
+    cost = usd(b, budget.prompt, budget.completion)
+    money = f" (${cost:,.2f})" if cost else ""
     return BudgetReached(
         f"generate.budget reached: at most {' and '.join(spent)} tokens{money} spent or "
         f"committed; {new} new samples asked and kept in {pool}, {budget.held} not asked; "

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.asklog import Asked
+from pipeline.budget import usd
 from pipeline.config import Config
 from stages.generate.strategy import Rounds, TeacherPlan, teacher_stats
 from stages.shared.layout import SAMPLES
@@ -30,14 +31,27 @@ def run_stats(
     new_tokens = sum(r["usage"]["completion_tokens"] for r in rows if r["id"] in new)
     gen_seconds = asked.pop("seconds", 0.0)
     teachers = {r.plan.label: teacher_stats(r, have, new) for r in done}
+    price = cfg.generate.budget
+    for t in teachers.values():
+        cost = usd(price, t["prompt_tokens"], t["completion_tokens"])
+        t |= {"usd": round(cost, 6)} if cost is not None else {}
+    prompt = sum(_prompt(r) for r in rows)
+    completion = sum(r["usage"]["completion_tokens"] for r in rows)
+    cost = usd(price, prompt, completion)
+    new_cost = usd(price, sum(_prompt(r) for r in rows if r["id"] in new), new_tokens)
     return {
         "questions": len({r["question_id"] for r in rows}),
         "samples": len(rows),
         "requested": len(new),
         "reused": len(rows) - len(new),
         **recovery,
-        "completion_tokens": sum(r["usage"]["completion_tokens"] for r in rows),
+        "prompt_tokens": prompt,
+        "new_prompt_tokens": sum(_prompt(r) for r in rows if r["id"] in new),
+        "completion_tokens": completion,
         "new_completion_tokens": new_tokens,
+        # at generate.budget's prices, when it names any: what the selection cost, and what
+        # this run paid for it (the rest was in the pool)
+        **({"usd": round(cost, 6), "new_usd": round(new_cost or 0, 6)} if cost is not None else {}),
         "generation_seconds": round(gen_seconds, 2),
         "tokens_per_second": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
         "truncation_rate": round(sum(r["finish_reason"] == "length" for r in rows) / len(rows), 4),
@@ -46,6 +60,10 @@ def run_stats(
         "questions_verified": len({q for r in done for q, c in r.tally.count.items() if c}),
         **asked,
     }
+
+
+def _prompt(row: dict) -> int:
+    return int(row["usage"].get("prompt_tokens") or 0)
 
 
 def announce(
@@ -106,18 +124,29 @@ def summary(stats: dict[str, Any], out: Path) -> str:
         f"questions          {stats.get('questions', 0):,}",
         f"samples            {stats.get('samples', 0):,} ({stats.get('requested', 0):,} "
         f"requested, {stats.get('reused', 0):,} reused)",
-        f"completion tokens  {stats.get('completion_tokens', 0):,}",
+        f"completion tokens  {stats.get('completion_tokens', 0):,} "
+        f"({stats.get('new_completion_tokens', 0):,} new)",
+        f"prompt tokens      {stats.get('prompt_tokens', 0):,} "
+        f"({stats.get('new_prompt_tokens', 0):,} new)",
         f"teacher tok/s      {f'{tps:,.0f}' if tps else '- (nothing generated)'}",
         f"truncation rate    {100 * stats.get('truncation_rate', 0):.1f}%",
     ]
+    if "usd" in stats:
+        lines.insert(
+            4,
+            f"cost               ${stats['usd']:,.4f} (${stats['new_usd']:,.4f} new), at "
+            "generate.budget's prices",
+        )
     many = stats.get("teachers") or {}
     if len(many) > 1 or stats.get("strategy") == "adaptive":
         for label, t in many.items():
             per = t["tokens_per_verified"]
+            money = f", ${t['usd']:,.4f}" if "usd" in t else ""
             lines.append(
                 f"teacher {label}: {t['questions_sent']:,} questions, {t['samples']:,} samples "
-                f"in {t['rounds']} round(s), {t['completion_tokens']:,} tokens, "
-                f"{t['verified']:,} verified ({per if per is not None else '-'} tokens each)"
+                f"in {t['rounds']} round(s), {t['completion_tokens']:,} completion and "
+                f"{t['prompt_tokens']:,} prompt tokens{money}, {t['verified']:,} verified "
+                f"({per if per is not None else '-'} completion tokens each)"
             )
         lines.append(f"questions with a verified sample: {stats.get('questions_verified', 0):,}")
     soft = stats.get("logprobs")

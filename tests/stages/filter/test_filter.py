@@ -356,7 +356,7 @@ def test_pass_rate_bounds_drop_too_easy_and_too_hard_questions(tmp_path: Path) -
                     "answer_type": "numeric",
                     "completion": text,
                     "finish_reason": "stop",
-                    "usage": {"completion_tokens": 5},
+                    "usage": {"prompt_tokens": 7, "completion_tokens": 5 + i},
                     "teacher": "t",
                 }
             )
@@ -364,9 +364,21 @@ def test_pass_rate_bounds_drop_too_easy_and_too_hard_questions(tmp_path: Path) -
     gen.mkdir()
     atomic_write_jsonl(gen / "samples.jsonl", rows)
     checks = "filter.checks=[format, correct, exact_dedup]"
-    for bounds, kept_q in (
-        ([], {easy.id, mid.id}),
-        (["filter.min_pass_rate=0.01", "filter.max_pass_rate=0.99"], {mid.id}),
+    # 6 samples of 7 prompt and 5 or 6 completion tokens (33 in all): the tokens each kept
+    # sample cost count the dropped ones' too
+    tokens = (
+        {"prompt": 42, "completion": 33, "prompt_on_dropped": 21, "completion_on_dropped": 17,
+         "prompt_per_kept": 14.0, "completion_per_kept": 11.0},
+        {"prompt": 42, "completion": 33, "prompt_on_dropped": 35, "completion_on_dropped": 28,
+         "prompt_per_kept": 42.0, "completion_per_kept": 33.0},
+    )  # fmt: skip
+    for (bounds, kept_q), spent in zip(
+        (
+            ([], {easy.id, mid.id}),
+            (["filter.min_pass_rate=0.01", "filter.max_pass_rate=0.99"], {mid.id}),
+        ),
+        tokens,
+        strict=True,
     ):
         out = tmp_path / f"out{len(bounds)}"
         out.mkdir()
@@ -388,6 +400,11 @@ def test_pass_rate_bounds_drop_too_easy_and_too_hard_questions(tmp_path: Path) -
             "kept": len(kept),
             "questions": 3,
             "questions_solved": 2,
+            "tokens": spent,
         }
+        assert report["tokens"] == stats["tokens"] == spent
+        assert (
+            "51.5% of them on dropped samples; 11.0 per kept" in filt.summary(stats, out) or bounds
+        )
         if bounds:
             assert stats["reasons"]["too_easy"] == 2 and stats["reasons"]["too_hard"] == 2

@@ -496,9 +496,20 @@ def test_a_budget_stops_cleanly_and_a_higher_one_finishes(
     pool = [json.loads(x) for x in (tmp_path / "runs" / "budget" / "generate" / "pool.jsonl")
             .read_text().splitlines()]  # fmt: skip
     assert len(pool) == 6 and sum(r["usage"]["completion_tokens"] for r in pool) <= 200
-    ok(distill("generate", ov))
+    priced = ["generate.budget.completion_tokens=100000", "generate.budget.usd_per_million_prompt=2",
+              "generate.budget.usd_per_million_completion=15"]  # fmt: skip
+    p = ok(distill("generate", [*ov, *priced]))
     st = manifest(ov)["stats"]
     assert st["requested"] == 14 and st["samples"] == 20
+    # counted as it goes: prompt and completion tokens, and the cost at the budget's prices,
+    # for the selection and for what this run asked (the pool had the first 6)
+    spent = [sum(r["usage"][f"{k}_tokens"] for r in samples(ov)) for k in ("prompt", "completion")]
+    assert [st["prompt_tokens"], st["completion_tokens"]] == spent and spent[0] > 0
+    assert st["usd"] == round((2 * spent[0] + 15 * spent[1]) / 1e6, 6)
+    assert 0 < st["new_usd"] < st["usd"] and st["new_prompt_tokens"] < st["prompt_tokens"]
+    (t,) = st["teachers"].values()
+    assert (t["prompt_tokens"], t["completion_tokens"], t["usd"]) == (*spent, st["usd"])
+    assert f"prompt tokens      {spent[0]:,}" in p.stdout and "cost               $" in p.stdout
     rows = samples(ov)
     assert len({r["id"] for r in rows}) == 20 and {r["id"] for r in pool} <= {r["id"] for r in rows}
 
