@@ -1,4 +1,5 @@
-"""`distill`: one subcommand per stage, plus `run`, `status`, `config` and `export`.
+"""`distill`: one subcommand per stage, plus `run`, `status`, `config`, `plan`, `export` and
+`slurm`.
 
 Only argparse, yaml and the config dataclasses are imported here: `distill --help` stays fast
 and never imports torch or vLLM. Stage code is imported when a stage actually runs.
@@ -20,6 +21,9 @@ COMMANDS_HELP = {
     "run": "generate -> filter -> train -> eval, skipping what is cached",
     "status": "show every stage of a run: complete / partial / corrupt / missing / stale",
     "config": "print every config field: type, default, value, whether it is in a key, doc",
+    "plan": "what generate will ask and cost, before it asks: samples, expected prompt and "
+    "completion tokens and cost per teacher, from the pool or a pilot (--pilot questions, "
+    "asked and kept in the pool)",
     "export": "copy the run's dataset (parquet + card) and student (+ card) to --to DIR",
     "slurm": "write (--submit: submit) sbatch scripts: generate as a Slurm job array of "
     "shards then the merge, or train across nodes",
@@ -64,14 +68,17 @@ def _parser() -> argparse.ArgumentParser:
             )
         if name == "export":
             _export_options(p)
-        if name not in ("config", "export", "slurm"):
+        if name == "plan":
+            p.add_argument("--pilot", type=int, default=10, metavar="N", help="questions "
+                           "to ask per teacher when the pool holds fewer (0: never ask)")  # fmt: skip
+        if name not in ("config", "export", "slurm", "plan"):
             p.add_argument(
                 "--verify",
                 action="store_true",
                 help="also compare every output's sha256 with its manifest"
                 + ("" if name == "status" else " (a stage whose files differ is rebuilt)"),
             )
-        if name not in ("status", "config", "export", "slurm"):
+        if name not in ("status", "config", "export", "slurm", "plan"):
             p.add_argument(
                 "--force", action="store_true", help=f"rerun {name} even if it is cached"
             )
@@ -185,6 +192,13 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.command == "slurm":
         return _slurm(cfg, args)
+    if args.command == "plan":
+        from pipeline.runner import cost_plan
+
+        if args.pilot < 0:
+            raise UserError(f"--pilot {args.pilot}: give 0 or more questions")
+        print(cost_plan(cfg, args.pilot))
+        return 0
     if args.command == "generate":
         from pipeline.runner import run_shard
 

@@ -262,6 +262,16 @@ def run_shard(cfg: Config, name: str, flag: str | None) -> dict[str, Any] | None
     return run(cfg, p.dir, which)
 
 
+def cost_plan(cfg: Config, pilot: int) -> str:
+    """`distill plan`: generate's `cost_plan` hook, holding the pool's lock (a pilot appends)."""
+    p = plan(cfg, "generate")["generate"]
+    mod = stage_module("generate")
+    with contextlib.ExitStack() as held:
+        for path in hook(mod, "locks")(cfg, p.dir):
+            held.enter_context(StageLock(path))
+        return hook(mod, "cost_plan")(cfg, p.dir, pilot)
+
+
 def _follow(cfg: Config, target: str, on_result: Any = None) -> StageResult:
     """This machine joins another's run of `target` (train on machine rank > 0): its inputs
     must be complete already (it runs none of them), and it takes no lock and writes no

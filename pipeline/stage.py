@@ -150,6 +150,7 @@ OPTIONAL: dict[str, Any] = {
     "shard": None,
     "follows": _runs_itself,
     "follow": None,
+    "cost_plan": None,  # `distill plan`: generate's alone
 }
 
 

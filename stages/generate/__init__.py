@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from pipeline.reasoning import Convention
 from pipeline.records import DataError, atomic_write_jsonl, read_jsonl_tolerant
 from pipeline.stage import KeyParts, RunContext
 from pipeline.tasks import load_task
+from stages.generate.plan import estimate, pilot_samples, render
 from stages.generate.report import (
     announce,
     asked_stats,
@@ -211,7 +212,8 @@ def _ask_all(
         rounds = teacher_rounds(cfg, plan, sent, have, shared if cascade else Tally(convention))
         first = rounds.next()
         if first:
-            asked = _ask_teacher(cfg, plan, rounds, first, log, out, store, budget)
+            more = rounds.next
+            asked = _ask_teacher(cfg, plan, first, log, out / "logs", store, budget, more)
             got.new.update(asked.new)
             got.failures += asked.failures
             got.asked = merge_asked(got.asked, asked_stats(asked))
@@ -230,7 +232,7 @@ def budget_reached(cfg: Config, budget: Budget, new: int, pool: Path) -> BudgetR
              if b.completion_tokens > 0 else ""), f"{budget.prompt:,} prompt"
              + (f" of {b.prompt_tokens:,}" if b.prompt_tokens > 0 else "")]  # fmt: skip
     cost = usd(b, budget.prompt, budget.completion)
-    money = f" (${cost:,.2f})" if cost else ""
+    money = f" (${cost:,.2f})" if cost and cost >= 1 else f" (${cost:.4f})" if cost else ""
     return BudgetReached(
         f"generate.budget reached: at most {' and '.join(spent)} tokens{money} spent or "
         f"committed; {new} new samples asked and kept in {pool}, {budget.held} not asked; "
@@ -288,16 +290,16 @@ def _soft_label_meta(cfg: Config) -> Meta:
 def _ask_teacher(
     cfg: Config,
     plan: TeacherPlan,
-    rounds: Rounds,
     first: list[Planned],
     log: RecordLog,
-    out: Path,
+    log_dir: Path,
     store: Store | None = None,
     budget: Budget | None = None,
+    more: Callable[[], list[Planned]] | None = None,
 ) -> Asked:
     """Ask one teacher for the missing samples of its first round, then of each next round
-    (one model start for all): each is appended to the pool as it arrives, its soft labels
-    (with a store) to the store first."""
+    `more` gives (one model start for all): each is appended to the pool as it arrives, its
+    soft labels (with a store) to the store first."""
     g = cfg.generate
     meta = _soft_label_meta(cfg) if store else None
     by_id = {p.request.id: p for ps in plan.samples.values() for p in ps}
@@ -320,8 +322,8 @@ def _ask_teacher(
         log,
         row,
         settings_from(g),
-        out / "logs",
-        more=lambda: calls(rounds.next(), g.samples_per_call),
+        log_dir,
+        more=(lambda: calls(more(), g.samples_per_call)) if more else None,
         desc="teacher" if lone else plan.label,
         admit=budget.admit if budget else None,
     )
@@ -337,6 +339,34 @@ def soft_labels(c: Completion, k: int) -> TokenLogprobs:
             "endpoint allow top_logprobs (vLLM: --max-logprobs)?"
         )
     return TokenLogprobs.from_lists(got, k)
+
+
+def cost_plan(cfg: Config, out: Path, pilot: int) -> str:
+    """`distill plan` (stages/generate/plan.py): ask each teacher for the pilot's samples the
+    pool lacks, then estimate the run from the pool; the runner holds the pool lock. Nothing
+    goes in the key dir: the plan is not the stage."""
+    shared = shared_dir(out)
+    questions = [q.id for q in load_task(cfg.task).train]
+    plans = teacher_plans(cfg)
+    shards = {r["id"]: r for _, path in shard_pools(shared)
+              for r in read_jsonl_tolerant(path, check_sample).rows}  # fmt: skip
+    piloted = 0
+    with _opened(cfg, shared / POOL, shared / POOL_STORE) as (log, store):
+        budget = (
+            Budget.of(cfg.generate.budget, log.rows.values())
+            if cfg.generate.budget.active
+            else None
+        )
+        for tp in plans:
+            want = pilot_samples(cfg, tp, questions, shards | log.rows, pilot)
+            if want:
+                got = _ask_teacher(cfg, tp, want, log, shared / "plan-logs", store, budget)
+                if got.failures:
+                    raise failed("pilot samples", got.failures, len(got.new), log.path, "")
+                piloted += len(got.new)
+        have = shards | log.rows
+        estimates = [estimate(cfg, tp, questions, have) for tp in plans]
+    return render(cfg, estimates, len(questions), piloted)
 
 
 def progress(cfg: Config, out: Path) -> str:

@@ -514,6 +514,32 @@ def test_a_budget_stops_cleanly_and_a_higher_one_finishes(
     assert len({r["id"] for r in rows}) == 20 and {r["id"] for r in pool} <= {r["id"] for r in rows}
 
 
+@pytest.mark.slow
+def test_plan_pilots_into_the_pool_and_generate_pays_only_the_rest(
+    servers: list[ManagedServer], tiny_model: Path, tmp_path: Path
+) -> None:
+    """`distill plan --pilot 3` asks the real teacher for the first round of 3 of the 10
+    questions (6 samples), keeps them in the pool and estimates the rest; generate then asks
+    only for the other 14, and a plan after it asks nothing and states what generate spent."""
+    ov = overrides(tmp_path, tiny_model, "plan", *external(servers[0].url))
+    p = ok(distill("plan", [*ov, "--pilot", "3"]))
+    assert "the pilot asked 6 samples now" in p.stdout
+    assert "20 samples, 6 in the pool, 14 to ask" in p.stdout and "expected completion" in p.stdout
+    pool = [json.loads(x) for x in (tmp_path / "runs" / "plan" / "generate" / "pool.jsonl")
+            .read_text().splitlines()]  # fmt: skip
+    assert len(pool) == 6 and len({r["question_id"] for r in pool}) == 3
+    assert not stage_dir(ov).exists()  # the plan is not the stage
+    ok(distill("generate", ov))
+    st = manifest(ov)["stats"]
+    assert st["requested"] == 14 and st["samples"] == 20
+    p = ok(distill("plan", [*ov, "--pilot", "3"]))
+    assert "pilot asked" not in p.stdout and "20 in the pool, 0 to ask" in p.stdout
+    assert f"expected completion tokens {st['completion_tokens']:,} (" in p.stdout
+    bad = distill("plan", [*ov, "--pilot", "-1"])
+    assert bad.returncode == 2 and error_lines(bad.stderr) == ["error: --pilot -1: give 0 or "
+                                                               "more questions"]  # fmt: skip
+
+
 def test_malformed_task_jsonl_names_file_and_line(tiny_model: Path, tmp_path: Path) -> None:
     data = tmp_path / "qs.jsonl"
     data.write_text(

@@ -1,0 +1,188 @@
+"""`distill plan`: what generate will ask each teacher for and what it will cost, before it asks.
+
+Per teacher, from the plan generate itself would follow (stages/generate/strategy.py):
+
+- samples: fixed, n per question; adaptive, a range from every question stopping after its
+  fewest rounds (each sample verified and distinct) to every question drawing max_samples; a
+  cascade's later teachers, from no question reaching them to every question at its worst;
+- held: the planned samples the pool (and the shards' pools) already holds, never asked again;
+- tokens: the held samples' own usage, plus for each sample still to ask the mean prompt and
+  completion tokens per sample of this teacher's held samples. The completion figure carries
+  two standard errors of the mean over questions (samples of one question are not
+  independent), with the share of those samples that verify.
+
+Where the pool holds samples of fewer than `pilot` of a teacher's questions, the pilot asks that
+teacher for the first round of `pilot` questions spread evenly through the train split: samples
+a fixed run asks for anyway (an adaptive or cascade run may not reach all of them), kept in
+the pool, so the run never pays for them twice. Nothing else is asked.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from pipeline.budget import usd
+from pipeline.config import Config
+from pipeline.reasoning import Convention
+from stages.generate.samples import Planned
+from stages.generate.strategy import TeacherPlan, cap
+from stages.shared.verify import verified
+
+
+def pilot_questions(questions: list[str], pilot: int) -> list[str]:
+    """`pilot` questions spread evenly through the list (all of them when it is shorter): a run
+    of the first ones would tell only about the start of a file that may be sorted."""
+    if pilot >= len(questions):
+        return list(questions)
+    return [questions[i * len(questions) // pilot] for i in range(pilot)]
+
+
+def pilot_samples(
+    cfg: Config, tp: TeacherPlan, questions: list[str], have: dict[str, dict], pilot: int
+) -> list[Planned]:
+    """The first round of the pilot's questions that the pool lacks; [] when the pool already
+    holds this teacher's samples of `pilot` questions or more."""
+    held_q = {p.question.id for ps in tp.samples.values() for p in ps[: cap(cfg)]
+              if p.request.id in have}  # fmt: skip
+    if len(held_q) >= min(pilot, len(questions)):
+        return []
+    first = [p for q in pilot_questions(questions, pilot) for p in tp.samples[q][: cfg.generate.n]]
+    return [p for p in first if p.request.id not in have]
+
+
+@dataclass
+class Estimate:
+    """One teacher's part of the plan; lo/hi are the strategy's best and worst case."""
+
+    label: str
+    samples: tuple[int, int]  # planned
+    held: tuple[int, int]  # of those, in the pool
+    prompt: tuple[float, float]  # expected tokens of the planned samples, held ones exact
+    completion: tuple[float, float]
+    completion_error: tuple[float, float]  # +- two standard errors, on the samples to ask
+    basis: int  # held samples the means come from
+    basis_questions: int
+    completion_per_sample: float  # their means
+    prompt_per_sample: float
+    verified_share: float | None  # of the basis samples
+
+
+def estimate(cfg: Config, tp: TeacherPlan, questions: list[str], have: dict[str, dict]) -> Estimate:
+    """Teacher `tp`'s planned samples, held and expected tokens (module doc)."""
+    g = cfg.generate
+    most = cap(cfg)
+    fewest = (
+        min(most, math.ceil(g.target_verified / g.n) * g.n) if g.strategy == "adaptive" else most
+    )
+    later = g.combine == "cascade" and tp.index > 0  # reached only by questions left short
+    per_q = {"lo": 0 if later else fewest, "hi": most}
+    basis = [have[p.request.id] for ps in tp.samples.values() for p in ps[:most]
+             if p.request.id in have]  # fmt: skip
+    by_q: dict[str, list[int]] = {}
+    for r in basis:
+        by_q.setdefault(r["question_id"], []).append(r["usage"]["completion_tokens"])
+    mean_c = statistics.fmean(x for xs in by_q.values() for x in xs) if basis else 0.0
+    mean_p = statistics.fmean(_prompt(r) for r in basis) if basis else 0.0
+    q_means = [statistics.fmean(xs) for xs in by_q.values()]
+    se = statistics.stdev(q_means) / math.sqrt(len(q_means)) if len(q_means) > 1 else math.inf
+    convention = Convention.of(tp.teacher)
+    out: dict[str, list[float]] = {
+        k: [] for k in ("samples", "held", "prompt", "completion", "err")
+    }
+    for case in ("lo", "hi"):
+        planned = [p for q in questions for p in tp.samples[q][: per_q[case]]]
+        held = [have[p.request.id] for p in planned if p.request.id in have]
+        ask = len(planned) - len(held)
+        out["samples"].append(len(planned))
+        out["held"].append(len(held))
+        out["prompt"].append(sum(_prompt(r) for r in held) + ask * mean_p)
+        out["completion"].append(sum(r["usage"]["completion_tokens"] for r in held) + ask * mean_c)
+        out["err"].append(2 * se * ask if ask else 0.0)
+    return Estimate(
+        tp.label,
+        *(_pair(out[k]) for k in ("samples", "held", "prompt", "completion", "err")),
+        basis=len(basis),
+        basis_questions=len(by_q),
+        completion_per_sample=mean_c,
+        prompt_per_sample=mean_p,
+        verified_share=sum(verified(r, convention) for r in basis) / len(basis) if basis else None,
+    )
+
+
+def _pair(xs: list[float]) -> tuple:
+    return xs[0], xs[1]
+
+
+def _prompt(row: dict) -> int:
+    return int(row["usage"].get("prompt_tokens") or 0)
+
+
+def render(cfg: Config, estimates: list[Estimate], questions: int, piloted: int) -> str:
+    """The plan as the console shows it; a range where the strategy leaves one."""
+    g = cfg.generate
+    how = (
+        f"adaptive (rounds of {g.n}, until {g.target_verified} verified or {g.max_samples})"
+        if g.strategy == "adaptive"
+        else f"fixed (n={g.n})"
+    )
+    lines = [
+        f"plan: {questions:,} questions, {how}"
+        + (f", teachers in {g.combine}" if len(estimates) > 1 else "")
+        + (f"; the pilot asked {piloted} samples now, kept in the pool" if piloted else "")
+    ]
+    totals = [[0.0, 0.0], [0.0, 0.0]]  # prompt, completion: lo, hi
+    known = True
+    for e in estimates:
+        ask = (e.samples[0] - e.held[0], e.samples[1] - e.held[1])
+        head = f"teacher {e.label}: {_span(e.samples)} samples, {_span(e.held)} in the pool, "
+        head += f"{_span(ask)} to ask"
+        if not e.basis:
+            known = False
+            lines.append(f"{head}; no estimate: the pool holds none of its samples (--pilot N)")
+            continue
+        share = e.verified_share or 0.0
+        lines.append(
+            f"{head}\n  expected completion tokens {_span(e.completion)}"
+            f" ({_error(e.completion_error)}), prompt tokens {_span(e.prompt)}"
+            f"\n  from {e.basis:,} samples of {e.basis_questions:,} questions in the pool: "
+            f"{e.completion_per_sample:,.1f} completion and {e.prompt_per_sample:,.1f} prompt "
+            f"tokens per sample, {100 * share:.0f}% verified"
+        )
+        for t, part in zip(totals, (e.prompt, e.completion), strict=True):
+            t[0] += part[0]
+            t[1] += part[1]
+    if known and len(estimates) > 1:
+        lines.append(
+            f"all teachers: completion tokens {_span(tuple(totals[1]))}, prompt tokens "
+            f"{_span(tuple(totals[0]))}"
+        )
+    b = g.budget
+    if known:
+        lo = usd(b, int(totals[0][0]), int(totals[1][0]))
+        hi = usd(b, int(totals[0][1]), int(totals[1][1]))
+        if lo is not None and hi is not None:
+            lines.append(f"cost at generate.budget's prices: {_span((lo, hi), '${:,.2f}')}")
+        if b.completion_tokens > 0:
+            lines.append(_fits("completion", b.completion_tokens, totals[1]))
+        if b.prompt_tokens > 0:
+            lines.append(_fits("prompt", b.prompt_tokens, totals[0]))
+    return "\n".join(lines)
+
+
+def _error(pair: tuple[float, float]) -> str:
+    if math.isinf(pair[1]):
+        return "spread unknown: the pool's samples are of one question"
+    return f"+- {_span(pair)} on those to ask"
+
+
+def _fits(part: str, cap_: int, span: list[float]) -> str:
+    worst = span[1]
+    verdict = "fits" if worst <= cap_ else "may stop at it" if span[0] <= cap_ else "stops at it"
+    return f"generate.budget.{part}_tokens {cap_:,}: the plan {verdict}"
+
+
+def _span(pair: tuple, fmt: str = "{:,.0f}") -> str:
+    lo, hi = pair
+    return fmt.format(lo) if round(lo) == round(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
