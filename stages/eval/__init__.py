@@ -95,6 +95,9 @@ def key_parts(cfg: Config) -> KeyParts:
             "teacher_template": template_bytes(cfg.lead_teacher().template),
             "student_template": template_bytes(cfg.student_template),
             "task_data": task.source_hash,
+            # 2: the draft estimate also scores the teacher's answers (the KL); draft off keeps
+            # the keys it had
+            **({"draft_version": 2} if cfg.eval.draft else {}),
         },
     )
 

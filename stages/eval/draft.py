@@ -84,6 +84,56 @@ def topk_acceptance(
     return out
 
 
+def topk_kl(
+    t_ids: np.ndarray, t_lp: np.ndarray, s_ids: np.ndarray, s_lp: np.ndarray
+) -> list[float]:
+    """Per position, a lower bound of KL(p || q) in nats, the teacher's p against the student's
+    q at T = 1, from each one's top k ([n, k] ids and logprobs; padding <= -1e4 counts for
+    nothing). Grouping the vocabulary into the teacher's top-k tokens, each alone, and the rest
+    as one block can only lower a KL (the log-sum inequality), and each term p log(p / q) falls
+    as q grows, so q is taken at an upper bound: its own value in the student's top k, else the
+    student's k-th (no token outside the top k is likelier); the rest block's q at most 1 minus
+    the student's mass on the teacher's top k. A student identical to its teacher gets 0."""
+    import numpy as np
+
+    if t_ids.shape[0] != s_ids.shape[0]:
+        raise ValueError(f"{t_ids.shape[0]} teacher positions for {s_ids.shape[0]} student ones")
+    out = []
+    for n in range(t_ids.shape[0]):
+        live = s_lp[n] > -1e4
+        q_of = {int(i): float(np.exp(lp)) for i, lp in zip(s_ids[n][live], s_lp[n][live],
+                strict=True)}  # fmt: skip
+        q_kth = min(q_of.values(), default=1.0)
+        total, p_top, q_top = 0.0, 0.0, 0.0
+        for i, lp in zip(t_ids[n], t_lp[n], strict=True):
+            if lp <= -1e4:
+                continue
+            p = float(np.exp(lp))
+            q = q_of.get(int(i))
+            q_top += q or 0.0
+            total += p * (lp - math.log(q if q is not None else q_kth))
+            p_top += p
+        rest_p, rest_q = max(0.0, 1.0 - p_top), max(0.0, 1.0 - q_top)
+        if rest_p > 1e-12:
+            total += rest_p * math.log(rest_p / max(rest_q, 1e-300))
+        out.append(max(total, 0.0))
+    return out
+
+
+def full_kl(t_logits: Any, s_logits: Any) -> list[float]:
+    """Per position, KL(p || q) in nats from full logits ([n, V] each): the exact value the
+    top-k bound is below (tests)."""
+    import numpy as np
+
+    t = np.asarray(t_logits, np.float64)
+    s = np.asarray(s_logits, np.float64)
+    lp = t - t.max(-1, keepdims=True)
+    lp -= np.log(np.exp(lp).sum(-1, keepdims=True))
+    lq = s - s.max(-1, keepdims=True)
+    lq -= np.log(np.exp(lq).sum(-1, keepdims=True))
+    return [float(x) for x in (np.exp(lp) * (lp - lq)).sum(-1)]
+
+
 def full_acceptance(t_logits: Any, s_logits: Any, temperature: float) -> list[float]:
     """Per position, sum_x min(p^T(x), q^T(x)) from full logits ([n, V] each): the exact value
     the top-k bound is below (tests; a caller holding both models)."""

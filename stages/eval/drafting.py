@@ -8,7 +8,9 @@ the student each score that one sequence (vLLM prompt log-probabilities through 
 serve-and-ask path: the teacher as teacher.serve says, the student as eval.serve says): at
 every answer position, the top eval.draft_k of each, given the same prefix. Greedy acceptance
 compares their top tokens; sampled acceptance at eval.draft_temperature is the top-k lower
-bound. Scores go to draft_scores.jsonl (append, fsync, keyed by model, question and the scored
+bound. Each student also scores the teacher's own held-out answers (when the teacher is in
+eval.models): the mean per-token KL(teacher || student) there, a top-k lower bound, says how
+close it writes to its teacher where the teacher wrote. Scores go to draft_scores.jsonl (append, fsync, keyed by model, question and the scored
 ids), so a rerun asks only what it lacks. A student with another tokenizer, or a teacher
 without local weights, is reported as not estimated, with why.
 """
@@ -27,7 +29,7 @@ from pipeline.config import Config
 from pipeline.prompts import fewshot_examples, teacher_messages
 from pipeline.records import canonical_json, schema_problem, sha256_text
 from pipeline.tasks import load_task
-from stages.eval.draft import greedy_acceptance, summary, topk_acceptance
+from stages.eval.draft import greedy_acceptance, summary, topk_acceptance, topk_kl
 from stages.shared.models import local_model, teacher_spec
 from stages.shared.softlabels import vocab_hash
 
@@ -102,13 +104,16 @@ def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, 
         return result
     k = cfg.eval.draft_k
     tok = AutoTokenizer.from_pretrained(t_dir)
-    todo = drafts(cfg, tok, rows, [m.label for m in able])
+    # the teacher's own answers too, when it was asked: each student scores them (the KL)
+    asked_teacher = any(m.label == "teacher" for m in muts)
+    todo = drafts(cfg, tok, rows, [m.label for m in able] + ["teacher"] * asked_teacher)
     by_label = {m.label: [d for d in todo if d.label == m.label] for m in able}
+    theirs = [d for d in todo if d.label == "teacher"]
     t_identity = next((m.identity for m in muts if m.label == "teacher"), str(t_dir))
     scorers = [(teacher_spec(cfg, teacher, "teacher", max_logprobs=k), t_identity, todo)]
     for m in able:
         spec = dataclasses.replace(m.spec, max_logprobs=k)  # as eval served it, with its top k
-        scorers.append((spec, m.identity, by_label[m.label]))
+        scorers.append((spec, m.identity, by_label[m.label] + theirs))
     path = out / DRAFT_SCORES
     with RecordLog.open(path, check_score, "draft scores", fsync_every=16) as log:
         for spec, identity, mine in scorers:
@@ -134,7 +139,31 @@ def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, 
             t_rows = [log.rows[score_id("teacher", t_identity, d, k)] for d in mine]
             s_rows = [log.rows[score_id(m.label, m.identity, d, k)] for d in mine]
             result[m.label] = _summed(t_rows, s_rows, cfg, vocab)
+            result[m.label]["kl_on_teacher_answers"] = (
+                _kl(
+                    [log.rows[score_id("teacher", t_identity, d, k)] for d in theirs],
+                    [log.rows[score_id(m.label, m.identity, d, k)] for d in theirs],
+                    k,
+                )
+                if theirs
+                else {"not_estimated": "the teacher is not in eval.models: no answers of its"}
+            )
     return result
+
+
+def _kl(t_rows: list[dict], s_rows: list[dict], k: int) -> dict[str, Any]:
+    """The mean per-token KL(teacher || student) on the teacher's held-out answers, from both
+    models' top k: a lower bound (stages/eval/draft.py, topk_kl)."""
+    per = [
+        x for t, s in zip(t_rows, s_rows, strict=True) for x in topk_kl(*_padded(t), *_padded(s))
+    ]
+    return {
+        "nats_per_token": round(sum(per) / len(per), 4) if per else None,
+        "positions": len(per),
+        "texts": len(t_rows),
+        "top_k": k,
+        "bound": "lower",
+    }
 
 
 def _summed(t_rows: list[dict], s_rows: list[dict], cfg: Config, vocab: int) -> dict[str, Any]:

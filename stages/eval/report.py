@@ -111,11 +111,18 @@ def draft_lines(metrics: dict[str, Any]) -> list[str]:
             return ", ".join(f"{per[n]:.2f} at {n}" for n in ("1", "4", "8") if n in per) or "none"
 
         acc = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        kl = d.get("kl_on_teacher_answers") or {}
+        kl_text = (
+            f"; KL(teacher || it) on the teacher's answers at least {kl['nats_per_token']:.3f} "
+            f"nats/token (top {kl['top_k']}, {kl['positions']} positions)"
+            if kl.get("nats_per_token") is not None
+            else ""
+        )
         lines.append(
             f"{label}: greedy acceptance {acc(g['acceptance'])} (tokens per step {steps(g)}); "
             f"sampled at T={s['temperature']} at least {acc(s['acceptance'])} (top "
             f"{s['top_k']} lower bound; {steps(s)}); {d['positions']} positions in "
-            f"{d['texts']} answers"
+            f"{d['texts']} answers{kl_text}"
         )
     return lines
 

@@ -12,10 +12,12 @@ import pytest
 from stages.eval.draft import (
     accepted_by_position,
     full_acceptance,
+    full_kl,
     greedy_acceptance,
     summary,
     tokens_per_step,
     topk_acceptance,
+    topk_kl,
 )
 
 
@@ -91,3 +93,21 @@ def test_the_bound_holds_on_real_tiny_models(tiny_model, tmp_path) -> None:
         assert all(lo <= f + 1e-9 for lo, f in zip(low, full, strict=True))
     exact = topk_acceptance(*_topk(t.numpy(), vocab), *_topk(s.numpy(), vocab), 1.0, vocab)
     assert exact == pytest.approx(full_acceptance(t.numpy(), s.numpy(), 1.0), abs=1e-9)
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 50])
+def test_the_topk_kl_is_a_lower_bound_zero_for_a_copy_and_exact_over_the_vocabulary(k: int) -> None:
+    """KL(teacher || student) per token on the teacher's text: from the top k of each, never
+    above the full value, 0 for a student identical to its teacher, the full value at k = V,
+    and well above 0 for a student far from it."""
+    rng = np.random.default_rng(100 + k)
+    t = rng.normal(size=(40, 50)) * rng.uniform(0.5, 4, size=(40, 1))
+    s = t + rng.normal(size=(40, 50)) * rng.uniform(0, 3, size=(40, 1))
+    full = full_kl(t, s)
+    low = topk_kl(*_topk(t, k), *_topk(s, k))
+    assert all(0 <= lo <= f + 1e-9 for lo, f in zip(low, full, strict=True))
+    assert topk_kl(*_topk(t, k), *_topk(t, k)) == pytest.approx([0.0] * 40, abs=1e-9)
+    if k == 50:
+        assert low == pytest.approx(full, abs=1e-9)
+    if k >= 3:
+        assert np.mean(low) > 0.1 * np.mean(full)  # not trivially 0

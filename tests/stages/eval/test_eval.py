@@ -218,8 +218,9 @@ def _last(rows: list[dict], k: int = 3) -> set[str]:
 @pytest.mark.slow
 def test_draft_estimate_end_to_end(tmp_path, tiny_model):
     """eval.draft on real vLLM: the base (the teacher's own weights, scored after the teacher's
-    prompt) is always accepted, tokens per step = draft length + 1; a student of another
-    vocabulary is not estimated, with why; a rerun asks for no score again."""
+    prompt) is always accepted, tokens per step = draft length + 1, and its KL to the teacher
+    on the teacher's answers is 0; a student of another vocabulary is not estimated, with why;
+    a rerun asks for no score again."""
     from tiny_model import build_tiny_model
 
     other = build_tiny_model(tmp_path / "other" / "model", vocab=400, seed=2)
@@ -236,9 +237,14 @@ def test_draft_estimate_end_to_end(tmp_path, tiny_model):
     assert base["greedy"]["acceptance"] == 1.0
     assert base["greedy"]["tokens_per_step"] == {str(g): g + 1.0 for g in range(1, 9)}
     assert 0 < base["sampled"]["acceptance"] <= 1 and base["sampled"]["bound"] == "lower"
+    kl = base["kl_on_teacher_answers"]  # the teacher's own weights: nothing between them
+    assert kl["nats_per_token"] == pytest.approx(0, abs=1e-3) and kl["bound"] == "lower"
+    assert kl["texts"] == 12 and kl["positions"] >= 12 * 8
     md = (out / "report.md").read_text()
     assert "base: greedy acceptance 100.0%" in md and "student: not estimated" in md
+    assert "KL(teacher || it) on the teacher's answers at least 0.0" in md
     scores = (out / "draft_scores.jsonl").read_text()
-    assert scores.count("\n") == 2 * 12  # the teacher and the base, each answer once
+    # the teacher and the base each score the base's answers and the teacher's, each once
+    assert scores.count("\n") == 4 * 12
     ev.run(cfg, RunContext.of(inputs, out))
     assert (out / "draft_scores.jsonl").read_text() == scores
