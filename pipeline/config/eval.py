@@ -52,6 +52,19 @@ class EvalConfig:
         1.0, doc="the sampling temperature the draft estimate's sampled acceptance is for", gt=0,
         le=10, key_when_set=True,
     )  # fmt: skip
+    identity: bool = knob(
+        False,
+        doc="ask every model the bundled identity probes (data/identity/probes.jsonl: who are "
+        "you, who made you..., plain and adversarial) and say whether each student's "
+        "self-description moved toward the teacher's or stayed with its base's",
+        key_when_set=True,
+    )
+    identity_names: list[str] = knob(
+        factory=list,
+        doc="names to look for in the identity answers besides the built-in model and maker "
+        "names (stages/eval/identity.py), e.g. your teacher's product name",
+        key_when_set=True,
+    )
     concurrency: int = runtime(
         512, doc="requests in flight per model (queued, for the offline engine)", ge=1
     )

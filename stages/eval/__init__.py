@@ -35,6 +35,7 @@ from pipeline.records import (
 from pipeline.stage import ExportContext, ExtraInput, KeyParts, RunContext
 from pipeline.tasks import load_task
 from stages.eval.drafting import estimate as estimate_drafts
+from stages.eval.identity import IDENTITY, identity_lines, judge, probe_questions
 from stages.eval.metrics import paired_mcnemar, same_answer, score_rows, summarize
 from stages.eval.predictions import (
     TRAINED_INPUT,
@@ -122,13 +123,17 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     out, inputs = ctx.out, ctx.inputs
     questions = load_task(cfg.task).eval  # never empty: load_task refuses an empty split
     muts = models_under_test(cfg, model_labels(cfg), inputs)
-    plan_requests(cfg, muts, questions)
-    rows, counts = _predictions(cfg, muts, out)
+    plan_requests(cfg, muts, questions, probe_questions() if cfg.eval.identity else [])
+    every, counts = _predictions(cfg, muts, out)
+    rows = [r for r in every if r["answer_type"] != IDENTITY]  # the graded ones
     score_rows(rows, Convention.of(cfg.lead_teacher()))
-    atomic_write_jsonl(out / PREDICTIONS, rows)
+    atomic_write_jsonl(out / PREDICTIONS, every)  # the probes' answers too, ungraded
     metrics = _metrics(cfg, [m.label for m in muts], rows, len(questions), muts)
     if cfg.eval.draft:
         metrics["draft"] = estimate_drafts(cfg, muts, rows, out)
+    if cfg.eval.identity:
+        probed = [r for r in every if r["answer_type"] == IDENTITY]
+        metrics["identity"] = judge(probed, cfg.eval.identity_names)
     atomic_write_json(out / METRICS, metrics)
     atomic_write_text(out / REPORT_MD, render_report(metrics))
     plot_accuracy(metrics, out / ACCURACY_PLOT)
@@ -138,7 +143,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     return {
         "questions": len(questions),
         "models": metrics["models"],
-        "predictions": len(rows),
+        "predictions": len(every),
         **counts,
         "generation_seconds": round(seconds, 2),
         "tokens_per_second": round(new_tokens / seconds, 1) if seconds else None,
@@ -245,5 +250,11 @@ def summary(stats: dict[str, Any], out: Path) -> str:
     lines = [f"eval: {metrics['task']}, {metrics['questions']} held-out questions"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(
-        [*lines, *mcnemar_lines(metrics), *trace_lines(metrics), *draft_lines(metrics)]
+        [
+            *lines,
+            *mcnemar_lines(metrics),
+            *trace_lines(metrics),
+            *draft_lines(metrics),
+            *(f"identity: {x}" for x in identity_lines(metrics)),
+        ]  # fmt: skip
     )

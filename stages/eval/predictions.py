@@ -9,6 +9,7 @@ weights, same rendered prompt, same sampling, so a new student does not re-ask t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,6 +33,7 @@ from pipeline.records import (
     sha256_text,
 )
 from pipeline.tasks import Question, load_task
+from stages.eval.identity import messages as probe_messages
 from stages.shared.layout import MODEL, PREDICTIONS
 from stages.shared.models import local_model, teacher_spec
 
@@ -111,8 +113,14 @@ def models_under_test(
     return out
 
 
-def plan_requests(cfg: Config, muts: list[ModelUnderTest], questions: list[Question]) -> None:
-    """Each model's requests: the teacher its own prompt, every student the zero-shot one."""
+def plan_requests(
+    cfg: Config,
+    muts: list[ModelUnderTest],
+    questions: list[Question],
+    probes: Sequence[Question] = (),
+) -> None:
+    """Each model's requests: the teacher its own prompt, every student the zero-shot one;
+    then the identity probes, to every model as a lone user message (stages/eval/identity.py)."""
     task = load_task(cfg.task)
     teacher = any(m.label == "teacher" for m in muts)
     shots = fewshot_examples(task, cfg.lead_teacher().fewshot) if teacher else []
@@ -127,6 +135,10 @@ def plan_requests(cfg: Config, muts: list[ModelUnderTest], questions: list[Quest
             budget = cfg.eval.trace_budget.get(m.label)
             own = {**sampling, "thinking_token_budget": budget} if budget else dict(sampling)
             m.requests.append((Request([f"{m.label}:{q.id}"], messages, own), q))
+        system = cfg.lead_teacher().system if m.label == "teacher" else ""
+        for q in probes:
+            m.requests.append((Request([f"{m.label}:{q.id}"], probe_messages(q, system),
+                                       dict(sampling)), q))  # fmt: skip
 
 
 def request_sha(identity: str, req: Request) -> str:

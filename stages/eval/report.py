@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from pipeline.config.eval import EvalModel
+from stages.eval.identity import identity_lines
 
 MODELS = get_args(EvalModel)  # the models eval knows, in the plot's colour order
 
@@ -92,6 +93,13 @@ def render_report(metrics: dict[str, Any]) -> str:
                   "prompt; expected tokens per teacher step by draft length, from the "
                   "acceptance of each run of draft positions):", ""]  # fmt: skip
         lines += [f"- {x}" for x in drafts]
+    idents = identity_lines(metrics)
+    if idents:
+        lines += ["", "Identity (the bundled probes; a name is the teacher's when the teacher "
+                  "says it in more answers than the base, and the reverse; a student whose "
+                  "answers with the teacher's names, less those with the base's, outnumber "
+                  "its base's moved toward the teacher):", ""]  # fmt: skip
+        lines += [f"- {x}" for x in idents]
     lines += ["", "![accuracy](accuracy.png)", ""]
     return "\n".join(lines)
 

@@ -220,11 +220,12 @@ def test_draft_estimate_end_to_end(tmp_path, tiny_model):
     """eval.draft on real vLLM: the base (the teacher's own weights, scored after the teacher's
     prompt) is always accepted, tokens per step = draft length + 1, and its KL to the teacher
     on the teacher's answers is 0; a student of another vocabulary is not estimated, with why;
-    a rerun asks for no score again."""
+    a rerun asks for no score again. With eval.identity every model also answers the bundled
+    probes, kept ungraded in predictions.jsonl and judged in the report."""
     from tiny_model import build_tiny_model
 
     other = build_tiny_model(tmp_path / "other" / "model", vocab=400, seed=2)
-    cfg = _cfg(tmp_path, tiny_model, "eval.draft=true", "eval.draft_k=3")
+    cfg = _cfg(tmp_path, tiny_model, "eval.draft=true", "eval.draft_k=3", "eval.identity=true")
     inputs = {"filter": tmp_path / "filter", "train": other.parent}
     inputs["filter"].mkdir()
     out = tmp_path / "runs" / "default" / "eval" / "bbbbbbbbbbbb"
@@ -246,5 +247,17 @@ def test_draft_estimate_end_to_end(tmp_path, tiny_model):
     scores = (out / "draft_scores.jsonl").read_text()
     # the teacher and the base each score the base's answers and the teacher's, each once
     assert scores.count("\n") == 4 * 12
+    # eval.identity: every model answered the 16 probes, kept in predictions.jsonl, not graded
+    metrics = json.loads((out / "metrics.json").read_text())
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    probed = [r for r in preds if r["answer_type"] == "identity"]
+    assert len(preds) == 3 * 12 + 3 * 16 and len(probed) == 3 * 16
+    assert all(r["messages"][-1]["role"] == "user" and r["completion"] for r in probed)
+    assert {m: v["n"] for m, v in metrics["per_model"].items()} == {"teacher": 12, "base": 12,
+                                                                     "student": 12}  # fmt: skip
+    ident = metrics["identity"]
+    assert set(ident["models"]) == {"teacher", "base", "student"} and ident["probes"] == 16
+    assert ident["models"]["student"]["verdict"]  # a verdict or why none, stated
+    assert "Identity (the bundled probes" in md
     ev.run(cfg, RunContext.of(inputs, out))
     assert (out / "draft_scores.jsonl").read_text() == scores
