@@ -151,23 +151,43 @@ def trace_lines(metrics: dict[str, Any]) -> list[str]:
 
 
 def plot_accuracy(metrics: dict[str, Any], path: Path) -> None:
+    """accuracy.png: accuracy with its interval per model; beside it, with eval.draft, each
+    estimated student's expected tokens per teacher step by draft length."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = _order(metrics)
+    drafts = {k: d for k, d in (metrics.get("draft") or {}).items() if "greedy" in d}
+    width = 1.6 * max(3, len(labels)) + 1
+    fig, axes = plt.subplots(1, 2 if drafts else 1, figsize=(width + 5.5 * bool(drafts), 4),
+                             dpi=100, squeeze=False)  # fmt: skip
+    _accuracy_panel(axes[0][0], metrics, labels)
+    if drafts:
+        _draft_panel(axes[0][1], drafts)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _color(label: str) -> str:
+    colors = ["#4c72b0", "#8c8c8c", "#55a868", "#c44e52", "#8172b2"]  # one per model
+    return colors[MODELS.index(label) % len(colors)] if label in MODELS else "#999"
+
+
+def _accuracy_panel(ax: Any, metrics: dict[str, Any], labels: list[str]) -> None:
     acc = [metrics["per_model"][k]["accuracy"] for k in labels]
     lo = [a - metrics["per_model"][k]["ci_low"] for k, a in zip(labels, acc, strict=True)]
     hi = [metrics["per_model"][k]["ci_high"] - a for k, a in zip(labels, acc, strict=True)]
-    fig, ax = plt.subplots(figsize=(1.6 * max(3, len(labels)) + 1, 4), dpi=100)
-    colors = ["#4c72b0", "#8c8c8c", "#55a868", "#c44e52"]
     bars = ax.bar(
         labels,
         [100 * a for a in acc],
         yerr=[[100 * x for x in lo], [100 * x for x in hi]],
         capsize=6,
-        color=[colors[MODELS.index(k) % len(colors)] if k in MODELS else "#999" for k in labels],
+        color=[_color(k) for k in labels],
     )
     for b, a, top in zip(bars, acc, hi, strict=True):
         ax.annotate(
@@ -182,11 +202,26 @@ def plot_accuracy(metrics: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, 105)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{metrics['task']}: {metrics['questions']} held-out questions (95% Wilson CI)")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+
+
+def _draft_panel(ax: Any, drafts: dict[str, Any]) -> None:
+    """Tokens per teacher step by draft length: greedy (exact) solid, sampled (a lower bound)
+    dashed, both estimated; the dotted line is a draft the teacher always accepts."""
+    longest = 1
+    for label, d in drafts.items():
+        for decoding, style in (("greedy", "-"), ("sampled", "--")):
+            per = d[decoding]["tokens_per_step"]
+            xs = sorted(int(g) for g in per)
+            if not xs:
+                continue
+            longest = max(longest, xs[-1])
+            ax.plot(xs, [per[str(g)] for g in xs], style, marker="o", ms=3, color=_color(label),
+                    label=f"{label}, {decoding}")  # fmt: skip
+    ax.plot([1, longest], [2, longest + 1], ":", color="#333", label="always accepted")
+    ax.set_xlabel("draft length")
+    ax.set_ylabel("expected tokens per teacher step")
+    ax.set_title("as the teacher's draft (estimated; sampled: lower bound)")
+    ax.legend(fontsize=8)
 
 
 def _splits(metrics: dict[str, Any]) -> str:

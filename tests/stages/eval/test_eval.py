@@ -125,6 +125,14 @@ def test_report_and_plot_from_metrics(tmp_path):
     write_up.plot_accuracy(metrics, png)
     assert png.read_bytes()[:8] == PNG_MAGIC
     assert not list(tmp_path.glob(".*tmp*"))
+    # with eval.draft: a second panel, tokens per teacher step by draft length, beside it
+    per = {"tokens_per_step": {str(g): 1 + 0.8 * g for g in range(1, 9)}}
+    metrics["draft"] = {"student": {"greedy": per, "sampled": per},
+                        "base": {"not_estimated": "its tokenizer is not the teacher's"}}  # fmt: skip
+    both = tmp_path / "both.png"
+    write_up.plot_accuracy(metrics, both)
+    width = lambda f: int.from_bytes(f.read_bytes()[16:20], "big")  # noqa: E731 - IHDR width
+    assert width(both) > width(png) + 400
 
 
 # --- slow: the real vLLM engine over the tiny model ------------------------------------------------------
