@@ -55,6 +55,9 @@ class ModelSpec:
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
     ray: RaySpec | None = None  # engine "ray": where its actors run
+    # vLLM's --speculative-config, as JSON (a draft model for this one); servers we start only:
+    # their /metrics counters say what the draft did (AskStats.spec_decode)
+    speculative: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class AskStats:
     retries: int = 0
     failovers: int = 0
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    spec_decode: dict[str, Any] | None = None  # a speculative spec's counters, summed
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"engine": self.engine}
@@ -179,7 +183,8 @@ def managed(spec: ModelSpec, name: str, log_dir: Path) -> Iterator[list[str]]:
             extra_args=list(spec.server_args)
             + (["--chat-template", spec.chat_template] if spec.chat_template else [])
             + _reasoning_args(spec)
-            + _logprobs_args(spec),
+            + _logprobs_args(spec)
+            + (["--speculative-config", spec.speculative] if spec.speculative else []),
             gpu_ids=spec.gpu_ids[i] if spec.gpu_ids else "",
             cpu_ids=cpus[i] if cpus else "",
             frontend_nice=spec.frontend_nice,
@@ -333,4 +338,6 @@ def _ask_servers(
                     into[k] = into.get(k, 0) + v if summed else v
             requests = more() if more is not None else []
         stats.seconds = clock.seconds()  # before the servers stop
+        if spec.speculative and not spec.urls:
+            stats.spec_decode = client.spec_decode_counts(urls)
     return stats

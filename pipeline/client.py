@@ -13,7 +13,9 @@ import asyncio
 import functools
 import json
 import random
+import re
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -340,3 +342,49 @@ def served_name(urls: list[str], api_key: str = "", who: str = "teacher") -> str
         if names:
             return names[0]
     raise ServeError("; ".join(errors) or f"no model served at the {who} endpoints; set its name")
+
+
+SPEC_COUNTERS = ("num_drafts", "num_draft_tokens", "num_accepted_tokens")
+_SPEC_LINE = re.compile(
+    r"^vllm:spec_decode_(num_drafts|num_draft_tokens|num_accepted_tokens|"
+    r"num_accepted_tokens_per_pos)_total\{([^}]*)\}\s+([0-9.eE+-]+)\s*$"
+)
+
+
+def parse_spec_decode(text: str) -> dict[str, Any]:
+    """vLLM's speculative-decoding counters from its Prometheus text (/metrics), summed over
+    engines: drafts, draft tokens, accepted tokens, and accepted tokens by draft position."""
+    out: dict[str, Any] = {k: 0 for k in SPEC_COUNTERS} | {"accepted_per_position": {}}
+    for line in text.splitlines():
+        m = _SPEC_LINE.match(line)
+        if not m:
+            continue
+        name, labels, value = m.groups()
+        if name == "num_accepted_tokens_per_pos":
+            pos = re.search(r'position="(\d+)"', labels)
+            if pos:
+                by = out["accepted_per_position"]
+                by[int(pos.group(1))] = by.get(int(pos.group(1)), 0) + int(float(value))
+        else:
+            out[name] += int(float(value))
+    return out
+
+
+def spec_decode_counts(urls: list[str]) -> dict[str, Any]:
+    """The speculative-decoding counters of the servers at `urls` (ours: no key), summed. The
+    engine reports them a moment after the last step, so they are read until they hold still."""
+    total: dict[str, Any] = {}
+    for _ in range(20):
+        got = [parse_spec_decode(httpx.get(u.removesuffix("/v1") + "/metrics", timeout=10).text)
+               for u in urls]  # fmt: skip
+        now = {k: sum(g[k] for g in got) for k in SPEC_COUNTERS}
+        pos: dict[int, int] = {}
+        for g in got:
+            for i, n in g["accepted_per_position"].items():
+                pos[i] = pos.get(i, 0) + n
+        now["accepted_per_position"] = dict(sorted(pos.items()))
+        if now == total:
+            break
+        total = now
+        time.sleep(0.5)
+    return total

@@ -52,6 +52,20 @@ class EvalConfig:
         1.0, doc="the sampling temperature the draft estimate's sampled acceptance is for", gt=0,
         le=10, key_when_set=True,
     )  # fmt: skip
+    speculative: bool = knob(
+        False,
+        doc="measure each student sharing the teacher's tokenizer as its draft: vLLM serves the "
+        "teacher with the student as draft model; its counters (acceptance by position) and "
+        "the wall-clock speed-up against the teacher alone",
+        key_when_set=True,
+    )
+    speculative_k: int = knob(
+        4, doc="draft tokens per step for eval.speculative", ge=1, le=8, key_when_set=True
+    )
+    speculative_questions: int = knob(
+        100, doc="held-out questions eval.speculative asks (the first ones; 0 = all)", ge=0,
+        key_when_set=True,
+    )  # fmt: skip
     identity: bool = knob(
         False,
         doc="ask every model the bundled identity probes (data/identity/probes.jsonl: who are "

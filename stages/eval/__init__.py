@@ -52,9 +52,11 @@ from stages.eval.report import (
     mcnemar_lines,
     plot_accuracy,
     render_report,
+    speculative_lines,
     table_rows,
     trace_lines,
 )
+from stages.eval.speculative import measure as measure_drafts
 from stages.shared.cards import parse, render, with_metrics
 from stages.shared.layout import ACCURACY_PLOT, CARD, CARDS, METRICS, MODEL, PREDICTIONS, REPORT_MD
 
@@ -131,6 +133,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     metrics = _metrics(cfg, [m.label for m in muts], rows, len(questions), muts)
     if cfg.eval.draft:
         metrics["draft"] = estimate_drafts(cfg, muts, rows, out)
+    if cfg.eval.speculative:
+        metrics["speculative"] = measure_drafts(cfg, muts, out)
     if cfg.eval.identity:
         probed = [r for r in every if r["answer_type"] == IDENTITY]
         metrics["identity"] = judge(probed, cfg.eval.identity_names)
@@ -255,6 +259,7 @@ def summary(stats: dict[str, Any], out: Path) -> str:
             *mcnemar_lines(metrics),
             *trace_lines(metrics),
             *draft_lines(metrics),
+            *(f"measured as a draft: {x}" for x in speculative_lines(metrics)),
             *(f"identity: {x}" for x in identity_lines(metrics)),
         ]  # fmt: skip
     )

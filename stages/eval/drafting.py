@@ -81,27 +81,37 @@ def drafts(cfg: Config, tok: Any, rows: list[dict], labels: list[str]) -> list[D
     return out
 
 
+def drafts_at_hand(
+    cfg: Config, muts: list, why_key: str
+) -> tuple[Path | None, list, dict[str, dict[str, str]]]:
+    """The teacher's local dir, the students under test that can be its draft (its
+    tokenizer), and {label: {why_key: why}} for the others."""
+    students = [m for m in muts if m.label != "teacher"]
+    teacher = cfg.lead_teacher()
+    if teacher.urls():
+        why = "the teacher is asked at an endpoint: its tokenizer is not at hand here"
+        return None, [], {m.label: {why_key: why} for m in students}
+    t_dir = local_model(teacher.model, cfg.cache_dir, key="teacher.model")
+    t_vocab = vocab_hash(t_dir)
+    result: dict[str, dict[str, str]] = {}
+    able = []
+    for m in students:
+        if m.spec.model_dir is None or vocab_hash(m.spec.model_dir) != t_vocab:
+            result[m.label] = {why_key: "its tokenizer is not the teacher's"}
+        else:
+            able.append(m)
+    return t_dir, able, result
+
+
 def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, Any]:
     """{student label: draft summary, or {"not_estimated": why}} for every student under test.
     Long: it decides who can be estimated, asks the teacher and each student, and sums up."""
     from transformers import AutoTokenizer
 
-    students = [m for m in muts if m.label != "teacher"]
-    teacher = cfg.lead_teacher()
-    if teacher.urls():
-        why = "the teacher is asked at an endpoint: its tokenizer is not at hand here"
-        return {m.label: {"not_estimated": why} for m in students}
-    t_dir = local_model(teacher.model, cfg.cache_dir, key="teacher.model")
-    t_vocab = vocab_hash(t_dir)
-    result: dict[str, Any] = {}
-    able = []
-    for m in students:
-        if m.spec.model_dir is None or vocab_hash(m.spec.model_dir) != t_vocab:
-            result[m.label] = {"not_estimated": "its tokenizer is not the teacher's"}
-        else:
-            able.append(m)
-    if not able:
+    t_dir, able, result = drafts_at_hand(cfg, muts, "not_estimated")
+    if t_dir is None or not able:
         return result
+    teacher = cfg.lead_teacher()
     k = cfg.eval.draft_k
     tok = AutoTokenizer.from_pretrained(t_dir)
     # the teacher's own answers too, when it was asked: each student scores them (the KL)

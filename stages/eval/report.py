@@ -93,6 +93,12 @@ def render_report(metrics: dict[str, Any]) -> str:
                   "prompt; expected tokens per teacher step by draft length, from the "
                   "acceptance of each run of draft positions):", ""]  # fmt: skip
         lines += [f"- {x}" for x in drafts]
+    measured = speculative_lines(metrics)
+    if measured:
+        lines += ["", "As a speculative-decoding draft for the teacher, measured (vLLM serving the "
+                  "teacher with the student as its draft model; its own counters, and the "
+                  "wall-clock speed-up against the teacher alone on the same prompts):", ""]  # fmt: skip
+        lines += [f"- {x}" for x in measured]
     idents = identity_lines(metrics)
     if idents:
         lines += ["", "Identity (the bundled probes; a name is the teacher's when the teacher "
@@ -135,6 +141,28 @@ def draft_lines(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def speculative_lines(metrics: dict[str, Any]) -> list[str]:
+    """One line per student of eval.speculative: measured acceptance, tokens per step and
+    speed-up, beside the estimate for the same draft length when eval.draft ran too."""
+    lines = []
+    for label, d in (metrics.get("speculative") or {}).items():
+        if "not_measured" in d:
+            lines.append(f"{label}: not measured ({d['not_measured']})")
+            continue
+        est = (((metrics.get("draft") or {}).get(label) or {}).get("greedy") or {}).get(
+            "tokens_per_step", {}).get(str(d["k"]))  # fmt: skip
+        beside = f" (estimated: {est:.2f})" if est is not None else ""
+        acc = "n/a" if d["acceptance"] is None else f"{100 * d['acceptance']:.1f}%"
+        per = d["tokens_per_step"]
+        lines.append(
+            f"{label}: draft length {d['k']}, acceptance {acc}, tokens per teacher step "
+            f"{'n/a' if per is None else f'{per:.2f}'}{beside}; {d['seconds']:.1f} s against "
+            f"{d['teacher_alone_seconds']:.1f} s alone, speed-up x{d['speedup']} "
+            f"({d['questions']} questions, {d['drafts']} drafts)"
+        )
+    return lines
+
+
 def trace_lines(metrics: dict[str, Any]) -> list[str]:
     """One line per model that wrote traces: how often, how long, left open; answer length."""
     lines = []
@@ -160,12 +188,15 @@ def plot_accuracy(metrics: dict[str, Any], path: Path) -> None:
 
     labels = _order(metrics)
     drafts = {k: d for k, d in (metrics.get("draft") or {}).items() if "greedy" in d}
+    measured = {k: d for k, d in (metrics.get("speculative") or {}).items()
+                if d.get("tokens_per_step") is not None}  # fmt: skip
+    drafts |= {k: {} for k in measured if k not in drafts}
     width = 1.6 * max(3, len(labels)) + 1
     fig, axes = plt.subplots(1, 2 if drafts else 1, figsize=(width + 5.5 * bool(drafts), 4),
                              dpi=100, squeeze=False)  # fmt: skip
     _accuracy_panel(axes[0][0], metrics, labels)
     if drafts:
-        _draft_panel(axes[0][1], drafts)
+        _draft_panel(axes[0][1], drafts, measured)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, format="png")
@@ -204,12 +235,19 @@ def _accuracy_panel(ax: Any, metrics: dict[str, Any], labels: list[str]) -> None
     ax.set_title(f"{metrics['task']}: {metrics['questions']} held-out questions (95% Wilson CI)")
 
 
-def _draft_panel(ax: Any, drafts: dict[str, Any]) -> None:
+def _draft_panel(ax: Any, drafts: dict[str, Any], measured: dict[str, Any]) -> None:
     """Tokens per teacher step by draft length: greedy (exact) solid, sampled (a lower bound)
-    dashed, both estimated; the dotted line is a draft the teacher always accepts."""
+    dashed, both estimated; measured by vLLM, a cross; the dotted line is a draft the teacher
+    always accepts."""
     longest = 1
+    for label, d in measured.items():
+        longest = max(longest, d["k"])
+        ax.plot([d["k"]], [d["tokens_per_step"]], "x", ms=9, mew=2, color=_color(label),
+                label=f"{label}, measured (vLLM)")  # fmt: skip
     for label, d in drafts.items():
         for decoding, style in (("greedy", "-"), ("sampled", "--")):
+            if decoding not in d:
+                continue
             per = d[decoding]["tokens_per_step"]
             xs = sorted(int(g) for g in per)
             if not xs:
@@ -220,7 +258,7 @@ def _draft_panel(ax: Any, drafts: dict[str, Any]) -> None:
     ax.plot([1, longest], [2, longest + 1], ":", color="#333", label="always accepted")
     ax.set_xlabel("draft length")
     ax.set_ylabel("expected tokens per teacher step")
-    ax.set_title("as the teacher's draft (estimated; sampled: lower bound)")
+    ax.set_title("as the teacher's draft (lines estimated, sampled a lower bound; x measured)")
     ax.legend(fontsize=8)
 
 

@@ -55,3 +55,28 @@ def test_malformed_answers_are_retryable_errors():
     assert client.is_retryable(client.HTTPStatusError(429, ""))
     assert client.is_retryable(ValueError("bad body"))
     assert not client.is_retryable(client.HTTPStatusError(400, "bad request"))
+
+
+def test_speculative_counters_are_read_from_vllm_metrics_text() -> None:
+    """vLLM's Prometheus lines (as its /metrics prints them), summed over engines; other
+    metrics and comments are skipped."""
+    from pipeline.client import parse_spec_decode
+
+    text = """# HELP vllm:spec_decode_num_drafts_total Number of spec decoding drafts.
+# TYPE vllm:spec_decode_num_drafts_total counter
+vllm:spec_decode_num_drafts_total{engine="0",model_name="t"} 24.0
+vllm:spec_decode_num_drafts_total{engine="1",model_name="t"} 6.0
+vllm:spec_decode_num_draft_tokens_total{engine="0",model_name="t"} 90.0
+vllm:spec_decode_num_accepted_tokens_total{engine="0",model_name="t"} 61.0
+vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",model_name="t",position="0"} 28.0
+vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",model_name="t",position="1"} 20.0
+vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",model_name="t",position="2"} 13.0
+vllm:num_requests_running{engine="0",model_name="t"} 0.0
+"""
+    assert parse_spec_decode(text) == {
+        "num_drafts": 30,
+        "num_draft_tokens": 90,
+        "num_accepted_tokens": 61,
+        "accepted_per_position": {0: 28, 1: 20, 2: 13},
+    }
+    assert parse_spec_decode("")["num_drafts"] == 0

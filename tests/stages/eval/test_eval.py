@@ -229,11 +229,21 @@ def test_draft_estimate_end_to_end(tmp_path, tiny_model):
     prompt) is always accepted, tokens per step = draft length + 1, and its KL to the teacher
     on the teacher's answers is 0; a student of another vocabulary is not estimated, with why;
     a rerun asks for no score again. With eval.identity every model also answers the bundled
-    probes, kept ungraded in predictions.jsonl and judged in the report."""
+    probes, kept ungraded in predictions.jsonl and judged in the report; with eval.speculative
+    vLLM serves the teacher with the base as its draft and its counters are reported."""
     from tiny_model import build_tiny_model
 
     other = build_tiny_model(tmp_path / "other" / "model", vocab=400, seed=2)
-    cfg = _cfg(tmp_path, tiny_model, "eval.draft=true", "eval.draft_k=3", "eval.identity=true")
+    cfg = _cfg(
+        tmp_path,
+        tiny_model,
+        "eval.draft=true",
+        "eval.draft_k=3",
+        "eval.identity=true",
+        "eval.speculative=true",
+        "eval.speculative_k=3",
+        "eval.speculative_questions=6",
+    )
     inputs = {"filter": tmp_path / "filter", "train": other.parent}
     inputs["filter"].mkdir()
     out = tmp_path / "runs" / "default" / "eval" / "bbbbbbbbbbbb"
@@ -267,5 +277,16 @@ def test_draft_estimate_end_to_end(tmp_path, tiny_model):
     assert set(ident["models"]) == {"teacher", "base", "student"} and ident["probes"] == 16
     assert ident["models"]["student"]["verdict"]  # a verdict or why none, stated
     assert "Identity (the bundled probes" in md
+    # eval.speculative: vLLM served the teacher with the base (its own weights) as its draft;
+    # its counters say the draft was accepted (nearly) always, 3 tokens a step
+    spec = metrics["speculative"]
+    assert spec["student"] == {"not_measured": "its tokenizer is not the teacher's"}
+    b = spec["base"]
+    assert b["questions"] == 6 and b["k"] == 3 and b["drafts"] > 0
+    assert b["draft_tokens"] == 3 * b["drafts"] and b["acceptance"] >= 0.9
+    assert b["tokens_per_step"] == pytest.approx(1 + b["accepted_tokens"] / b["drafts"], abs=1e-3)
+    assert set(b["accepted_by_position"]) == {"1", "2", "3"} and b["same_text_as_alone"] >= 0.8
+    assert b["teacher_alone_seconds"] > 0 and b["speedup"] > 0
+    assert "base: draft length 3, acceptance" in md and "(estimated: 4.00)" in md
     ev.run(cfg, RunContext.of(inputs, out))
     assert (out / "draft_scores.jsonl").read_text() == scores
