@@ -181,8 +181,10 @@ def _predictions(cfg: Config, muts: list, out: Path) -> tuple[list[dict], dict[s
         have = log.rows
         todo = [t for t in planned if not answers(have.get(t.request.id), t.model, t.request)]
         missing = reuse_siblings(todo, out, log)
+        probes = sum(t.question.answer_type == IDENTITY for t in planned) // max(1, len(muts))
         print(
-            f"eval: {len(planned) // max(1, len(muts))} held-out questions x {len(muts)} "
+            f"eval: {len(planned) // max(1, len(muts)) - probes} held-out questions"
+            f"{f' and {probes} identity probes' if probes else ''} x {len(muts)} "
             f"model(s) ({', '.join(m.label for m in muts)}); {len(planned) - len(todo)} already "
             f"here, {len(todo) - len(missing)} reused from other eval keys, {len(missing)} to ask",
             flush=True,

@@ -82,30 +82,24 @@ def render_report(metrics: dict[str, Any]) -> str:
     if metrics["mcnemar"]:
         lines.append("")
         lines += [f"- {x}" for x in mcnemar_lines(metrics)]
-    traces = trace_lines(metrics)
-    if traces:
-        lines += ["", "Reasoning traces (the answer is read after the trace only):", ""]
-        lines += [f"- {x}" for x in traces]
-    drafts = draft_lines(metrics)
-    if drafts:
-        lines += ["", "As a speculative-decoding draft for the teacher (estimated, not measured: "
-                  "both models score each student's held-out answers after the teacher's "
-                  "prompt; expected tokens per teacher step by draft length, from the "
-                  "acceptance of each run of draft positions):", ""]  # fmt: skip
-        lines += [f"- {x}" for x in drafts]
-    measured = speculative_lines(metrics)
-    if measured:
-        lines += ["", "As a speculative-decoding draft for the teacher, measured (vLLM serving the "
-                  "teacher with the student as its draft model; its own counters, and the "
-                  "wall-clock speed-up against the teacher alone on the same prompts):", ""]  # fmt: skip
-        lines += [f"- {x}" for x in measured]
-    idents = identity_lines(metrics)
-    if idents:
-        lines += ["", "Identity (the bundled probes; a name is the teacher's when the teacher "
-                  "says it in more answers than the base, and the reverse; a student whose "
-                  "answers with the teacher's names, less those with the base's, outnumber "
-                  "its base's moved toward the teacher):", ""]  # fmt: skip
-        lines += [f"- {x}" for x in idents]
+    sections = (
+        ("Reasoning traces (the answer is read after the trace only):", trace_lines),
+        ("As a speculative-decoding draft for the teacher (estimated, not measured: both models "
+         "score each student's held-out answers after the teacher's prompt; expected tokens per "
+         "teacher step by draft length, from the acceptance of each run of draft positions):",
+         draft_lines),
+        ("As a speculative-decoding draft for the teacher, measured (vLLM serving the teacher "
+         "with the student as its draft model; its own counters, and the wall-clock speed-up "
+         "against the teacher alone on the same prompts):", speculative_lines),
+        ("Identity (the bundled probes; a name is the teacher's when the teacher says it in more "
+         "answers than the base, and the reverse; a student whose answers with the teacher's "
+         "names, less those with the base's, outnumber its base's moved toward the teacher):",
+         identity_lines),
+    )  # fmt: skip
+    for head, of in sections:  # each only when its part of eval ran
+        found = of(metrics)
+        if found:
+            lines += ["", head, "", *(f"- {x}" for x in found)]
     lines += ["", "![accuracy](accuracy.png)", ""]
     return "\n".join(lines)
 
