@@ -88,9 +88,9 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class CutConfig:
-    """A smaller student cut from train.student before training (depth pruning: DistilBERT kept
-    every other layer of BERT). Built once, cached under its source's identity and this recipe
-    (stages/shared/cut.py)."""
+    """A smaller student cut from train.student before training: depth pruning (DistilBERT kept
+    every other layer of BERT) and width pruning of the MLPs (Minitron). Built once, cached
+    under its source's identity and this recipe (stages/shared/cut.py)."""
 
     keep_every: int = knob(
         0, doc="keep layers 0, k, 2k, ... of train.student (2: every other); 0 = no cut", ge=0
@@ -98,6 +98,14 @@ class CutConfig:
     layers: list[int] = knob(
         factory=list,
         doc="the layers of train.student to keep, ascending, e.g. [0, 2, 4, 5]; [] = none given",
+    )
+    mlp_shrink: int = knob(
+        0,
+        doc="width pruning: keep 1/k of every layer's MLP neurons, those most active on the "
+        "task's train questions (Minitron's activation score); k must divide the MLP width; "
+        "0 = no width cut",
+        ge=0,
+        key_when_set=True,  # keys made before it existed stay as they were
     )
     source: Literal["student", "trained"] = knob(
         "student",
@@ -110,6 +118,8 @@ class CutConfig:
         check_fields(self)
         if self.keep_every == 1:
             raise ConfigError("1 keeps every layer: no cut; give 2 or more, or 0", "keep_every")
+        if self.mlp_shrink == 1:
+            raise ConfigError("1 keeps every neuron: no cut; give 2 or more, or 0", "mlp_shrink")
         if self.keep_every and self.layers:
             raise ConfigError("give keep_every or layers, not both", "layers")
         if any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in self.layers):
@@ -117,14 +127,18 @@ class CutConfig:
         if list(self.layers) != sorted(set(self.layers)):
             raise ConfigError(f"{self.layers}: each layer once, in ascending order", "layers")
         if self.source == TRAINED and not self.active:
-            raise ConfigError("a cut of the trained student needs keep_every or layers", "source")
+            raise ConfigError(
+                "a cut of the trained student needs keep_every, layers or mlp_shrink", "source"
+            )
 
     @property
     def active(self) -> bool:
-        return bool(self.keep_every or self.layers)
+        return bool(self.keep_every or self.layers or self.mlp_shrink)
 
     def kept(self, num_layers: int) -> list[int]:
         """The source layers the cut keeps, or a ConfigError naming the key."""
+        if not (self.keep_every or self.layers):
+            return list(range(num_layers))  # a width cut alone keeps every layer
         if self.keep_every:
             if self.keep_every >= num_layers:
                 raise ConfigError(

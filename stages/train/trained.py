@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline.config import TRAINED, Config, CutConfig
 from pipeline.models import model_identity
 from pipeline.stage import ExtraInput
-from stages.shared.cut import cut_of, num_layers
+from stages.shared.cut import cut_from
 
 TRAINED_INPUT = "full"  # the extra input's label (`distill status` shows it)
 
@@ -38,8 +38,7 @@ def resolve_trained(cfg: Config, trained: Path) -> Config:
     t = cfg.train
     student, cut = t.student, t.cut
     if cut.active and cut.source == TRAINED:
-        layers = cut.kept(num_layers(trained))
-        student = str(cut_of(trained, model_identity(trained), layers, cfg.cache_dir))
+        student = str(cut_from(cfg, trained, model_identity(trained)))
         cut = CutConfig()
     f = t.features
     named = [str(trained) if ref == TRAINED else ref for ref in f.teachers]

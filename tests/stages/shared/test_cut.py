@@ -89,9 +89,67 @@ def test_a_layer_the_model_lacks_is_one_line_before_anything_runs(deep: Path, tm
     assert not (tmp_path / "default").exists()  # nothing generated, nothing trained
 
 
+@pytest.fixture(scope="module")
+def half_idle(deep: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`deep` with every odd MLP neuron silenced (its up_proj row zeroed: act(gate) * 0 is 0 on
+    every token), so an activation ranking must keep exactly the even ones."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("idle") / "m"
+    model = AutoModelForCausalLM.from_pretrained(deep)
+    for layer in model.model.layers:
+        layer.mlp.up_proj.weight.data[1::2] = 0
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(deep).save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize(("depth", "kept"), [([], [0, 1, 2, 3]), (["train.cut.keep_every=2"],
+                                                                   [0, 2])])  # fmt: skip
+def test_a_width_cut_keeps_the_most_active_neurons_bit_for_bit(half_idle: Path, tmp_path: Path,
+                                                               depth: list, kept: list) -> None:  # fmt: skip
+    """mlp_shrink 2 of a 256-wide MLP keeps 128 neurons: the active (even) ones, their rows of
+    gate and up and columns of down as the source has them; the silenced ones gave nothing, so
+    without a depth cut the cut model computes what the source does."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = student_dir(_cfg(half_idle, tmp_path, "train.cut.mlp_shrink=2", *depth))
+    meta = json.loads((out / CUT_FILE).read_text())
+    assert meta["mlp_width"] == 128 and meta["layers"] == kept and meta["calibration_texts"] == 64
+    assert json.loads((out / "config.json").read_text())["intermediate_size"] == 128
+    src, cut = _weights(half_idle), _weights(out)
+    even = torch.arange(0, 256, 2)
+    for new, old in enumerate(kept):
+        for part, sliced in (("gate_proj", lambda w: w[even]), ("up_proj", lambda w: w[even]),
+                             ("down_proj", lambda w: w[:, even])):  # fmt: skip
+            name = f"model.layers.{{}}.mlp.{part}.weight"
+            assert torch.equal(cut[name.format(new)], sliced(src[name.format(old)])), (new, part)
+    if not depth:
+        ids = torch.tensor([[5, 6, 7, 8, 9]])
+        with torch.no_grad():
+            a = AutoModelForCausalLM.from_pretrained(half_idle)(ids).logits
+            b = AutoModelForCausalLM.from_pretrained(out)(ids).logits
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_width_that_does_not_divide_is_one_line_before_anything_runs(
+    deep: Path, tmp_path
+) -> None:
+    r = run_cli("train", f"runs_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}",
+                f"train.student={deep}", f"teacher.model={deep}", "train.cut.mlp_shrink=3")  # fmt: skip
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "train.cut.mlp_shrink: 3 does not divide the MLP width 256" in r.stderr
+    assert not (tmp_path / "default").exists()
+    with pytest.raises(ConfigError, match="keeps every neuron"):
+        _cfg(deep, tmp_path, "train.cut.mlp_shrink=1")
+
+
 @pytest.mark.slow
 def test_the_cut_loads_in_vllm(deep: Path, tmp_path: Path) -> None:
-    out = student_dir(_cfg(deep, tmp_path, "train.cut.keep_every=2"))
+    """Cut in depth and in width (half the layers, half of each MLP): vLLM serves it."""
+    out = student_dir(_cfg(deep, tmp_path, "train.cut.keep_every=2", "train.cut.mlp_shrink=2"))
+    assert json.loads((out / "config.json").read_text())["intermediate_size"] == 128
     r = run_cli("generate", f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}",
                 f"teacher.model={out}", "teacher.serve.engine=offline", "task.max_train=2",
                 "generate.n=1", "generate.sampling.max_tokens=8")  # fmt: skip
