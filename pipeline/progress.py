@@ -30,7 +30,7 @@ class Progress:
             self.start()
         self.tokens += tokens
         self.bar.update(1)
-        if self.bar.n % 16 == 0:
+        if self.bar.n % 16 == 0 and self.tokens:  # scoring writes no tokens: no rate to show
             rate = self.tokens / max(1e-9, time.monotonic() - self.t0)
             self.bar.set_postfix_str(f"{rate:,.0f} tok/s")
 
