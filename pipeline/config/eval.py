@@ -48,6 +48,10 @@ class EvalConfig:
         5, doc="top-k logprobs per position for the draft estimate (vLLM allows 20)", ge=1, le=20,
         key_when_set=True,
     )  # fmt: skip
+    draft_questions: int = knob(
+        0, doc="held-out questions the draft estimate scores (the first ones; 0 = all): each "
+        "scored answer costs every model a pass with prompt logprobs", ge=0, key_when_set=True,
+    )  # fmt: skip
     draft_temperature: float = knob(
         1.0, doc="the sampling temperature the draft estimate's sampled acceptance is for", gt=0,
         le=10, key_when_set=True,

@@ -60,12 +60,12 @@ def score_id(scorer: str, identity: str, d: Draft, k: int) -> str:
 
 
 def drafts(cfg: Config, tok: Any, rows: list[dict], labels: list[str]) -> list[Draft]:
-    """Each listed student's answers after the teacher's prompt (an empty answer drafts
-    nothing and is left out)."""
+    """Each listed student's answers to the first eval.draft_questions held-out questions (all:
+    0) after the teacher's prompt (an empty answer drafts nothing and is left out)."""
     task = load_task(cfg.task)
     teacher = cfg.lead_teacher()
     shots = fewshot_examples(task, teacher.fewshot)
-    by_q = {q.id: q for q in task.eval}
+    by_q = {q.id: q for q in task.eval[: cfg.eval.draft_questions or None]}
     prompts: dict[str, list[int]] = {}
     out = []
     for r in rows:

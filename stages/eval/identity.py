@@ -154,12 +154,15 @@ def identity_lines(metrics: dict[str, Any]) -> list[str]:
         f"teacher's names: {', '.join(ident['teacher_names']) or 'none'}; base's names: "
         f"{', '.join(ident['base_names']) or 'none'} (over {ident['probes']} probes)"
     ]
-    for model, m in ident["models"].items():
+    order = [x for x in metrics.get("models", []) if x in ident["models"]]
+    for model in order + [x for x in ident["models"] if x not in order]:
+        m = ident["models"][model]
         said = "; ".join(f"{p}: {text!r}" for p, text in m["shown"].items())
         verdict = f": {m['verdict']}" if "verdict" in m else ""
+        names = ", ".join(f"{n} in {c}" for n, c in m["names"].items()) or "none"
         lines.append(
-            f"{model}{verdict} (teacher's names in {m['teacher_names']}, base's in "
-            f"{m['base_names']} answers; {said})"
+            f"{model}{verdict} (names: {names}; the teacher's in {m['teacher_names']}, the "
+            f"base's in {m['base_names']} answers; {said})"
         )
     return lines
 

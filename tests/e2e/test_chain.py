@@ -37,6 +37,10 @@ def chain(tiny_model: Path, tiny_teacher: Path, tmp_path_factory: pytest.TempPat
         "train.learning_rate=0.001",
         "eval.sampling.max_tokens=24",
         "eval.models=[teacher,base,student,student_answer_only]",
+        # the default's draft estimate and identity probes are tested in tests/stages/eval:
+        # here they would only add engine starts to every chain
+        "eval.draft=false",
+        "eval.identity=false",
     ]
     return {"overrides": overrides, "runs": tmp / "runs" / "default"}
 

@@ -239,6 +239,7 @@ def test_draft_estimate_end_to_end(tmp_path, tiny_model):
         tiny_model,
         "eval.draft=true",
         "eval.draft_k=3",
+        "eval.draft_questions=8",
         "eval.identity=true",
         "eval.speculative=true",
         "eval.speculative_k=3",
@@ -252,19 +253,19 @@ def test_draft_estimate_end_to_end(tmp_path, tiny_model):
     assert set(draft) == {"base", "student"}
     assert draft["student"] == {"not_estimated": "its tokenizer is not the teacher's"}
     base = draft["base"]
-    assert base["texts"] == 12 and base["positions"] >= 12 * 8
+    assert base["texts"] == 8 and base["positions"] >= 8 * 8  # eval.draft_questions
     assert base["greedy"]["acceptance"] == 1.0
     assert base["greedy"]["tokens_per_step"] == {str(g): g + 1.0 for g in range(1, 9)}
     assert 0 < base["sampled"]["acceptance"] <= 1 and base["sampled"]["bound"] == "lower"
     kl = base["kl_on_teacher_answers"]  # the teacher's own weights: nothing between them
     assert kl["nats_per_token"] == pytest.approx(0, abs=1e-3) and kl["bound"] == "lower"
-    assert kl["texts"] == 12 and kl["positions"] >= 12 * 8
+    assert kl["texts"] == 8 and kl["positions"] >= 8 * 8
     md = (out / "report.md").read_text()
     assert "base: greedy acceptance 100.0%" in md and "student: not estimated" in md
     assert "KL(teacher || it) on the teacher's answers at least 0.0" in md
     scores = (out / "draft_scores.jsonl").read_text()
     # the teacher and the base each score the base's answers and the teacher's, each once
-    assert scores.count("\n") == 4 * 12
+    assert scores.count("\n") == 4 * 8
     # eval.identity: every model answered the 16 probes, kept in predictions.jsonl, not graded
     metrics = json.loads((out / "metrics.json").read_text())
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
