@@ -224,7 +224,8 @@ def _metrics(cfg: Config, labels: list[str], rows: list[dict], n: int, muts: lis
 
 def progress(cfg: Config, out: Path) -> str:
     """Predictions already made for this key."""
-    n = len(load_task(cfg.task).eval) * len(model_labels(cfg))
+    probes = len(probe_questions()) if cfg.eval.identity else 0
+    n = (len(load_task(cfg.task).eval) + probes) * len(model_labels(cfg))
     have = {r["id"] for r in read_jsonl_tolerant(Path(out) / PREDICTIONS, check_prediction).rows}
     return f"{len(have)} of up to {n} predictions"
 

@@ -366,7 +366,10 @@ def cost_plan(cfg: Config, out: Path, pilot: int) -> str:
                 piloted += len(got.new)
         have = shards | log.rows
         estimates = [estimate(cfg, tp, questions, have) for tp in plans]
-    return render(cfg, estimates, len(questions), piloted)
+    text = render(cfg, estimates, len(questions), piloted)
+    if budget and budget.held:  # the estimate stands on fewer samples than the pilot's
+        text += f"\ngenerate.budget stopped the pilot: {budget.held} of its samples not asked"
+    return text
 
 
 def progress(cfg: Config, out: Path) -> str:

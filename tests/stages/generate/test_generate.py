@@ -520,7 +520,8 @@ def test_plan_pilots_into_the_pool_and_generate_pays_only_the_rest(
 ) -> None:
     """`distill plan --pilot 3` asks the real teacher for the first round of 3 of the 10
     questions (6 samples), keeps them in the pool and estimates the rest; generate then asks
-    only for the other 14, and a plan after it asks nothing and states what generate spent."""
+    only for the other 14, and a plan after it asks nothing and states what generate spent.
+    Under a budget the pilot stops where generate would, and the plan says so."""
     ov = overrides(tmp_path, tiny_model, "plan", *external(servers[0].url))
     p = ok(distill("plan", [*ov, "--pilot", "3"]))
     assert "the pilot asked 6 samples now" in p.stdout
@@ -535,6 +536,11 @@ def test_plan_pilots_into_the_pool_and_generate_pays_only_the_rest(
     p = ok(distill("plan", [*ov, "--pilot", "3"]))
     assert "pilot asked" not in p.stdout and "20 in the pool, 0 to ask" in p.stdout
     assert f"expected completion tokens {st['completion_tokens']:,} (" in p.stdout
+    # a budget stops the pilot like any asking, and the plan says so
+    capped = overrides(tmp_path, tiny_model, "plancap", *external(servers[0].url))
+    p = ok(distill("plan", [*capped, "--pilot", "3", "generate.budget.completion_tokens=100"]))
+    assert "generate.budget stopped the pilot: 4 of its samples not asked" in p.stdout
+    assert "the pilot asked 2 samples now" in p.stdout
     bad = distill("plan", [*ov, "--pilot", "-1"])
     assert bad.returncode == 2 and error_lines(bad.stderr) == ["error: --pilot -1: give 0 or "
                                                                "more questions"]  # fmt: skip
