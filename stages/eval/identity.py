@@ -93,7 +93,11 @@ def _patterns(extra: list[str]) -> list[tuple[str, re.Pattern[str]]]:
 
 def names_in(text: str, extra: list[str] = ()) -> set[str]:  # type: ignore[assignment]
     """The model and maker names `text` mentions (rule 1)."""
-    return {name for name, rx in _patterns(list(extra)) if rx.search(text)}
+    return _found(text, _patterns(list(extra)))
+
+
+def _found(text: str, patterns: list[tuple[str, re.Pattern[str]]]) -> set[str]:
+    return {name for name, rx in patterns if rx.search(text)}
 
 
 def judge(rows: list[dict[str, Any]], extra: list[str]) -> dict[str, Any]:
@@ -105,7 +109,7 @@ def judge(rows: list[dict[str, Any]], extra: list[str]) -> dict[str, Any]:
     shown: dict[str, dict[str, str]] = {}
     for r in rows:
         text = r.get("completion") or ""
-        names = {name for name, rx in patterns if rx.search(text)}
+        names = _found(text, patterns)
         probe = r["question_id"].removeprefix(PREFIX)
         found.setdefault(r["model"], {})[probe] = names
         if probe in show:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pipeline.budget import usd
 from pipeline.config import Config
 from pipeline.reasoning import Convention
-from stages.generate.samples import Planned
+from stages.generate.samples import Planned, prompt_tokens_of
 from stages.generate.strategy import TeacherPlan, cap
 from stages.shared.verify import verified
 
@@ -84,7 +84,7 @@ def estimate(cfg: Config, tp: TeacherPlan, questions: list[str], have: dict[str,
     for r in basis:
         by_q.setdefault(r["question_id"], []).append(r["usage"]["completion_tokens"])
     mean_c = statistics.fmean(x for xs in by_q.values() for x in xs) if basis else 0.0
-    mean_p = statistics.fmean(_prompt(r) for r in basis) if basis else 0.0
+    mean_p = statistics.fmean(prompt_tokens_of(r) for r in basis) if basis else 0.0
     q_means = [statistics.fmean(xs) for xs in by_q.values()]
     se = statistics.stdev(q_means) / math.sqrt(len(q_means)) if len(q_means) > 1 else math.inf
     convention = Convention.of(tp.teacher)
@@ -97,7 +97,7 @@ def estimate(cfg: Config, tp: TeacherPlan, questions: list[str], have: dict[str,
         ask = len(planned) - len(held)
         out["samples"].append(len(planned))
         out["held"].append(len(held))
-        out["prompt"].append(sum(_prompt(r) for r in held) + ask * mean_p)
+        out["prompt"].append(sum(prompt_tokens_of(r) for r in held) + ask * mean_p)
         out["completion"].append(sum(r["usage"]["completion_tokens"] for r in held) + ask * mean_c)
         out["err"].append(2 * se * ask if ask else 0.0)
     return Estimate(
@@ -113,10 +113,6 @@ def estimate(cfg: Config, tp: TeacherPlan, questions: list[str], have: dict[str,
 
 def _pair(xs: list[float]) -> tuple:
     return xs[0], xs[1]
-
-
-def _prompt(row: dict) -> int:
-    return int(row["usage"].get("prompt_tokens") or 0)
 
 
 def render(cfg: Config, estimates: list[Estimate], questions: int, piloted: int) -> str:

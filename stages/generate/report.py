@@ -9,6 +9,7 @@ from typing import Any
 from pipeline.asklog import Asked
 from pipeline.budget import usd
 from pipeline.config import Config
+from stages.generate.samples import prompt_tokens_of
 from stages.generate.strategy import Rounds, TeacherPlan, teacher_stats
 from stages.shared.layout import SAMPLES
 from stages.shared.softlabels import Store
@@ -35,10 +36,11 @@ def run_stats(
     for t in teachers.values():
         cost = usd(price, t["prompt_tokens"], t["completion_tokens"])
         t |= {"usd": round(cost, 6)} if cost is not None else {}
-    prompt = sum(_prompt(r) for r in rows)
+    prompt = sum(prompt_tokens_of(r) for r in rows)
+    new_prompt = sum(prompt_tokens_of(r) for r in rows if r["id"] in new)
     completion = sum(r["usage"]["completion_tokens"] for r in rows)
     cost = usd(price, prompt, completion)
-    new_cost = usd(price, sum(_prompt(r) for r in rows if r["id"] in new), new_tokens)
+    new_cost = usd(price, new_prompt, new_tokens)
     return {
         "questions": len({r["question_id"] for r in rows}),
         "samples": len(rows),
@@ -46,7 +48,7 @@ def run_stats(
         "reused": len(rows) - len(new),
         **recovery,
         "prompt_tokens": prompt,
-        "new_prompt_tokens": sum(_prompt(r) for r in rows if r["id"] in new),
+        "new_prompt_tokens": new_prompt,
         "completion_tokens": completion,
         "new_completion_tokens": new_tokens,
         # at generate.budget's prices, when it names any: what the selection cost, and what
@@ -60,10 +62,6 @@ def run_stats(
         "questions_verified": len({q for r in done for q, c in r.tally.count.items() if c}),
         **asked,
     }
-
-
-def _prompt(row: dict) -> int:
-    return int(row["usage"].get("prompt_tokens") or 0)
 
 
 def announce(

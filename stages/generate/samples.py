@@ -39,6 +39,11 @@ class Planned(NamedTuple):
     index: int
 
 
+def prompt_tokens_of(row: dict[str, Any]) -> int:
+    """A pool row's prompt tokens (rows from before they were counted have none: 0)."""
+    return int(row["usage"].get("prompt_tokens") or 0)
+
+
 def check_sample(row: dict[str, Any]) -> str | None:
     problem = schema_problem(row, SAMPLE_FIELDS)
     if problem is None and not isinstance(row["usage"].get("completion_tokens"), int):
