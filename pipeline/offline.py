@@ -87,23 +87,23 @@ def generate_offline(
     expected = {sid for r in requests for sid in r.ids}
     print(f"{who}: starting the offline vLLM engine for {args.model_dir} ...", flush=True)
     started = time.monotonic()
-    proc = _spawn(args, log_path, kv_cache_gib)
+    proc = spawn_engine(args, log_path, kv_cache_gib)
     assert proc.stdin is not None and proc.stdout is not None
     ready, late = threading.Event(), threading.Event()
 
     def too_late() -> None:
         if not ready.is_set():
             late.set()
-            _kill(proc)
+            kill_engine(proc)
 
     timer = threading.Timer(startup_timeout_s, too_late)
     timer.start()
     seen: set[str] = set()
     try:
         # The child reads a whole round before it writes a line, so this cannot deadlock.
-        _write_round(proc.stdin, requests)
+        write_round(proc.stdin, requests)
         for raw in proc.stdout:
-            msg = _parse(raw, log_path)
+            msg = parse_message(raw, log_path)
             if msg.get("ready"):
                 ready.set()
                 print(f"{who}: vLLM ready in {time.monotonic() - started:.1f}s", flush=True)
@@ -114,7 +114,7 @@ def generate_offline(
                 nxt = more() if more is not None else []
                 expected |= {sid for r in nxt for sid in r.ids}
                 if nxt:
-                    _write_round(proc.stdin, nxt)
+                    write_round(proc.stdin, nxt)
                 else:
                     proc.stdin.close()
                 continue
@@ -128,11 +128,15 @@ def generate_offline(
         rc = proc.wait()
     finally:
         timer.cancel()
-        _kill(proc)
+        kill_engine(proc)
     _check_end(rc, ready.is_set(), late.is_set(), len(seen), len(expected), who, log_path)
 
 
-def _write_round(stdin: Any, requests: list[Request]) -> None:
+def write_round(stdin: Any, requests: list[Request]) -> None:
+    """One round to the engine child: its requests, then the round's end marker.
+
+    This and the three below are the parent's side of the child's protocol, shared with the
+    Ray actor (pipeline/rayengine.py), which drives the same child a round per call."""
     for r in requests:
         stdin.write((json.dumps(asdict(r)) + "\n").encode())
     stdin.write(b'{"round_end": true}\n')
@@ -155,7 +159,8 @@ def _check_end(
         )
 
 
-def _spawn(args: EngineArgs, log_path: Path, kv_cache_gib: float) -> subprocess.Popen:
+def spawn_engine(args: EngineArgs, log_path: Path, kv_cache_gib: float) -> subprocess.Popen:
+    """The engine child in a session of its own, its stderr appended to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -169,7 +174,8 @@ def _spawn(args: EngineArgs, log_path: Path, kv_cache_gib: float) -> subprocess.
         )
 
 
-def _parse(raw: bytes, log_path: Path) -> dict[str, Any]:
+def parse_message(raw: bytes, log_path: Path) -> dict[str, Any]:
+    """One line the child wrote, as a dict; anything else is a ServeError naming its log."""
     try:
         msg = json.loads(raw)
     except ValueError:
@@ -179,7 +185,8 @@ def _parse(raw: bytes, log_path: Path) -> dict[str, Any]:
     return msg
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def kill_engine(proc: subprocess.Popen) -> None:
+    """The child and everything it started (its process group); nothing if it has ended."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -29,7 +29,7 @@ from typing import Any
 
 from pipeline.calls import Completion, RaySpec, Request, ServeError
 from pipeline.errors import UserError
-from pipeline.offline import EngineArgs, _kill, _parse, _spawn, _write_round
+from pipeline.offline import EngineArgs, kill_engine, parse_message, spawn_engine, write_round
 
 IN_FLIGHT = 2  # chunks queued per actor: one running, one waiting
 
@@ -46,12 +46,12 @@ class EngineActor:
     def run(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Every completion of `requests`, or a ServeError naming the engine log."""
         if self.proc is None:
-            self.proc = _spawn(self.args, self.log_path, self.kv_cache_gib)
+            self.proc = spawn_engine(self.args, self.log_path, self.kv_cache_gib)
         want = {sid for r in requests for sid in Request(**r).ids}
-        _write_round(self.proc.stdin, [Request(**r) for r in requests])
+        write_round(self.proc.stdin, [Request(**r) for r in requests])
         out = []
         for raw in self.proc.stdout:
-            msg = _parse(raw, self.log_path)
+            msg = parse_message(raw, self.log_path)
             if msg.get("ready"):
                 continue
             if msg.get("round_done"):
@@ -68,7 +68,7 @@ class EngineActor:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _kill(self.proc)
+            kill_engine(self.proc)
             self.proc = None
 
 
