@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT  # noqa: F401 - sets sys.path
+from common import ROOT  # importing common also puts the repo on sys.path
 
 
 def model_dirs(config: Path, overrides: list[str]) -> dict[str, Path]:
