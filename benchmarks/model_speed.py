@@ -9,10 +9,11 @@ first --questions held-out questions (the teacher its few-shot prompt, the stude
 zero-shot one), greedy, each answer exactly `eval.sampling.max_tokens` tokens long
 (`ignore_eos`): every model decodes the same number of tokens, so tokens/s compares the models,
 not how long each one chooses to talk. Only the `chat` call is timed (engine start-up excluded);
-the engine settings are the managed CPU server's (whole prefills, 8192 batched tokens, 256
-sequences), bf16, eager. Runs are interleaved (every model once, then again, --reps times) so
-load from other processes hits all alike; it prints each model's median tokens/s with its range
-and its median ratio, rep by rep, to the first model. Size: parameters and safetensors bytes.
+the engine is the pipeline's own (`pipeline.offline.llm_kwargs`: whole prefills, 8192 batched
+tokens, 256 sequences), bf16, eager. Runs are interleaved (every model once, then again, --reps
+times) so load from other processes hits all alike; it prints each model's median tokens/s with
+its range and its median ratio, rep by rep, to the first model. Size: parameters and
+safetensors bytes. Every model must have local weights (a teacher asked at an endpoint has none).
 
 The trained models must exist: run `distill eval` with the same config and overrides first.
 """
@@ -28,48 +29,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common import ROOT  # importing common also puts the repo on sys.path
 
+if TYPE_CHECKING:
+    from pipeline.config import Config
+    from stages.eval.predictions import ModelUnderTest
 
-def model_dirs(config: Path, overrides: list[str]) -> dict[str, Path]:
-    """label -> weights dir, for each model in eval.models (as eval would serve it)."""
-    from pipeline.config import load_config
-    from pipeline.models import resolve_model
+
+def under_test(cfg: Config, questions: int) -> list[ModelUnderTest]:
+    """Eval's own models (the weights eval would serve for each label) with eval's own
+    requests for the first `questions` held-out questions; a missing model is eval's error."""
     from pipeline.runner import plan
-    from stages.eval.predictions import TRAINED_INPUT
-
-    cfg = load_config(config, overrides)
-    inputs = plan(cfg, "eval")["eval"].inputs
-    out = {}
-    for label in cfg.eval.models:
-        if label == "teacher":
-            out[label] = resolve_model(cfg.lead_teacher().model, cfg.cache_dir, key="teacher")
-        elif label == "base":
-            out[label] = resolve_model(cfg.train.student, cfg.cache_dir, key="train.student")
-        else:
-            out[label] = Path(inputs[TRAINED_INPUT[label]]) / "model"
-    return out
-
-
-def prompts(config: Path, overrides: list[str], questions: int) -> dict[str, list]:
-    """label -> the messages eval sends it, for the first `questions` held-out questions."""
-    from pipeline.config import load_config
     from pipeline.tasks import load_task
-    from stages.eval.predictions import ModelUnderTest, plan_requests
+    from stages.eval.predictions import models_under_test, plan_requests
 
-    cfg = load_config(config, overrides)
-    qs = load_task(cfg.task).eval[:questions]
-    muts = [ModelUnderTest(spec=_Label(label), identity=label) for label in cfg.eval.models]
-    plan_requests(cfg, muts, qs)  # type: ignore[arg-type]
-    return {m.label: [req.messages for req, _ in m.requests] for m in muts}
-
-
-class _Label:
-    """plan_requests reads only a model's label."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
+    muts = models_under_test(cfg, cfg.eval.models, plan(cfg, "eval")["eval"].inputs)
+    plan_requests(cfg, muts, load_task(cfg.task).eval[:questions])
+    return muts
 
 
 def size(model: Path) -> dict:
@@ -94,16 +72,10 @@ def run_bare(model: str, messages: list, max_tokens: int) -> dict:
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     from vllm import LLM, SamplingParams
 
-    llm = LLM(
-        model=model,
-        dtype="bfloat16",
-        enforce_eager=True,
-        max_model_len=1024,
-        seed=0,
-        enable_chunked_prefill=False,
-        max_num_batched_tokens=8192,
-        max_num_seqs=256,
-    )
+    from pipeline.offline import EngineArgs, llm_kwargs
+
+    args = EngineArgs(model_dir=model, dtype="bfloat16", max_model_len=1024, window=0)
+    llm = LLM(**llm_kwargs(args), seed=0)
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     t0 = time.monotonic()
     outs = llm.chat(messages, params, use_tqdm=False)
@@ -132,14 +104,21 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "distill-speed")
     args = ap.parse_args()
     from pipeline.config import load_config
+    from pipeline.errors import UserError
 
     cfg = load_config(args.config, args.overrides)
     max_tokens = cfg.eval.sampling.max_tokens
-    dirs = model_dirs(args.config, args.overrides)
-    messages = prompts(args.config, args.overrides, args.questions)
-    missing = [f"{label} ({d})" for label, d in dirs.items() if not (d / "config.json").is_file()]
-    if missing:
-        sys.exit(f"no weights for {', '.join(missing)}: run `distill eval` with this config first")
+    try:
+        muts = under_test(cfg, args.questions)
+    except UserError as e:  # a model not trained yet: run `distill eval` with this config first
+        sys.exit(f"error: {e}")
+    remote = [m.label for m in muts if m.spec.model_dir is None]
+    if remote:
+        sys.exit(
+            f"error: {', '.join(remote)}: no local weights to load; leave it out of eval.models"
+        )
+    dirs = {m.label: Path(m.spec.model_dir) for m in muts}
+    messages = {m.label: [req.messages for req, _ in m.requests] for m in muts}
     args.workdir.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict]] = {label: [] for label in dirs}
     for rep in range(args.reps):

@@ -242,8 +242,9 @@ def _scored(r: Request, o: Any) -> Completion:
     return Completion(r.id, "", "scored", usage, "offline", prompt_logprobs=lists)
 
 
-def _llm_kwargs(args: EngineArgs) -> dict[str, Any]:
-    """vllm.LLM's arguments: the engine as the managed servers run it."""
+def llm_kwargs(args: EngineArgs) -> dict[str, Any]:
+    """vllm.LLM's arguments: the engine as the managed servers run it (also what
+    benchmarks/model_speed.py measures models under)."""
     kwargs: dict[str, Any] = {
         "model": args.model_dir,
         "dtype": args.dtype,
@@ -281,7 +282,7 @@ def _child(args: EngineArgs) -> None:
     requests = _read_round()
     from vllm import LLM
 
-    llm = LLM(**_llm_kwargs(args))
+    llm = LLM(**llm_kwargs(args))
     template = Path(args.chat_template).read_text() if args.chat_template else None
     print(json.dumps({"ready": True}), file=proto)
     while requests:
