@@ -101,6 +101,8 @@ def run_bare(model: Path, reqs: list[dict], seed: int, matched: bool) -> dict:
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     from vllm import LLM, SamplingParams
 
+    from pipeline.hardware import concrete
+
     engine: dict = {}
     if matched:
         engine = {
@@ -110,7 +112,7 @@ def run_bare(model: Path, reqs: list[dict], seed: int, matched: bool) -> dict:
         }
     llm = LLM(
         model=str(model),
-        dtype="bfloat16",
+        dtype=concrete("auto"),  # as the pipeline's engines take it on this machine
         enforce_eager=True,
         max_model_len=1024,
         seed=seed,

@@ -10,10 +10,11 @@ zero-shot one), greedy, each answer exactly `eval.sampling.max_tokens` tokens lo
 (`ignore_eos`): every model decodes the same number of tokens, so tokens/s compares the models,
 not how long each one chooses to talk. Only the `chat` call is timed (engine start-up excluded);
 the engine is the pipeline's own (`pipeline.offline.llm_kwargs`: whole prefills, 8192 batched
-tokens, 256 sequences), bf16, eager. Runs are interleaved (every model once, then again, --reps
-times) so load from other processes hits all alike; it prints each model's median tokens/s with
-its range and its median ratio, rep by rep, to the first model. Size: parameters and
-safetensors bytes. Every model must have local weights (a teacher asked at an endpoint has none).
+tokens, 256 sequences), in the dtype the pipeline takes on this machine, eager. Runs are
+interleaved (every model once, then again, --reps times) so load from other processes hits all
+alike; it prints each model's median tokens/s with its range and its median ratio, rep by
+rep, to the first model. Size: parameters and safetensors bytes. Every model must have local
+weights (a teacher asked at an endpoint has none).
 
 The trained models must exist: run `distill eval` with the same config and overrides first.
 """
@@ -72,9 +73,11 @@ def run_bare(model: str, messages: list, max_tokens: int) -> dict:
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     from vllm import LLM, SamplingParams
 
+    from pipeline.hardware import concrete
     from pipeline.offline import EngineArgs, llm_kwargs
 
-    args = EngineArgs(model_dir=model, dtype="bfloat16", max_model_len=1024, window=0)
+    # the dtype the pipeline's engines take on this machine (pipeline/hardware.py)
+    args = EngineArgs(model_dir=model, dtype=concrete("auto"), max_model_len=1024, window=0)
     llm = LLM(**llm_kwargs(args), seed=0)
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     t0 = time.monotonic()

@@ -83,7 +83,8 @@ def bare_trl(cfg, model: Path, rows: list[dict], work: Path) -> dict:
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from stages.train.trainer import PaddingCounter, bf16_supported
+    from pipeline.hardware import native_bf16
+    from stages.train.trainer import PaddingCounter
 
     t = cfg.train
     use_cpu = not torch.cuda.is_available()
@@ -99,7 +100,7 @@ def bare_trl(cfg, model: Path, rows: list[dict], work: Path) -> dict:
         lr_scheduler_type=t.lr_scheduler,
         weight_decay=t.weight_decay,
         seed=t.seed,
-        bf16=bool(t.bf16 and bf16_supported(use_cpu)),
+        bf16=bool(t.bf16 and native_bf16(gpu=not use_cpu)),
         use_cpu=use_cpu,
         gradient_checkpointing=False,
         logging_steps=t.logging_steps,
@@ -131,10 +132,10 @@ def bare_loop(cfg, model: Path, batches: list) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from stages.train.trainer import bf16_supported
+    from pipeline.hardware import native_bf16
 
     t = cfg.train
-    bf16 = bool(t.bf16 and bf16_supported(True))
+    bf16 = bool(t.bf16 and native_bf16(gpu=False))
     torch.manual_seed(t.seed)
     net = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
     net.train()

@@ -11,6 +11,7 @@ generate asks the teacher with it; eval asks the teacher and each student.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.calls import Completion, Failure, RaySpec, Request, ServeError
+from pipeline.hardware import DtypeChoice, choose_dtype, detect
 from pipeline.servers import ManagedServer, cpu_slices, running
 
 
@@ -34,7 +36,7 @@ class ModelSpec:
     served_name: str = ""  # '' = the dir's name, or what the endpoints serve
     api_key_env: str = ""  # the variable holding the endpoints' key; never the key itself
     engine: Literal["server", "offline", "ray"] = "server"  # resolved: never "auto" here
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # auto: the hardware's (pipeline/hardware.py), chosen when it starts
     max_model_len: int = 1024
     kv_cache_gib: float = 1.0
     server_args: tuple[str, ...] = ()
@@ -78,9 +80,13 @@ class AskStats:
     failovers: int = 0
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     spec_decode: dict[str, Any] | None = None  # a speculative spec's counters, summed
+    dtype: DtypeChoice | None = None  # what the engines we started run in (None: not ours)
+    dtypes: dict[str, str] = field(default_factory=dict)  # several models asked: by label
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"engine": self.engine}
+        if self.dtype is not None:
+            out |= self.dtype.as_dict()
         if self.engine == "server":
             out |= {"retries": self.retries, "failovers": self.failovers}
             out["endpoints"] = self.endpoints
@@ -230,6 +236,9 @@ def ask(
     engine ([] ends it): adaptive sampling starts a model once for all its rounds."""
     key = api_key(spec)  # a missing key fails here, before anything starts
     clock = _Clock(on_ready)
+    choice = served_dtype(spec)
+    if choice is not None:
+        spec = dataclasses.replace(spec, dtype=choice.dtype)
     with sigterm_as_interrupt():
         if spec.engine == "ray":
             from pipeline.rayengine import ask_ray
@@ -237,7 +246,7 @@ def ask(
             assert spec.ray is not None
             ask_ray(spec.ray, _engine_args(spec, settings), requests, on_done, log_dir,
                     spec.kv_cache_gib, spec.replicas, spec.label, clock.ready, more)  # fmt: skip
-            return AskStats("ray", clock.seconds())
+            return AskStats("ray", clock.seconds(), dtype=choice)
         if spec.engine == "offline":
             from pipeline.offline import generate_offline
 
@@ -252,8 +261,27 @@ def ask(
                 on_ready=clock.ready,
                 more=more,
             )
-            return AskStats("offline", clock.seconds())
-        return _ask_servers(spec, requests, on_done, on_fail, settings, log_dir, key, clock, more)
+            return AskStats("offline", clock.seconds(), dtype=choice)
+        stats = _ask_servers(spec, requests, on_done, on_fail, settings, log_dir, key, clock, more)
+        stats.dtype = choice
+        return stats
+
+
+def served_dtype(spec: ModelSpec) -> DtypeChoice | None:
+    """The dtype of the engines `ask` starts for `spec`, chosen by this machine's hardware and
+    said in one line (with a warning for bf16 that will be emulated); None where the engines are
+    not ours to start here: endpoints someone else runs, or Ray actors on a cluster's nodes (each
+    engine there chooses for its own node, pipeline/offline.py)."""
+    if spec.urls or spec.model_dir is None:
+        return None
+    if spec.engine == "ray" and spec.ray is not None and spec.ray.address:
+        return None
+    gpu = not (spec.engine == "ray" and spec.ray is not None and not spec.ray.gpus)
+    choice = choose_dtype(spec.dtype, detect(gpu))
+    print(f"{spec.label}: {choice.dtype} ({choice.why})", flush=True)
+    if choice.warning:
+        print(f"{spec.label}: warning: {choice.warning}; set serve.dtype: auto", flush=True)
+    return choice
 
 
 def _engine_args(spec: ModelSpec, settings: AskSettings) -> Any:

@@ -218,6 +218,8 @@ def _main(args: argparse.Namespace) -> int:
     from pipeline.runner import run_chain
 
     target = "eval" if args.command == "run" else args.command
+    if target in ("generate", "train", "eval"):  # what serves or trains: say on what, and how
+        print("\n".join(report.machine_lines(cfg)), flush=True)
     t0 = time.monotonic()
     results = run_chain(
         cfg, target, force=args.force, verify=args.verify, on_result=report.print_stage_line

@@ -32,11 +32,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.calls import Completion, Request, ServeError, scored_lists
+from pipeline.hardware import concrete
 from pipeline.servers import cpu_slices, die_with_parent, tail
 
 
@@ -282,7 +283,8 @@ def _child(args: EngineArgs) -> None:
     requests = _read_round()
     from vllm import LLM
 
-    llm = LLM(**llm_kwargs(args))
+    # auto reaches here only from a Ray cluster's driver: this node's hardware decides
+    llm = LLM(**llm_kwargs(replace(args, dtype=concrete(args.dtype))))
     template = Path(args.chat_template).read_text() if args.chat_template else None
     print(json.dumps({"ready": True}), file=proto)
     while requests:

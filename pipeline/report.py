@@ -118,3 +118,25 @@ def print_config(cfg: Config) -> None:
         )
         lines.append(f"  {'':<{width}}  {f.doc}")
     print("\n".join(lines))
+
+
+def machine_lines(cfg: Config) -> list[str]:
+    """The startup check of a command that serves or trains: the machine found, the dtype each
+    engine and the trainer will take on it, the cores used; so a user whose machine is slow
+    learns it in the first second, not after an hour."""
+    from pipeline.hardware import choose_dtype, detect
+
+    hw = detect()
+    parts = []
+    if cfg.lead_teacher().urls():
+        parts.append("teacher at its endpoint")
+    else:
+        parts.append(f"teacher {_dtype_text(choose_dtype(cfg.lead_teacher().serve.dtype, hw))}")
+    parts.append(f"students {_dtype_text(choose_dtype(cfg.eval.serve.dtype, hw))}")
+    bf16 = cfg.train.bf16 and hw.native_bf16
+    parts.append(f"training in {'bf16 autocast' if bf16 else 'float32'}")
+    return [f"machine: {hw.describe()}", f"  {', '.join(parts)}"]
+
+
+def _dtype_text(choice: Any) -> str:
+    return f"in {choice.dtype}" + (" (emulated here: slow)" if choice.warning else "")

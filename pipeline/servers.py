@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.calls import ServeError
+from pipeline.hardware import concrete
 
 _PR_SET_PDEATHSIG = 1
 
@@ -43,7 +44,7 @@ class ManagedServer:
     model_dir: Path
     served_name: str
     log_path: Path
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # auto: this machine's choice (pipeline/hardware.py)
     max_model_len: int = 1024
     kv_cache_gib: float = 1.0
     extra_args: list[str] = field(default_factory=list)
@@ -81,7 +82,7 @@ class ManagedServer:
             "--port",
             str(self.port),
             "--dtype",
-            self.dtype,
+            concrete(self.dtype),  # vLLM's own auto would be the checkpoint's dtype
             "--max-model-len",
             str(self.max_model_len),
             "--enforce-eager",

@@ -64,7 +64,10 @@ class ServeConfig:
     )
     replicas: int = runtime(1, doc="managed servers (or Ray engine actors) to start", ge=1)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = runtime(
-        "bfloat16", doc="weights dtype of managed servers and the offline engine"
+        "auto",
+        doc="weights dtype of every engine distill starts; auto: bf16 where the hardware has "
+        "it natively (CUDA with bf16, a CPU with avx512_bf16 or amx_bf16), float16 on other "
+        "GPUs, float32 on other CPUs (where bf16 is emulated, ~6x slower)",
     )
     max_model_len: int = runtime(
         1024, doc="context length of managed servers (prompt + completion tokens)", ge=16

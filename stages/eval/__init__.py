@@ -199,6 +199,8 @@ def _predictions(cfg: Config, muts: list, out: Path) -> tuple[list[dict], dict[s
         **log.recovery(),
         "new_completion_tokens": asked.tokens,
         "seconds": asked.stats.seconds if asked.stats else 0.0,
+        # the dtype each model asked now was served in (pipeline/hardware.py)
+        **({"served_dtype": asked.stats.dtypes} if asked.stats and asked.stats.dtypes else {}),
     }
     return [dict(have[t.request.id]) for t in planned], counts
 

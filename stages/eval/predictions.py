@@ -214,15 +214,18 @@ def ask_models(cfg: Config, todo: list[Todo], out: Path, log: RecordLog) -> Aske
     for item in todo:
         groups.setdefault(_served_as(item.model.spec), []).append(item)
     total = Asked()
-    seconds = 0.0
+    total.stats = AskStats("eval")
     for mine in groups.values():
         got = _ask_group(cfg, mine, out, log)
         total.new += got.new
         total.failures += got.failures
         total.tokens += got.tokens
         total.requested += got.requested
-        seconds += got.stats.seconds if got.stats else 0.0
-    total.stats = AskStats("eval", seconds)
+        if got.stats is not None:
+            total.stats.seconds += got.stats.seconds
+            if got.stats.dtype is not None:  # the model(s) of this group, as their engine ran
+                for label in dict.fromkeys(t.model.label for t in mine):
+                    total.stats.dtypes[label] = got.stats.dtype.dtype
     return total
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from pipeline.asklog import Asked
 from pipeline.budget import usd
 from pipeline.config import Config
+from stages.generate.plan import estimate
 from stages.generate.samples import prompt_tokens_of
 from stages.generate.strategy import Rounds, TeacherPlan, teacher_stats
 from stages.shared.layout import SAMPLES
@@ -76,6 +77,7 @@ def announce(
             f"{held} already in the pool, {len(planned) - held} to request",
             flush=True,
         )
+        _expected(cfg, plans, questions, have)
         return
     how = (
         f"adaptive (rounds of {g.n}, until {g.target_verified} verified or {g.max_samples} samples)"
@@ -88,6 +90,25 @@ def announce(
         f"generate: {len(questions)} questions, {how}{many}; the pool holds {len(have)} samples",
         flush=True,
     )
+    _expected(cfg, plans, questions, have)
+
+
+def _expected(
+    cfg: Config, plans: list[TeacherPlan], questions: list[str], have: dict[str, dict]
+) -> None:
+    """`distill plan`'s estimate of the tokens still to ask, where the pool has a basis for
+    one (a rerun, a pilot); the time it takes follows once the rate is measured (Progress)."""
+    if not have:
+        return
+    for tp in plans:
+        e = estimate(cfg, tp, questions, have)
+        worst = e.samples[1] - e.held[1]
+        if e.basis and worst:
+            print(
+                f"  {tp.label}: about {worst * e.completion_per_sample:,.0f} completion tokens "
+                f"to ask at most (the pool's {e.completion_per_sample:,.1f} per sample)",
+                flush=True,
+            )
 
 
 def merge_asked(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

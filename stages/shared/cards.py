@@ -153,7 +153,7 @@ prompt-completion form. It loads with `datasets.load_dataset(<this dir>)`.
   {s.seed} (sample i of a question is seeded base + i), stop {s.stop or "none"}.
 - Strategy: {strategy}.
 - Samples: {gen.get("stats", {}).get("samples", "?")}, completion tokens
-  {gen.get("stats", {}).get("completion_tokens", "?")}.
+  {gen.get("stats", {}).get("completion_tokens", "?")}.{_served_line(gen.get("stats", {}))}
 
 ## Filtering
 
@@ -195,6 +195,21 @@ whole); {report.get("reasons", {}).get("contaminated", 0)} samples matched and w
     return render(meta, body)
 
 
+def _served_line(stats: dict[str, Any]) -> str:
+    """Where this run's teacher engine ran, and in what dtype (none: nothing was asked now, or
+    the teacher was someone else's endpoint)."""
+    if "dtype" not in stats:
+        return ""
+    return f"\n- Served by distill in {stats['dtype']} ({stats.get('dtype_why', '')})."
+
+
+def _precision(asked: bool, stats: dict[str, Any]) -> str:
+    """What the student trained in, as the train stage recorded it, and on what."""
+    used = "bf16 autocast" if stats.get("bf16") else "float32"
+    why = "" if stats.get("bf16") or not asked else ", bf16 not native here"
+    return f"{used}{why} ({stats['hardware']})" if "hardware" in stats else used + why
+
+
 def model_card(cfg: Config, stats: dict[str, Any], keys: dict[str, str], examples: int) -> str:
     """The train stage's card for model/."""
     tr = cfg.train
@@ -217,7 +232,8 @@ def model_card(cfg: Config, stats: dict[str, Any], keys: dict[str, str], example
         ("max length", f"{tr.max_length} ({tr.overlong})"),
         ("weight decay", tr.weight_decay),
         ("LoRA", f"r {tr.lora.r}, alpha {tr.lora.alpha}" if tr.lora.enabled else "no (full)"),
-        ("bf16 / packing", f"{tr.bf16} / {tr.packing}"),
+        ("precision", _precision(tr.bf16, stats)),
+        ("packing", tr.packing),
         ("seeds", f"train {tr.seed}, teacher sampling {cfg.generate.sampling.seed}"),
     ]  # fmt: skip
     body = f"""

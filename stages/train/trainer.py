@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.hardware import detect, native_bf16
 from pipeline.records import atomic_write_json
 from stages.shared.cut import cut_layers, student_dir
 from stages.train.checkpoints import checkpoint_step, last_checkpoint, prune_checkpoints
@@ -26,17 +27,14 @@ from stages.train.validation import Validator, select, validation_callback
 STATS_FILE = "train_stats.json"
 
 
-def bf16_supported(use_cpu: bool) -> bool:
-    """Native bf16: CUDA that has it, or a CPU with avx512_bf16 / amx_bf16 (else it is emulated)."""
-    import torch
-
-    if not use_cpu:
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+def train_precision(asked: bool, bf16: bool, use_cpu: bool) -> str:
+    """The line the trainer says its precision in (pipeline/hardware.py decides it)."""
+    hw = detect(gpu=not use_cpu).describe()
+    if bf16:
+        return f"bf16 autocast ({hw})"
+    if asked:
+        return f"float32 ({hw}: bf16 would be emulated)"
+    return "float32 (train.bf16: false)"
 
 
 def sft_config(cfg: Config, out: Path, *, use_cpu: bool, bf16: bool):
@@ -214,6 +212,7 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
         "resumed_from_step": resumed_from,
         "lora": lora,
         "bf16": bf16,
+        "hardware": detect(gpu=not trainer.args.use_cpu).describe(),
         "packing": cfg.train.packing,
         "objective": cfg.train.objective,
         "padding_fraction": counter.fraction,
@@ -292,9 +291,8 @@ def _make_trainer(
     from trl import pack_dataset
 
     use_cpu = not torch.cuda.is_available()
-    bf16 = bool(cfg.train.bf16 and bf16_supported(use_cpu))
-    if cfg.train.bf16 and not bf16:
-        log_line("warning: bf16 is not supported natively here; training in fp32")
+    bf16 = bool(cfg.train.bf16 and native_bf16(gpu=not use_cpu))
+    log_line(train_precision(cfg.train.bf16, bf16, use_cpu))
     lora = cfg.train.lora.enabled
     kd = cfg.train.objective == "kd"
     feats = cfg.train.objective == "features"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.calls import prompt_ids
 from pipeline.config import Config, KDConfig
+from pipeline.hardware import native_bf16
 from pipeline.records import atomic_write_json
 from stages.shared.layout import MODEL
 from stages.train.prepared import IGNORE
@@ -76,13 +77,13 @@ def update(
 
     from stages.train.kd import KDCollator
     from stages.train.losses import kd_trainer_class, onpolicy_trainer_class
-    from stages.train.trainer import bf16_supported, quiet_libraries, sft_config
+    from stages.train.trainer import quiet_libraries, sft_config
 
     quiet_libraries()
     op = cfg.train.onpolicy
     rows, table = update_rows(tok, rollouts, {k: v["advantages"] for k, v in scored.items()})
     use_cpu = not torch.cuda.is_available()
-    bf16 = bool(cfg.train.bf16 and bf16_supported(use_cpu))
+    bf16 = bool(cfg.train.bf16 and native_bf16(gpu=not use_cpu))
     args = sft_config(cfg, rd, use_cpu=use_cpu, bf16=bf16)
     args.learning_rate, args.num_train_epochs, args.max_steps = op.learning_rate, 1.0, -1
     args.seed, args.data_seed = cfg.train.seed + r, cfg.train.seed + r

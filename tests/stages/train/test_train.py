@@ -525,7 +525,7 @@ def test_cpu_trainer_loss_runs_under_bf16_autocast(tiny_model, tmp_path, monkeyp
     without its own autocast every matmul ran in fp32: 3x the time, the step 1.5x the bare loop."""
     import torch
 
-    monkeypatch.setattr(train_loop, "bf16_supported", lambda use_cpu: True)
+    monkeypatch.setattr(train_loop, "native_bf16", lambda gpu: True)
     cfg = make_cfg(tiny_model, tmp_path, "train.bf16=true")
     tok, prepared = preflight(
         tiny_model, write_kept(tmp_path / "f", make_rows(8)) / "kept.jsonl", cfg.train
