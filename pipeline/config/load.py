@@ -125,11 +125,36 @@ def _read_yaml(p: Path) -> dict[str, Any]:
     return loaded
 
 
+def read_config_file(p: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's sections; with `extends: other.yaml` (a path from this file's folder),
+    those of the file it extends, with this file's merged over them: a section merges key by
+    key, any other value (a list included) replaces. An experiment is then the default and the
+    few lines it changes, and it shares the default run's cached stages where they agree."""
+    data = _read_yaml(p)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{p}: extends must name a config file, got {short(parent)}")
+    base = (p.parent / parent).resolve()
+    if base in chain or base == p.resolve():
+        raise ConfigError(f"{p}: extends {parent} goes round in a circle")
+    return _merged(read_config_file(base, (*chain, p.resolve())), data)
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        both = isinstance(v, dict) and isinstance(out.get(k), dict)
+        out[k] = _merged(out[k], v) if both else v
+    return out
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load YAML (or the defaults) and apply `a.b=value` overrides; every value is checked.
 
     An error names where the bad value came from: the file, or the command line."""
-    data: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
+    data: dict[str, Any] = read_config_file(Path(path)) if path is not None else {}
     from_cli: set[str] = set()
     for ov in overrides:
         key, value = parse_override(ov)

@@ -168,6 +168,54 @@ def test_example_configs_say_what_they_are_for() -> None:
     assert "Qwen2.5-7B-Instruct" in text and "Qwen2.5-0.5B-Instruct" in text
 
 
+def test_the_default_run_is_the_main_job_and_the_ablation_extends_it(deep_tiny: Path) -> None:
+    """`./distill run` measures teacher, base and student only; answer_only.yaml is the default
+    plus the ablation, so it shares every stage key but eval's (nothing is paid for twice)."""
+    models = [f"teacher.model={deep_tiny}", f"train.student={deep_tiny}"]
+    default = load_config(shipped_config("default"), models)
+    assert default.eval.models == ["teacher", "base", "student"]
+    ablation = load_config(shipped_config("answer_only"), models)
+    assert ablation.eval.models == ["teacher", "base", "student", "student_answer_only"]
+    assert ablation.filter.decontam_n == default.filter.decontam_n == 18  # merged, not replaced
+    a, b = plan(default, "eval"), plan(ablation, "eval")
+    assert {s: a[s].key for s in ("generate", "filter", "train")} == {
+        s: b[s].key for s in ("generate", "filter", "train")
+    }
+    assert a["eval"].key != b["eval"].key
+
+
+def test_extends_merges_sections_and_replaces_values(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(
+        "run: base\ngenerate:\n  n: 3\n  sampling: {temperature: 0.7}\n"
+        "eval:\n  models: [teacher, base, student]\n"
+    )
+    (tmp_path / "sub").mkdir()
+    child = tmp_path / "sub" / "child.yaml"
+    child.write_text("extends: ../base.yaml\ngenerate:\n  sampling: {max_tokens: 32}\n"
+                     "eval:\n  models: [student]\n")  # fmt: skip
+    cfg = load_config(child, ["generate.n=5"])
+    assert cfg.run == "base" and cfg.generate.n == 5  # the command line still wins
+    assert (cfg.generate.sampling.temperature, cfg.generate.sampling.max_tokens) == (0.7, 32)
+    assert cfg.eval.models == ["student"]
+
+
+@pytest.mark.parametrize(
+    ("files", "match"),
+    [
+        ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"}, "circle"),
+        ({"a.yaml": "extends: a.yaml\n"}, "circle"),
+        ({"a.yaml": "extends: missing.yaml\n"}, "config file not found: .*missing.yaml"),
+        ({"a.yaml": "extends: [b.yaml]\n"}, "extends must name a config file"),
+        ({"a.yaml": "extends: b.yaml\n", "b.yaml": "generate: {nn: 1}\n"}, "generate.nn"),
+    ],
+)
+def test_a_bad_extends_is_one_clear_error(tmp_path: Path, files: dict, match: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(tmp_path / "a.yaml")
+
+
 def test_semantic_drops_runtime_fields() -> None:
     cfg = load_config(None, ["generate.concurrency=3", "teacher.endpoint=http://x:1/v1"])
     sem = semantic(cfg)
@@ -489,7 +537,9 @@ def test_status_shows_the_stages_it_can_key(tmp_path: Path) -> None:
     """A student that cannot be keyed must not hide finished generate and filter work."""
     from pipeline.runner import status
 
-    cfg = load_config(shipped_config("default"), [f"runs_dir={tmp_path}", "train.student=/nope"])
+    cfg = load_config(
+        shipped_config("answer_only"), [f"runs_dir={tmp_path}", "train.student=/nope"]
+    )
     st = {s.name: s for s in status(cfg)}
     assert st["generate"].state == "missing" and st["filter"].state == "missing"
     assert st["train"].state == "error" and "train.student" in st["train"].note
@@ -505,12 +555,14 @@ def test_status_shows_the_stages_it_can_key(tmp_path: Path) -> None:
 # changed. (The house refactor before it, issue 24, kept every key as it was.) The defaults
 # chosen on two tasks (two epochs, select: best, keyed always) moved train and eval. The
 # distillation sections on by default (eval.draft on 100 questions, eval.identity) moved eval.
+# The default run as the user's main job (issue 42: eval of teacher, base and student; the
+# ablation, drafts and identity in configs of their own) moved eval, and batches grouped by
+# length (train.group_by_length) moved train and eval.
 DEFAULT_KEYS = {
     "generate": "4e4b5d3027c0acb0272b3d5c687987208ccc808eb66591fcb412f65f15d4cdff",
     "filter": "4826d166dd376fcc577b58d83bee1618ff7354a0385ef6eceb3606a9e081305b",
-    "train": "d96ebc98faf844068fd6400bfc7a9b8e181df793d7b5ed0088fa43ee034df38b",
-    "train_answer_only/train": "d6c8a871ca4b1b6c4abfb9e7c80c435129dbb8825f3a883b918ff7f46e0a6ea1",
-    "eval": "0f6002abf01d9cd57965ef0d9208a87d6533194abb40785ec132e25e391b5724",
+    "train": "c744cb6b914d874569f2ad5bb02537544e35589d504e51c052c86728b7d1e5ec",
+    "eval": "bf1017eb538ad1e8a54ffcb14e9e6c097869f999e6bd005c1dea87c97045dfbb",
 }
 
 

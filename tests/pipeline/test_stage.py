@@ -38,7 +38,7 @@ def test_helpers_are_not_stages(helper: str) -> None:
 
 
 def test_the_ablation_is_declared_by_eval_not_known_to_the_runner() -> None:
-    cfg = load_config(shipped_config("default"))  # eval.models has student_answer_only
+    cfg = load_config(shipped_config("answer_only"))  # eval.models has student_answer_only
     steps = {s.label: s for s in chain(cfg, "eval")}
     ablation = steps["train_answer_only/train"]
     assert ablation.stage == "train" and ablation.cfg.train.answer_only
@@ -107,7 +107,7 @@ def test_seeds_run_one_chain_per_seed_and_share_nothing_else() -> None:
     assert len({e.key for e in evals}) == 3
     for s, e in zip((1, 7, 13), evals, strict=True):
         assert e.cfg.generate.sampling.seed == s and e.cfg.train.seed == s
-    assert len(unique(plans)) == 21  # 4 x (generate, filter, train, ablation, eval) + seeds
+    assert len(unique(plans)) == 17  # 4 x (generate, filter, train, eval) + seeds
     # The chain as configured is one of them, with the very same keys as `distill run`'s.
     main = plan(load_config(shipped_config("default")), "eval")
     assert plans["configured/eval"].key == main["eval"].key
