@@ -5,12 +5,13 @@ PyTorch loop, on the same data with the same settings.
 
 Builds a prompt-completion dataset of arithmetic rationales of varied length (and the tiny test
 model unless --model is given), then, in one process, alternates for --repeats rounds:
-  - `stages.train.run` (the stage as the pipeline runs it),
+  - `stages.train.run` (the stage as the pipeline runs it), and again with its batches drawn at
+    random instead of grouped by length (train.group_by_length=false),
   - `SFTTrainer(model=DIR, args=SFTConfig(...), train_dataset=raw rows)` (the textbook script),
   - a bare loop: the same model (fp32 master weights, bf16 autocast), the very batches our stage
     built (recorded from its collator, in its order), the model's own loss, AdamW with the same
     learning rate and weight decay, gradient clipping at 1.0 (as the Trainer does), no scheduler,
-and keeps each one's median seconds/step. Prints the three side by side and the ratios, targets:
+and keeps each one's median seconds/step. Prints them side by side and the ratios, targets:
 our stage within 1.05x of the TRL script and within 1.2x of the bare loop; and the padding
 fraction of our batches without and with packing.
 """
@@ -183,7 +184,7 @@ def main() -> None:
     filter_dir.mkdir()
     (filter_dir / "kept.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    def cfg(packing: bool):
+    def cfg(packing: bool, grouped: bool = True):
         return load_config(
             None,
             [
@@ -193,6 +194,7 @@ def main() -> None:
                 f"train.batch_size={a.batch_size}",
                 f"train.max_length={a.max_length}",
                 f"train.packing={str(packing).lower()}",
+                f"train.group_by_length={str(grouped).lower()}",
                 f"train.bf16={str(not a.no_bf16).lower()}",
                 "train.learning_rate=0.0001",
                 "train.save_steps=100000",
@@ -200,13 +202,16 @@ def main() -> None:
             ],
         )
 
-    times: dict[str, list[float]] = {"ours": [], "trl": [], "bare": []}
+    times: dict[str, list[float]] = {"ours": [], "random": [], "trl": [], "bare": []}
     pad = {}
     batches: list = []  # our stage's batches, in its order: the bare loop trains on them
     for _ in range(a.repeats):  # interleaved: load on the machine hits all three alike
         s = ours(cfg(False), filter_dir, work, None if batches else batches)
         times["ours"].append(s["seconds_per_step"])
         pad["ours"] = s["padding_fraction"]
+        r = ours(cfg(False, grouped=False), filter_dir, work)
+        times["random"].append(r["seconds_per_step"])
+        pad["random"] = r["padding_fraction"]
         b = bare_trl(cfg(False), model, rows, work)
         times["trl"].append(b["seconds_per_step"])
         pad["trl"] = b["padding_fraction"]
@@ -216,11 +221,14 @@ def main() -> None:
     print()
     print(f"model {model}  examples {a.examples}  steps {a.steps}  batch {a.batch_size}")
     print(f"stages.train.run   {med['ours']:.4f} s/step  (median of {a.repeats})")
+    print(f"  batches at random {med['random']:.4f} s/step (train.group_by_length=false)")
     print(f"TRL SFTTrainer     {med['trl']:.4f} s/step")
     print(f"bare bf16 loop     {med['bare']:.4f} s/step")
     print(f"ours / TRL script  {med['ours'] / med['trl']:.3f}  (target <= 1.05)")
     print(f"ours / bare loop   {med['ours'] / med['bare']:.3f}  (target <= 1.2)")
-    print(f"padding fraction   {pad['ours']} without packing (TRL script: {pad['trl']})")
+    print(f"grouped / random   {med['ours'] / med['random']:.3f}  (batches by length)")
+    print(f"padding fraction   {pad['ours']} without packing, batches by length; "
+          f"{pad['random']} at random (TRL script: {pad['trl']})")  # fmt: skip
     print(f"padding fraction   {packed['padding_fraction']} with packing (bfd, padding-free)")
     print(f"  packed run: {packed['steps']} steps, {packed['seconds_per_step']:.4f} s/step")
 

@@ -233,7 +233,7 @@ def model_card(cfg: Config, stats: dict[str, Any], keys: dict[str, str], example
         ("weight decay", tr.weight_decay),
         ("LoRA", f"r {tr.lora.r}, alpha {tr.lora.alpha}" if tr.lora.enabled else "no (full)"),
         ("precision", _precision(tr.bf16, stats)),
-        ("packing", tr.packing),
+        ("packing / batches by length", f"{tr.packing} / {tr.group_by_length}"),
         ("seeds", f"train {tr.seed}, teacher sampling {cfg.generate.sampling.seed}"),
     ]  # fmt: skip
     body = f"""

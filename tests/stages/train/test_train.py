@@ -131,6 +131,13 @@ def test_labels_mask_prompt_only(tiny_model, tmp_path, filter_dir):
     )
     got = [(r["input_ids"], r["labels"]) for r in trainer.train_dataset]
     assert got == [(r["input_ids"], r["labels"]) for r in prepared.rows]
+    # batches of similar lengths by default (less padding); drawn at random when asked
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    plain = make_cfg(tiny_model, tmp_path, "train.group_by_length=false")
+    args = train_loop.sft_config(plain, tmp_path / "out", use_cpu=True, bf16=False)
+    assert args.train_sampling_strategy == "random"
 
 
 def test_answer_only_rewrites_completion(tiny_model, tmp_path, filter_dir):
