@@ -37,7 +37,8 @@ def _commands() -> dict[str, str]:
     return {name: stage_help(name) for name in STAGES} | COMMANDS_HELP
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
+    """The command line, as `--help` shows it (docs/reference/cli.md is generated from it)."""
     ap = argparse.ArgumentParser(
         prog="distill",
         description="Sequence-level distillation: a vLLM teacher writes rationales, a TRL "
@@ -124,7 +125,9 @@ def _slurm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--submit", action="store_true", help="sbatch them now (needs sbatch)")
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
+def overrides(args: argparse.Namespace) -> list[str]:
+    """Every config override the command line gives: KEY=VALUE words and the options that
+    stand for one (--launcher, --accelerate-config, --num-processes)."""
     extra = list(args.overrides)
     if getattr(args, "launcher", None):
         extra.append(f"train.launcher={args.launcher}")
@@ -135,8 +138,10 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return extra
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = _parser()
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """`argv` as `main` reads it; argparse's SystemExit (exit 2, its message on stderr) for a
+    word it cannot place."""
+    ap = parser()
     # Overrides may follow options (`slurm generate --array 4 generate.n=8`): argparse leaves
     # KEY=VALUE words after an option unparsed; they are overrides like the others.
     args, rest = ap.parse_known_args(argv)
@@ -144,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unrecognized arguments: {' '.join(bad)}")
     args.overrides = [*args.overrides, *rest]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     signal.signal(signal.SIGUSR1, _interrupt)  # Slurm's warning before a limit: stop cleanly
     try:
         return _main(args)
@@ -179,7 +189,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config or shipped_config("default"), _overrides(args))
+    cfg = load_config(args.config or shipped_config("default"), overrides(args))
     from pipeline import report
 
     if args.command == "config":
@@ -247,17 +257,17 @@ def _slurm(cfg: Config, args: argparse.Namespace) -> int:
     )
     config = Path(args.config or shipped_config("default")).resolve()
     rd = run_dir(cfg).resolve()
-    overrides = list(args.overrides)
+    given = list(args.overrides)
     if args.what == "generate":
-        files = slurm.render(rd, config, overrides, opts, Path.cwd())
+        files = slurm.render(rd, config, given, opts, Path.cwd())
     else:
         per_node = args.processes_per_node or args.gpus_per_task or 1
         # Every node's config, checked now (rank 0's stands for all): not on the cluster.
-        load_config(config, [*overrides, *slurm.train_overrides(args.nodes, per_node),
+        load_config(config, [*given, *slurm.train_overrides(args.nodes, per_node),
                              "train.machine_rank=0", "train.main_process_ip=head",
                              f"train.main_process_port={args.port}"])  # fmt: skip
         files = slurm.render_train(
-            rd, config, overrides, opts, Path.cwd(), args.nodes, per_node, args.port
+            rd, config, given, opts, Path.cwd(), args.nodes, per_node, args.port
         )
     d = slurm.write(rd, files)
     print("wrote " + ", ".join(str(d / name) for name in files))

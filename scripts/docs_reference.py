@@ -154,7 +154,7 @@ def command_section(name: str, help_text: str, p: argparse.ArgumentParser) -> li
 
 
 def cli_reference() -> str:
-    ap = cli._parser()
+    ap = cli.parser()
     sub = _subparsers(ap)
     helps = {c.dest: c.help or "" for c in sub._choices_actions}
     lines = [

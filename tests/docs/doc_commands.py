@@ -159,21 +159,16 @@ def distill_args(words: list[str]) -> list[str] | None:
 def check_command(args: list[str], root: Path) -> str | None:
     """What is wrong with `distill ARGS`, as the CLI would say it; None when it parses and its
     config builds. Nothing runs."""
-    ap = cli._parser()
     said = io.StringIO()
     try:
         with contextlib.redirect_stderr(said), contextlib.redirect_stdout(said):
-            ns, rest = ap.parse_known_args(args)
+            ns = cli.parse(args)
     except SystemExit as e:
         if e.code == 0:  # --help
             return None
         return said.getvalue().strip().splitlines()[-1]
-    bad = [w for w in rest if w.startswith("-") or "=" not in w]
-    if bad:
-        return f"unrecognized arguments: {' '.join(bad)}"
-    ns.overrides = [*ns.overrides, *rest]
     config = Path(ns.config) if ns.config else shipped_config("default")
-    return _load(root / config, cli._overrides(ns), root)
+    return _load(root / config, cli.overrides(ns), root)
 
 
 def check_yaml(text: str, root: Path) -> str | None:

@@ -46,7 +46,7 @@ def test_the_cli_reference_has_every_command_and_option() -> None:
 
     gen = _generator()
     page = gen.cli_reference()
-    sub = gen._subparsers(cli._parser())
+    sub = gen._subparsers(cli.parser())
     for name, p in sub.choices.items():
         assert f"## distill {name}\n" in page
         for a in p._actions:
