@@ -28,6 +28,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from stages.shared.softlabels import FLOOR
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -69,7 +71,7 @@ def topk_acceptance(
     vocab: int,
 ) -> list[float]:
     """Per position, a lower bound of sum_x min(p^T(x), q^T(x)) from each model's top k ([n, k]
-    ids and logprobs at T = 1; padding rows hold logprob <= -1e4 and count for nothing)."""
+    ids and logprobs at T = 1; padding holds logprob <= FLOOR and counts for nothing)."""
 
     if t_ids.shape[0] != s_ids.shape[0]:
         raise ValueError(f"{t_ids.shape[0]} teacher positions for {s_ids.shape[0]} student ones")
@@ -77,9 +79,9 @@ def topk_acceptance(
     out = []
     for n in range(t_ids.shape[0]):
         mine = {int(i): float(v) for i, v, lp in zip(s_ids[n], ps[n], s_lp[n], strict=True)
-                if lp > -1e4}  # fmt: skip
+                if lp > FLOOR}  # fmt: skip
         total = sum(min(float(v), mine[int(i)]) for i, v, lp in zip(t_ids[n], pt[n], t_lp[n],
-                    strict=True) if lp > -1e4 and int(i) in mine)  # fmt: skip
+                    strict=True) if lp > FLOOR and int(i) in mine)  # fmt: skip
         out.append(min(total, 1.0))
     return out
 
@@ -88,7 +90,7 @@ def topk_kl(
     t_ids: np.ndarray, t_lp: np.ndarray, s_ids: np.ndarray, s_lp: np.ndarray
 ) -> list[float]:
     """Per position, a lower bound of KL(p || q) in nats, the teacher's p against the student's
-    q at T = 1, from each one's top k ([n, k] ids and logprobs; padding <= -1e4 counts for
+    q at T = 1, from each one's top k ([n, k] ids and logprobs; padding <= FLOOR counts for
     nothing). Grouping the vocabulary into the teacher's top-k tokens, each alone, and the rest
     as one block can only lower a KL (the log-sum inequality), and each term p log(p / q) falls
     as q grows, so q is taken at an upper bound: its own value in the student's top k, else the
@@ -100,13 +102,13 @@ def topk_kl(
         raise ValueError(f"{t_ids.shape[0]} teacher positions for {s_ids.shape[0]} student ones")
     out = []
     for n in range(t_ids.shape[0]):
-        live = s_lp[n] > -1e4
+        live = s_lp[n] > FLOOR
         q_of = {int(i): float(np.exp(lp)) for i, lp in zip(s_ids[n][live], s_lp[n][live],
                 strict=True)}  # fmt: skip
         q_kth = min(q_of.values(), default=1.0)
         total, p_top, q_top = 0.0, 0.0, 0.0
         for i, lp in zip(t_ids[n], t_lp[n], strict=True):
-            if lp <= -1e4:
+            if lp <= FLOOR:
                 continue
             p = float(np.exp(lp))
             q = q_of.get(int(i))

@@ -31,7 +31,7 @@ from pipeline.records import canonical_json, schema_problem, sha256_text
 from pipeline.tasks import load_task
 from stages.eval.draft import greedy_acceptance, summary, topk_acceptance, topk_kl
 from stages.shared.models import local_model, teacher_spec
-from stages.shared.softlabels import vocab_hash
+from stages.shared.softlabels import FLOOR, vocab_hash
 
 DRAFT_SCORES = "draft_scores.jsonl"
 SCORE_FIELDS = {"id": str, "scorer": str, "draft": str, "question_id": str, "top_ids": list,
@@ -201,13 +201,15 @@ def _top1(ids: Any, lp: Any) -> list[int]:
 
 
 def _padded(row: dict) -> tuple[Any, Any]:
-    """[n, k] ids and logprobs from a score row's ragged lists (padding at logprob -1e9)."""
+    """[n, k] ids and logprobs from a score row's ragged lists, padded at FLOOR: padding counts
+    for nothing in stages/eval/draft.py, and a position's top 1 (at least -log of the
+    vocabulary) always stands above it."""
     import numpy as np
 
     n = len(row["top_ids"])
     k = max((len(x) for x in row["top_ids"]), default=1)
     ids = np.zeros((n, k), np.int64)
-    lp = np.full((n, k), -1e9, np.float64)
+    lp = np.full((n, k), FLOOR, np.float64)
     for i, (a, b) in enumerate(zip(row["top_ids"], row["top_logprobs"], strict=True)):
         ids[i, : len(a)] = a
         lp[i, : len(b)] = b

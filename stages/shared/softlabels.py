@@ -38,7 +38,10 @@ POOL_STORE = "logprobs.bin"  # generate: beside pool.jsonl, every sample's recor
 KEPT_STORE = "kept.logprobs.bin"  # filter: the kept samples' records, beside kept.jsonl
 MAGIC = b"DLP1"
 _HEAD = struct.Struct("<4sIII")
-FLOOR = -1.0e4  # -inf (an underflow) stored as this: p * log p stays 0, never nan
+# The one "minus infinity" of every logprob table: an underflow (-inf) is stored as this, and
+# padding too, so p * log p stays 0, never nan. The losses (stages/train/losses/divergence.py)
+# and the draft estimates (stages/eval/draft.py) read it from here.
+FLOOR = -1.0e4
 MAX_HEADER = 1 << 16
 
 

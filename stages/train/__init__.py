@@ -1,6 +1,6 @@
 """train: fine-tuning of the student on the filter stage's kept.jsonl with TRL: supervised
 (`train.objective: sft`), or with the teacher's soft labels too (`kd`: kept.logprobs.bin, checked
-and aligned by stages/train/softdata.py, the loss in stages/train/kd.py), or on-policy
+and aligned by stages/train/softdata.py, the loss in stages/train/losses/divergence.py), or on-policy
 (`onpolicy`: rounds in which the student writes, the teacher scores each of its tokens and the
 student learns from its own text; stages/train/onpolicy/), or with the teacher in memory
 (`features`: logits, hidden states, attention, relations; stages/train/features.py). The student

@@ -25,7 +25,7 @@ def write_logs(history: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]
     """train_log.jsonl (one line per logging step, and one per validation) and loss.png, the
     validation accuracy on a second axis; returns the loss rows."""
     keys = ("step", "epoch", "loss", "learning_rate", "grad_norm", "validation_accuracy")
-    # objective features: each term's mean since the last log (stages/train/losses.py)
+    # objective features: each term's mean since the last log (stages/train/losses/features.py)
     keys += tuple(f"loss_{t}" for t in ("ce", "logit", "hidden", "attention", "relation"))
     logged = [
         {k: h[k] for k in keys if k in h}

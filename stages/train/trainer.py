@@ -1,5 +1,5 @@
 """Training the student with TRL's SFTTrainer, in this process (or in each `accelerate launch`
-process): build the trainer (its config, LoRA, the loss class of stages/train/losses.py, the
+process): build the trainer (its config, LoRA, the loss class of stages/train/losses/trainers.py, the
 padding counter, the progress bar), pre-flight, resume from the newest usable checkpoint
 (stages/train/checkpoints.py), train, save the model (stages/train/finalize.py), the loss log and
 curve (stages/train/logs.py) and the stats. torch / transformers / trl are imported inside
@@ -19,7 +19,12 @@ from stages.shared.cut import cut_layers, student_dir
 from stages.train.checkpoints import checkpoint_step, last_checkpoint, prune_checkpoints
 from stages.train.finalize import finalize_model
 from stages.train.logs import log_line, write_logs
-from stages.train.losses import cpu_trainer_class, features_trainer_class, kd_trainer_class
+from stages.train.losses.trainers import (
+    KDCollator,
+    cpu_trainer_class,
+    features_trainer_class,
+    kd_trainer_class,
+)
 from stages.train.preflight import preflight
 from stages.train.prepared import Table, TrainError
 from stages.train.validation import Validator, select, validation_callback
@@ -244,7 +249,7 @@ def _finish(cfg: Config, student: Path, tok, out: Path, state, validator, stats:
 
 
 def _trainer_class(objective: str, use_cpu: bool):  # noqa: ANN202
-    """The SFTTrainer subclass whose loss the objective needs (stages/train/losses.py)."""
+    """The SFTTrainer subclass whose loss the objective needs (stages/train/losses/trainers.py)."""
     from trl import SFTTrainer
 
     if objective == "kd":
@@ -326,8 +331,6 @@ def _make_trainer(
 
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; ours logs to a file
     if kd:
-        from stages.train.kd import KDCollator
-
         trainer.kd_cfg = cfg.train.kd
         trainer.kd_table = (torch.from_numpy(soft.top_ids), torch.from_numpy(soft.top_logprobs))
         trainer.data_collator = KDCollator(trainer.data_collator)

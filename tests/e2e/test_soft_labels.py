@@ -308,7 +308,7 @@ def test_packed_batches_give_the_padded_loss(soft: dict, tmp_path) -> None:
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from stages.train import trainer as train_loop
-    from stages.train.kd import KDCollator
+    from stages.train.losses.trainers import KDCollator
     from stages.train.preflight import preflight
 
     cfg = soft["cfg"]

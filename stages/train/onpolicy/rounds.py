@@ -50,8 +50,8 @@ from stages.shared.layout import MODEL
 from stages.shared.models import local_model, teacher_spec
 from stages.shared.softlabels import Meta, Store, TokenLogprobs, ref_problem, vocab_hash_of
 from stages.train.logs import log_line
+from stages.train.losses.policy import reverse_kl_estimate
 from stages.train.onpolicy import align
-from stages.train.onpolicy.loss import reverse_kl_estimate
 from stages.train.onpolicy.parts import (
     advantages,
     check_rollout,

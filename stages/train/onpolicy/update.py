@@ -6,7 +6,7 @@ from) followed by the ids it sampled, with labels -100 on the prompt: the traine
 (stages/train/preflight.py), so batching, padding and packing are the SFT path's. Each completion
 position's `kd_index` names its row in the table, -1 elsewhere, as for objective kd (the same
 collator lays it out). The table holds, per scored token, the rollout's logprob of it and its
-advantage (stages/train/onpolicy/loss.py); numpy is imported by the function.
+advantage (stages/train/losses/policy.py); numpy is imported by the function.
 """
 
 from __future__ import annotations
@@ -75,8 +75,7 @@ def update(
     import torch
     from datasets import Dataset
 
-    from stages.train.kd import KDCollator
-    from stages.train.losses import kd_trainer_class, onpolicy_trainer_class
+    from stages.train.losses.trainers import KDCollator, kd_trainer_class, onpolicy_trainer_class
     from stages.train.trainer import quiet_libraries, sft_config
 
     quiet_libraries()

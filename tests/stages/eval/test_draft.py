@@ -111,3 +111,45 @@ def test_the_topk_kl_is_a_lower_bound_zero_for_a_copy_and_exact_over_the_vocabul
         assert low == pytest.approx(full, abs=1e-9)
     if k >= 3:
         assert np.mean(low) > 0.1 * np.mean(full)  # not trivially 0
+
+
+def _old_padded(row: dict) -> tuple[np.ndarray, np.ndarray]:
+    """stages/eval/drafting.py's _padded before issue 44: padding at -1e9, not FLOOR."""
+    n = len(row["top_ids"])
+    k = max((len(x) for x in row["top_ids"]), default=1)
+    ids = np.zeros((n, k), np.int64)
+    lp = np.full((n, k), -1e9, np.float64)
+    for i, (a, b) in enumerate(zip(row["top_ids"], row["top_logprobs"], strict=True)):
+        ids[i, : len(a)] = a
+        lp[i, : len(b)] = b
+    return ids, lp
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_padding_at_the_one_floor_gives_the_same_estimates(seed: int) -> None:
+    """Score rows padded at FLOOR (once -1e9): every figure is the same, to the bit, on ragged
+    rows with vLLM's -9999 for an underflow and the offline engine's -inf (a student's -9999
+    is left out: topk_kl takes log(0) of it, under either padding)."""
+    from stages.eval.drafting import _padded, _top1
+
+    rng = np.random.default_rng(seed)
+
+    def row(underflows: tuple[float, ...]) -> dict:
+        ids, lps = [], []
+        for _ in range(12):
+            k = int(rng.integers(1, 6))
+            lp = sorted((np.log(rng.dirichlet(np.ones(40)))[:k]).tolist(), reverse=True)
+            if k > 2 and rng.random() < 0.3:
+                lp[-1] = underflows[int(rng.integers(len(underflows)))]
+            ids.append([int(i) for i in rng.choice(40, k, replace=False)])
+            lps.append(lp)
+        return {"top_ids": ids, "top_logprobs": lps}
+
+    for _ in range(20):
+        t, s = row((-9999.0, float("-inf"))), row((float("-inf"),))
+        new_t, new_s, old_t, old_s = _padded(t), _padded(s), _old_padded(t), _old_padded(s)
+        assert _top1(*new_t) == _top1(*old_t)
+        for temperature in (0.7, 1.0, 1.5):
+            got = topk_acceptance(*new_t, *new_s, temperature, 40)
+            assert got == topk_acceptance(*old_t, *old_s, temperature, 40)
+        assert topk_kl(*new_t, *new_s) == topk_kl(*old_t, *old_s)

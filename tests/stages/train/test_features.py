@@ -121,7 +121,7 @@ def test_each_term_equals_its_definition_by_hand(tiny_model, wide, tmp_path, fil
 
 
 def test_one_teacher_fused_is_itself_and_two_are_a_mixture() -> None:
-    from stages.train.features import fused_logprobs
+    from stages.train.losses.features import fused_logprobs
 
     torch.manual_seed(0)
     a, b = torch.randn(5, 11), torch.randn(5, 11)
@@ -152,7 +152,7 @@ def test_two_teachers_fuse_in_the_logit_term(tiny_model, wide, tmp_path, filter_
 
 
 def test_the_projections_resume_from_a_checkpoint(tiny_model, wide, tmp_path, filter_dir) -> None:  # noqa: F811
-    from stages.train.losses import PROJ_FILE
+    from stages.train.losses.trainers import PROJ_FILE
 
     extra = ("train.max_steps=1", "train.save_steps=1", "train.features.attention=0",
              "train.features.relation=0")  # fmt: skip

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from pipeline.config import KDConfig
-from stages.train.kd import KDCollator, kd_sum
+from stages.train.losses.divergence import kd_sum
+from stages.train.losses.trainers import KDCollator
 
 V = 37
 

@@ -1,4 +1,4 @@
-"""The on-policy loss (stages.train.onpolicy.loss.py): no advantage, no gradient; at the rollout
+"""The on-policy loss (stages/train/losses/policy.py): no advantage, no gradient; at the rollout
 weights its gradient is the advantage-weighted score function; a step raises the probability
 of tokens the teacher likes better than the student did and lowers the others."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from stages.train.onpolicy.loss import importance_sampled_loss, reverse_kl_estimate
+from stages.train.losses.policy import importance_sampled_loss, reverse_kl_estimate
 
 torch = pytest.importorskip("torch")
 

@@ -1,5 +1,5 @@
 """The update of an on-policy round (stages/train/onpolicy/update.py and the trainer class in
-stages/train/losses.py) on a real tiny model and TRL's batching: at the rollout weights the loss
+stages/train/losses/trainers.py) on a real tiny model and TRL's batching: at the rollout weights the loss
 of a padded batch is minus the mean advantage over the completion tokens (the prompt and the
 padding take no part), and its gradient is that of the advantage-weighted log-likelihood."""
 
@@ -40,8 +40,7 @@ def test_the_round_loss_is_the_advantage_weighted_likelihood(tiny_model: Path, t
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig
 
-    from stages.train.kd import KDCollator
-    from stages.train.losses import onpolicy_trainer_class
+    from stages.train.losses.trainers import KDCollator, onpolicy_trainer_class
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     lm = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)

@@ -1,4 +1,6 @@
-"""The soft-label loss (train.objective: kd): Hinton et al.'s distillation on the teacher's top-k.
+"""One divergence between a teacher's and a student's next-token distributions, at a temperature,
+on the teacher's top k (with its tail) or on the full vocabulary: the soft-label loss of
+objective kd (Hinton et al.), the logit term of objective features, and on-policy's topk loss.
 
     loss = (alpha * T^2 * sum_t D(p_t, q_t) + (1 - alpha) * sum_t CE_t) / N
 
@@ -14,7 +16,11 @@ both are the full distributions. The teacher's values are its raw logprobs (temp
 The bucket is formed at T = 1 on both sides and then softened as if it were one token: exact
 at T = 1; at other T it is the divergence between the two coarsened distributions. D is forward KL
 KL(p || q), reverse KL KL(q || p), or JSD_beta = beta KL(p || m) + (1 - beta) KL(q || m),
-m = beta p + (1 - beta) q. torch is imported by the functions that need it.
+m = beta p + (1 - beta) q. `logit_term` is the same divergence on the full vocabulary (objective
+features: the teacher in memory, the same ids). torch is imported by the functions that need it.
+
+One floor stands for minus infinity everywhere: stages/shared/softlabels.py's FLOOR, what the
+soft-label store writes for an underflow and for padding.
 """
 
 from __future__ import annotations
@@ -22,14 +28,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-PAD_FLOOR = -5.0e3  # below this a stored logprob is padding (the store writes -1e4)
-# Masked entries get this finite floor, not -inf: torch.where's unused branch would carry a
-# nan gradient through -inf - (-inf).
-FILL = -1.0e4
+from stages.shared.softlabels import FLOOR
+
+# A stored logprob at or below half the floor is padding: the store writes FLOOR there, and
+# halfway leaves room for any rounding of it (the line kd has always drawn, -5e3).
+PADDING = FLOOR / 2
 
 
 def log1mexp(x):  # noqa: ANN001, ANN201
-    """log(1 - exp(x)) for x <= 0, stable at both ends; FILL where the rest is below 1e-6 (a
+    """log(1 - exp(x)) for x <= 0, stable at both ends; FLOOR where the rest is below 1e-6 (a
     top k that holds the whole distribution, up to rounding)."""
     import torch
 
@@ -37,7 +44,7 @@ def log1mexp(x):  # noqa: ANN001, ANN201
     out = torch.where(
         safe > -math.log(2), torch.log(-torch.expm1(safe)), torch.log1p(-torch.exp(safe))
     )
-    return torch.where(x > -1e-6, torch.full_like(out, FILL), out.clamp(min=FILL))
+    return torch.where(x > -1e-6, torch.full_like(out, FLOOR), out.clamp(min=FLOOR))
 
 
 def support_logprobs(student_logits, top_ids, top_logp, temperature: float, tail: str):  # noqa: ANN001, ANN201
@@ -46,16 +53,18 @@ def support_logprobs(student_logits, top_ids, top_logp, temperature: float, tail
     import torch
 
     t = float(temperature)
-    valid = top_logp > PAD_FLOOR
+    # masked entries get the finite floor, not -inf: torch.where's unused branch would carry a
+    # nan gradient through -inf - (-inf)
+    valid = top_logp > PADDING
     if tail == "renormalize":
-        teacher = (top_logp.float() / t).masked_fill(~valid, FILL).log_softmax(-1)
+        teacher = (top_logp.float() / t).masked_fill(~valid, FLOOR).log_softmax(-1)
         student = (student_logits.float() / t).gather(-1, top_ids)
-        return teacher, student.masked_fill(~valid, FILL).log_softmax(-1), valid
+        return teacher, student.masked_fill(~valid, FLOOR).log_softmax(-1), valid
     # Both sides coarsened the same way at T=1 (top k + the rest as one category), then
     # softened: exact at T=1, and zero when the student is the teacher at any T.
-    top = student_logits.float().log_softmax(-1).gather(-1, top_ids).masked_fill(~valid, FILL)
+    top = student_logits.float().log_softmax(-1).gather(-1, top_ids).masked_fill(~valid, FLOOR)
     student_rest = log1mexp(top.logsumexp(-1, keepdim=True))
-    teacher_top = top_logp.float().masked_fill(~valid, FILL)
+    teacher_top = top_logp.float().masked_fill(~valid, FLOOR)
     teacher_rest = log1mexp(teacher_top.logsumexp(-1, keepdim=True))
     teacher = (torch.cat([teacher_top, teacher_rest], -1) / t).log_softmax(-1)
     student = (torch.cat([top, student_rest], -1) / t).log_softmax(-1)
@@ -64,15 +73,19 @@ def support_logprobs(student_logits, top_ids, top_logp, temperature: float, tail
 
 
 def _kl(logp, logq, valid):  # noqa: ANN001, ANN202
-    """sum_i p_i (log p_i - log q_i) over the valid entries (0 * log 0 is 0)."""
+    """sum_i p_i (log p_i - log q_i), over the valid entries where a mask is given (0 * log 0
+    is 0)."""
     import torch
 
     terms = logp.exp() * (logp - logq)
-    return torch.where(valid, terms, torch.zeros_like(terms)).sum(-1)
+    if valid is not None:
+        terms = torch.where(valid, terms, torch.zeros_like(terms))
+    return terms.sum(-1)
 
 
 def divergence(teacher, student, valid, kind: str, beta: float = 0.5):  # noqa: ANN001, ANN201
-    """Per position: forward KL, reverse KL or JSD_beta between the supports' distributions."""
+    """Per position: forward KL, reverse KL or JSD_beta between two distributions given as
+    log-probabilities; `valid` masks padded entries of a top-k support (None: every entry)."""
     import torch
 
     if kind == "forward":
@@ -93,24 +106,9 @@ def kd_sum(student_logits, top_ids, top_logp, kd: Any):  # noqa: ANN001, ANN201
     return d.sum() * kd.temperature**2
 
 
-class KDCollator:
-    """Wraps TRL's collator: adds `kd_index` laid out as it lays out `input_ids` (padded right
-    with -1, or concatenated when it packs a batch into one padding-free row)."""
-
-    def __init__(self, inner: Any):
-        self.inner = inner
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-        from torch.nn.utils.rnn import pad_sequence
-
-        batch = self.inner(examples)
-        rows = [torch.as_tensor(e["kd_index"], dtype=torch.long) for e in examples]
-        width = batch["input_ids"].shape[1]
-        if batch["input_ids"].shape[0] != len(rows):  # padding-free: one concatenated row
-            rows = [torch.cat(rows)]
-        index = pad_sequence(rows, batch_first=True, padding_value=-1)
-        if index.shape[1] < width:  # the collator may pad to a multiple
-            index = torch.nn.functional.pad(index, (0, width - index.shape[1]), value=-1)
-        batch["kd_index"] = index[:, :width]
-        return batch
+def logit_term(s_logits, t_logp, temperature: float, divergence_kind: str, jsd_beta: float):  # noqa: ANN001, ANN201
+    """T^2 * sum over positions of D(teacher^T, student^T) on the full vocabulary; `t_logp` the
+    teacher's log-probabilities at T (stages/train/losses/features.py, fused_logprobs)."""
+    t = float(temperature)
+    s = (s_logits.float() / t).log_softmax(-1)
+    return t * t * divergence(t_logp, s, None, divergence_kind, float(jsd_beta)).sum()

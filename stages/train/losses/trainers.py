@@ -1,8 +1,11 @@
 """The trainer classes behind the train stage's losses: SFTTrainer subclasses whose
 compute_loss sends only the scored (completion) positions through the LM head. The CPU trainer
 computes the SFT loss that way; the KD trainer adds the soft-label divergence of
-stages/train/kd.py on the teacher's top-k. torch / transformers / trl are imported inside the
-functions, so importing this module stays cheap."""
+stages/train/losses/divergence.py on the teacher's top-k; the on-policy trainer the
+importance-sampled loss of stages/train/losses/policy.py; the features trainer the terms of
+stages/train/losses/features.py. KDCollator lays out the `kd_index` the KD and on-policy
+trainers read their tables by. torch / transformers / trl are imported inside the functions, so
+importing this module stays cheap."""
 
 from __future__ import annotations
 
@@ -44,7 +47,8 @@ def cpu_trainer_class():  # noqa: ANN202
 
 
 def kd_trainer_class():  # noqa: ANN202
-    """SFTTrainer with the soft-label loss (stages/train/kd.py) on the teacher's top-k, on any
+    """SFTTrainer with the soft-label loss (stages/train/losses/divergence.py) on the teacher's
+    top-k, on any
     device: the scored positions' logits as in the CPU trainer, then cross-entropy and the
     divergence against the teacher's rows in `kd_table` that each position's `kd_index` names.
     alpha = 0 computes exactly the CPU trainer's loss."""
@@ -52,7 +56,7 @@ def kd_trainer_class():  # noqa: ANN202
     from transformers import Trainer
     from trl import SFTTrainer
 
-    from stages.train.kd import kd_sum
+    from stages.train.losses.divergence import kd_sum
 
     class KDTrainer(SFTTrainer):
         kd_cfg: Any = None
@@ -126,13 +130,13 @@ def _head_is_logits(model) -> bool:  # noqa: ANN001
 
 
 def onpolicy_trainer_class():  # noqa: ANN202
-    """SFTTrainer with the on-policy loss (stages/train/onpolicy/loss.py): each scored
+    """SFTTrainer with the on-policy loss (stages/train/losses/policy.py): each scored
     position's logprob of the token the student sampled, against the rollout's logprob and the
     teacher's advantage in `op_table` at the row its `kd_index` names."""
     from transformers import Trainer
     from trl import SFTTrainer
 
-    from stages.train.onpolicy.loss import importance_sampled_loss
+    from stages.train.losses.policy import importance_sampled_loss
 
     class OnPolicyTrainer(SFTTrainer):
         op_table: Any = None  # (rollout logprobs [P], advantages [P]) on the CPU
@@ -154,7 +158,7 @@ def onpolicy_trainer_class():  # noqa: ANN202
 
 
 def features_trainer_class():  # noqa: ANN202
-    """SFTTrainer with the teacher in the loop (stages/train/features.py): one forward of the
+    """SFTTrainer with the teacher in the loop (stages/train/losses/features.py): one forward of the
     teacher (no gradient) beside the student's on the same ids, then the logit, hidden-state,
     attention and relation terms. The projections of the hidden-state term (where the widths
     differ) train with the student: a parameter group of the optimizer, saved in each
@@ -168,7 +172,8 @@ def features_trainer_class():  # noqa: ANN202
     from transformers import Trainer
     from trl import SFTTrainer
 
-    from stages.train import features as fx
+    from stages.train.losses import features as fx
+    from stages.train.losses.divergence import logit_term
 
     class FeaturesTrainer(SFTTrainer):
         kd_cfg: Any = None
@@ -262,7 +267,7 @@ def features_trainer_class():  # noqa: ANN202
             ce = F.cross_entropy(s_logits.float(), labels[scored], reduction="sum")
             k = self.kd_cfg
             t_logp = fx.fused_logprobs(t_logits, self.fusion, k.temperature)
-            soft = fx.logit_term(s_logits, t_logp, k.temperature, k.divergence, k.jsd_beta)
+            soft = logit_term(s_logits, t_logp, k.temperature, k.divergence, k.jsd_beta)
             out: dict[str, Any] = {}
             if self.fx_cfg.hidden > 0:
                 hs = []
@@ -292,3 +297,26 @@ def features_trainer_class():  # noqa: ANN202
 
 
 PROJ_FILE = "feature_projections.pt"  # in each checkpoint dir; never in the saved model
+
+
+class KDCollator:
+    """Wraps TRL's collator: adds `kd_index` laid out as it lays out `input_ids` (padded right
+    with -1, or concatenated when it packs a batch into one padding-free row)."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+        from torch.nn.utils.rnn import pad_sequence
+
+        batch = self.inner(examples)
+        rows = [torch.as_tensor(e["kd_index"], dtype=torch.long) for e in examples]
+        width = batch["input_ids"].shape[1]
+        if batch["input_ids"].shape[0] != len(rows):  # padding-free: one concatenated row
+            rows = [torch.cat(rows)]
+        index = pad_sequence(rows, batch_first=True, padding_value=-1)
+        if index.shape[1] < width:  # the collator may pad to a multiple
+            index = torch.nn.functional.pad(index, (0, width - index.shape[1]), value=-1)
+        batch["kd_index"] = index[:, :width]
+        return batch
