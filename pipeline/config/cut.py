@@ -13,8 +13,9 @@ TRAINED = "trained"  # the full-size student the same config trains first (cut, 
 
 @dataclass(frozen=True)
 class FeaturesConfig:
-    """objective: features: the teacher in the training loop (stages/train/features.py). The
-    logit term is train.kd's (alpha, temperature, divergence) on the full vocabulary."""
+    """objective: features: the teacher in the training loop
+    (stages/train/objectives/features.py). The logit term is train.kd's (alpha, temperature,
+    divergence) on the full vocabulary."""
 
     teacher: str | list[str] = knob(
         "",

@@ -210,8 +210,11 @@ def _precision(asked: bool, stats: dict[str, Any]) -> str:
     return f"{used}{why} ({stats['hardware']})" if "hardware" in stats else used + why
 
 
-def model_card(cfg: Config, stats: dict[str, Any], keys: dict[str, str], examples: int) -> str:
-    """The train stage's card for model/."""
+def model_card(
+    cfg: Config, stats: dict[str, Any], keys: dict[str, str], examples: int, detail: str = ""
+) -> str:
+    """The train stage's card for model/; `detail`, the objective's settings after its name
+    (the train stage asks its objective for them)."""
     tr = cfg.train
     base = HUB_NAMES.get(tr.student, Path(tr.student).name)
     meta: dict[str, Any] = {
@@ -225,7 +228,7 @@ def model_card(cfg: Config, stats: dict[str, Any], keys: dict[str, str], example
     if tr.student in MODEL_LICENSES:
         meta["license"] = MODEL_LICENSES[tr.student]
     hyper = [
-        ("objective", tr.objective + _objective_detail(tr)),
+        ("objective", tr.objective + detail),
         ("learning rate", f"{tr.learning_rate} ({tr.lr_scheduler}, warmup {tr.warmup_ratio})"),
         ("epochs / max steps", f"{tr.epochs} / {tr.max_steps}"),
         ("batch size x grad accum", f"{tr.batch_size} x {tr.grad_accum}"),
@@ -258,17 +261,6 @@ in the train stage dir (train key `{keys["train"]}`).
 Not evaluated yet: `distill eval` adds the held-out accuracy to the copy of this card it keeps.
 """
     return render(meta, body)
-
-
-def _objective_detail(tr: Any) -> str:
-    if tr.objective == "kd":
-        return f" (alpha {tr.kd.alpha}, T {tr.kd.temperature}, {tr.kd.divergence})"
-    if tr.objective == "onpolicy":
-        op = tr.onpolicy
-        return (f" ({op.rounds} rounds from {op.start}: {op.questions} questions x {op.n} "
-                f"samples a round, loss {op.loss}, learning rate {op.learning_rate}, top-{op.k}, "
-                f"teacher hint {op.teacher_hint}; a round per 'step' below)")  # fmt: skip
-    return ""
 
 
 def distilled_name(meta: dict[str, Any], fallback: str) -> str:

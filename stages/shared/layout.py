@@ -5,7 +5,9 @@ a reader names them from here, never by a literal.
     generate/<key>/  SAMPLES, ERRORS;  beside the key dirs, shared by every generate key of the
                      run: POOL (every sample ever asked), POOL_LOCK, and softlabels.POOL_STORE
     filter/<key>/    KEPT (the training rows), REJECTED, REPORT, CARD, softlabels.KEPT_STORE
-    train/<key>/     MODEL (a Hugging Face model dir, CARD inside), TRAIN_LOG, LOSS_PLOT
+    train/<key>/     MODEL (a Hugging Face model dir, CARD inside), TRAIN_LOG, LOSS_PLOT,
+                     TRAIN_STATS, VALIDATION;  beside the key dirs, shared by every train key
+                     of the run: ROUNDS (on-policy's rounds, under ROUNDS_LOCK)
     eval/<key>/      PREDICTIONS, METRICS, REPORT_MD, ACCURACY_PLOT, CARDS/<student>/CARD
 """
 
@@ -27,6 +29,10 @@ REPORT = "report.json"
 MODEL = "model"
 TRAIN_LOG = "train_log.jsonl"
 LOSS_PLOT = "loss.png"
+TRAIN_STATS = "train_stats.json"
+VALIDATION = "validation.jsonl"
+ROUNDS = "onpolicy"
+ROUNDS_LOCK = ".rounds.lock"
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
@@ -36,5 +42,6 @@ CARDS = "cards"
 
 
 def shared_dir(stage_dir: Path) -> Path:
-    """Where the files shared by every key of a stage lie (generate's pool): beside the keys."""
+    """Where the files shared by every key of a stage lie (generate's pool, on-policy's rounds):
+    beside the keys."""
     return Path(stage_dir).parent

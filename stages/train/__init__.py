@@ -1,11 +1,10 @@
-"""train: fine-tuning of the student on the filter stage's kept.jsonl with TRL: supervised
-(`train.objective: sft`), or with the teacher's soft labels too (`kd`: kept.logprobs.bin, checked
-and aligned by stages/train/softdata.py, the loss in stages/train/losses/divergence.py), or on-policy
-(`onpolicy`: rounds in which the student writes, the teacher scores each of its tokens and the
-student learns from its own text; stages/train/onpolicy/), or with the teacher in memory
-(`features`: logits, hidden states, attention, relations; stages/train/features.py). The student
-may be cut from train.student, or from the full-size student of the same config
-(`train.cut.source: trained`, an extra input: stages/train/trained.py).
+"""train: fine-tuning of the student on the filter stage's kept.jsonl with TRL, under one of the
+objectives of stages/train/objectives/ (train.objective): supervised (sft), with the teacher's
+soft labels too (kd), on-policy rounds in which the student learns from its own text
+(onpolicy), or with the teacher in memory (features). Each objective declares what it adds to
+the stage's key, its extra inputs and locks, and how it trains; the stage asks it and never
+compares its name. The student may be cut from train.student, or from the full-size student of
+the same config (`train.cut.source: trained`, an extra input: stages/train/trained.py).
 
 `run(cfg, inputs, out)` trains in this process (stages/train/trainer.py), or, with
 `train.launcher: accelerate`, starts `accelerate launch ... -m stages.train` and waits for it.
@@ -27,7 +26,6 @@ A rerun after a kill resumes from the newest usable checkpoint and ends at the s
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -37,29 +35,25 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config, OnPolicyConfig, semantic, to_dict
-from pipeline.models import identity_of, teacher_identity, teacher_key_config
+from pipeline.config import Config, semantic, to_dict
+from pipeline.models import identity_of
 from pipeline.paths import ROOT, accelerate_config_file, shipped_accelerate_names
-from pipeline.prompts import template_bytes
 from pipeline.records import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.servers import free_port
 from pipeline.stage import ExtraInput, KeyParts, RunContext
 from stages.shared.cards import model_card
 from stages.shared.cut import cut_layers, student_dir
-from stages.shared.layout import CARD, KEPT, LOSS_PLOT, MODEL, TRAIN_LOG
+from stages.shared.layout import CARD, KEPT, LOSS_PLOT, MODEL, TRAIN_LOG, TRAIN_STATS, VALIDATION
 from stages.train.checkpoints import checkpoint_step, last_checkpoint
-from stages.train.features import check_pair, teacher_identities
 from stages.train.hub import export  # noqa: F401 - the stage's part of `distill export`
-from stages.train.onpolicy.rounds import ROUNDS_DIR
-from stages.train.onpolicy.stage import SFT_INPUT, train_onpolicy
+from stages.train.objectives import objective_of
 from stages.train.preflight import TrainError, preflight
 from stages.train.trained import TRAINED_INPUT, resolve_trained, trained_input
-from stages.train.trainer import STATS_FILE, train_in_process
-from stages.train.validation import RESULTS as VALIDATION_RESULTS
+from stages.train.trainer import train_in_process
 
 NAME = "train"
 VERSION = 2  # 2: model/README.md, the model card; checkpoints/ deleted after success
-OUTPUTS = (MODEL, TRAIN_LOG, LOSS_PLOT, STATS_FILE, VALIDATION_RESULTS)
+OUTPUTS = (MODEL, TRAIN_LOG, LOSS_PLOT, TRAIN_STATS, VALIDATION)
 UPSTREAM = ("filter",)
 HELP = "train the student on kept.jsonl with TRL: SFT or soft-label KD, full or LoRA"
 
@@ -67,50 +61,27 @@ CONFIG_FILE = "train_config.json"
 
 
 def key_parts(cfg: Config) -> KeyParts:
-    """The student's weights, not its path, and the semantic train config (launcher excluded);
-    on-policy also what its rounds ask with: the teacher, both prompts, the rollouts' stops."""
+    """The student's weights, not its path, and the semantic train config (launcher excluded),
+    with what the objective adds (its teachers, what its rounds ask with)."""
     t = cfg.train
     cut_layers(cfg)  # a recipe this student cannot take is refused before anything runs
     extra = {"student_identity": identity_of(t.student, cfg.cache_dir, key="train.student")}
-    if t.objective == "features":
-        check_pair(cfg)  # another vocabulary or a bad layer map: refused before anything runs
-        extra["feature_teacher"] = teacher_identities(cfg)
     if t.chat_template:  # the config checked that the file exists
         extra["chat_template"] = sha256_file(Path(t.chat_template).expanduser())
     config: dict[str, Any] = {"train": semantic(t, exclude=("student",))}
-    if t.objective == "onpolicy":
-        config["onpolicy_asks"] = {
-            "teacher": teacher_key_config(cfg.teacher),
-            "student_template": cfg.student_template,
-            "stop": list(cfg.eval.sampling.stop),
-        }
-        extra["teacher_identity"] = teacher_identity(cfg.teacher, cfg.cache_dir)
-        # select: best counts the SFT start as round 0: a dir cached before that chose among
-        # the rounds only, and must not pass for one that did
-        extra["select_from"] = "start and rounds"
-        extra["templates"] = template_bytes(cfg.teacher.template) + template_bytes(
-            cfg.student_template
-        )
-    return KeyParts(config=config, extra=extra)
+    own = objective_of(cfg).key_parts(cfg)
+    return KeyParts(config={**config, **own.config}, extra={**extra, **own.extra})
 
 
 def locks(cfg: Config, out: Path) -> list[Path]:
-    """On-policy rounds live beside the stage dirs, shared by every train key of the run."""
-    if cfg.train.objective != "onpolicy":
-        return []
-    return [Path(out).parent / ROUNDS_DIR / ".rounds.lock"]
+    """The objective's (on-policy: its rounds, shared by every train key of the run)."""
+    return objective_of(cfg).locks(cfg, out)
 
 
 def extra_inputs(cfg: Config) -> list[ExtraInput]:
-    """On-policy from the SFT student: the train stage of the same config with objective sft.
-    A cut of the trained student, or it as a teacher: the same config's full-size SFT student
-    (stages/train/trained.py)."""
-    t = cfg.train
-    out = trained_input(cfg, NAME)
-    if t.objective == "onpolicy" and t.onpolicy.start == "sft":
-        sft = dataclasses.replace(t, objective="sft", onpolicy=OnPolicyConfig())
-        out.append(ExtraInput(SFT_INPUT, NAME, dataclasses.replace(cfg, train=sft)))
-    return out
+    """A cut of the trained student, or it as a teacher: the same config's full-size SFT
+    student (stages/train/trained.py); then the objective's (on-policy: its SFT start)."""
+    return trained_input(cfg, NAME) + objective_of(cfg).extra_inputs(cfg, NAME)
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
@@ -126,10 +97,13 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
 
 
 def _train(cfg: Config, ctx: RunContext) -> dict[str, Any]:
+    """The objective's own training, or the trainer's loop over the kept rows: in this process,
+    or under `accelerate launch`."""
+    trains = objective_of(cfg).trains
+    if trains is not None:
+        return trains(cfg, ctx)
     kept = ctx.inputs["filter"] / KEPT
     out = ctx.out
-    if cfg.train.objective == "onpolicy":
-        return train_onpolicy(cfg, ctx, STATS_FILE, VALIDATION_RESULTS)
     if cfg.train.launcher == "none":
         return train_in_process(cfg, kept, out)
     # Pre-flight here too: a bad dataset fails in seconds, with its message, before N processes.
@@ -138,12 +112,12 @@ def _train(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     for w in prepared.warnings:
         print(f"train: warning: {w}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / STATS_FILE).unlink(missing_ok=True)
+    (out / TRAIN_STATS).unlink(missing_ok=True)
     write_child_config(cfg, out / CONFIG_FILE)
     _launch(launch_command(cfg, kept, out, out / CONFIG_FILE))
-    if not (out / STATS_FILE).is_file():
-        raise TrainError(f"accelerate run exited 0 but wrote no {out / STATS_FILE}")
-    return json.loads((out / STATS_FILE).read_text())
+    if not (out / TRAIN_STATS).is_file():
+        raise TrainError(f"accelerate run exited 0 but wrote no {out / TRAIN_STATS}")
+    return json.loads((out / TRAIN_STATS).read_text())
 
 
 def follows(cfg: Config) -> bool:
@@ -177,7 +151,8 @@ def _launch(cmd: list[str]) -> None:
 
 def _with_card(cfg: Config, stats: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     """Write the model card (stages/shared/cards.py) into model/ (and adapter/ with LoRA)."""
-    card = model_card(cfg, stats, ctx.keys(NAME), stats.get("examples", 0))
+    detail = objective_of(cfg).card(cfg.train)
+    card = model_card(cfg, stats, ctx.keys(NAME), stats.get("examples", 0), detail)
     for d in (MODEL, "adapter"):
         if (ctx.out / d).is_dir():
             atomic_write_text(ctx.out / d / CARD, card)

@@ -18,6 +18,7 @@ from typing import Any
 
 from pipeline.models import has_chat_template
 from pipeline.records import DataError, read_jsonl
+from stages.train.objectives import OBJECTIVES
 from stages.train.prepared import IGNORE, Prepared, TrainError
 from stages.train.traces import in_form, trace_form, trace_problem
 
@@ -248,15 +249,14 @@ def _warnings(
 
 
 def preflight(student: Path, kept: Path, train_cfg) -> tuple[Any, Prepared]:
-    """Everything checked before a model is loaded: -> (tokenizer, prepared rows)."""
+    """Everything checked before a model is loaded: -> (tokenizer, prepared rows), with what
+    the objective's loss adds to them (stages/train/objectives/)."""
     tok = load_tokenizer(student, train_cfg.chat_template)
     rows = load_rows(kept, train_cfg.answer_only)
     prepared = prepare(
         tok, rows, train_cfg.max_length, train_cfg.overlong, stop_token_ids(tok, student)
     )
-    if train_cfg.objective == "kd":
-        # imported here: softdata loads numpy, which `import stages.train` (the CLI) need not
-        from stages.train.softdata import attach_soft_labels
-
-        attach_soft_labels(tok, kept, rows, prepared)
+    loss = OBJECTIVES[train_cfg.objective].kept
+    if loss is not None:  # what its loss needs beside the rows (kd: the soft labels)
+        loss.prepare_rows(tok, kept, rows, prepared)
     return tok, prepared

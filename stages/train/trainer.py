@@ -1,8 +1,8 @@
 """Training the student with TRL's SFTTrainer, in this process (or in each `accelerate launch`
-process): build the trainer (its config, LoRA, the loss class of stages/train/losses/trainers.py, the
-padding counter, the progress bar), pre-flight, resume from the newest usable checkpoint
-(stages/train/checkpoints.py), train, save the model (stages/train/finalize.py), the loss log and
-curve (stages/train/logs.py) and the stats. torch / transformers / trl are imported inside
+process): build the trainer (its config, LoRA, the objective's loss class and what that loss
+needs, stages/train/objectives/; the padding counter, the progress bar), pre-flight, resume from
+the newest usable checkpoint (stages/train/checkpoints.py), train, save the model
+(stages/train/finalize.py), the loss log and curve (stages/train/logs.py) and the stats. torch / transformers / trl are imported inside
 functions, so importing this module stays cheap."""
 
 from __future__ import annotations
@@ -16,20 +16,15 @@ from pipeline.config import Config
 from pipeline.hardware import detect, native_bf16
 from pipeline.records import atomic_write_json
 from stages.shared.cut import cut_layers, student_dir
+from stages.shared.layout import TRAIN_STATS
+from stages.train.args import quiet_libraries, sft_config
 from stages.train.checkpoints import checkpoint_step, last_checkpoint, prune_checkpoints
 from stages.train.finalize import finalize_model
 from stages.train.logs import log_line, write_logs
-from stages.train.losses.trainers import (
-    KDCollator,
-    cpu_trainer_class,
-    features_trainer_class,
-    kd_trainer_class,
-)
+from stages.train.objectives import objective_of
 from stages.train.preflight import preflight
 from stages.train.prepared import Table, TrainError
 from stages.train.validation import Validator, select, validation_callback
-
-STATS_FILE = "train_stats.json"
 
 
 def train_precision(asked: bool, bf16: bool, use_cpu: bool) -> str:
@@ -40,43 +35,6 @@ def train_precision(asked: bool, bf16: bool, use_cpu: bool) -> str:
     if asked:
         return f"float32 ({hw}: bf16 would be emulated)"
     return "float32 (train.bf16: false)"
-
-
-def sft_config(cfg: Config, out: Path, *, use_cpu: bool, bf16: bool):
-    from trl import SFTConfig
-
-    t = cfg.train
-    return SFTConfig(
-        output_dir=str(out / "checkpoints"),
-        learning_rate=t.learning_rate,
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps if t.max_steps > 0 else -1,
-        per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        max_length=t.max_length,
-        packing=t.packing,
-        # padding is work too: on the default run, grouping by length cut it from 16% to 7%
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        warmup_steps=float(t.warmup_ratio),  # transformers 5: a float below 1 is a ratio
-        lr_scheduler_type=t.lr_scheduler,
-        weight_decay=t.weight_decay,
-        seed=t.seed,
-        bf16=bf16,
-        fp16=False,
-        use_cpu=use_cpu,
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False}
-        if t.gradient_checkpointing
-        else None,
-        logging_steps=t.logging_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=2,
-        report_to="none",
-        disable_tqdm=True,  # our own bar (_progress_callback); the Trainer's printer is removed
-        ddp_find_unused_parameters=False,
-        model_init_kwargs={"dtype": "float32"},  # fp32 master weights; bf16 is autocast
-    )
 
 
 def lora_config(cfg: Config):
@@ -136,17 +94,6 @@ def _progress_callback(out: Path):
                 self.bar.close()
 
     return Progress()
-
-
-def quiet_libraries() -> None:
-    """Keep the libraries' own progress bars (dataset preparation, weight writing) and chatter
-    off the console: the stage shows one bar, and logs what matters to its files."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
 
 
 class PaddingCounter:
@@ -240,7 +187,7 @@ def _finish(cfg: Config, student: Path, tok, out: Path, state, validator, stats:
     finalize_model(student, tok, out, cfg.train.lora.enabled)
     if validator is not None:
         validator.drop_weights()
-    atomic_write_json(out / STATS_FILE, stats)
+    atomic_write_json(out / TRAIN_STATS, stats)
     prune_checkpoints(out / "checkpoints", keep_last=cfg.train.keep_checkpoints)
     log_line(
         f"done: {stats['steps']} steps in {stats['train_seconds']:.1f}s, final loss "
@@ -248,72 +195,25 @@ def _finish(cfg: Config, student: Path, tok, out: Path, state, validator, stats:
     )
 
 
-def _trainer_class(objective: str, use_cpu: bool):  # noqa: ANN202
-    """The SFTTrainer subclass whose loss the objective needs (stages/train/losses/trainers.py)."""
-    from trl import SFTTrainer
-
-    if objective == "kd":
-        return kd_trainer_class()
-    if objective == "features":
-        return features_trainer_class()
-    return cpu_trainer_class() if use_cpu else SFTTrainer
-
-
-def _with_teacher(cfg: Config, trainer, bf16: bool) -> None:  # noqa: ANN001
-    """objective features: the teachers in memory beside the student (no gradient), the layer
-    map, and a projection per mapped layer where the widths differ."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from stages.train.features import check_pair, teacher_dirs
-
-    f = cfg.train.features
-    teachers = []
-    for n, d in enumerate(teacher_dirs(cfg)):
-        # only the first teacher's attention maps are compared: it alone needs the eager kernels
-        extra = {"attn_implementation": "eager"} if f.attention > 0 and n == 0 else {}
-        m = AutoModelForCausalLM.from_pretrained(
-            d, dtype=torch.bfloat16 if bf16 else torch.float32, **extra
-        )
-        teachers.append(m.requires_grad_(False).eval().to(trainer.accelerator.device))
-    teacher = teachers[0]
-    trainer.teacher, trainer.others, trainer.fusion = teacher, teachers[1:], f.fusion()
-    trainer.kd_cfg, trainer.fx_cfg = cfg.train.kd, f
-    trainer.layer_map = check_pair(cfg)
-    s_width, t_width = trainer.model.config.hidden_size, teacher.config.hidden_size
-    proj = torch.nn.ModuleDict()
-    if f.hidden > 0 and s_width != t_width:
-        for i, j in trainer.layer_map:
-            proj[f"{i}_{j}"] = torch.nn.Linear(s_width, t_width)
-    trainer.proj = proj.to(trainer.accelerator.device)
-
-
 def _make_trainer(
     cfg: Config, student: Path, tok, rows: list[dict], out: Path, soft: Table | None = None
 ):  # noqa: ANN001, ANN202
-    """The SFTTrainer over the pre-flighted rows, its batches counted for padding; `soft`: the
-    soft-label table of objective kd (stages/train/softdata.py)."""
+    """The SFTTrainer over the pre-flighted rows with the objective's loss (its `kept` part,
+    stages/train/objectives/), its batches counted for padding; `soft`: the soft-label table of
+    objective kd (stages/train/softdata.py)."""
     import torch
     from datasets import Dataset
-    from trl import pack_dataset
 
     use_cpu = not torch.cuda.is_available()
     bf16 = bool(cfg.train.bf16 and native_bf16(gpu=not use_cpu))
     log_line(train_precision(cfg.train.bf16, bf16, use_cpu))
     lora = cfg.train.lora.enabled
-    kd = cfg.train.objective == "kd"
-    feats = cfg.train.objective == "features"
-    cls = _trainer_class(cfg.train.objective, use_cpu)
+    loss = objective_of(cfg).kept
+    if loss is None:
+        raise TrainError(f"train.objective {cfg.train.objective} does not train over kept rows")
+    cls = loss.trainer_class(use_cpu)
     args = sft_config(cfg, out, use_cpu=use_cpu, bf16=bf16)
-    if feats and cfg.train.features.attention > 0:  # attention maps need the eager kernels
-        args.model_init_kwargs = {**(args.model_init_kwargs or {}), "attn_implementation": "eager"}
-    dataset = Dataset.from_list(rows)
-    if kd:
-        args.remove_unused_columns = False  # kd_index reaches the collator and the loss
-        if args.packing:
-            # TRL packs input_ids and labels only; packed here (the same bfd), kd_index too
-            dataset = pack_dataset(dataset, args.max_length, args.packing_strategy)
-            args.packing, args.padding_free, args.max_length = False, True, None
+    dataset = loss.configure(cfg, args, Dataset.from_list(rows))
     try:
         trainer = cls(
             model=str(student),
@@ -330,12 +230,7 @@ def _make_trainer(
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; ours logs to a file
-    if kd:
-        trainer.kd_cfg = cfg.train.kd
-        trainer.kd_table = (torch.from_numpy(soft.top_ids), torch.from_numpy(soft.top_logprobs))
-        trainer.data_collator = KDCollator(trainer.data_collator)
-    if feats:
-        _with_teacher(cfg, trainer, bf16)
+    loss.attach(cfg, trainer, soft, bf16)
     counter = PaddingCounter(trainer.data_collator)
     trainer.data_collator = counter
     return trainer, counter, bf16

@@ -35,10 +35,10 @@ from pipeline.prompts import render_messages
 from pipeline.reasoning import Convention
 from pipeline.records import atomic_write_text
 from pipeline.tasks import Question, load_task
-from stages.shared.layout import MODEL
+from stages.shared.layout import MODEL, VALIDATION
 from stages.train.logs import log_line
 
-RESULTS = "validation.jsonl"
+RESULTS = VALIDATION  # one line per measurement, in the stage dir
 DIR = "validation"
 
 

@@ -102,7 +102,7 @@ def test_every_objective_keeps_its_keys(name: str) -> None:
 def test_onpolicy_keeps_its_rounds_chain_lock_and_start() -> None:
     """The rounds' chain key (rounds cached under it) and their place beside the train keys."""
     from stages import train
-    from stages.train.onpolicy.rounds import chain_key, round_dir
+    from stages.train.objectives.onpolicy.rounds import chain_key, round_dir
 
     cfg = load_config(shipped_config("default"), ["train.objective=onpolicy"])
     chain = chain_key(cfg, {"filter": "f" * 64, "sft": "s" * 64}, "teacher-identity")

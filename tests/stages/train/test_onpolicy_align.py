@@ -1,8 +1,8 @@
-"""Cross-tokenizer alignment (stages/train/onpolicy/align.py) on tokenizers built here, offline from
-a small corpus: byte-level BPEs (GPT-2 / Qwen style; characters they have no merge for are split
-into bytes), a SentencePiece-style "▁word" BPE, a Llama-2 style BPE with byte fallback, WordPieces
-(one lowercasing) and ByT5's slow byte tokenizer; plus the SmolLM2 tokenizer where one is cached
-under ~/.cache/distill/models (those cases skip otherwise)."""
+"""Cross-tokenizer alignment (stages/train/objectives/onpolicy/align.py) on tokenizers built here,
+offline from a small corpus: byte-level BPEs (GPT-2 / Qwen style; characters they have no merge for
+are split into bytes), a SentencePiece-style "▁word" BPE, a Llama-2 style BPE with byte fallback,
+WordPieces (one lowercasing) and ByT5's slow byte tokenizer; plus the SmolLM2 tokenizer where one is
+cached under ~/.cache/distill/models (those cases skip otherwise)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-import stages.train.onpolicy.align as align_module
-from stages.train.onpolicy.align import (
+import stages.train.objectives.onpolicy.align as align_module
+from stages.train.objectives.onpolicy.align import (
     AlignError,
     Alignment,
     align,

@@ -50,7 +50,7 @@ def test_no_eval_question_reaches_a_teacher_prompt() -> None:
     example and, with teacher_hint, the gold answer) holds no eval question."""
     from pipeline.prompts import fewshot_examples
     from pipeline.tasks import load_task
-    from stages.train.onpolicy.rounds import round_questions, teacher_prompt
+    from stages.train.objectives.onpolicy.rounds import round_questions, teacher_prompt
 
     cfg = load_config(shipped_config("default"), ["train.onpolicy.teacher_hint=answer"])
     task = load_task(cfg.task)
@@ -68,7 +68,7 @@ def test_no_eval_question_reaches_a_teacher_prompt() -> None:
 
 def test_select_best_keeps_the_sft_start_when_every_round_validates_below_it() -> None:
     """Seed 42 of the README's experiment: the start validated 88.1%, its rounds 79.8-63.1%."""
-    from stages.train.onpolicy.stage import choose
+    from stages.train.objectives.onpolicy.stage import choose
 
     rounds = [{"round": r, "validation_accuracy": a, "dir": f"r{r}"}
               for r, a in ((1, 0.798), (2, 0.738), (3, 0.75), (4, 0.631))]  # fmt: skip

@@ -1,5 +1,5 @@
-"""The asking parts of an on-policy round against a real vLLM engine (stages/train/onpolicy/
-parts.py): the student's rollouts come back with the ids and logprobs it sampled, and a teacher
+"""The asking parts of an on-policy round against a real vLLM engine
+(stages/train/objectives/onpolicy/parts.py): the student's rollouts come back with the ids and logprobs it sampled, and a teacher
 identical to the student, scoring those very ids after the same prompt, gives every token an
 advantage of zero (float32; tolerance 2e-3, the engine's sampler against its own prefill)."""
 
@@ -13,7 +13,7 @@ from pipeline.ask import AskSettings, ModelSpec, ask
 from pipeline.calls import Request, prompt_ids
 from pipeline.prompts import render_messages
 from pipeline.tasks import Question
-from stages.train.onpolicy.parts import (
+from stages.train.objectives.onpolicy.parts import (
     advantages,
     check_rollout,
     rollout_plan,

@@ -1,7 +1,8 @@
-"""The update of an on-policy round (stages/train/onpolicy/update.py and the trainer class in
-stages/train/losses/trainers.py) on a real tiny model and TRL's batching: at the rollout weights the loss
-of a padded batch is minus the mean advantage over the completion tokens (the prompt and the
-padding take no part), and its gradient is that of the advantage-weighted log-likelihood."""
+"""The update of an on-policy round (stages/train/objectives/onpolicy/update.py and the trainer
+class in stages/train/losses/trainers.py) on a real tiny model and TRL's batching: at the rollout
+weights the loss of a padded batch is minus the mean advantage over the completion tokens (the
+prompt and the padding take no part), and its gradient is that of the advantage-weighted
+log-likelihood."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from pipeline.calls import prompt_ids
 from pipeline.prompts import render_messages
 from pipeline.tasks import Question
-from stages.train.onpolicy.update import update_rows
+from stages.train.objectives.onpolicy.update import update_rows
 
 torch = pytest.importorskip("torch")
 

@@ -1,4 +1,4 @@
-"""The train stage under objective onpolicy: its rounds (stages/train/onpolicy/rounds.py), then
+"""The train stage under objective onpolicy: its rounds (rounds.py beside this), then
 the stage's own outputs, as for SFT: model/ (the last round's student, or the best validated
 one), train_log.jsonl (a line per round), loss.png (the round's update loss, the student's
 reverse KL to the teacher and its validation accuracy, by round), validation.jsonl and
@@ -15,10 +15,10 @@ from pipeline.config import Config
 from pipeline.records import atomic_write_json, atomic_write_jsonl
 from pipeline.stage import RunContext
 from stages.shared.cut import student_dir
-from stages.shared.layout import LOSS_PLOT, MODEL, TRAIN_LOG
+from stages.shared.layout import LOSS_PLOT, MODEL, TRAIN_LOG, TRAIN_STATS, VALIDATION
 from stages.train.logs import log_line
-from stages.train.onpolicy.rounds import run_rounds
-from stages.train.onpolicy.update import place_model
+from stages.train.objectives.onpolicy.rounds import run_rounds
+from stages.train.objectives.onpolicy.update import place_model
 
 SFT_INPUT = "sft"  # the extra input holding the SFT student of the same config
 PER_ROUND = ("round", "loss", "reverse_kl", "verified", "validation_accuracy", "rollouts",
@@ -31,14 +31,14 @@ def start_model(cfg: Config, ctx: RunContext) -> Path:
     return student_dir(cfg)
 
 
-def train_onpolicy(cfg: Config, ctx: RunContext, stats_file: str, results: str) -> dict[str, Any]:
+def train_onpolicy(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     """Run (or read back) every round; put the chosen round's student in place."""
     t0 = time.monotonic()
     out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
     rounds = run_rounds(cfg, out, start_model(cfg, ctx), ctx.input_keys)
     measured = [r for r in rounds if r.get("validation_accuracy") is not None]
-    chosen = choose(rounds, _start_round(cfg, ctx, stats_file), cfg.train.select)
+    chosen = choose(rounds, _start_round(cfg, ctx), cfg.train.select)
     place_model(Path(chosen["dir"]) / MODEL, out / MODEL)
     which = "the SFT start (round 0)" if chosen["round"] == 0 else f"round {chosen['round']}"
     log_line(f"the student of {which} of {len(rounds)} rounds is the stage's model")
@@ -49,7 +49,7 @@ def train_onpolicy(cfg: Config, ctx: RunContext, stats_file: str, results: str) 
          "n": r.get("validation_n", 0)}
         for r in measured
     ]  # fmt: skip
-    atomic_write_jsonl(out / results, validation)
+    atomic_write_jsonl(out / VALIDATION, validation)
     plot_rounds(per_round, out / LOSS_PLOT)
     stats: dict[str, Any] = {
         "objective": "onpolicy",
@@ -66,7 +66,7 @@ def train_onpolicy(cfg: Config, ctx: RunContext, stats_file: str, results: str) 
         "selected_step": chosen["round"],
         "selected_validation_accuracy": chosen.get("validation_accuracy"),
     }
-    atomic_write_json(out / stats_file, stats)
+    atomic_write_json(out / TRAIN_STATS, stats)
     return stats
 
 
@@ -79,13 +79,13 @@ def choose(rounds: list[dict], start: list[dict], select: str) -> dict[str, Any]
     return best if select == "best" and best else rounds[-1]
 
 
-def _start_round(cfg: Config, ctx: RunContext, stats_file: str) -> list[dict[str, Any]]:
+def _start_round(cfg: Config, ctx: RunContext) -> list[dict[str, Any]]:
     """The SFT start as round 0, where its stage validated the model it kept; else none (a
     base start is not validated: the rounds alone are chosen from)."""
     if cfg.train.onpolicy.start != "sft":
         return []
     d = ctx.inputs[SFT_INPUT]
-    stats = json.loads((d / stats_file).read_text()) if (d / stats_file).is_file() else {}
+    stats = json.loads((d / TRAIN_STATS).read_text()) if (d / TRAIN_STATS).is_file() else {}
     acc = stats.get("selected_validation_accuracy")
     return [] if acc is None else [{"round": 0, "validation_accuracy": acc, "dir": str(d)}]
 

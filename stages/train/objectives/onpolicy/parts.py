@@ -14,7 +14,7 @@ may hold what the student never sees) followed by the student's completion, and 
 logprobs give, for each completion token, the teacher's logprob of it and the teacher's top k
 there (pipeline/calls.py `score_request`). With one vocabulary the completion is the student's
 ids themselves; across vocabularies it is the teacher's tokenization of the student's text,
-aligned back by character spans (stages/train/onpolicy/align.py).
+aligned back by character spans (stages/train/objectives/onpolicy/align.py).
 """
 
 from __future__ import annotations

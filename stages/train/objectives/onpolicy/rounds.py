@@ -3,8 +3,8 @@ it wrote, and the student learns from its own text.
 
 Round r (1-based) runs four parts, each kept on disk before the next starts:
 
-  rollouts.jsonl          the round's student samples train questions (stages/train/onpolicy/
-                          parts.py): ids and logprobs as vLLM sampled them; append + fsync by id
+  rollouts.jsonl          the round's student samples train questions (parts.py): ids and
+                          logprobs as vLLM sampled them; append + fsync by id
   scores.jsonl            the teacher's prompt logprobs of exactly those tokens, a row per
   scores.logprobs.bin     rollout naming its record in the soft-label store (written first)
   model/                  the student after one pass over the round's rollouts with the loss of
@@ -46,13 +46,13 @@ from pipeline.prompts import fewshot_examples, render_messages, teacher_messages
 from pipeline.reasoning import Convention
 from pipeline.records import atomic_write_json
 from pipeline.tasks import Question, load_task
-from stages.shared.layout import MODEL
+from stages.shared.layout import MODEL, ROUNDS, shared_dir
 from stages.shared.models import local_model, teacher_spec
 from stages.shared.softlabels import Meta, Store, TokenLogprobs, ref_problem, vocab_hash_of
 from stages.train.logs import log_line
 from stages.train.losses.policy import reverse_kl_estimate
-from stages.train.onpolicy import align
-from stages.train.onpolicy.parts import (
+from stages.train.objectives.onpolicy import align
+from stages.train.objectives.onpolicy.parts import (
     advantages,
     check_rollout,
     rollout_plan,
@@ -62,7 +62,6 @@ from stages.train.onpolicy.parts import (
 )
 from stages.train.prepared import TrainError
 
-ROUNDS_DIR = "onpolicy"
 ROUND_FILE = "round.json"
 HINT = "\n\n(Only you see this: the correct final answer is {answer}.)"
 
@@ -244,7 +243,7 @@ def load_pair(cfg: Config, student: Path) -> Pair:
 
 def round_dir(out: Path, chain: str, r: int) -> Path:
     """The rounds of a chain, shared by every train stage of the run with that chain."""
-    return out.parent / ROUNDS_DIR / chain[:16] / f"round-{r:03d}"
+    return shared_dir(out) / ROUNDS / chain[:16] / f"round-{r:03d}"
 
 
 def read_round(rd: Path) -> dict[str, Any] | None:
@@ -257,7 +256,7 @@ def read_round(rd: Path) -> dict[str, Any] | None:
 
 def run_round(cfg: Config, r: int, student: Path, rd: Path, chain: str, pair: Pair) -> dict:
     """One round's four parts; returns what round.json holds."""
-    from stages.train.onpolicy.update import read_update, update, validate
+    from stages.train.objectives.onpolicy.update import read_update, update, validate
 
     op = cfg.train.onpolicy
     qs = round_questions(load_task(cfg.task).train, r, op.questions, cfg.train.seed)

@@ -75,8 +75,8 @@ def update(
     import torch
     from datasets import Dataset
 
+    from stages.train.args import quiet_libraries, sft_config
     from stages.train.losses.trainers import KDCollator, kd_trainer_class, onpolicy_trainer_class
-    from stages.train.trainer import quiet_libraries, sft_config
 
     quiet_libraries()
     op = cfg.train.onpolicy

@@ -1,10 +1,19 @@
-"""objective features: which teachers are in the loop and which of their layers each student layer
-is held against (the loss terms are stages/train/losses/features.py). Everything here is
-checked when the train stage is keyed, before anything runs."""
+"""train.objective: features: the teacher (or several) in memory beside the student in the
+trainer's loop, no gradient, the student's vocabulary: full-vocabulary logits (train.kd), hidden
+states, attention, relations (train.features; the terms are stages/train/losses/features.py).
+Here: which teachers are in the loop and which of their layers each student layer is held
+against, checked when the train stage is keyed, before anything runs; and the teachers loaded
+beside the student once its trainer is built. Their weights are in the stage's key."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from pipeline.config import Config
+from pipeline.stage import KeyParts
+from stages.train.losses.trainers import features_trainer_class
+from stages.train.objectives.objective import Objective, OnKept
+from stages.train.prepared import Table
 
 
 def default_layer_map(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
@@ -94,3 +103,55 @@ def check_pair(cfg: Any) -> list[tuple[int, int]]:
     kept = cut_layers(cfg)
     depth = len(kept) if kept is not None else num_layers(source)
     return checked_layer_map(cfg, depth, num_layers(dirs[0]))
+
+
+def key_parts(cfg: Config) -> KeyParts:
+    """Each teacher's weights; another vocabulary or a bad layer map is refused here, before
+    anything runs."""
+    check_pair(cfg)
+    return KeyParts(config={}, extra={"feature_teacher": teacher_identities(cfg)})
+
+
+def configure(cfg: Config, args: Any, dataset: Any) -> Any:
+    """Attention maps need the eager kernels."""
+    if cfg.train.features.attention > 0:
+        args.model_init_kwargs = {**(args.model_init_kwargs or {}), "attn_implementation": "eager"}
+    return dataset
+
+
+def attach(cfg: Config, trainer: Any, soft: Table | None, bf16: bool) -> None:
+    """The teachers in memory beside the student (no gradient), the layer map, and a projection
+    per mapped layer where the widths differ."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    f = cfg.train.features
+    teachers = []
+    for n, d in enumerate(teacher_dirs(cfg)):
+        # only the first teacher's attention maps are compared: it alone needs the eager kernels
+        extra = {"attn_implementation": "eager"} if f.attention > 0 and n == 0 else {}
+        m = AutoModelForCausalLM.from_pretrained(
+            d, dtype=torch.bfloat16 if bf16 else torch.float32, **extra
+        )
+        teachers.append(m.requires_grad_(False).eval().to(trainer.accelerator.device))
+    teacher = teachers[0]
+    trainer.teacher, trainer.others, trainer.fusion = teacher, teachers[1:], f.fusion()
+    trainer.kd_cfg, trainer.fx_cfg = cfg.train.kd, f
+    trainer.layer_map = check_pair(cfg)
+    s_width, t_width = trainer.model.config.hidden_size, teacher.config.hidden_size
+    proj = torch.nn.ModuleDict()
+    if f.hidden > 0 and s_width != t_width:
+        for i, j in trainer.layer_map:
+            proj[f"{i}_{j}"] = torch.nn.Linear(s_width, t_width)
+    trainer.proj = proj.to(trainer.accelerator.device)
+
+
+OBJECTIVE = Objective(
+    name="features",
+    key_parts=key_parts,
+    kept=OnKept(
+        trainer_class=lambda use_cpu: features_trainer_class(),
+        configure=configure,
+        attach=attach,
+    ),
+)
