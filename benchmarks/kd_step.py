@@ -27,7 +27,7 @@ from common import ROOT  # noqa: F401 - sets sys.path
 def _rows(filter_dir: Path, model: Path, examples: int, work: Path) -> Path:
     """A filter dir holding the first `examples` rows the kd pre-flight keeps."""
     from pipeline.config import load_config
-    from stages.shared.softlabels import KEPT_STORE
+    from stages.shared.layout import KEPT_STORE
     from stages.train.preflight import preflight
 
     cfg = load_config(
@@ -89,7 +89,8 @@ def main() -> None:
         for objective in ("sft", "kd"):
             times[objective].append(_run(objective, model, filter_dir, work, a)["seconds_per_step"])
     med = {k: statistics.median(v) for k, v in times.items()}
-    from stages.shared.softlabels import KEPT_STORE, Store
+    from stages.shared.layout import KEPT_STORE
+    from stages.shared.softlabels import Store
 
     stats = json.loads((a.filter_dir / "manifest.json").read_text())["stats"].get("logprobs", {})
     k = next(iter(Store.open(a.filter_dir / KEPT_STORE).index.values())).header["k"]

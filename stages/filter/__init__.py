@@ -36,8 +36,17 @@ from pipeline.tasks import load_task
 from stages.filter.checks import filter_records, to_sft_row
 from stages.filter.hub import export  # noqa: F401 - the stage's part of `distill export`
 from stages.shared.cards import dataset_card
-from stages.shared.layout import CARD, KEPT, REJECTED, REPORT, SAMPLES, shared_dir
-from stages.shared.softlabels import KEPT_STORE, POOL_STORE, Store, copy_records
+from stages.shared.layout import (
+    CARD,
+    KEPT,
+    KEPT_STORE,
+    POOL_STORE,
+    REJECTED,
+    REPORT,
+    SAMPLES,
+    shared_dir,
+)
+from stages.shared.softlabels import Store, copy_records
 from stages.shared.verify import verified
 
 NAME = "filter"

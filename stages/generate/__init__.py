@@ -71,9 +71,9 @@ from stages.generate.strategy import (
     sent_on,
     teacher_rounds,
 )
-from stages.shared.layout import ERRORS, POOL, POOL_LOCK, SAMPLES, shared_dir
+from stages.shared.layout import ERRORS, POOL, POOL_LOCK, POOL_STORE, SAMPLES, shared_dir
 from stages.shared.models import local_model, teacher_spec
-from stages.shared.softlabels import POOL_STORE, Meta, Store, TokenLogprobs, ref_problem, vocab_hash
+from stages.shared.softlabels import Meta, Store, TokenLogprobs, ref_problem, vocab_hash
 
 NAME = "generate"
 VERSION = 1

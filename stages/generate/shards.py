@@ -32,10 +32,12 @@ from pipeline.cache import held_by
 from pipeline.errors import UserError
 from pipeline.records import atomic_write_json, read_jsonl_tolerant
 from stages.generate.samples import check_sample
+from stages.shared.layout import POOL, POOL_LOCK, POOL_STORE, of_shard
 from stages.shared.softlabels import Store, ref_problem
 
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
-_POOL_NAME = re.compile(r"^pool\.shard-(\d+)-of-(\d+)\.jsonl$")
+# a shard's pool file (of_shard(POOL, shard name)), its index and count captured
+_POOL_NAME = re.compile(re.escape(of_shard(POOL, "@")).replace("@", r"shard-(\d+)-of-(\d+)"))
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,13 @@ class Shard:
         return h % self.count == self.index
 
     def pool(self, shared: Path) -> Path:
-        return shared / f"pool.{self.name}.jsonl"
+        return shared / of_shard(POOL, self.name)
 
     def store(self, shared: Path) -> Path:
-        return shared / f"logprobs.{self.name}.bin"
+        return shared / of_shard(POOL_STORE, self.name)
 
     def lock(self, shared: Path) -> Path:
-        return shared / f".pool.{self.name}.lock"
+        return shared / of_shard(POOL_LOCK, self.name)
 
     def marker(self, shared: Path) -> Path:
         return shared / f"{self.name}.json"
@@ -96,8 +98,8 @@ def shard_of(flag: str | None, env: Mapping[str, str]) -> Shard | None:
 def shard_pools(shared: Path) -> list[tuple[Shard, Path]]:
     """Every shard pool file beside the run's pool, by shard."""
     found = []
-    for p in sorted(shared.glob("pool.shard-*-of-*.jsonl")):
-        m = _POOL_NAME.match(p.name)
+    for p in sorted(shared.glob(of_shard(POOL, "shard-*-of-*"))):
+        m = _POOL_NAME.fullmatch(p.name)
         if m and int(m.group(1)) < int(m.group(2)):
             found.append((Shard(int(m.group(1)), int(m.group(2))), p))
     return sorted(found, key=lambda sp: (sp[0].count, sp[0].index))

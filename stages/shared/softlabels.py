@@ -34,8 +34,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # numpy loads when soft labels are read or written, not with the stage
     import numpy as np
 
-POOL_STORE = "logprobs.bin"  # generate: beside pool.jsonl, every sample's record
-KEPT_STORE = "kept.logprobs.bin"  # filter: the kept samples' records, beside kept.jsonl
 MAGIC = b"DLP1"
 _HEAD = struct.Struct("<4sIII")
 # The one "minus infinity" of every logprob table: an underflow (-inf) is stored as this, and

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from stages.shared.softlabels import KEPT_STORE, Store, vocab_hash_of
+from stages.shared.layout import KEPT_STORE
+from stages.shared.softlabels import Store, vocab_hash_of
 from stages.train.prepared import IGNORE, Prepared, Table, TrainError
 
 

@@ -18,7 +18,8 @@ from conftest import kill_generate_when, run_cli
 
 from pipeline.config import load_config, shipped_config
 from pipeline.records import read_jsonl, read_jsonl_tolerant
-from stages.shared.softlabels import KEPT_STORE, POOL_STORE, Store
+from stages.shared.layout import KEPT_STORE, POOL_STORE
+from stages.shared.softlabels import Store
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.shared.softlabels import KEPT_STORE, Meta, Store, TokenLogprobs, vocab_hash_of
+from stages.shared.layout import KEPT_STORE
+from stages.shared.softlabels import Meta, Store, TokenLogprobs, vocab_hash_of
 from stages.train.preflight import load_rows, load_tokenizer, prepare
 from stages.train.prepared import IGNORE, TrainError
 from stages.train.softdata import attach_soft_labels
