@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import UserError
+from pipeline.paths import ROOT
 from pipeline.redact import redact_text
 
-ROOT = Path(__file__).resolve().parents[1]
 ARRAY, MERGE, SUBMIT = "generate-array.sbatch", "generate-merge.sbatch", "submit.sh"
 TRAIN = "train-multinode.sbatch"
 

@@ -91,7 +91,7 @@ class FeaturesConfig:
 class CutConfig:
     """A smaller student cut from train.student before training: depth pruning (DistilBERT kept
     every other layer of BERT) and width pruning of the MLPs (Minitron). Built once, cached
-    under its source's identity and this recipe (stages/shared/cut.py)."""
+    under its source's identity and this recipe (stages/train/cut.py)."""
 
     keep_every: int = knob(
         0, doc="keep layers 0, k, 2k, ... of train.student (2: every other); 0 = no cut", ge=0

@@ -34,7 +34,8 @@ from pipeline.records import (
 )
 from pipeline.stage import ExportContext, ExtraInput, KeyParts, RunContext
 from pipeline.tasks import load_task
-from stages.eval.drafting import estimate as estimate_drafts
+from stages.eval.draft_estimate import estimate as estimate_drafts
+from stages.eval.draft_measure import measure as measure_drafts
 from stages.eval.identity import IDENTITY, identity_lines, judge, probe_questions
 from stages.eval.metrics import paired_mcnemar, same_answer, score_rows, summarize
 from stages.eval.predictions import (
@@ -56,7 +57,6 @@ from stages.eval.report import (
     table_rows,
     trace_lines,
 )
-from stages.eval.speculative import measure as measure_drafts
 from stages.shared.cards import parse, render, with_metrics
 from stages.shared.layout import ACCURACY_PLOT, CARD, CARDS, METRICS, MODEL, PREDICTIONS, REPORT_MD
 

@@ -38,7 +38,7 @@ MAGIC = b"DLP1"
 _HEAD = struct.Struct("<4sIII")
 # The one "minus infinity" of every logprob table: an underflow (-inf) is stored as this, and
 # padding too, so p * log p stays 0, never nan. The losses (stages/train/losses/divergence.py)
-# and the draft estimates (stages/eval/draft.py) read it from here.
+# and the draft estimates (stages/eval/acceptance.py) read it from here.
 FLOOR = -1.0e4
 MAX_HEADER = 1 << 16
 

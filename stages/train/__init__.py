@@ -38,13 +38,13 @@ from typing import Any
 from pipeline.config import Config, semantic, to_dict
 from pipeline.models import identity_of
 from pipeline.paths import ROOT, accelerate_config_file, shipped_accelerate_names
+from pipeline.ports import free_port
 from pipeline.records import atomic_write_json, atomic_write_text, sha256_file
-from pipeline.servers import free_port
 from pipeline.stage import ExtraInput, KeyParts, RunContext
 from stages.shared.cards import model_card
-from stages.shared.cut import cut_layers, student_dir
 from stages.shared.layout import CARD, KEPT, LOSS_PLOT, MODEL, TRAIN_LOG, TRAIN_STATS, VALIDATION
 from stages.train.checkpoints import checkpoint_step, last_checkpoint
+from stages.train.cut import cut_layers, student_dir
 from stages.train.hub import export  # noqa: F401 - the stage's part of `distill export`
 from stages.train.objectives import objective_of
 from stages.train.preflight import TrainError, preflight

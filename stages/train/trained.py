@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline.config import TRAINED, Config, CutConfig
 from pipeline.models import model_identity
 from pipeline.stage import ExtraInput
-from stages.shared.cut import cut_from
+from stages.train.cut import cut_from
 
 TRAINED_INPUT = "full"  # the extra input's label (`distill status` shows it)
 

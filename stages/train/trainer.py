@@ -15,10 +15,10 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.hardware import detect, native_bf16
 from pipeline.records import atomic_write_json
-from stages.shared.cut import cut_layers, student_dir
 from stages.shared.layout import TRAIN_STATS
 from stages.train.args import quiet_libraries, sft_config
 from stages.train.checkpoints import checkpoint_step, last_checkpoint, prune_checkpoints
+from stages.train.cut import cut_layers, student_dir
 from stages.train.finalize import finalize_model
 from stages.train.logs import log_line, write_logs
 from stages.train.objectives import objective_of

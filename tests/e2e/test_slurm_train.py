@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from pipeline.servers import free_port
+from pipeline.ports import free_port
 
 pytestmark = pytest.mark.slow
 

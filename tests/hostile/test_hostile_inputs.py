@@ -25,8 +25,8 @@ from conftest import ROOT
 from fault_server import FaultInjectingEndpoint
 
 from pipeline.config import load_config, shipped_config
+from pipeline.ports import free_port
 from pipeline.runner import plan
-from pipeline.servers import free_port
 
 SECRET = "hunter2-s3cr3t"
 

@@ -86,9 +86,9 @@ def check_pair(cfg: Any) -> list[tuple[int, int]]:
     term fuses them all); a UserError, in one line, for a teacher with another vocabulary or
     a map either model cannot take. Called when the train stage is keyed, before anything runs."""
     from pipeline.errors import UserError
-    from stages.shared.cut import cut_layers, num_layers
     from stages.shared.models import local_model
     from stages.shared.softlabels import vocab_hash
+    from stages.train.cut import cut_layers, num_layers
 
     source = local_model(cfg.train.student, cfg.cache_dir, key="train.student")
     dirs = teacher_dirs(cfg)

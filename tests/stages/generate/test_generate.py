@@ -23,12 +23,13 @@ from conftest import ROOT
 from fault_server import FaultInjectingEndpoint
 
 from pipeline.config import load_config, shipped_config
+from pipeline.ports import free_port
 from pipeline.records import (
     read_jsonl,  # splits on \n only: model text may hold U+2028
     read_jsonl_tolerant,
 )
 from pipeline.runner import plan
-from pipeline.servers import ManagedServer, free_port, running
+from pipeline.servers import ManagedServer, running
 
 SERVED = "tiny"
 RECORD_KEYS = {

@@ -426,7 +426,7 @@ def test_two_machines_train_as_one_run(tiny_model, tmp_path, filter_dir):
     stage; rank 1 joins it and writes nothing of its own into the stage dir."""
     import threading
 
-    from pipeline.servers import free_port
+    from pipeline.ports import free_port
 
     port = free_port()
     common = ["train.max_steps=4", "train.batch_size=4", "train.launcher=accelerate",

@@ -14,8 +14,8 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.records import atomic_write_json, atomic_write_jsonl
 from pipeline.stage import RunContext
-from stages.shared.cut import student_dir
 from stages.shared.layout import LOSS_PLOT, MODEL, TRAIN_LOG, TRAIN_STATS, VALIDATION
+from stages.train.cut import student_dir
 from stages.train.logs import log_line
 from stages.train.objectives.onpolicy.rounds import run_rounds
 from stages.train.objectives.onpolicy.update import place_model

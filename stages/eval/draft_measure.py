@@ -8,8 +8,8 @@ the draft did. The same prompts asked of the teacher alone, on the same kind of 
 before, give the wall-clock speed-up (start-up excluded from both). Servers, not the offline
 engine: the counters are the server's. The answers are not kept: greedy, they are the
 teacher's own, and the figures are a measurement, taken whole again if the stage reruns.
-Which students can be a draft is stages/eval/drafting.py's rule (the teacher's tokenizer, the
-teacher's weights at hand).
+Which students can be a draft is stages/eval/draft_estimate.py's rule (the teacher's tokenizer,
+the teacher's weights at hand).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pipeline.calls import Completion, Failure, Request, sampling_dict
 from pipeline.config import Config
 from pipeline.prompts import fewshot_examples, teacher_messages
 from pipeline.tasks import load_task
-from stages.eval.drafting import drafts_at_hand
+from stages.eval.draft_estimate import drafts_at_hand
 from stages.shared.models import teacher_spec
 
 

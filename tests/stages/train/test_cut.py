@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from pipeline.config import load_config
 from pipeline.fields import ConfigError
-from stages.shared.cut import CUT_FILE, student_dir
+from stages.train.cut import CUT_FILE, student_dir
 
 
 @pytest.fixture(scope="module")

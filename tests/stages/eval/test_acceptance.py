@@ -1,4 +1,4 @@
-"""The student as a draft for its teacher (stages/eval/draft.py), on known cases: a student
+"""The student as a draft for its teacher (stages/eval/acceptance.py), on known cases: a student
 identical to its teacher is always accepted and gives draft length + 1 tokens per step, one
 whose top tokens are never the teacher's gives 0 and 1, and the top-k estimate is never above
 the full-distribution value, on random and on real tiny models' distributions, at any
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.eval.draft import (
+from stages.eval.acceptance import (
     accepted_by_position,
     full_acceptance,
     full_kl,
@@ -114,7 +114,8 @@ def test_the_topk_kl_is_a_lower_bound_zero_for_a_copy_and_exact_over_the_vocabul
 
 
 def _old_padded(row: dict) -> tuple[np.ndarray, np.ndarray]:
-    """stages/eval/drafting.py's _padded before issue 44: padding at -1e9, not FLOOR."""
+    """_padded (stages/eval/draft_estimate.py, then drafting.py) before issue 44: padding at
+    -1e9, not FLOOR."""
     n = len(row["top_ids"])
     k = max((len(x) for x in row["top_ids"]), default=1)
     ids = np.zeros((n, k), np.int64)
@@ -130,7 +131,7 @@ def test_padding_at_the_one_floor_gives_the_same_estimates(seed: int) -> None:
     """Score rows padded at FLOOR (once -1e9): every figure is the same, to the bit, on ragged
     rows with vLLM's -9999 for an underflow and the offline engine's -inf (a student's -9999
     is left out: topk_kl takes log(0) of it, under either padding)."""
-    from stages.eval.drafting import _padded, _top1
+    from stages.eval.draft_estimate import _padded, _top1
 
     rng = np.random.default_rng(seed)
 

@@ -1,6 +1,7 @@
-"""The student as a speculative-decoding draft for its teacher, estimated from log-probabilities
-on text the student drafted (as speculative decoding drafts: the student writes, the teacher
-checks each of its tokens given the same prefix).
+"""Acceptance: how often a teacher would accept a student's drafted tokens (speculative
+decoding), and the KL between them, from log-probabilities on text the student drafted (as
+speculative decoding drafts: the student writes, the teacher checks each of its tokens given the
+same prefix). stages/eval/draft_estimate.py gathers the log-probabilities (eval.draft).
 
 Per position t of a drafted text, with the teacher's distribution p_t and the student's q_t
 there, the chance the teacher accepts the student's token is:

@@ -1,5 +1,5 @@
 """eval.draft: each student as a speculative-decoding draft for its teacher, estimated from the
-held-out answers it drafted (the arithmetic is stages/eval/draft.py).
+held-out answers it drafted (the arithmetic is stages/eval/acceptance.py).
 
 For every student under test whose tokenizer is the teacher's (a local teacher dir; the same
 vocabulary hash), each of its held-out answers is read back as its token ids and put after the
@@ -29,7 +29,7 @@ from pipeline.config import Config
 from pipeline.prompts import fewshot_examples, teacher_messages
 from pipeline.records import canonical_json, schema_problem, sha256_text
 from pipeline.tasks import load_task
-from stages.eval.draft import greedy_acceptance, summary, topk_acceptance, topk_kl
+from stages.eval.acceptance import greedy_acceptance, summary, topk_acceptance, topk_kl
 from stages.shared.models import local_model, teacher_spec
 from stages.shared.softlabels import FLOOR, vocab_hash
 
@@ -163,7 +163,7 @@ def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, 
 
 def _kl(t_rows: list[dict], s_rows: list[dict], k: int) -> dict[str, Any]:
     """The mean per-token KL(teacher || student) on the teacher's held-out answers, from both
-    models' top k: a lower bound (stages/eval/draft.py, topk_kl)."""
+    models' top k: a lower bound (stages/eval/acceptance.py, topk_kl)."""
     per = [
         x for t, s in zip(t_rows, s_rows, strict=True) for x in topk_kl(*_padded(t), *_padded(s))
     ]
@@ -202,7 +202,7 @@ def _top1(ids: Any, lp: Any) -> list[int]:
 
 def _padded(row: dict) -> tuple[Any, Any]:
     """[n, k] ids and logprobs from a score row's ragged lists, padded at FLOOR: padding counts
-    for nothing in stages/eval/draft.py, and a position's top 1 (at least -log of the
+    for nothing in stages/eval/acceptance.py, and a position's top 1 (at least -log of the
     vocabulary) always stands above it."""
     import numpy as np
 
