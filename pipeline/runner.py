@@ -263,9 +263,11 @@ def run_shard(cfg: Config, name: str, flag: str | None) -> dict[str, Any] | None
 
 
 def cost_plan(cfg: Config, pilot: int) -> str:
-    """`distill plan`: generate's `cost_plan` hook, holding the pool's lock (a pilot appends)."""
-    p = plan(cfg, "generate")["generate"]
-    mod = stage_module("generate")
+    """`distill plan`: the `cost_plan` hook of the stage that has one (generate), holding the
+    locks it names (the pool's: a pilot appends)."""
+    name = next(n for n in STAGES if hook(stage_module(n), "cost_plan") is not None)
+    p = plan(cfg, name)[name]
+    mod = stage_module(name)
     with contextlib.ExitStack() as held:
         for path in hook(mod, "locks")(cfg, p.dir):
             held.enter_context(StageLock(path))
@@ -339,9 +341,11 @@ def _shared_bytes(stage_root: Path) -> int:
 
 
 def status(cfg: Config, *, verify: bool = False) -> list[StageStatus]:
-    """Every stage's state; `verify` also compares each output's sha256 with its manifest."""
+    """Every stage's state, in the chain of each stage that ends one for this config (its
+    `ends_chain` hook: eval, and seeds or sweep where the config has them); `verify` also
+    compares each output's sha256 with its manifest."""
     out: list[StageStatus] = []
-    targets = ["eval", *(["seeds"] if cfg.seeds else []), *(["sweep"] if cfg.sweep.grid else [])]
+    targets = [name for name in STAGES if hook(stage_module(name), "ends_chain")(cfg)]
     labels = list(dict.fromkeys(step.label for t in targets for step in chain(cfg, t)))
     plans: dict[str, StagePlan] = {}
     errors: dict[str, str] = {}

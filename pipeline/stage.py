@@ -25,7 +25,10 @@ plain run), then write that share beside the stage dir and return stats with "sh
 "questions", "samples", "requested"; no manifest is written, the plain run merges the shards.
 `follows(cfg)` and `follow(cfg, ctx)` (no): true where this machine joins another machine's run
 of the stage (train on machine rank > 0), which the runner then hands to `follow` with no lock
-taken and no manifest written, once the stage's inputs are complete.
+taken and no manifest written, once the stage's inputs are complete. `cost_plan(cfg, out,
+pilot)` (no `distill plan`: generate's alone). `ends_chain(cfg)` (no): true where the stage ends
+a chain this config asks for, which `distill status` lists with all it needs (eval always;
+seeds and sweep where the config has seeds or a grid).
 """
 
 from __future__ import annotations
@@ -141,6 +144,11 @@ def _runs_itself(cfg: Config) -> bool:
     return False
 
 
+def _inside_a_chain(cfg: Config) -> bool:
+    """The stage is a step of a longer chain, never the end of one this config asks for."""
+    return False
+
+
 OPTIONAL: dict[str, Any] = {
     "extra_inputs": _no_extra_inputs,
     "locks": _no_locks,
@@ -151,6 +159,7 @@ OPTIONAL: dict[str, Any] = {
     "follows": _runs_itself,
     "follow": None,
     "cost_plan": None,  # `distill plan`: generate's alone
+    "ends_chain": _inside_a_chain,
 }
 
 

@@ -224,6 +224,11 @@ def _metrics(cfg: Config, labels: list[str], rows: list[dict], n: int, muts: lis
     }
 
 
+def ends_chain(cfg: Config) -> bool:
+    """Every config's chain ends here (`distill run`'s target): `distill status` lists it."""
+    return True
+
+
 def progress(cfg: Config, out: Path) -> str:
     """Predictions already made for this key."""
     probes = len(probe_questions()) if cfg.eval.identity else 0

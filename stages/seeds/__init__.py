@@ -127,6 +127,11 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ends_chain(cfg: Config) -> bool:
+    """A config with seeds asks for this chain too: `distill status` lists it."""
+    return bool(cfg.seeds)
+
+
 def progress(cfg: Config, out: Path) -> str:
     return "started, not finished"
 

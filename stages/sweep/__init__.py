@@ -178,6 +178,11 @@ def follow_up(cfg: Config, stats: dict[str, Any]) -> Config:
     return dataclasses.replace(with_values(cfg, stats["chosen"]), sweep=type(cfg.sweep)())
 
 
+def ends_chain(cfg: Config) -> bool:
+    """A config with a sweep grid asks for this chain too: `distill status` lists it."""
+    return bool(cfg.sweep.grid)
+
+
 def progress(cfg: Config, out: Any) -> str:
     n = len(trials(cfg)) * len(_seeds(cfg))
     return f"{n} trial trainings (each a train stage: see above)"
