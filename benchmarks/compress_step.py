@@ -40,9 +40,13 @@ ARMS = {
     "sft_cut": CUT,
     "logits_cut": FEATS,
     "hidden_cut": [*FEATS, "train.features.hidden=1.0", "train.features.hidden_loss=cosine"],
-    "relation_cut": [*FEATS, "train.features.hidden=1.0", "train.features.hidden_loss=cosine",
-                     "train.features.relation=1.0"],
-}  # fmt: skip
+    "relation_cut": [
+        *FEATS,
+        "train.features.hidden=1.0",
+        "train.features.hidden_loss=cosine",
+        "train.features.relation=1.0",
+    ],
+}
 
 
 def child(overrides: list[str], filter_dir: Path, out: Path) -> None:
@@ -58,8 +62,16 @@ def child(overrides: list[str], filter_dir: Path, out: Path) -> None:
 def measure(overrides: list[str], filter_dir: Path, work: Path) -> tuple[float, float]:
     """(seconds per step, peak resident MiB) of one arm in a fresh process."""
     out = Path(tempfile.mkdtemp(dir=work, prefix="arm-"))
-    cmd = [sys.executable, __file__, "--child", json.dumps(overrides), "--filter", str(filter_dir),
-           "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        json.dumps(overrides),
+        "--filter",
+        str(filter_dir),
+        "--out",
+        str(out),
+    ]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     text = p.stdout.read() if p.stdout else ""
     _, status, usage = os.wait4(p.pid, 0)
@@ -99,10 +111,17 @@ def main() -> None:
     filter_dir.mkdir()
     rows = make_rows(a.examples)
     (filter_dir / "kept.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    common = [f"train.student={model}", f"cache_dir={work / 'cache'}", f"teacher.model={model}",
-              f"train.max_steps={a.steps}", f"train.batch_size={a.batch_size}",
-              f"train.max_length={a.max_length}", "train.learning_rate=0.0001",
-              "train.save_steps=100000", "train.validate=false"]  # fmt: skip
+    common = [
+        f"train.student={model}",
+        f"cache_dir={work / 'cache'}",
+        f"teacher.model={model}",
+        f"train.max_steps={a.steps}",
+        f"train.batch_size={a.batch_size}",
+        f"train.max_length={a.max_length}",
+        "train.learning_rate=0.0001",
+        "train.save_steps=100000",
+        "train.validate=false",
+    ]
     secs: dict[str, list[float]] = {k: [] for k in ARMS}
     mib: dict[str, list[float]] = {k: [] for k in ARMS}
     for r in range(a.repeats):  # interleaved: load on the machine hits every arm alike
@@ -114,12 +133,16 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in secs.items()}
     mem = {k: statistics.median(v) for k, v in mib.items()}
     print(f"\nmodel {model}  steps {a.steps}  batch {a.batch_size}  medians of {a.repeats}")
-    print(f"{'arm':14} {'s/step':>8} {'x sft_cut':>10} {'x sft_full':>10} {'peak MiB':>9} "
-          f"{'x sft_cut':>10} {'x sft_full':>10}")  # fmt: skip
+    print(
+        f"{'arm':14} {'s/step':>8} {'x sft_cut':>10} {'x sft_full':>10} {'peak MiB':>9} "
+        f"{'x sft_cut':>10} {'x sft_full':>10}"
+    )
     for k in ARMS:
-        print(f"{k:14} {med[k]:8.4f} {med[k] / med['sft_cut']:10.2f} "
-              f"{med[k] / med['sft_full']:10.2f} {mem[k]:9.0f} {mem[k] / mem['sft_cut']:10.2f} "
-              f"{mem[k] / mem['sft_full']:10.2f}")  # fmt: skip
+        print(
+            f"{k:14} {med[k]:8.4f} {med[k] / med['sft_cut']:10.2f} "
+            f"{med[k] / med['sft_full']:10.2f} {mem[k]:9.0f} {mem[k] / mem['sft_cut']:10.2f} "
+            f"{mem[k] / mem['sft_full']:10.2f}"
+        )
 
 
 if __name__ == "__main__":

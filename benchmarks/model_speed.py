@@ -128,8 +128,11 @@ def main() -> None:
         for label, d in dirs.items():
             r = bare_in_subprocess(d, messages[label], max_tokens, args.workdir)
             runs[label].append(r)
-            print(f"rep {rep + 1} {label:13s} {r['tokens']} tokens in {r['seconds']:.2f}s "
-                  f"= {r['tok_s']:.1f} tok/s", flush=True)  # fmt: skip
+            print(
+                f"rep {rep + 1} {label:13s} {r['tokens']} tokens in {r['seconds']:.2f}s "
+                f"= {r['tok_s']:.1f} tok/s",
+                flush=True,
+            )
 
     first = next(iter(dirs))
     n = len(messages[first])

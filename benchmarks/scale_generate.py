@@ -42,8 +42,13 @@ def _overrides(args: argparse.Namespace, model: str, runs: Path) -> list[str]:
 
 
 def _cli(*argv: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *argv], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", *argv],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait(*procs: subprocess.Popen) -> None:
@@ -61,14 +66,23 @@ def run_arm(arm: str, args: argparse.Namespace, model: str) -> tuple[float, byte
     if arm == "one process":
         _wait(_cli("generate", *ov, "teacher.serve.engine=offline"))
     elif arm == "2 shards + merge":
-        shards = [_cli("generate", "--shard", f"{i}/2", *ov, "teacher.serve.engine=offline")
-                  for i in range(2)]  # fmt: skip
+        shards = [
+            _cli("generate", "--shard", f"{i}/2", *ov, "teacher.serve.engine=offline")
+            for i in range(2)
+        ]
         _wait(*shards)
         _wait(_cli("generate", *ov, "teacher.serve.engine=offline"))
     else:
         actors = 1 if "1 actor" in arm else 2
-        _wait(_cli("generate", *ov, "teacher.serve.engine=ray",
-                   f"teacher.serve.replicas={actors}", f"teacher.serve.ray.chunk={args.chunk}"))  # fmt: skip
+        _wait(
+            _cli(
+                "generate",
+                *ov,
+                "teacher.serve.engine=ray",
+                f"teacher.serve.replicas={actors}",
+                f"teacher.serve.ray.chunk={args.chunk}",
+            )
+        )
     seconds = time.monotonic() - t0
     out = (stage_dir("generate", ov) / "samples.jsonl").read_bytes()
     shutil.rmtree(runs)
@@ -117,12 +131,16 @@ def main() -> None:
             print(f"round {r + 1}: {arm:18s} {seconds:7.1f} s  ({same})", flush=True)
             times[arm].append(seconds)
     base = statistics.median(times["one process"])
-    print(f"\n{args.questions} questions x {args.n} samples, max {args.max_tokens} tokens, "
-          f"{os.cpu_count()} cores, {args.rounds} rounds (median wall seconds)")  # fmt: skip
+    print(
+        f"\n{args.questions} questions x {args.n} samples, max {args.max_tokens} tokens, "
+        f"{os.cpu_count()} cores, {args.rounds} rounds (median wall seconds)"
+    )
     for arm in ARMS:
         med = statistics.median(times[arm])
-        print(f"{arm:18s} {med:7.1f} s   x{med / base:.2f} of one process   "
-              f"(runs: {', '.join(f'{t:.1f}' for t in times[arm])})")  # fmt: skip
+        print(
+            f"{arm:18s} {med:7.1f} s   x{med / base:.2f} of one process   "
+            f"(runs: {', '.join(f'{t:.1f}' for t in times[arm])})"
+        )
 
 
 if __name__ == "__main__":

@@ -41,14 +41,29 @@ RUN = ["run=strategies"]
 ADAPTIVE = ["generate.strategy=adaptive"]
 ARMS = {
     "fixed n=4, best-of-4": ["generate.n=4", "filter.selection=best"],
-    "adaptive 1 verified, <=4": [*ADAPTIVE, "generate.n=1", "generate.target_verified=1",
-                                 "generate.max_samples=4", "filter.selection=best"],
+    "adaptive 1 verified, <=4": [
+        *ADAPTIVE,
+        "generate.n=1",
+        "generate.target_verified=1",
+        "generate.max_samples=4",
+        "filter.selection=best",
+    ],
     "fixed n=4, 2 kept": ["generate.n=4", "filter.per_question_cap=2"],
-    "adaptive 2 verified, <=4": [*ADAPTIVE, "generate.n=2", "generate.target_verified=2",
-                                 "generate.max_samples=4", "filter.per_question_cap=2"],
-    "adaptive 1 verified, <=8": [*ADAPTIVE, "generate.n=1", "generate.target_verified=1",
-                                 "generate.max_samples=8", "filter.selection=best"],
-}  # fmt: skip
+    "adaptive 2 verified, <=4": [
+        *ADAPTIVE,
+        "generate.n=2",
+        "generate.target_verified=2",
+        "generate.max_samples=4",
+        "filter.per_question_cap=2",
+    ],
+    "adaptive 1 verified, <=8": [
+        *ADAPTIVE,
+        "generate.n=1",
+        "generate.target_verified=1",
+        "generate.max_samples=8",
+        "filter.selection=best",
+    ],
+}
 PAIRS = (
     ("fixed n=4, best-of-4", "adaptive 1 verified, <=4"),
     ("fixed n=4, 2 kept", "adaptive 2 verified, <=4"),
@@ -76,8 +91,10 @@ def arm_figures(extra: list[str]) -> dict:
 
 def data() -> dict[str, dict]:
     out = {}
-    print(f"{'arm':<26} {'tokens':>7} {'samples':>7} {'verif.':>6} {'kept':>5} {'covered':>7}"
-          f" {'verif./1k':>9} {'kept/1k':>7}")  # fmt: skip
+    print(
+        f"{'arm':<26} {'tokens':>7} {'samples':>7} {'verif.':>6} {'kept':>5} {'covered':>7}"
+        f" {'verif./1k':>9} {'kept/1k':>7}"
+    )
     for name, extra in ARMS.items():
         f = arm_figures(extra)
         out[name] = f
@@ -118,8 +135,10 @@ def students(seeds: list[int]) -> None:
     print(f"\nstudent accuracy over train seeds {[42, *seeds]}")
     for name, runs in per.items():
         accs = [100 * sum(r.values()) / len(r) for r in runs.values()]
-        print(f"  {name:<26} mean {statistics.fmean(accs):.1f}  sd {statistics.stdev(accs):.1f}"
-              f"  per seed {', '.join(f'{x:.1f}' for x in accs)}")  # fmt: skip
+        print(
+            f"  {name:<26} mean {statistics.fmean(accs):.1f}  sd {statistics.stdev(accs):.1f}"
+            f"  per seed {', '.join(f'{x:.1f}' for x in accs)}"
+        )
     tests = []
     for seed in per[a]:
         qs = sorted(per[a][seed])
@@ -133,8 +152,10 @@ def cascade() -> None:
     extra = [*CASCADE, "teachers=[{fewshot: 0, label: zero-shot}, {fewshot: 1, label: one-shot}]"]
     both = arm_figures(extra)
     gen = stage_stats(stage_dir("generate", RUN + extra))
-    print(f"{'teacher':<12} {'sent':>5} {'samples':>7} {'prompt tok':>10} {'compl. tok':>10} "
-          f"{'verified':>8} {'tok/verified':>12}")  # fmt: skip
+    print(
+        f"{'teacher':<12} {'sent':>5} {'samples':>7} {'prompt tok':>10} {'compl. tok':>10} "
+        f"{'verified':>8} {'tok/verified':>12}"
+    )
     for label in ("zero-shot", "one-shot"):  # the cascade's order (the manifest sorts keys)
         t = gen["teachers"][label]
         print(

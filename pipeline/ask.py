@@ -244,8 +244,18 @@ def ask(
             from pipeline.rayengine import ask_ray
 
             assert spec.ray is not None
-            ask_ray(spec.ray, _engine_args(spec, settings), requests, on_done, log_dir,
-                    spec.kv_cache_gib, spec.replicas, spec.label, clock.ready, more)  # fmt: skip
+            ask_ray(
+                spec.ray,
+                _engine_args(spec, settings),
+                requests,
+                on_done,
+                log_dir,
+                spec.kv_cache_gib,
+                spec.replicas,
+                spec.label,
+                clock.ready,
+                more,
+            )
             return AskStats("ray", clock.seconds(), dtype=choice)
         if spec.engine == "offline":
             from pipeline.offline import generate_offline

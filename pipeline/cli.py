@@ -70,8 +70,13 @@ def parser() -> argparse.ArgumentParser:
         if name == "export":
             _export_options(p)
         if name == "plan":
-            p.add_argument("--pilot", type=int, default=10, metavar="N", help="questions "
-                           "to ask per teacher when the pool holds fewer (0: never ask)")  # fmt: skip
+            p.add_argument(
+                "--pilot",
+                type=int,
+                default=10,
+                metavar="N",
+                help="questions to ask per teacher when the pool holds fewer (0: never ask)",
+            )
         if name not in ("config", "export", "slurm", "plan"):
             p.add_argument(
                 "--verify",
@@ -109,18 +114,30 @@ def _export_options(p: argparse.ArgumentParser) -> None:
 
 
 def _slurm_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["generate", "train"], help="generate: a job array of "
-                   "shards, then the merge; train: one run across nodes")  # fmt: skip
+    p.add_argument(
+        "what",
+        choices=["generate", "train"],
+        help="generate: a job array of shards, then the merge; train: one run across nodes",
+    )
     p.add_argument("--array", type=int, default=None, metavar="N", help="generate: shards")
     p.add_argument("--nodes", type=int, default=None, help="train: machines")
-    p.add_argument("--processes-per-node", type=int, default=None,
-                   help="train: processes per node (default: --gpus-per-node, else 1)")  # fmt: skip
+    p.add_argument(
+        "--processes-per-node",
+        type=int,
+        default=None,
+        help="train: processes per node (default: --gpus-per-node, else 1)",
+    )
     p.add_argument("--port", type=int, default=29500, help="train: rank 0's rendezvous port")
     p.add_argument("--partition", default="")
     p.add_argument("--account", default="")
     p.add_argument("--time", default="", help="each task's time limit, Slurm's format")
-    p.add_argument("--gpus-per-task", "--gpus-per-node", type=int, default=None,
-                   help="generate: GPUs per array task; train: GPUs per node")  # fmt: skip
+    p.add_argument(
+        "--gpus-per-task",
+        "--gpus-per-node",
+        type=int,
+        default=None,
+        help="generate: GPUs per array task; train: GPUs per node",
+    )
     p.add_argument("--cpus-per-task", type=int, default=None)
     p.add_argument("--submit", action="store_true", help="sbatch them now (needs sbatch)")
 
@@ -263,9 +280,16 @@ def _slurm(cfg: Config, args: argparse.Namespace) -> int:
     else:
         per_node = args.processes_per_node or args.gpus_per_task or 1
         # Every node's config, checked now (rank 0's stands for all): not on the cluster.
-        load_config(config, [*given, *slurm.train_overrides(args.nodes, per_node),
-                             "train.machine_rank=0", "train.main_process_ip=head",
-                             f"train.main_process_port={args.port}"])  # fmt: skip
+        load_config(
+            config,
+            [
+                *given,
+                *slurm.train_overrides(args.nodes, per_node),
+                "train.machine_rank=0",
+                "train.main_process_ip=head",
+                f"train.main_process_port={args.port}",
+            ],
+        )
         files = slurm.render_train(
             rd, config, given, opts, Path.cwd(), args.nodes, per_node, args.port
         )

@@ -7,6 +7,10 @@ leaves the rotation, is `pipeline.balance`'s decision. An API key travels only i
 `Authorization` header; every message that could quote a URL is redacted.
 """
 
+# Long: the one place that speaks HTTP to a model server: the async path (post, score, retry,
+# fail over, rate-limit) and the few plain questions asked of the same servers (the names they
+# serve, their speculative-decoding counters).
+
 from __future__ import annotations
 
 import asyncio
@@ -119,8 +123,13 @@ async def _post_score(
     `prompt_logprobs` gives each position's logprob with its top k (keys are token ids)."""
     sp = req.sampling  # score_request's: one greedy token, the prompt's logprobs
     start, k = sp["score_from"], sp["prompt_logprobs"]
-    body = {"model": model, "prompt": req.prompt_ids, "max_tokens": sp["max_tokens"],
-            "temperature": sp["temperature"], "prompt_logprobs": k}  # fmt: skip
+    body = {
+        "model": model,
+        "prompt": req.prompt_ids,
+        "max_tokens": sp["max_tokens"],
+        "temperature": sp["temperature"],
+        "prompt_logprobs": k,
+    }
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
     async with client.post(f"{ep.url}/completions", json=body, timeout=timeout) as r:
         raw = await r.read()
@@ -191,7 +200,7 @@ async def _attempts(
         bal.started(ep, req.n)
         try:
             comps = await _post(client, ep, model, req, timeout_s)
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:  # classified below
             # Exceptions may quote the URL, credentials and all.
             last_err = redact_text(f"{ep.label}: {type(exc).__name__}: {exc}", (api_key,))[:300]
             wait = getattr(exc, "retry_after", None)
@@ -199,8 +208,11 @@ async def _attempts(
                 throttled += 1
                 bal.throttled(ep, req.n)
                 limiters[ep.url].block(wait)
-                print(f"{who} endpoint {ep.label} answered {exc.status}: waiting {wait:.1f} s "
-                      "before its next request (Retry-After)", file=sys.stderr)  # fmt: skip
+                print(
+                    f"{who} endpoint {ep.label} answered {exc.status}: waiting {wait:.1f} s "
+                    "before its next request (Retry-After)",
+                    file=sys.stderr,
+                )
                 avoid = ep
                 continue
             attempt += 1
@@ -292,8 +304,13 @@ def send(
     eps = [Endpoint(u.rstrip("/"), redact_url(u.rstrip("/"))) for u in urls]
     bal = Balancer(eps, dead_after=max(3, retries))
     limiters = {e.url: EndpointLimiter(requests_per_minute, tokens_per_minute) for e in eps}
-    knobs = {"retries": retries, "backoff_s": backoff_s, "timeout_s": timeout_s, "who": who,
-             "limiters": limiters}  # fmt: skip
+    knobs = {
+        "retries": retries,
+        "backoff_s": backoff_s,
+        "timeout_s": timeout_s,
+        "who": who,
+        "limiters": limiters,
+    }
     asyncio.run(
         _send(
             bal,
@@ -375,8 +392,10 @@ def spec_decode_counts(urls: list[str]) -> dict[str, Any]:
     engine reports them a moment after the last step, so they are read until they hold still."""
     total: dict[str, Any] = {}
     for _ in range(20):
-        got = [parse_spec_decode(httpx.get(u.removesuffix("/v1") + "/metrics", timeout=10).text)
-               for u in urls]  # fmt: skip
+        got = [
+            parse_spec_decode(httpx.get(u.removesuffix("/v1") + "/metrics", timeout=10).text)
+            for u in urls
+        ]
         now = {k: sum(g[k] for g in got) for k in SPEC_COUNTERS}
         pos: dict[int, int] = {}
         for g in got:

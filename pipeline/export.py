@@ -83,7 +83,7 @@ def upload(dest: Path, repo: str) -> None:
             api.create_repo(repo, repo_type=kind, exist_ok=True)
             api.upload_folder(folder_path=str(dest / kind), repo_id=repo, repo_type=kind)
             done.append(kind)
-    except Exception as e:  # noqa: BLE001 - network, auth, quota: each is one line to the user
+    except Exception as e:  # network, auth, quota: each is one line to the user
         first = (str(e).splitlines() or [type(e).__name__])[0][:200].replace(token, "***")
         pushed = f" ({' and '.join(done)} pushed)" if done else ""
         raise ExportError(

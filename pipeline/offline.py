@@ -204,8 +204,11 @@ def _params(r: Request) -> Any:
 
     if r.prompt_ids is not None:  # scoring: one greedy token, the prompt's logprobs
         sp = r.sampling  # score_request's: one greedy token, the prompt's logprobs
-        return SamplingParams(temperature=sp["temperature"], max_tokens=sp["max_tokens"],
-                              prompt_logprobs=sp["prompt_logprobs"])  # fmt: skip
+        return SamplingParams(
+            temperature=sp["temperature"],
+            max_tokens=sp["max_tokens"],
+            prompt_logprobs=sp["prompt_logprobs"],
+        )
     return SamplingParams(
         n=r.n,
         temperature=r.sampling["temperature"],

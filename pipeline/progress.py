@@ -43,8 +43,10 @@ class Progress:
         elapsed = time.monotonic() - self.t0
         if not self.estimated and elapsed >= ESTIMATE_AFTER_S and self.bar.n < self.total:
             self.estimated = True
-            self.bar.write(estimate_line(self.desc, self.unit, self.bar.n, self.total,
-                                         self.tokens, elapsed), file=sys.stdout)  # fmt: skip
+            self.bar.write(
+                estimate_line(self.desc, self.unit, self.bar.n, self.total, self.tokens, elapsed),
+                file=sys.stdout,
+            )
 
     def grow(self, more: int) -> None:
         """More to do than first known (the next round of adaptive sampling)."""

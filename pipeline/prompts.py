@@ -41,7 +41,7 @@ def template_bytes(name: str) -> str:
 
 
 @cache
-def _env_template(path: str):  # noqa: ANN202 - jinja type is lazy
+def _env_template(path: str):  # no return type: jinja is imported lazily
     import jinja2
 
     env = jinja2.Environment(

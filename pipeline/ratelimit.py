@@ -50,8 +50,9 @@ def prompt_tokens(messages: list[dict] | None, prompt_ids: list[int] | None) -> 
     return math.ceil(sum(len(str(m.get("content") or "")) for m in messages or []) / 4)
 
 
-def expected_tokens(messages: list[dict] | None, prompt_ids: list[int] | None, sampling: dict,
-                    n: int) -> int:  # fmt: skip
+def expected_tokens(
+    messages: list[dict] | None, prompt_ids: list[int] | None, sampling: dict, n: int
+) -> int:
     """What a call may cost in tokens before it is sent: its prompt plus max_tokens for each
     of its n samples."""
     return prompt_tokens(messages, prompt_ids) + int(sampling.get("max_tokens") or 0) * max(1, n)

@@ -139,8 +139,7 @@ def ask_ray(
             )
             for i in range(replicas)
         ]
-        print(f"{who}: {replicas} vLLM engine actor(s) on Ray for {args.model_dir} ...",
-              flush=True)  # fmt: skip
+        print(f"{who}: {replicas} vLLM engine actor(s) on Ray for {args.model_dir} ...", flush=True)
         on_ready()
         queue: deque[list[Request]] = deque(_chunks(requests, spec.chunk))
         pending: dict[Any, tuple[int, list[Request]]] = {}

@@ -239,8 +239,8 @@ def run_chain(
             on_result(r)
     then = hook(stage_module(target), "follow_up")
     if then is not None:  # e.g. sweep: the chosen settings' chain, evaluated once
-        results += run_chain(then(cfg, results[-1].stats), "eval", verify=verify,
-                             on_result=on_result)  # fmt: skip
+        chosen = then(cfg, results[-1].stats)
+        results += run_chain(chosen, "eval", verify=verify, on_result=on_result)
     return results
 
 
@@ -263,11 +263,9 @@ def run_shard(cfg: Config, name: str, flag: str | None) -> dict[str, Any] | None
 
 
 def cost_plan(cfg: Config, pilot: int) -> str:
-    """`distill plan`: the `cost_plan` hook of the stage that has one (generate), holding the
-    locks it names (the pool's: a pilot appends)."""
-    name = next(n for n in STAGES if hook(stage_module(n), "cost_plan") is not None)
-    p = plan(cfg, name)[name]
-    mod = stage_module(name)
+    """`distill plan`: the stage with a `cost_plan` hook (generate), under its locks."""
+    mod = next(m for m in map(stage_module, STAGES) if hook(m, "cost_plan") is not None)
+    p = plan(cfg, mod.NAME)[mod.NAME]
     with contextlib.ExitStack() as held:
         for path in hook(mod, "locks")(cfg, p.dir):
             held.enter_context(StageLock(path))
@@ -341,9 +339,7 @@ def _shared_bytes(stage_root: Path) -> int:
 
 
 def status(cfg: Config, *, verify: bool = False) -> list[StageStatus]:
-    """Every stage's state, in the chain of each stage that ends one for this config (its
-    `ends_chain` hook: eval, and seeds or sweep where the config has them); `verify` also
-    compares each output's sha256 with its manifest."""
+    """Every stage's state, in each chain the config asks for; `verify`: their sha256s too."""
     out: list[StageStatus] = []
     targets = [name for name in STAGES if hook(stage_module(name), "ends_chain")(cfg)]
     labels = list(dict.fromkeys(step.label for t in targets for step in chain(cfg, t)))

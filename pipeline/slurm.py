@@ -47,8 +47,10 @@ class SlurmOptions:
     def check(self) -> None:
         if self.array < 1:
             raise UserError(f"--array {self.array}: the number of shards must be at least 1")
-        for flag, v in (("--gpus-per-task", self.gpus_per_task), ("--cpus-per-task",
-                        self.cpus_per_task)):  # fmt: skip
+        for flag, v in (
+            ("--gpus-per-task", self.gpus_per_task),
+            ("--cpus-per-task", self.cpus_per_task),
+        ):
             if v is not None and v < 0:
                 raise UserError(f"{flag} {v}: must be 0 or more")
 
@@ -70,8 +72,13 @@ def _directives(name: str, opts: SlurmOptions, logs: Path, *, array: bool) -> li
 
 def _resources(opts: SlurmOptions, gpus: tuple[str, int | None]) -> list[str]:
     """The #SBATCH lines for what the user gave: partition, account, time, CPUs and GPUs."""
-    given = (("partition", opts.partition), ("account", opts.account), ("time", opts.time),
-             ("cpus-per-task", opts.cpus_per_task), gpus)  # fmt: skip
+    given = (
+        ("partition", opts.partition),
+        ("account", opts.account),
+        ("time", opts.time),
+        ("cpus-per-task", opts.cpus_per_task),
+        gpus,
+    )
     return [f"#SBATCH --{flag}={v}" for flag, v in given if v not in ("", None)]
 
 
@@ -125,8 +132,11 @@ def render(
         'echo "generate array job ${array%%;*} (' + str(opts.array) + " shards), merge job "
         '${merge%%;*} after it"',
     ]
-    return {ARRAY: "\n".join(array) + "\n", MERGE: "\n".join(merge) + "\n",
-            SUBMIT: "\n".join(submit) + "\n"}  # fmt: skip
+    return {
+        ARRAY: "\n".join(array) + "\n",
+        MERGE: "\n".join(merge) + "\n",
+        SUBMIT: "\n".join(submit) + "\n",
+    }
 
 
 def render_train(

@@ -59,7 +59,7 @@ def run_cli(*args: str, timeout: float = 900, env: dict | None = None):
     )
 
 
-def kill_cli_when(args: list[str], ready, timeout: float) -> None:  # noqa: ANN001
+def kill_cli_when(args: list[str], ready, timeout: float) -> None:
     """Start `distill ARGS` in a session of its own; SIGKILL that whole process group (no
     cleanup) once `ready()` is true. Fails if the command ended first or never got there."""
     import signal

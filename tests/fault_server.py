@@ -128,7 +128,7 @@ class FaultInjectingEndpoint:
             def log_message(self, *args: object) -> None:  # quiet
                 pass
 
-            def _forward(self, method: str, body: bytes | None, rewrite=None) -> None:  # noqa: ANN001
+            def _forward(self, method: str, body: bytes | None, rewrite=None) -> None:
                 path = self.path[len("/v1") :] if self.path.startswith("/v1") else self.path
                 headers = {"Content-Type": "application/json"}
                 if fake.upstream_key:
@@ -154,7 +154,7 @@ class FaultInjectingEndpoint:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
+            def do_GET(self) -> None:  # the name http.server calls
                 fake.seen_auth.append(self.headers.get("Authorization", ""))
                 if self.path == "/health":
                     self._send(200, b"")
@@ -164,7 +164,7 @@ class FaultInjectingEndpoint:
                     return
                 self._forward("GET", None)
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
+            def do_POST(self) -> None:  # the name http.server calls
                 fake.seen_auth.append(self.headers.get("Authorization", ""))
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if not self.path.endswith("/chat/completions") or not fake._take_fault():

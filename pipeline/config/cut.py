@@ -51,16 +51,19 @@ class FeaturesConfig:
                         f"{ref!r}: expected a model dir or `trained`", f"teacher[{i}]"
                     )
             if not self.teacher:
-                raise ConfigError("an empty list: name a teacher, or give '' for teacher.model",
-                                  "teacher")  # fmt: skip
+                raise ConfigError(
+                    "an empty list: name a teacher, or give '' for teacher.model", "teacher"
+                )
             if len(set(self.teacher)) < len(self.teacher):
-                raise ConfigError("a teacher named twice: give it a larger weight instead",
-                                  "teacher")  # fmt: skip
+                raise ConfigError(
+                    "a teacher named twice: give it a larger weight instead", "teacher"
+                )
         n = len(self.teachers) or 1
         if self.weights and len(self.weights) != n:
             raise ConfigError(f"{len(self.weights)} weights for {n} teacher(s)", "weights")
-        if any(not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0
-               for w in self.weights) or (self.weights and sum(self.weights) <= 0):  # fmt: skip
+        if any(
+            not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0 for w in self.weights
+        ) or (self.weights and sum(self.weights) <= 0):
             raise ConfigError(f"{self.weights}: weights are >= 0, and not all 0", "weights")
         for i, pair in enumerate(self.layer_map):
             if (

@@ -45,17 +45,26 @@ class EvalConfig:
         key_when_set=True,
     )
     draft_k: int = knob(
-        5, doc="top-k logprobs per position for the draft estimate (vLLM allows 20)", ge=1, le=20,
+        5,
+        doc="top-k logprobs per position for the draft estimate (vLLM allows 20)",
+        ge=1,
+        le=20,
         key_when_set=True,
-    )  # fmt: skip
+    )
     draft_questions: int = knob(
-        0, doc="held-out questions the draft estimate scores (the first ones; 0 = all): each "
-        "scored answer costs every model a pass with prompt logprobs", ge=0, key_when_set=True,
-    )  # fmt: skip
+        0,
+        doc="held-out questions the draft estimate scores (the first ones; 0 = all): each "
+        "scored answer costs every model a pass with prompt logprobs",
+        ge=0,
+        key_when_set=True,
+    )
     draft_temperature: float = knob(
-        1.0, doc="the sampling temperature the draft estimate's sampled acceptance is for", gt=0,
-        le=10, key_when_set=True,
-    )  # fmt: skip
+        1.0,
+        doc="the sampling temperature the draft estimate's sampled acceptance is for",
+        gt=0,
+        le=10,
+        key_when_set=True,
+    )
     speculative: bool = knob(
         False,
         doc="measure each student sharing the teacher's tokenizer as its draft: vLLM serves the "
@@ -67,9 +76,11 @@ class EvalConfig:
         4, doc="draft tokens per step for eval.speculative", ge=1, le=8, key_when_set=True
     )
     speculative_questions: int = knob(
-        100, doc="held-out questions eval.speculative asks (the first ones; 0 = all)", ge=0,
+        100,
+        doc="held-out questions eval.speculative asks (the first ones; 0 = all)",
+        ge=0,
         key_when_set=True,
-    )  # fmt: skip
+    )
     identity: bool = knob(
         False,
         doc="ask every model the bundled identity probes (data/identity/probes.jsonl: who are "

@@ -110,7 +110,7 @@ def _read_yaml(p: Path) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
     try:
-        loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f":{where.line + 1}" if where is not None else ""

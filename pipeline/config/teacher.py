@@ -89,9 +89,10 @@ class ServeConfig:
 
     ray: RayConfig = runtime(factory=RayConfig, doc="engine: ray's cluster and resources")
     max_requests_per_minute: int = runtime(
-        -1, doc="per endpoint: the most calls sent in any 60 s (the client waits); -1 = no limit",
+        -1,
+        doc="per endpoint: the most calls sent in any 60 s (the client waits); -1 = no limit",
         ge=-1,
-    )  # fmt: skip
+    )
     max_tokens_per_minute: int = runtime(
         -1,
         doc="per endpoint: the most tokens (prompt + max_tokens per sample) sent in any 60 s; "
@@ -103,8 +104,9 @@ class ServeConfig:
         check_fields(self)
         for name in ("max_requests_per_minute", "max_tokens_per_minute"):
             if getattr(self, name) == 0:
-                raise ConfigError("0 lets nothing through; give a positive limit, or -1 for none",
-                                  name)  # fmt: skip
+                raise ConfigError(
+                    "0 lets nothing through; give a positive limit, or -1 for none", name
+                )
         if self.engine == "ray" and importlib.util.find_spec("ray") is None:
             raise ConfigError(
                 "ray is not installed; install the extra: pip install -e '.[ray]' (or choose "

@@ -76,20 +76,24 @@ class OnPolicyConfig:
         "objective sft first (the same config), base = train.student as it is",
     )
     rounds: int = knob(
-        4, doc="rounds of rollouts -> teacher scores -> update; raising it runs only the new ones",
+        4,
+        doc="rounds of rollouts -> teacher scores -> update; raising it runs only the new ones",
         ge=1,
-    )  # fmt: skip
+    )
     questions: int = knob(
-        64, doc="train questions per round (taken in turn from a seeded shuffle of the split)",
+        64,
+        doc="train questions per round (taken in turn from a seeded shuffle of the split)",
         ge=1,
-    )  # fmt: skip
+    )
     n: int = knob(2, doc="student samples per question per round (temperature 1)", ge=1)
     max_tokens: int = knob(128, doc="the most tokens a rollout may have", ge=1)
     learning_rate: float = knob(1e-5, doc="peak learning rate of each round's update", gt=0, le=1)
     k: int = knob(
-        5, doc="the teacher's top-k kept per scored token (loss topk compares on it)", ge=1,
+        5,
+        doc="the teacher's top-k kept per scored token (loss topk compares on it)",
+        ge=1,
         le=100,
-    )  # fmt: skip
+    )
     loss: Literal["reverse_kl", "topk"] = knob(
         "reverse_kl",
         doc="reverse_kl: advantage = teacher logprob - student logprob of each sampled token, "
@@ -172,9 +176,11 @@ class TrainConfig:
         key_when_set=True,
     )
     validate_every: int = knob(
-        0, doc="validate every N optimizer steps; 0 = at each epoch's end", ge=0,
+        0,
+        doc="validate every N optimizer steps; 0 = at each epoch's end",
+        ge=0,
         key_when_set=True,
-    )  # fmt: skip
+    )
     # Keyed always: before `best` was the default, `last` was, and keys left it out; a stage dir
     # cached then holds the last step's weights, which must not pass for the best's.
     select: Literal["last", "best"] = knob(
@@ -211,9 +217,11 @@ class TrainConfig:
     )
     main_process_ip: str = runtime("", doc="rank 0's address, when num_machines > 1")
     main_process_port: int = runtime(
-        0, doc="rank 0's rendezvous port (0 = a free one; give one when num_machines > 1)",
-        ge=0, le=65535,
-    )  # fmt: skip
+        0,
+        doc="rank 0's rendezvous port (0 = a free one; give one when num_machines > 1)",
+        ge=0,
+        le=65535,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -266,8 +274,14 @@ class TrainConfig:
     def full_size(self) -> TrainConfig:
         """The full-size student of this config, which `trained` names: objective sft, no cut
         (the default run's train stage, where the rest is the default's)."""
-        return replace(self, objective="sft", cut=CutConfig(), features=FeaturesConfig(),
-                       onpolicy=OnPolicyConfig(), kd=KDConfig())  # fmt: skip
+        return replace(
+            self,
+            objective="sft",
+            cut=CutConfig(),
+            features=FeaturesConfig(),
+            onpolicy=OnPolicyConfig(),
+            kd=KDConfig(),
+        )
 
     @property
     def needs_trained(self) -> bool:

@@ -271,5 +271,5 @@ def summary(stats: dict[str, Any], out: Path) -> str:
             *draft_lines(metrics),
             *(f"measured as a draft: {x}" for x in speculative_lines(metrics)),
             *(f"identity: {x}" for x in identity_lines(metrics)),
-        ]  # fmt: skip
+        ]
     )

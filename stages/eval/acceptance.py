@@ -79,10 +79,16 @@ def topk_acceptance(
     pt, ps = softened_lower(t_lp, temperature, vocab), softened_lower(s_lp, temperature, vocab)
     out = []
     for n in range(t_ids.shape[0]):
-        mine = {int(i): float(v) for i, v, lp in zip(s_ids[n], ps[n], s_lp[n], strict=True)
-                if lp > FLOOR}  # fmt: skip
-        total = sum(min(float(v), mine[int(i)]) for i, v, lp in zip(t_ids[n], pt[n], t_lp[n],
-                    strict=True) if lp > FLOOR and int(i) in mine)  # fmt: skip
+        mine = {
+            int(i): float(v)
+            for i, v, lp in zip(s_ids[n], ps[n], s_lp[n], strict=True)
+            if lp > FLOOR
+        }
+        total = sum(
+            min(float(v), mine[int(i)])
+            for i, v, lp in zip(t_ids[n], pt[n], t_lp[n], strict=True)
+            if lp > FLOOR and int(i) in mine
+        )
         out.append(min(total, 1.0))
     return out
 
@@ -104,8 +110,9 @@ def topk_kl(
     out = []
     for n in range(t_ids.shape[0]):
         live = s_lp[n] > FLOOR
-        q_of = {int(i): float(np.exp(lp)) for i, lp in zip(s_ids[n][live], s_lp[n][live],
-                strict=True)}  # fmt: skip
+        q_of = {
+            int(i): float(np.exp(lp)) for i, lp in zip(s_ids[n][live], s_lp[n][live], strict=True)
+        }
         q_kth = min(q_of.values(), default=1.0)
         total, p_top, q_top = 0.0, 0.0, 0.0
         for i, lp in zip(t_ids[n], t_lp[n], strict=True):
@@ -173,8 +180,12 @@ def tokens_per_step(accepted: dict[int, float]) -> dict[int, float]:
     return out
 
 
-def summary(greedy: Sequence[Sequence[float]], sampled: Sequence[Sequence[float]],
-            temperature: float, k: int) -> dict[str, Any]:  # fmt: skip
+def summary(
+    greedy: Sequence[Sequence[float]],
+    sampled: Sequence[Sequence[float]],
+    temperature: float,
+    k: int,
+) -> dict[str, Any]:
     """The report's figures for one student: per decoding, the mean acceptance, the
     acceptance by draft position and the expected tokens per teacher step by draft length."""
     out: dict[str, Any] = {"texts": len(greedy), "positions": sum(len(a) for a in greedy)}

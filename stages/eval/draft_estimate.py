@@ -34,8 +34,14 @@ from stages.shared.models import local_model, teacher_spec
 from stages.shared.softlabels import FLOOR, vocab_hash
 
 DRAFT_SCORES = "draft_scores.jsonl"
-SCORE_FIELDS = {"id": str, "scorer": str, "draft": str, "question_id": str, "top_ids": list,
-                "top_logprobs": list}  # fmt: skip
+SCORE_FIELDS = {
+    "id": str,
+    "scorer": str,
+    "draft": str,
+    "question_id": str,
+    "top_ids": list,
+    "top_logprobs": list,
+}
 
 
 @dataclass
@@ -135,12 +141,25 @@ def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, 
 
             def row(c: Completion, of: dict = of, who: str = spec.label) -> dict[str, Any]:
                 lists = c.prompt_logprobs or {}
-                return {"id": c.id, "scorer": who, "draft": of[c.id].label,
-                        "question_id": of[c.id].question_id, "top_ids": lists.get("top_ids", []),
-                        "top_logprobs": lists.get("top_logprobs", [])}  # fmt: skip
+                return {
+                    "id": c.id,
+                    "scorer": who,
+                    "draft": of[c.id].label,
+                    "question_id": of[c.id].question_id,
+                    "top_ids": lists.get("top_ids", []),
+                    "top_logprobs": lists.get("top_logprobs", []),
+                }
 
-            asked = ask_into_log(spec, reqs, log, row, settings_from(cfg.eval), out / "logs",
-                                 unit="answer", desc=f"draft scores: {spec.label}")  # fmt: skip
+            asked = ask_into_log(
+                spec,
+                reqs,
+                log,
+                row,
+                settings_from(cfg.eval),
+                out / "logs",
+                unit="answer",
+                desc=f"draft scores: {spec.label}",
+            )
             if asked.failures:
                 raise failed("draft scores", asked.failures, len(asked.new), path)
         vocab = _vocab_size(t_dir, tok)

@@ -41,13 +41,18 @@ def measure(cfg: Config, muts: list, out: Path) -> dict[str, Any]:
     questions = task.eval[: e.speculative_questions or None]
     shots = fewshot_examples(task, teacher.fewshot)
     sampling = sampling_dict(e.sampling, keep_empty_stop=False)
-    reqs = [Request([f"spec:{q.id}"], teacher_messages(teacher, q, shots), dict(sampling))
-            for q in questions]  # fmt: skip
+    reqs = [
+        Request([f"spec:{q.id}"], teacher_messages(teacher, q, shots), dict(sampling))
+        for q in questions
+    ]
     spec = dataclasses.replace(teacher_spec(cfg, teacher, "teacher"), engine="server", replicas=1)
     alone, alone_text = _ask(cfg, spec, reqs, out / "logs" / "speculative-teacher")
     for m in able:
-        config = {"model": str(m.spec.model_dir), "method": "draft_model",
-                  "num_speculative_tokens": e.speculative_k}  # fmt: skip
+        config = {
+            "model": str(m.spec.model_dir),
+            "method": "draft_model",
+            "num_speculative_tokens": e.speculative_k,
+        }
         drafted = dataclasses.replace(
             spec, label=f"teacher+{m.label}", speculative=json.dumps(config)
         )

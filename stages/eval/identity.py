@@ -127,8 +127,13 @@ def judge(rows: list[dict[str, Any]], extra: list[str]) -> dict[str, Any]:
         t = sum(bool(ns & set(teacher)) for ns in per.values())
         b = sum(bool(ns & set(base)) for ns in per.values())
         mentions = {n: count(model, n) for n in every if count(model, n)}
-        out["models"][model] = {"teacher_names": t, "base_names": b, "lean": t - b,
-                                "names": mentions, "shown": shown.get(model, {})}  # fmt: skip
+        out["models"][model] = {
+            "teacher_names": t,
+            "base_names": b,
+            "lean": t - b,
+            "names": mentions,
+            "shown": shown.get(model, {}),
+        }
     why = (
         "needs the teacher and the base in eval.models"
         if not {"teacher", "base"} <= set(found)

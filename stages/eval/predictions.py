@@ -137,8 +137,9 @@ def plan_requests(
             m.requests.append((Request([f"{m.label}:{q.id}"], messages, own), q))
         system = cfg.lead_teacher().system if m.label == "teacher" else ""
         for q in probes:
-            m.requests.append((Request([f"{m.label}:{q.id}"], probe_messages(q, system),
-                                       dict(sampling)), q))  # fmt: skip
+            m.requests.append(
+                (Request([f"{m.label}:{q.id}"], probe_messages(q, system), dict(sampling)), q)
+            )
 
 
 def request_sha(identity: str, req: Request) -> str:

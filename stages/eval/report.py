@@ -84,18 +84,25 @@ def render_report(metrics: dict[str, Any]) -> str:
         lines += [f"- {x}" for x in mcnemar_lines(metrics)]
     sections = (
         ("Reasoning traces (the answer is read after the trace only):", trace_lines),
-        ("As a speculative-decoding draft for the teacher (estimated, not measured: both models "
-         "score each student's held-out answers after the teacher's prompt; expected tokens per "
-         "teacher step by draft length, from the acceptance of each run of draft positions):",
-         draft_lines),
-        ("As a speculative-decoding draft for the teacher, measured (vLLM serving the teacher "
-         "with the student as its draft model; its own counters, and the wall-clock speed-up "
-         "against the teacher alone on the same prompts):", speculative_lines),
-        ("Identity (the bundled probes; a name is the teacher's when the teacher says it in more "
-         "answers than the base, and the reverse; a student whose answers with the teacher's "
-         "names, less those with the base's, outnumber its base's moved toward the teacher):",
-         identity_lines),
-    )  # fmt: skip
+        (
+            "As a speculative-decoding draft for the teacher (estimated, not measured: both models "
+            "score each student's held-out answers after the teacher's prompt; expected tokens per "
+            "teacher step by draft length, from the acceptance of each run of draft positions):",
+            draft_lines,
+        ),
+        (
+            "As a speculative-decoding draft for the teacher, measured (vLLM serving the teacher "
+            "with the student as its draft model; its own counters, and the wall-clock speed-up "
+            "against the teacher alone on the same prompts):",
+            speculative_lines,
+        ),
+        (
+            "Identity (the bundled probes; a name is the teacher's when the teacher says it in more "
+            "answers than the base, and the reverse; a student whose answers with the teacher's "
+            "names, less those with the base's, outnumber its base's moved toward the teacher):",
+            identity_lines,
+        ),
+    )
     for head, of in sections:  # each only when its part of eval ran
         found = of(metrics)
         if found:
@@ -143,8 +150,11 @@ def speculative_lines(metrics: dict[str, Any]) -> list[str]:
         if "not_measured" in d:
             lines.append(f"{label}: not measured ({d['not_measured']})")
             continue
-        est = (((metrics.get("draft") or {}).get(label) or {}).get("greedy") or {}).get(
-            "tokens_per_step", {}).get(str(d["k"]))  # fmt: skip
+        est = (
+            (((metrics.get("draft") or {}).get(label) or {}).get("greedy") or {})
+            .get("tokens_per_step", {})
+            .get(str(d["k"]))
+        )
         beside = f" (estimated: {est:.2f})" if est is not None else ""
         acc = "n/a" if d["acceptance"] is None else f"{100 * d['acceptance']:.1f}%"
         per = d["tokens_per_step"]
@@ -182,12 +192,16 @@ def plot_accuracy(metrics: dict[str, Any], path: Path) -> None:
 
     labels = _order(metrics)
     drafts = {k: d for k, d in (metrics.get("draft") or {}).items() if "greedy" in d}
-    measured = {k: d for k, d in (metrics.get("speculative") or {}).items()
-                if d.get("tokens_per_step") is not None}  # fmt: skip
+    measured = {
+        k: d
+        for k, d in (metrics.get("speculative") or {}).items()
+        if d.get("tokens_per_step") is not None
+    }
     drafts |= {k: {} for k in measured if k not in drafts}
     width = 1.6 * max(3, len(labels)) + 1
-    fig, axes = plt.subplots(1, 2 if drafts else 1, figsize=(width + 5.5 * bool(drafts), 4),
-                             dpi=100, squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, 2 if drafts else 1, figsize=(width + 5.5 * bool(drafts), 4), dpi=100, squeeze=False
+    )
     _accuracy_panel(axes[0][0], metrics, labels)
     if drafts:
         _draft_panel(axes[0][1], drafts, measured)
@@ -236,8 +250,15 @@ def _draft_panel(ax: Any, drafts: dict[str, Any], measured: dict[str, Any]) -> N
     longest = 1
     for label, d in measured.items():
         longest = max(longest, d["k"])
-        ax.plot([d["k"]], [d["tokens_per_step"]], "x", ms=9, mew=2, color=_color(label),
-                label=f"{label}, measured (vLLM)")  # fmt: skip
+        ax.plot(
+            [d["k"]],
+            [d["tokens_per_step"]],
+            "x",
+            ms=9,
+            mew=2,
+            color=_color(label),
+            label=f"{label}, measured (vLLM)",
+        )
     for label, d in drafts.items():
         for decoding, style in (("greedy", "-"), ("sampled", "--")):
             if decoding not in d:
@@ -247,8 +268,15 @@ def _draft_panel(ax: Any, drafts: dict[str, Any], measured: dict[str, Any]) -> N
             if not xs:
                 continue
             longest = max(longest, xs[-1])
-            ax.plot(xs, [per[str(g)] for g in xs], style, marker="o", ms=3, color=_color(label),
-                    label=f"{label}, {decoding}")  # fmt: skip
+            ax.plot(
+                xs,
+                [per[str(g)] for g in xs],
+                style,
+                marker="o",
+                ms=3,
+                color=_color(label),
+                label=f"{label}, {decoding}",
+            )
     ax.plot([1, longest], [2, longest + 1], ":", color="#333", label="always accepted")
     ax.set_xlabel("draft length")
     ax.set_ylabel("expected tokens per teacher step")

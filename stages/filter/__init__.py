@@ -239,8 +239,9 @@ def token_report(rows: list[dict], kept: set[str]) -> dict[str, Any]:
     n_kept = sum(r["id"] in kept for r in rows)
     out: dict[str, Any] = {}
     for part in ("prompt", "completion"):
-        spent = [(int((r.get("usage") or {}).get(f"{part}_tokens") or 0), r["id"] in kept)
-                 for r in rows]  # fmt: skip
+        spent = [
+            (int((r.get("usage") or {}).get(f"{part}_tokens") or 0), r["id"] in kept) for r in rows
+        ]
         total = sum(n for n, _ in spent)
         out[part] = total
         out[f"{part}_on_dropped"] = sum(n for n, k in spent if not k)

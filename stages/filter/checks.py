@@ -89,11 +89,23 @@ def check_length(r: dict, ctx: Context) -> Verdict:
         scores["reasoning_words"] = len(words(s.reasoning))
     bounds = (
         ("tokens", n, c.min_tokens, c.max_tokens, "too_short", "too_long"),
-        ("reasoning", scores.get("reasoning_words", 0), c.min_reasoning_words,
-         c.max_reasoning_words, "reasoning_too_short", "reasoning_too_long"),
-        ("answer", answer_words, c.min_answer_words, c.max_answer_words,
-         "answer_too_short", "answer_too_long"),
-    )  # fmt: skip
+        (
+            "reasoning",
+            scores.get("reasoning_words", 0),
+            c.min_reasoning_words,
+            c.max_reasoning_words,
+            "reasoning_too_short",
+            "reasoning_too_long",
+        ),
+        (
+            "answer",
+            answer_words,
+            c.min_answer_words,
+            c.max_answer_words,
+            "answer_too_short",
+            "answer_too_long",
+        ),
+    )
     for _, value, lo, hi, short, long in bounds:
         if value < lo:
             return Verdict(False, short, scores)

@@ -59,7 +59,7 @@ def lsh_bands(threshold: float, num_perm: int) -> int:
     candidate is confirmed on its MinHash anyway, so a false one costs only a comparison."""
     steps = 200
 
-    def area(f, lo: float, hi: float) -> float:  # noqa: ANN001 - a one-line integrand
+    def area(f, lo: float, hi: float) -> float:  # f: a one-line integrand
         width = (hi - lo) / steps
         return sum(f(lo + (i + 0.5) * width) for i in range(steps)) * width
 

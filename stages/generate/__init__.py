@@ -228,9 +228,11 @@ def _ask_all(
 def budget_reached(cfg: Config, budget: Budget, new: int, pool: Path) -> BudgetReached:
     """The one line for a run its budget stopped: what was spent, what was left unasked."""
     b = cfg.generate.budget
-    spent = [f"{budget.completion:,} completion" + (f" of {b.completion_tokens:,}"
-             if b.completion_tokens > 0 else ""), f"{budget.prompt:,} prompt"
-             + (f" of {b.prompt_tokens:,}" if b.prompt_tokens > 0 else "")]  # fmt: skip
+    spent = [
+        f"{budget.completion:,} completion"
+        + (f" of {b.completion_tokens:,}" if b.completion_tokens > 0 else ""),
+        f"{budget.prompt:,} prompt" + (f" of {b.prompt_tokens:,}" if b.prompt_tokens > 0 else ""),
+    ]
     cost = usd(b, budget.prompt, budget.completion)
     money = f" (${cost:,.2f})" if cost and cost >= 1 else f" (${cost:.4f})" if cost else ""
     return BudgetReached(
@@ -348,8 +350,11 @@ def cost_plan(cfg: Config, out: Path, pilot: int) -> str:
     shared = shared_dir(out)
     questions = [q.id for q in load_task(cfg.task).train]
     plans = teacher_plans(cfg)
-    shards = {r["id"]: r for _, path in shard_pools(shared)
-              for r in read_jsonl_tolerant(path, check_sample).rows}  # fmt: skip
+    shards = {
+        r["id"]: r
+        for _, path in shard_pools(shared)
+        for r in read_jsonl_tolerant(path, check_sample).rows
+    }
     piloted = 0
     with _opened(cfg, shared / POOL, shared / POOL_STORE) as (log, store):
         budget = (

@@ -44,8 +44,9 @@ def pilot_samples(
 ) -> list[Planned]:
     """The first round of the pilot's questions that the pool lacks; [] when the pool already
     holds this teacher's samples of `pilot` questions or more."""
-    held_q = {p.question.id for ps in tp.samples.values() for p in ps[: cap(cfg)]
-              if p.request.id in have}  # fmt: skip
+    held_q = {
+        p.question.id for ps in tp.samples.values() for p in ps[: cap(cfg)] if p.request.id in have
+    }
     if len(held_q) >= min(pilot, len(questions)):
         return []
     first = [p for q in pilot_questions(questions, pilot) for p in tp.samples[q][: cfg.generate.n]]
@@ -78,8 +79,9 @@ def estimate(cfg: Config, tp: TeacherPlan, questions: list[str], have: dict[str,
     )
     later = g.combine == "cascade" and tp.index > 0  # reached only by questions left short
     per_q = {"lo": 0 if later else fewest, "hi": most}
-    basis = [have[p.request.id] for ps in tp.samples.values() for p in ps[:most]
-             if p.request.id in have]  # fmt: skip
+    basis = [
+        have[p.request.id] for ps in tp.samples.values() for p in ps[:most] if p.request.id in have
+    ]
     by_q: dict[str, list[int]] = {}
     for r in basis:
         by_q.setdefault(r["question_id"], []).append(r["usage"]["completion_tokens"])

@@ -112,9 +112,15 @@ def dataset_card(
         lic = MODEL_LICENSES.get(tc.model, "as its weights say")
         ident = identities.get(label, "?")
         teachers.append(
-            (label, f"`{HUB_NAMES.get(tc.model, tc.model)}`", f"`{ident[:24]}`", lic,
-             tc.fewshot, _template_line(tc.template))
-        )  # fmt: skip
+            (
+                label,
+                f"`{HUB_NAMES.get(tc.model, tc.model)}`",
+                f"`{ident[:24]}`",
+                lic,
+                tc.fewshot,
+                _template_line(tc.template),
+            )
+        )
     s = g.sampling
     strategy = (
         f"adaptive: rounds of {g.n}, until {g.target_verified} verified samples or "
@@ -238,7 +244,7 @@ def model_card(
         ("precision", _precision(tr.bf16, stats)),
         ("packing / batches by length", f"{tr.packing} / {tr.group_by_length}"),
         ("seeds", f"train {tr.seed}, teacher sampling {cfg.generate.sampling.seed}"),
-    ]  # fmt: skip
+    ]
     body = f"""
 # {base}, distilled by distill
 
@@ -289,9 +295,12 @@ def _selection(stats: dict[str, Any]) -> str:
             f"of {len(val)} measurements (train.select: best; the first of equals)."
         )
     else:
-        why = (f"These are the last step's weights (train.select: last); validation accuracy "
-               f"there: {100 * acc:.1f}%." if acc is not None else "These are the last step's "
-               "weights (train.select: last).")  # fmt: skip
+        why = (
+            f"These are the last step's weights (train.select: last); validation accuracy "
+            f"there: {100 * acc:.1f}%."
+            if acc is not None
+            else "These are the last step's weights (train.select: last)."
+        )
     table = _table(rows, ("step", "epoch", "validation accuracy"))
     return (
         f"## Selection\n\nMeasured on the {n} validation questions (held out of train before "
@@ -305,10 +314,15 @@ def with_metrics(card: str, label: str, metrics: dict[str, Any]) -> str:
     meta, body = parse(card)
     per = metrics["per_model"]
     rows = [
-        (m, f"{100 * v['accuracy']:.1f}%", f"{100 * v['ci_low']:.1f}-{100 * v['ci_high']:.1f}",
-         v["n"], "**this model**" if m == label else "")
+        (
+            m,
+            f"{100 * v['accuracy']:.1f}%",
+            f"{100 * v['ci_low']:.1f}-{100 * v['ci_high']:.1f}",
+            v["n"],
+            "**this model**" if m == label else "",
+        )
         for m, v in per.items()
-    ]  # fmt: skip
+    ]
     tests = [
         f"- {name.replace('_vs_', ' vs ')}: p = {t.get('p_value', float('nan')):.3g}"
         for name, t in (metrics.get("mcnemar") or {}).items()

@@ -71,16 +71,21 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                     "ranks on the validation split: keep train.validate on and "
                     "task.validation_fraction above 0"
                 )
-            per_seed[str(s)] = {"accuracy": acc, "step": stats.get("selected_step"),
-                                "train_key": ctx.input_keys[f"trial{i}-seed{s}"]}  # fmt: skip
+            per_seed[str(s)] = {
+                "accuracy": acc,
+                "step": stats.get("selected_step"),
+                "train_key": ctx.input_keys[f"trial{i}-seed{s}"],
+            }
         accs = [v["accuracy"] for v in per_seed.values()]
-        rows.append({
-            "trial": i,
-            "values": values,
-            "mean": round(statistics.fmean(accs), 4),
-            "sd": round(statistics.stdev(accs), 4) if len(accs) > 1 else None,
-            "per_seed": per_seed,
-        })  # fmt: skip
+        rows.append(
+            {
+                "trial": i,
+                "values": values,
+                "mean": round(statistics.fmean(accs), 4),
+                "sd": round(statistics.stdev(accs), 4) if len(accs) > 1 else None,
+                "per_seed": per_seed,
+            }
+        )
     # Highest mean first; among equals the earlier trial (grid order), so a rerun agrees.
     ranked = sorted(rows, key=lambda r: (-r["mean"], r["trial"]))
     chosen = ranked[0]
@@ -96,8 +101,12 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     atomic_write_json(ctx.out / RESULTS, result)
     atomic_write_text(ctx.out / REPORT, _report(result))
     atomic_write_text(ctx.out / CHOSEN, _chosen_yaml(chosen_cfg, chosen))
-    return {"trials": len(rows), "chosen": chosen["values"], "chosen_mean": chosen["mean"],
-            "ranking": result["ranking"]}  # fmt: skip
+    return {
+        "trials": len(rows),
+        "chosen": chosen["values"],
+        "chosen_mean": chosen["mean"],
+        "ranking": result["ranking"],
+    }
 
 
 def _validation_n(ctx: RunContext) -> int | None:
@@ -155,10 +164,14 @@ def _margin(result: dict[str, Any]) -> str:
     lead = best["mean"] - next_["mean"]
     lo, hi = wilson_interval(round(best["mean"] * units), units)
     half = (hi - lo) / 2
-    on = f"{n} questions" if units == n else (
-        f"{n} questions from {units} split groups (taken on the groups: answers within a group "
-        "move together)"
-    )  # fmt: skip
+    on = (
+        f"{n} questions"
+        if units == n
+        else (
+            f"{n} questions from {units} split groups (taken on the groups: answers within a group "
+            "move together)"
+        )
+    )
     text = (
         f"The chosen trial leads trial {next_['trial']} by {100 * lead:.1f} points "
         f"({lead * n:.1f} of {n} questions); the chosen mean's 95% interval on {on} is about "

@@ -135,8 +135,11 @@ def follow(cfg: Config, ctx: RunContext) -> None:
     with tempfile.TemporaryDirectory(prefix="distill-train-") as d:
         conf = Path(d) / CONFIG_FILE
         write_child_config(cfg, conf)
-        print(f"train: machine {t.machine_rank} of {t.num_machines} joins rank 0 at "
-              f"{t.main_process_ip}:{t.main_process_port}", flush=True)  # fmt: skip
+        print(
+            f"train: machine {t.machine_rank} of {t.num_machines} joins rank 0 at "
+            f"{t.main_process_ip}:{t.main_process_port}",
+            flush=True,
+        )
         _launch(launch_command(cfg, ctx.inputs["filter"] / KEPT, ctx.out, conf))
 
 

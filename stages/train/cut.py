@@ -92,8 +92,7 @@ def cut_from(cfg: Config, source: Path, identity: str) -> Path:
     cut = cfg.train.cut
     width = cut_width(cut, source)
     calibration = [q.question for q in load_task(cfg.task).train[:CALIBRATION]] if width else []
-    return cut_of(source, identity, cut.kept(num_layers(source)), cfg.cache_dir, width,
-                  calibration)  # fmt: skip
+    return cut_of(source, identity, cut.kept(num_layers(source)), cfg.cache_dir, width, calibration)
 
 
 def cut_of(
@@ -164,10 +163,16 @@ def build_cut(
         if (source / extra).is_file() and not (tmp / extra).is_file():
             shutil.copy2(source / extra, tmp / extra)
     (tmp / CUT_FILE).write_text(
-        json.dumps({"source": str(source), "source_identity": identity, "layers": layers,
-                    **({"mlp_width": width, "calibration_texts": len(calibration)}
-                       if width else {})}) + "\n"
-    )  # fmt: skip
+        json.dumps(
+            {
+                "source": str(source),
+                "source_identity": identity,
+                "layers": layers,
+                **({"mlp_width": width, "calibration_texts": len(calibration)} if width else {}),
+            }
+        )
+        + "\n"
+    )
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
 
@@ -192,8 +197,9 @@ def neuron_importance(model: Any, tok: Any, texts: list[str]) -> list[Any]:
 
     for layer in layers:
         _mlp_parts(layer.mlp)
-    handles = [layer.mlp.down_proj.register_forward_pre_hook(hook(i))
-               for i, layer in enumerate(layers)]  # fmt: skip
+    handles = [
+        layer.mlp.down_proj.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)
+    ]
     try:
         with torch.no_grad():
             for text in texts:
@@ -204,8 +210,9 @@ def neuron_importance(model: Any, tok: Any, texts: list[str]) -> list[Any]:
         for h in handles:
             h.remove()
     if not count[0]:
-        raise ConfigError("no calibration tokens: the task's train questions are empty",
-                          "train.cut.mlp_shrink")  # fmt: skip
+        raise ConfigError(
+            "no calibration tokens: the task's train questions are empty", "train.cut.mlp_shrink"
+        )
     return [s / count[0] for s in sums]
 
 

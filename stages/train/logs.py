@@ -50,8 +50,13 @@ def write_logs(history: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]
     ax.grid(alpha=0.3)
     if val:
         acc = ax.twinx()
-        acc.plot([r["step"] for r in val], [r["validation_accuracy"] for r in val], "o-",
-                 color="tab:orange", label="validation accuracy")  # fmt: skip
+        acc.plot(
+            [r["step"] for r in val],
+            [r["validation_accuracy"] for r in val],
+            "o-",
+            color="tab:orange",
+            label="validation accuracy",
+        )
         acc.set_ylabel("validation accuracy", color="tab:orange")
         acc.set_ylim(0, 1)
     fig.tight_layout()

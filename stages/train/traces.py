@@ -21,7 +21,7 @@ Form = Literal["field", "inline"]
 _PROBE = "trace-probe-7f3a"
 
 
-def trace_form(tok) -> Form:  # noqa: ANN001
+def trace_form(tok) -> Form:
     """`field` if the chat template renders an assistant message's `reasoning_content`."""
     probe = [
         {"role": "user", "content": "q"},
@@ -29,7 +29,7 @@ def trace_form(tok) -> Form:  # noqa: ANN001
     ]
     try:
         text = tok.apply_chat_template(probe, tokenize=False)
-    except Exception:  # noqa: BLE001 - a template that rejects the probe has no field form
+    except Exception:  # a template that rejects the probe has no field form
         return "inline"
     return "field" if _PROBE in str(text) else "inline"
 
@@ -42,7 +42,7 @@ def in_form(row: dict[str, Any], form: Form) -> dict[str, Any]:
     return {**row, "completion": [message]}
 
 
-def trace_problem(tok, row: dict[str, Any], ids: list[int], labels: list[int]) -> str | None:  # noqa: ANN001
+def trace_problem(tok, row: dict[str, Any], ids: list[int], labels: list[int]) -> str | None:
     """What the rendered row does to its trace, or None when the trace is there once, inside
     the trained part, before the answer."""
     trace = (row.get("reasoning") or "").strip()

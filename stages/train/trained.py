@@ -44,5 +44,6 @@ def resolve_trained(cfg: Config, trained: Path) -> Config:
     named = [str(trained) if ref == TRAINED else ref for ref in f.teachers]
     teacher: str | list[str] = named if isinstance(f.teacher, list) else (named or [""])[0]
     features = dataclasses.replace(f, teacher=teacher)
-    return dataclasses.replace(cfg, train=dataclasses.replace(t, student=student, cut=cut,
-                                                              features=features))  # fmt: skip
+    return dataclasses.replace(
+        cfg, train=dataclasses.replace(t, student=student, cut=cut, features=features)
+    )

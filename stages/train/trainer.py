@@ -179,7 +179,7 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
     return stats
 
 
-def _finish(cfg: Config, student: Path, tok, out: Path, state, validator, stats: dict) -> None:  # noqa: ANN001
+def _finish(cfg: Config, student: Path, tok, out: Path, state, validator, stats: dict) -> None:
     """Rank 0, after training: the logs, the selected weights as out/model, the stats."""
     losses = write_logs(state.log_history, out)
     stats["final_loss"] = losses[-1]["loss"] if losses else None
@@ -197,7 +197,7 @@ def _finish(cfg: Config, student: Path, tok, out: Path, state, validator, stats:
 
 def _make_trainer(
     cfg: Config, student: Path, tok, rows: list[dict], out: Path, soft: Table | None = None
-):  # noqa: ANN001, ANN202
+):
     """The SFTTrainer over the pre-flighted rows with the objective's loss (its `kept` part,
     stages/train/objectives/), its batches counted for padding; `soft`: the soft-label table of
     objective kd (stages/train/softdata.py)."""

@@ -84,8 +84,13 @@ class Validator:
             part = convention.split(row)
             correct += grade(part.answer, q.answer, q.answer_type, list(q.choices))[1]
         n = len(self.questions)
-        result = {"step": step, "epoch": round(float(epoch), 4), "accuracy": round(correct / n, 4),
-                  "correct": correct, "n": n}  # fmt: skip
+        result = {
+            "step": step,
+            "epoch": round(float(epoch), 4),
+            "accuracy": round(correct / n, 4),
+            "correct": correct,
+            "n": n,
+        }
         self.results.append(result)
         with open(self.out / RESULTS, "a") as f:  # one line, fsynced: the record of the step
             f.write(json.dumps(result) + "\n")
@@ -135,8 +140,16 @@ class Validator:
 
         path = here / "predictions.jsonl"
         with RecordLog.open(path, None, "answers") as log:
-            asked = ask_into_log(spec, reqs, log, row, settings_from(cfg.eval), here / "logs",
-                                 unit="q", desc="validation")  # fmt: skip
+            asked = ask_into_log(
+                spec,
+                reqs,
+                log,
+                row,
+                settings_from(cfg.eval),
+                here / "logs",
+                unit="q",
+                desc="validation",
+            )
         if asked.failures:
             raise failed("validation answers", asked.failures, len(asked.new), path)
         return log.rows
@@ -179,17 +192,18 @@ def validation_callback(validator: Validator, every: int):
     measurement was cut short. Rank 0 measures; the other ranks wait at their next collective."""
     from transformers import TrainerCallback
 
-    def due(state) -> bool:  # noqa: ANN001
+    def due(state) -> bool:
         if every:
             return state.global_step % every == 0
         return float(state.epoch or 0).is_integer()
 
     class Validate(TrainerCallback):
-        def _measure(self, state, model) -> None:  # noqa: ANN001
+        def _measure(self, state, model) -> None:
             if state.is_world_process_zero and not validator.measured(state.global_step):
                 r = validator.measure(model, state.global_step, state.epoch or 0)
-                state.log_history.append({"step": r["step"], "epoch": r["epoch"],
-                                          "validation_accuracy": r["accuracy"]})  # fmt: skip
+                state.log_history.append(
+                    {"step": r["step"], "epoch": r["epoch"], "validation_accuracy": r["accuracy"]}
+                )
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             if state.global_step and due(state):

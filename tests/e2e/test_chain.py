@@ -141,9 +141,10 @@ def test_cards_export_and_disk(chain: dict, tmp_path: Path):
     capped = next(m for m in ms["filter"] if m["config"]["filter"]["per_question_cap"] == 1)
     (filt,) = [m for m in ms["filter"] if m is not capped]
     train = next(
-        m for m in ms["train"] if m["inputs"] == {"filter": filt["key"]}
-        and not m["config"]["train"]["answer_only"]
-    )  # fmt: skip
+        m
+        for m in ms["train"]
+        if m["inputs"] == {"filter": filt["key"]} and not m["config"]["train"]["answer_only"]
+    )
     ev = next(m for m in ms["eval"] if m["inputs"]["filter"] == filt["key"])
     fdir = chain["runs"] / "filter" / filt["key"][:12]
     tdir = chain["runs"] / "train" / train["key"][:12]
@@ -216,8 +217,13 @@ def test_cards_export_and_disk(chain: dict, tmp_path: Path):
         assert p.returncode == 2 and len(lines) == 1 and words in lines[0], p.stderr
         assert "nothing was pushed" in lines[0] and (out / "model" / "config.json").is_file()
 
-    empty = run_cli("export", *chain["overrides"], f"runs_dir={tmp_path / 'none'}", "--to",
-                    str(tmp_path / "never"))  # fmt: skip
+    empty = run_cli(
+        "export",
+        *chain["overrides"],
+        f"runs_dir={tmp_path / 'none'}",
+        "--to",
+        str(tmp_path / "never"),
+    )
     assert empty.returncode == 2 and "run `distill train` first" in empty.stderr
     assert not (tmp_path / "never").exists()
 
@@ -239,8 +245,12 @@ def _answers_in_vllm(model_dir: Path, tmp: Path) -> None:
 
 def test_interrupt_during_train_resumes_from_checkpoint(chain: dict):
     # No validation here: 400 steps are 57 epochs of 7 steps, a vLLM start at each one's end.
-    overrides = [*chain["overrides"], "train.max_steps=400", "train.save_steps=5",
-                 "train.validate=false"]  # fmt: skip
+    overrides = [
+        *chain["overrides"],
+        "train.max_steps=400",
+        "train.save_steps=5",
+        "train.validate=false",
+    ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "run", *overrides],
         cwd=ROOT,

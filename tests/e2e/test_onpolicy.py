@@ -38,8 +38,11 @@ def _overrides(tmp: Path, student: Path, teacher: Path) -> list[str]:
 
 def _stage(runs: Path) -> tuple[Path, dict]:
     """The on-policy train stage dir written last, and its stats."""
-    found = [p for p in (runs / "default" / "train").glob("*/train_stats.json")
-             if json.loads(p.read_text()).get("objective") == "onpolicy"]  # fmt: skip
+    found = [
+        p
+        for p in (runs / "default" / "train").glob("*/train_stats.json")
+        if json.loads(p.read_text()).get("objective") == "onpolicy"
+    ]
     assert found, "no on-policy train stage"
     newest = max(found, key=lambda p: p.stat().st_mtime)
     return newest.parent, json.loads(newest.read_text())
@@ -111,8 +114,13 @@ def _rows(path: Path) -> list[str]:
 def test_kill9_in_each_part_of_a_round_loses_and_repeats_nothing(sft: dict) -> None:
     """One request in flight at a time, so each kill lands inside the part it names; rollouts
     of 12 tokens make this chain another than the other test's."""
-    ov = [*sft["overrides"], "train.onpolicy.rounds=1", "train.onpolicy.max_tokens=12",
-          "eval.concurrency=1", "generate.concurrency=1"]  # fmt: skip
+    ov = [
+        *sft["overrides"],
+        "train.onpolicy.rounds=1",
+        "train.onpolicy.max_tokens=12",
+        "eval.concurrency=1",
+        "generate.concurrency=1",
+    ]
     pool = sft["tmp"] / "runs" / "default" / "train" / "onpolicy"
     before = set(pool.glob("*/round-001"))
 

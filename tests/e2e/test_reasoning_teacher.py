@@ -62,8 +62,17 @@ def ask(url: str, max_tokens: int = 48, n: int = 1) -> list[Completion]:
     done: list[Completion] = []
     messages = prompt()
     req = Request([f"s{i}" for i in range(n)], messages, {"max_tokens": max_tokens, "seed": 1})
-    send([url], "reasoner", [req], done.append, lambda f: pytest.fail(f.reason), concurrency=4,
-         retries=1, backoff_s=0.1, timeout_s=120)  # fmt: skip
+    send(
+        [url],
+        "reasoner",
+        [req],
+        done.append,
+        lambda f: pytest.fail(f.reason),
+        concurrency=4,
+        retries=1,
+        backoff_s=0.1,
+        timeout_s=120,
+    )
     return sorted(done, key=lambda c: c.id)
 
 
@@ -158,8 +167,14 @@ def test_missing_close_tag_with_finish_stop_is_truncated_reasoning(servers, path
     with FaultInjectingEndpoint(servers[path], "no_close_tag", faults=10) as fake:
         (c,) = ask(fake.url)
     assert c.finish_reason == "stop" and split(c.text, c.reasoning).truncated
-    row = {"id": "x", "question_id": "q", "gold": "7", "completion": c.text,
-           "finish_reason": c.finish_reason, "usage": c.usage}  # fmt: skip
+    row = {
+        "id": "x",
+        "question_id": "q",
+        "gold": "7",
+        "completion": c.text,
+        "finish_reason": c.finish_reason,
+        "usage": c.usage,
+    }
     if c.reasoning is not None:
         row["reasoning"] = c.reasoning
     cfg = load_config(None, [])
@@ -184,8 +199,14 @@ def test_trace_budget_ends_the_trace_and_the_model_answers(reasoner, tmp_path, e
         Request(["budget"], messages, {**sampling, "thinking_token_budget": 2}),
     ]
     done: dict[str, Completion] = {}
-    ask_model(spec, reqs, lambda c: done.setdefault(c.id, c), lambda f: pytest.fail(f.reason),
-              AskSettings(concurrency=4), tmp_path / "logs")  # fmt: skip
+    ask_model(
+        spec,
+        reqs,
+        lambda c: done.setdefault(c.id, c),
+        lambda f: pytest.fail(f.reason),
+        AskSettings(concurrency=4),
+        tmp_path / "logs",
+    )
     tok = AutoTokenizer.from_pretrained(reasoner)
     free, cut = (split(done[k].text, done[k].reasoning) for k in ("free", "budget"))
     assert free.closed and len(tok(free.reasoning).input_ids) > 2

@@ -62,8 +62,9 @@ def test_rendered_multinode_script_trains_one_run_over_two_nodes(
         (stub / name).chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env |= {"PATH": f"{stub}:{env['PATH']}", "SLURM_JOB_NODELIST": "node[1-2]"}
-    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert "machine 1 of 2 joins rank 0 at 127.0.0.1" in done.stdout
     (manifest,) = (tmp_path / "runs" / "default" / "train").glob("*/manifest.json")
@@ -71,7 +72,8 @@ def test_rendered_multinode_script_trains_one_run_over_two_nodes(
     assert stats["num_processes"] == 2 and stats["steps"] == 2  # one run, two machines
     assert (manifest.parent / "model" / "model.safetensors").is_file()
     # A rerun: both nodes find the stage complete; rank 1 does not wait for a launch.
-    again = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
-                           timeout=300)  # fmt: skip
+    again = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("train: cached") == 2

@@ -131,7 +131,12 @@ def _sweep_for(runs: Path, exclude: str) -> dict:
 def _strip_keys(sweep: dict) -> list[dict]:
     """The trials without their train keys (which name the task file, so differ)."""
     return [
-        {**t, "per_seed": {s: {k: v for k, v in x.items() if k != "train_key"}
-                           for s, x in t["per_seed"].items()}}
+        {
+            **t,
+            "per_seed": {
+                s: {k: v for k, v in x.items() if k != "train_key"}
+                for s, x in t["per_seed"].items()
+            },
+        }
         for t in sweep["trials"]
-    ]  # fmt: skip
+    ]

@@ -34,11 +34,16 @@ def test_the_prompt_cap_counts_a_calls_prompt_with_each_sample() -> None:
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("generate.budget.completion_tokens=0", "generate.budget.completion_tokens"),
-     ("generate.budget.prompt_tokens=-5", "generate.budget.prompt_tokens"),
-     ("generate.budget.usd_per_million_completion=3", "generate.budget.usd_per_million_completion"),
-     ("generate.budget.usd_per_million_prompt=-1", "generate.budget.usd_per_million_prompt")],
-)  # fmt: skip
+    [
+        ("generate.budget.completion_tokens=0", "generate.budget.completion_tokens"),
+        ("generate.budget.prompt_tokens=-5", "generate.budget.prompt_tokens"),
+        (
+            "generate.budget.usd_per_million_completion=3",
+            "generate.budget.usd_per_million_completion",
+        ),
+        ("generate.budget.usd_per_million_prompt=-1", "generate.budget.usd_per_million_prompt"),
+    ],
+)
 def test_bad_budget_values_are_refused_where_the_config_is_built(override: str, key: str) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(None, [override])

@@ -18,9 +18,17 @@ SAMPLING = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 6, "seed": 3}
 def _send(server: dict, key: str, reqs: list[Request]):
     done, failed = [], []
     bal = client.send(
-        [server["url"]], "tiny", reqs, done.append, failed.append,
-        concurrency=4, retries=2, backoff_s=0.01, timeout_s=60, api_key=key,
-    )  # fmt: skip
+        [server["url"]],
+        "tiny",
+        reqs,
+        done.append,
+        failed.append,
+        concurrency=4,
+        retries=2,
+        backoff_s=0.01,
+        timeout_s=60,
+        api_key=key,
+    )
     return done, failed, bal
 
 

@@ -130,8 +130,14 @@ def test_missing_or_broken_config_file(tmp_path: Path) -> None:
 
 def test_shipped_configs_are_the_expected_ones() -> None:
     names = {p.stem for p in shipped_configs()}
-    assert {"default", "external_endpoints", "servers", "gsm8k_qwen_gpu", "gsm8k_r1_gpu",
-            "arc_easy"} <= names  # fmt: skip
+    assert {
+        "default",
+        "external_endpoints",
+        "servers",
+        "gsm8k_qwen_gpu",
+        "gsm8k_r1_gpu",
+        "arc_easy",
+    } <= names
 
 
 def test_reasoning_recipe_parses_traces_on_its_servers() -> None:
@@ -191,8 +197,10 @@ def test_extends_merges_sections_and_replaces_values(tmp_path: Path) -> None:
     )
     (tmp_path / "sub").mkdir()
     child = tmp_path / "sub" / "child.yaml"
-    child.write_text("extends: ../base.yaml\ngenerate:\n  sampling: {max_tokens: 32}\n"
-                     "eval:\n  models: [student]\n")  # fmt: skip
+    child.write_text(
+        "extends: ../base.yaml\ngenerate:\n  sampling: {max_tokens: 32}\n"
+        "eval:\n  models: [student]\n"
+    )
     cfg = load_config(child, ["generate.n=5"])
     assert cfg.run == "base" and cfg.generate.n == 5  # the command line still wins
     assert (cfg.generate.sampling.temperature, cfg.generate.sampling.max_tokens) == (0.7, 32)

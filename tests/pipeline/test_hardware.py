@@ -135,8 +135,9 @@ def test_the_startup_check_says_the_machine_and_every_dtype(monkeypatch: pytest.
         "machine: CPU AMD EPYC 7B13, 2 cores, no native bf16 (neither avx512_bf16 nor amx_bf16)",
         "  teacher in float32, students in float32, training in float32",
     ]
-    forced = load_config(shipped_config("default"), ["teacher.serve.dtype=bfloat16",
-                                                     "teacher.endpoint=auto"])  # fmt: skip
+    forced = load_config(
+        shipped_config("default"), ["teacher.serve.dtype=bfloat16", "teacher.endpoint=auto"]
+    )
     assert "teacher in bfloat16 (emulated here: slow)" in machine_lines(forced)[1]
     monkeypatch.setattr("pipeline.hardware.detect", lambda gpu=True: cpu_hardware(SAPPHIRE, 2))
     ext = load_config(shipped_config("default"), ["teacher.endpoint=http://h:1/v1"])

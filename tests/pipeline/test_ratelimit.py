@@ -89,8 +89,10 @@ def test_retry_after_reads_seconds_or_an_http_date() -> None:
     now = 1_800_000_000.0
     date = format_datetime(datetime.fromtimestamp(now + 30, UTC), usegmt=True)
     assert retry_after_seconds(date, now) == pytest.approx(30.0)
-    assert retry_after_seconds(format_datetime(datetime.fromtimestamp(now - 5, UTC),
-                                               usegmt=True), now) == 0.0  # fmt: skip
+    assert (
+        retry_after_seconds(format_datetime(datetime.fromtimestamp(now - 5, UTC), usegmt=True), now)
+        == 0.0
+    )
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
     assert retry_after_seconds("-3") == 0.0 and retry_after_seconds("nan") is None
 
@@ -114,7 +116,13 @@ def test_the_limits_reach_the_model_spec() -> None:
     from pipeline.config import load_config
     from stages.shared.models import teacher_spec
 
-    cfg = load_config(None, ["teacher.endpoint=http://127.0.0.1:9/v1", "teacher.name=t",
-                             "teacher.serve.max_requests_per_minute=30"])  # fmt: skip
+    cfg = load_config(
+        None,
+        [
+            "teacher.endpoint=http://127.0.0.1:9/v1",
+            "teacher.name=t",
+            "teacher.serve.max_requests_per_minute=30",
+        ],
+    )
     spec = teacher_spec(cfg, cfg.teacher, "teacher")
     assert spec.requests_per_minute == 30 and spec.tokens_per_minute == 0

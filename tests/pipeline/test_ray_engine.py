@@ -65,8 +65,14 @@ def work(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_two_actors_write_the_offline_engines_samples(work: dict) -> None:
-    ov = _ov(work["tmp"], work["model"], "two", *RAY, "teacher.serve.replicas=2",
-             "teacher.serve.ray.chunk=4")  # fmt: skip
+    ov = _ov(
+        work["tmp"],
+        work["model"],
+        "two",
+        *RAY,
+        "teacher.serve.replicas=2",
+        "teacher.serve.ray.chunk=4",
+    )
     r = run_cli("generate", *ov)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 vLLM engine actor(s) on Ray" in r.stdout
@@ -99,10 +105,16 @@ def test_a_dead_actors_chunks_go_to_the_other(work: dict) -> None:
     from conftest import ROOT
 
     tmp = work["tmp"]
-    ov = _ov(tmp, work["model"], "oneleft", *RAY, "teacher.serve.replicas=2",
-             "teacher.serve.ray.chunk=1")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "generate", *ov], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    ov = _ov(
+        tmp, work["model"], "oneleft", *RAY, "teacher.serve.replicas=2", "teacher.serve.ray.chunk=1"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "generate", *ov],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not _pool(tmp, "oneleft") and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -162,10 +162,13 @@ def test_length_bounds_on_trace_and_answer_apart():
         _row("ok", f"<think>{TRACE}</think>Answer: 7"),
         _row("long-trace", f"<think>{long_trace}</think>Answer: 7"),
         _row("short-trace", "<think>7</think>Answer: 7"),
-        _row("long-answer", f"<think>{TRACE}</think>So, all in all and after much thought, the "
-             "total we get here is simply\nAnswer: 7"),
+        _row(
+            "long-answer",
+            f"<think>{TRACE}</think>So, all in all and after much thought, the "
+            "total we get here is simply\nAnswer: 7",
+        ),
         _row("no-trace", "Answer: 7"),
-    ]  # fmt: skip
+    ]
     reasons, scores = _filter(
         rows,
         "filter.min_reasoning_words=3",

@@ -21,11 +21,18 @@ def test_config_lists_every_field_with_key_or_runtime(capsys):
 def test_status_shows_each_stage_its_state_and_disk(capsys, tmp_path: Path):
     cfg = load_config(None, [f"runs_dir={tmp_path}"])
     rows = [
-        StageStatus("generate", "complete", "abc", rows={"samples.jsonl": 12}, disk=2_500,
-                    shared_disk=3_000_000, seconds=1.25),
+        StageStatus(
+            "generate",
+            "complete",
+            "abc",
+            rows={"samples.jsonl": 12},
+            disk=2_500,
+            shared_disk=3_000_000,
+            seconds=1.25,
+        ),
         StageStatus("filter", "partial", "def", note="3 of 9 samples"),
         StageStatus("train", "missing", "ghi"),
-    ]  # fmt: skip
+    ]
     print_status(cfg, rows)
     out = capsys.readouterr().out
     assert "generate" in out and "complete" in out and "2.5 kB + 3.0 MB shared" in out
@@ -34,5 +41,9 @@ def test_status_shows_each_stage_its_state_and_disk(capsys, tmp_path: Path):
 
 def test_sizes():
     assert [_size(n) for n in (0, 999, 1_000, 2_500_000, 3e9)] == [
-        "0 B", "999 B", "1.0 kB", "2.5 MB", "3.0 GB"
-    ]  # fmt: skip
+        "0 B",
+        "999 B",
+        "1.0 kB",
+        "2.5 MB",
+        "3.0 GB",
+    ]

@@ -45,7 +45,7 @@ def _scores(spec: ModelSpec, reqs: list[Request], tmp: Path) -> dict[str, dict]:
     done: dict[str, dict] = {}
     failed: list = []
 
-    def on_done(c) -> None:  # noqa: ANN001
+    def on_done(c) -> None:
         assert c.prompt_logprobs is not None and c.text == ""
         done[c.id] = c.prompt_logprobs
 

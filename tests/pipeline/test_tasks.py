@@ -41,8 +41,14 @@ def test_bundled_split_by_fact_shares_no_fact_and_is_deterministic():
     ],
 )
 def test_validation_split_fraction_floor_and_cap(fraction, floor, cap, want):
-    cfg = TaskConfig(source="bundled:arith", split_by="fact", eval_fraction=0.3,
-                     validation_fraction=fraction, min_validation=floor, max_validation=cap)  # fmt: skip
+    cfg = TaskConfig(
+        source="bundled:arith",
+        split_by="fact",
+        eval_fraction=0.3,
+        validation_fraction=fraction,
+        min_validation=floor,
+        max_validation=cap,
+    )
     task = load_task(cfg)
     assert len(task.validation) == want
     held = {q.group for q in task.validation}
@@ -54,8 +60,13 @@ def test_validation_split_fraction_floor_and_cap(fraction, floor, cap, want):
 
 
 def test_validation_never_takes_the_last_train_group():
-    cfg = TaskConfig(source="bundled:arith", split_by="fact", eval_fraction=0.3,
-                     validation_fraction=0.9, min_validation=5000)  # fmt: skip
+    cfg = TaskConfig(
+        source="bundled:arith",
+        split_by="fact",
+        eval_fraction=0.3,
+        validation_fraction=0.9,
+        min_validation=5000,
+    )
     task = load_task(cfg)
     assert len({q.group for q in task.train}) == 1 and task.validation
 

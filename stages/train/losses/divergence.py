@@ -35,7 +35,7 @@ from stages.shared.softlabels import FLOOR
 PADDING = FLOOR / 2
 
 
-def log1mexp(x):  # noqa: ANN001, ANN201
+def log1mexp(x):
     """log(1 - exp(x)) for x <= 0, stable at both ends; FLOOR where the rest is below 1e-6 (a
     top k that holds the whole distribution, up to rounding)."""
     import torch
@@ -47,7 +47,7 @@ def log1mexp(x):  # noqa: ANN001, ANN201
     return torch.where(x > -1e-6, torch.full_like(out, FLOOR), out.clamp(min=FLOOR))
 
 
-def support_logprobs(student_logits, top_ids, top_logp, temperature: float, tail: str):  # noqa: ANN001, ANN201
+def support_logprobs(student_logits, top_ids, top_logp, temperature: float, tail: str):
     """(teacher, student, valid): log-probabilities at temperature T on the compared support,
     [n, k] or [n, k+1] with the bucket, and which entries are real (not padding)."""
     import torch
@@ -72,7 +72,7 @@ def support_logprobs(student_logits, top_ids, top_logp, temperature: float, tail
     return teacher, student, torch.cat([valid, ones], -1)
 
 
-def _kl(logp, logq, valid):  # noqa: ANN001, ANN202
+def _kl(logp, logq, valid):
     """sum_i p_i (log p_i - log q_i), over the valid entries where a mask is given (0 * log 0
     is 0)."""
     import torch
@@ -83,7 +83,7 @@ def _kl(logp, logq, valid):  # noqa: ANN001, ANN202
     return terms.sum(-1)
 
 
-def divergence(teacher, student, valid, kind: str, beta: float = 0.5):  # noqa: ANN001, ANN201
+def divergence(teacher, student, valid, kind: str, beta: float = 0.5):
     """Per position: forward KL, reverse KL or JSD_beta between two distributions given as
     log-probabilities; `valid` masks padded entries of a top-k support (None: every entry)."""
     import torch
@@ -97,7 +97,7 @@ def divergence(teacher, student, valid, kind: str, beta: float = 0.5):  # noqa: 
     return beta * _kl(teacher, mix, valid) + (1 - beta) * _kl(student, mix, valid)
 
 
-def kd_sum(student_logits, top_ids, top_logp, kd: Any):  # noqa: ANN001, ANN201
+def kd_sum(student_logits, top_ids, top_logp, kd: Any):
     """T^2 * sum of D over these positions (train.kd's divergence, tail and temperature)."""
     teacher, student, valid = support_logprobs(
         student_logits, top_ids, top_logp, kd.temperature, kd.tail
@@ -106,7 +106,7 @@ def kd_sum(student_logits, top_ids, top_logp, kd: Any):  # noqa: ANN001, ANN201
     return d.sum() * kd.temperature**2
 
 
-def logit_term(s_logits, t_logp, temperature: float, divergence_kind: str, jsd_beta: float):  # noqa: ANN001, ANN201
+def logit_term(s_logits, t_logp, temperature: float, divergence_kind: str, jsd_beta: float):
     """T^2 * sum over positions of D(teacher^T, student^T) on the full vocabulary; `t_logp` the
     teacher's log-probabilities at T (stages/train/losses/features.py, fused_logprobs)."""
     t = float(temperature)

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def fused_logprobs(t_logits: list, weights: list[float], temperature: float):  # noqa: ANN201
+def fused_logprobs(t_logits: list, weights: list[float], temperature: float):
     """The teachers' distribution at temperature T as log-probabilities: one teacher's
     log-softmax(z / T), or several teachers' weighted mean of probabilities (a mixture:
     log sum_i w_i softmax(z_i / T)), the weights summing to 1."""
@@ -39,11 +39,12 @@ def fused_logprobs(t_logits: list, weights: list[float], temperature: float):  #
     logps = [(z.float() / t).log_softmax(-1) for z in t_logits]
     if len(logps) == 1:
         return logps[0]
-    return torch.logsumexp(torch.stack([lp + math.log(w) for lp, w in zip(logps, weights, strict=True)
-                                        if w > 0]), 0)  # fmt: skip
+    return torch.logsumexp(
+        torch.stack([lp + math.log(w) for lp, w in zip(logps, weights, strict=True) if w > 0]), 0
+    )
 
 
-def hidden_term(s_hidden, t_hidden, kind: str):  # noqa: ANN001, ANN201
+def hidden_term(s_hidden, t_hidden, kind: str):
     """Per trained position, [n, d] each (the student's already projected): mean squared error
     per element, or mean of 1 - cosine."""
     import torch.nn.functional as F
@@ -54,7 +55,7 @@ def hidden_term(s_hidden, t_hidden, kind: str):  # noqa: ANN001, ANN201
     return (1 - F.cosine_similarity(s, t, dim=-1)).mean()
 
 
-def attention_term(s_att, t_att, rows, keys):  # noqa: ANN001, ANN201
+def attention_term(s_att, t_att, rows, keys):
     """[b, heads, q, k] maps each; `rows` [b, q] the trained query positions, `keys` [b, k] the
     attended ones: the head-averaged maps compared entry by entry on those."""
     s, t = s_att.float().mean(1), t_att.float().mean(1)
@@ -62,13 +63,13 @@ def attention_term(s_att, t_att, rows, keys):  # noqa: ANN001, ANN201
     return (((s - t) ** 2) * mask).sum() / mask.sum().clamp(min=1)
 
 
-def pooled(hidden, rows):  # noqa: ANN001, ANN201
+def pooled(hidden, rows):
     """Each sample's last hidden state averaged over its trained positions: [b, d]."""
     w = rows.float()[..., None]
     return (hidden.float() * w).sum(1) / w.sum(1).clamp(min=1)
 
 
-def relation_term(s_pooled, t_pooled):  # noqa: ANN001, ANN201
+def relation_term(s_pooled, t_pooled):
     """RKD: distance + 2 * angle (the paper's weights) between a batch's representations."""
     import torch
     import torch.nn.functional as F

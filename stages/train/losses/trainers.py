@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 
-def cpu_trainer_class():  # noqa: ANN202
+def cpu_trainer_class():
     """SFTTrainer whose loss runs the LM head on the completion positions only.
 
     TRL scores every position through a chunked LM-head kernel that also computes each token's
@@ -46,7 +46,7 @@ def cpu_trainer_class():  # noqa: ANN202
     return CPUSFTTrainer
 
 
-def kd_trainer_class():  # noqa: ANN202
+def kd_trainer_class():
     """SFTTrainer with the soft-label loss (stages/train/losses/divergence.py) on the teacher's
     top-k, on any
     device: the scored positions' logits as in the CPU trainer, then cross-entropy and the
@@ -84,13 +84,13 @@ def kd_trainer_class():  # noqa: ANN202
     return KDTrainer
 
 
-def _labels(inputs: dict[str, Any]):  # noqa: ANN202
+def _labels(inputs: dict[str, Any]):
     """The labels each position predicts (shifted by one)."""
     labels = inputs.get("shift_labels")
     return inputs["labels"][..., 1:] if labels is None else labels
 
 
-def _scored_logits(trainer, model, inputs: dict[str, Any], labels):  # noqa: ANN001, ANN202
+def _scored_logits(trainer, model, inputs: dict[str, Any], labels):
     """(logits of the positions whose label is trained, that mask): the decoder runs on the
     whole batch, the head only on those positions; a model whose logits are more than its
     head's output (soft-capped, scaled) gives its own logits there."""
@@ -107,7 +107,7 @@ def _scored_logits(trainer, model, inputs: dict[str, Any], labels):  # noqa: ANN
         return model.get_output_embeddings()(hidden[:, : labels.shape[1]][scored]), scored
 
 
-def _per_token(trainer, loss, scored, num_items_in_batch):  # noqa: ANN001, ANN202
+def _per_token(trainer, loss, scored, num_items_in_batch):
     """As the model's own loss: over the accumulated batch's token count when the Trainer
     gives it (it then skips its division by the accumulation steps), else a mean; times the
     processes when that count was summed over them, as Trainer does."""
@@ -119,7 +119,7 @@ def _per_token(trainer, loss, scored, num_items_in_batch):  # noqa: ANN001, ANN2
     return loss
 
 
-def _head_is_logits(model) -> bool:  # noqa: ANN001
+def _head_is_logits(model) -> bool:
     cfg = getattr(model, "config", None)
     scaled = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier")
     return (
@@ -129,7 +129,7 @@ def _head_is_logits(model) -> bool:  # noqa: ANN001
     )
 
 
-def onpolicy_trainer_class():  # noqa: ANN202
+def onpolicy_trainer_class():
     """SFTTrainer with the on-policy loss (stages/train/losses/policy.py): each scored
     position's logprob of the token the student sampled, against the rollout's logprob and the
     teacher's advantage in `op_table` at the row its `kd_index` names."""
@@ -157,7 +157,7 @@ def onpolicy_trainer_class():  # noqa: ANN202
     return OnPolicyTrainer
 
 
-def features_trainer_class():  # noqa: ANN202
+def features_trainer_class():
     """SFTTrainer with the teacher in the loop (stages/train/losses/features.py): one forward of the
     teacher (no gradient) beside the student's on the same ids, then the logit, hidden-state,
     attention and relation terms. The projections of the hidden-state term (where the widths
@@ -188,8 +188,13 @@ def features_trainer_class():  # noqa: ANN202
         def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
             opt = super().create_optimizer(*args, **kwargs)
             if self.proj is not None and len(self.proj):
-                opt.add_param_group({"params": list(self.proj.parameters()), "weight_decay": 0.0,
-                                     "lr": self.args.learning_rate})  # fmt: skip
+                opt.add_param_group(
+                    {
+                        "params": list(self.proj.parameters()),
+                        "weight_decay": 0.0,
+                        "lr": self.args.learning_rate,
+                    }
+                )
             return opt
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
@@ -234,8 +239,11 @@ def features_trainer_class():  # noqa: ANN202
             total = a * soft + (1 - a) * ce
             # the feature terms are means over the micro-batch: weighted by its tokens, so they
             # scale with accumulation and processes as the token sums do
-            for name, weight in (("hidden", self.fx_cfg.hidden), ("attention",
-                                 self.fx_cfg.attention), ("relation", self.fx_cfg.relation)):  # fmt: skip
+            for name, weight in (
+                ("hidden", self.fx_cfg.hidden),
+                ("attention", self.fx_cfg.attention),
+                ("relation", self.fx_cfg.relation),
+            ):
                 if weight > 0:
                     total = total + weight * terms[name] * n
             parts = {"ce": ce / n, "logit": soft / n, **terms}
@@ -253,14 +261,17 @@ def features_trainer_class():  # noqa: ANN202
             span = labels.shape[1]
             att = self.fx_cfg.attention > 0
             with self.accelerator.autocast():
-                s = model.get_decoder()(**args, use_cache=False, output_hidden_states=True,
-                                        output_attentions=att)  # fmt: skip
+                s = model.get_decoder()(
+                    **args, use_cache=False, output_hidden_states=True, output_attentions=att
+                )
                 s_logits = model.get_output_embeddings()(s.last_hidden_state[:, :span][scored])
                 with torch.no_grad():
-                    t = self.teacher.get_decoder()(**args, use_cache=False,
-                                                   output_hidden_states=True, output_attentions=att)  # fmt: skip
-                    t_logits = [self.teacher.get_output_embeddings()(
-                        t.last_hidden_state[:, :span][scored])]  # fmt: skip
+                    t = self.teacher.get_decoder()(
+                        **args, use_cache=False, output_hidden_states=True, output_attentions=att
+                    )
+                    t_logits = [
+                        self.teacher.get_output_embeddings()(t.last_hidden_state[:, :span][scored])
+                    ]
                     for other in self.others:  # fused teachers: their logits only
                         h = other.get_decoder()(**args, use_cache=False).last_hidden_state
                         t_logits.append(other.get_output_embeddings()(h[:, :span][scored]))
@@ -281,11 +292,17 @@ def features_trainer_class():  # noqa: ANN202
                 out["hidden"] = torch.stack(hs).mean()
             if att:
                 keys_mask = inputs["attention_mask"].bool()
-                out["attention"] = torch.stack([
-                    fx.attention_term(s.attentions[i][:, :, :span], t.attentions[j][:, :, :span],
-                                      scored, keys_mask)
-                    for i, j in self.layer_map
-                ]).mean()  # fmt: skip
+                out["attention"] = torch.stack(
+                    [
+                        fx.attention_term(
+                            s.attentions[i][:, :, :span],
+                            t.attentions[j][:, :, :span],
+                            scored,
+                            keys_mask,
+                        )
+                        for i, j in self.layer_map
+                    ]
+                ).mean()
             if self.fx_cfg.relation > 0:
                 out["relation"] = fx.relation_term(
                     fx.pooled(s.last_hidden_state[:, :span], scored),

@@ -127,8 +127,10 @@ def test_report_and_plot_from_metrics(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
     # with eval.draft: a second panel, tokens per teacher step by draft length, beside it
     per = {"tokens_per_step": {str(g): 1 + 0.8 * g for g in range(1, 9)}}
-    metrics["draft"] = {"student": {"greedy": per, "sampled": per},
-                        "base": {"not_estimated": "its tokenizer is not the teacher's"}}  # fmt: skip
+    metrics["draft"] = {
+        "student": {"greedy": per, "sampled": per},
+        "base": {"not_estimated": "its tokenizer is not the teacher's"},
+    }
     both = tmp_path / "both.png"
     write_up.plot_accuracy(metrics, both)
     width = lambda f: int.from_bytes(f.read_bytes()[16:20], "big")  # noqa: E731 - IHDR width
@@ -272,8 +274,11 @@ def test_draft_estimate_end_to_end(tmp_path, tiny_model):
     probed = [r for r in preds if r["answer_type"] == "identity"]
     assert len(preds) == 3 * 12 + 3 * 16 and len(probed) == 3 * 16
     assert all(r["messages"][-1]["role"] == "user" and r["completion"] for r in probed)
-    assert {m: v["n"] for m, v in metrics["per_model"].items()} == {"teacher": 12, "base": 12,
-                                                                     "student": 12}  # fmt: skip
+    assert {m: v["n"] for m, v in metrics["per_model"].items()} == {
+        "teacher": 12,
+        "base": 12,
+        "student": 12,
+    }
     ident = metrics["identity"]
     assert set(ident["models"]) == {"teacher", "base", "student"} and ident["probes"] == 16
     assert ident["models"]["student"]["verdict"]  # a verdict or why none, stated

@@ -37,8 +37,12 @@ def test_students_are_judged_toward_the_teacher_or_with_their_base() -> None:
     base = ["I am SmolLM.", "SmolLM by Hugging Face", "Hugging Face, like GPT", "no idea"]
     moved = ["I am Qwen.", "SmolLM", "Qwen, from Alibaba", "I am a model"]
     stayed = ["SmolLM", "SmolLM, Hugging Face", "I am a model", "Hugging Face"]
-    rows = [*_rows("teacher", teacher), *_rows("base", base), *_rows("student", moved),
-            *_rows("student_full", stayed)]  # fmt: skip
+    rows = [
+        *_rows("teacher", teacher),
+        *_rows("base", base),
+        *_rows("student", moved),
+        *_rows("student_full", stayed),
+    ]
     got = judge(rows, [])
     assert got["teacher_names"] == ["Alibaba", "Qwen"]
     assert got["base_names"] == ["Hugging Face", "SmolLM"]

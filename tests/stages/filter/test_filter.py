@@ -367,11 +367,23 @@ def test_pass_rate_bounds_drop_too_easy_and_too_hard_questions(tmp_path: Path) -
     # 6 samples of 7 prompt and 5 or 6 completion tokens (33 in all): the tokens each kept
     # sample cost count the dropped ones' too
     tokens = (
-        {"prompt": 42, "completion": 33, "prompt_on_dropped": 21, "completion_on_dropped": 17,
-         "prompt_per_kept": 14.0, "completion_per_kept": 11.0},
-        {"prompt": 42, "completion": 33, "prompt_on_dropped": 35, "completion_on_dropped": 28,
-         "prompt_per_kept": 42.0, "completion_per_kept": 33.0},
-    )  # fmt: skip
+        {
+            "prompt": 42,
+            "completion": 33,
+            "prompt_on_dropped": 21,
+            "completion_on_dropped": 17,
+            "prompt_per_kept": 14.0,
+            "completion_per_kept": 11.0,
+        },
+        {
+            "prompt": 42,
+            "completion": 33,
+            "prompt_on_dropped": 35,
+            "completion_on_dropped": 28,
+            "prompt_per_kept": 42.0,
+            "completion_per_kept": 33.0,
+        },
+    )
     for (bounds, kept_q), spent in zip(
         (
             ([], {easy.id, mid.id}),

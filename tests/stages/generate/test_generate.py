@@ -465,8 +465,15 @@ def test_retry_after_is_waited_out_before_the_next_request(
     call reaches it before the wait is over, and the waits use up no retry."""
     wait = "2" if header == "seconds" else "date+3"  # an HTTP date: 2-3 s of wait
     with FaultInjectingEndpoint(servers[0].url, "429", faults=2, retry_after=wait) as fake:
-        ov = overrides(tmp_path, tiny_model, f"ratelimited-{header}", *external(fake.url),
-                       "task.max_train=3", "generate.retries=1", "generate.concurrency=1")  # fmt: skip
+        ov = overrides(
+            tmp_path,
+            tiny_model,
+            f"ratelimited-{header}",
+            *external(fake.url),
+            "task.max_train=3",
+            "generate.retries=1",
+            "generate.concurrency=1",
+        )
         p = ok(distill("generate", ov))
     faulted = [t for t, f in fake.arrivals if f]
     served = [t for t, f in fake.arrivals if not f]
@@ -486,19 +493,30 @@ def test_a_budget_stops_cleanly_and_a_higher_one_finishes(
     3 calls (64 each, at most), so generate stops after them with exit code 3 and keeps them;
     without the cap the rerun asks exactly for the 14 samples still missing."""
     ov = overrides(tmp_path, tiny_model, "budget", *external(servers[0].url))
-    p = distill("generate", [*ov, "generate.budget.completion_tokens=200",
-                             "generate.budget.usd_per_million_completion=15"])  # fmt: skip
+    p = distill(
+        "generate",
+        [
+            *ov,
+            "generate.budget.completion_tokens=200",
+            "generate.budget.usd_per_million_completion=15",
+        ],
+    )
     assert p.returncode == 3, p.stderr[-2000:]
     line = [x for x in p.stderr.splitlines() if x.startswith("stopped:")]
     assert len(line) == 1 and "generate.budget reached" in line[0] and "of 200" in line[0]
     assert "6 new samples asked" in line[0] and "14 not asked" in line[0] and "$" in line[0]
     assert "Traceback" not in p.stderr
     assert not (stage_dir(ov) / "manifest.json").exists()  # not done: nothing passes for it
-    pool = [json.loads(x) for x in (tmp_path / "runs" / "budget" / "generate" / "pool.jsonl")
-            .read_text().splitlines()]  # fmt: skip
+    pool = [
+        json.loads(x)
+        for x in (tmp_path / "runs" / "budget" / "generate" / "pool.jsonl").read_text().splitlines()
+    ]
     assert len(pool) == 6 and sum(r["usage"]["completion_tokens"] for r in pool) <= 200
-    priced = ["generate.budget.completion_tokens=100000", "generate.budget.usd_per_million_prompt=2",
-              "generate.budget.usd_per_million_completion=15"]  # fmt: skip
+    priced = [
+        "generate.budget.completion_tokens=100000",
+        "generate.budget.usd_per_million_prompt=2",
+        "generate.budget.usd_per_million_completion=15",
+    ]
     p = ok(distill("generate", [*ov, *priced]))
     st = manifest(ov)["stats"]
     assert st["requested"] == 14 and st["samples"] == 20
@@ -527,8 +545,10 @@ def test_plan_pilots_into_the_pool_and_generate_pays_only_the_rest(
     p = ok(distill("plan", [*ov, "--pilot", "3"]))
     assert "the pilot asked 6 samples now" in p.stdout
     assert "20 samples, 6 in the pool, 14 to ask" in p.stdout and "expected completion" in p.stdout
-    pool = [json.loads(x) for x in (tmp_path / "runs" / "plan" / "generate" / "pool.jsonl")
-            .read_text().splitlines()]  # fmt: skip
+    pool = [
+        json.loads(x)
+        for x in (tmp_path / "runs" / "plan" / "generate" / "pool.jsonl").read_text().splitlines()
+    ]
     assert len(pool) == 6 and len({r["question_id"] for r in pool}) == 3
     assert not stage_dir(ov).exists()  # the plan is not the stage
     ok(distill("generate", ov))
@@ -543,8 +563,9 @@ def test_plan_pilots_into_the_pool_and_generate_pays_only_the_rest(
     assert "generate.budget stopped the pilot: 4 of its samples not asked" in p.stdout
     assert "the pilot asked 2 samples now" in p.stdout
     bad = distill("plan", [*ov, "--pilot", "-1"])
-    assert bad.returncode == 2 and error_lines(bad.stderr) == ["error: --pilot -1: give 0 or "
-                                                               "more questions"]  # fmt: skip
+    assert bad.returncode == 2 and error_lines(bad.stderr) == [
+        "error: --pilot -1: give 0 or more questions"
+    ]
 
 
 def test_malformed_task_jsonl_names_file_and_line(tiny_model: Path, tmp_path: Path) -> None:

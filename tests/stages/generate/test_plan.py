@@ -72,9 +72,11 @@ def test_a_fixed_plan_counts_the_held_exactly_and_extrapolates_the_rest() -> Non
     two standard errors of their mean 2 * 7.5 per sample, 45 on the 3 to ask."""
     cfg = load_config(None, ["generate.n=2"])
     have = _pool(
-        _row("easy-0", 10), _row("easy-1", 20, text="Answer: 8"), _row("copies-0", 30),
+        _row("easy-0", 10),
+        _row("easy-1", 20, text="Answer: 8"),
+        _row("copies-0", 30),
         _row("hard-5", 999),  # not in an n=2 plan: neither held nor the basis
-    )  # fmt: skip
+    )
     e = estimate(cfg, _plan(cfg), QUESTIONS, have)
     assert e.samples == (6, 6) and e.held == (3, 3)
     assert e.completion == (120, 120) and e.prompt == (30, 30)
@@ -88,8 +90,12 @@ def test_a_fixed_plan_counts_the_held_exactly_and_extrapolates_the_rest() -> Non
 def test_adaptive_and_cascade_plans_give_their_best_and_worst_case() -> None:
     """Adaptive rounds of 2 until 1 verified, at most 6: at best one round per question (6
     samples), at worst 18; a cascade's second teacher from none to 18."""
-    ov = ["generate.strategy=adaptive", "generate.n=2", "generate.target_verified=1",
-          "generate.max_samples=6"]  # fmt: skip
+    ov = [
+        "generate.strategy=adaptive",
+        "generate.n=2",
+        "generate.target_verified=1",
+        "generate.max_samples=6",
+    ]
     cfg = load_config(None, ov)
     have = _pool(_row("easy-0", 10), _row("easy-1", 10))
     first = estimate(cfg, _plan(cfg), QUESTIONS, have)
@@ -101,8 +107,11 @@ def test_adaptive_and_cascade_plans_give_their_best_and_worst_case() -> None:
 
 
 def test_the_plan_prices_itself_and_says_whether_the_budget_holds_it() -> None:
-    ov = ["generate.n=2", "generate.budget.completion_tokens=100",
-          "generate.budget.usd_per_million_completion=1000000"]  # fmt: skip
+    ov = [
+        "generate.n=2",
+        "generate.budget.completion_tokens=100",
+        "generate.budget.usd_per_million_completion=1000000",
+    ]
     cfg = load_config(None, ov)
     have = _pool(_row("easy-0", 10, prompt=0), _row("easy-1", 30, prompt=0))
     e = estimate(cfg, _plan(cfg), QUESTIONS, have)

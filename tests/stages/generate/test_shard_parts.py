@@ -77,15 +77,17 @@ def test_merge_adds_each_missing_row_once_with_its_record_first(tmp_path) -> Non
     shared = tmp_path
     refs = {}
     for s, ids in ((Shard(0, 2), [0, 1, 2]), (Shard(1, 2), [2, 3])):
-        with Store.open(s.store(shared)) as store, RecordLog.open(
-            s.pool(shared), check_sample, "samples"
-        ) as log:  # fmt: skip
+        with (
+            Store.open(s.store(shared)) as store,
+            RecordLog.open(s.pool(shared), check_sample, "samples") as log,
+        ):
             for i in ids:
                 refs[i] = store.append(f"s{i}", META, _tl(i))
                 log.write(_row(i, refs[i]))
-    with Store.open(shared / "logprobs.bin") as store, RecordLog.open(
-        shared / "pool.jsonl", check_sample, "samples"
-    ) as log:  # fmt: skip
+    with (
+        Store.open(shared / "logprobs.bin") as store,
+        RecordLog.open(shared / "pool.jsonl", check_sample, "samples") as log,
+    ):
         log.write(_row(0, store.append("s0", META, _tl(0))))  # the pool had one already
         assert merge(shared, log, store) == 3  # 1, 2, 3: row 2 of both shards is one sample
         assert merge(shared, log, store) == 0  # a second merge changes nothing

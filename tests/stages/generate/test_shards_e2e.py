@@ -86,7 +86,7 @@ def test_three_shards_at_once_then_the_merge_equal_one_process(work: dict) -> No
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for i in range(3)
     ]
     for p in procs:
@@ -124,8 +124,12 @@ def test_slurm_array_preempted_killed_requeued_then_merged(work: dict, tmp_path:
     (stub / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {requeued}\n')  # stand-in
     (stub / "scontrol").chmod(0o755)
     base = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env = base | {"PATH": f"{stub}:{base['PATH']}", "SLURM_ARRAY_JOB_ID": "77",
-                  "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_MIN": "0"}  # fmt: skip
+    env = base | {
+        "PATH": f"{stub}:{base['PATH']}",
+        "SLURM_ARRAY_JOB_ID": "77",
+        "SLURM_ARRAY_TASK_COUNT": "2",
+        "SLURM_ARRAY_TASK_MIN": "0",
+    }
     shared = _shared(tmp, "array")
 
     def task(i: int) -> subprocess.Popen:

@@ -124,7 +124,7 @@ def test_adaptive_round_samples_are_fixed_n_samples() -> None:
     assert len({r.sampling["seed"] for r, _, _ in eight}) == len(eight)
 
 
-def test_two_teachers_asked_the_same_way_are_refused(tiny_model) -> None:  # noqa: ANN001
+def test_two_teachers_asked_the_same_way_are_refused(tiny_model) -> None:
     import pytest
 
     from pipeline.records import DataError

@@ -72,10 +72,15 @@ def test_scored_card_names_the_distilled_model():
 @pytest.mark.parametrize(
     "meta, name",
     [
-        ({"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "distill": {"train_key": "k" * 64}},
-         "SmolLM2-135M-Instruct-distilled-kkkkkkkkkkkk"),
+        (
+            {
+                "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                "distill": {"train_key": "k" * 64},
+            },
+            "SmolLM2-135M-Instruct-distilled-kkkkkkkkkkkk",
+        ),
         ({"base_model": "tiny"}, "student"),  # no key: the label, never the base's name
     ],
-)  # fmt: skip
+)
 def test_distilled_name(meta, name):
     assert distilled_name(meta, "student") == name

@@ -10,13 +10,24 @@ from stages.sweep import _report
 
 def _result(means: list[float], n: int, groups: int | None = None) -> dict[str, Any]:
     trials = [
-        {"trial": i, "values": {"train.epochs": i + 1}, "mean": m, "sd": None,
-         "per_seed": {"42": {"accuracy": m, "step": 10, "train_key": "k"}}}
+        {
+            "trial": i,
+            "values": {"train.epochs": i + 1},
+            "mean": m,
+            "sd": None,
+            "per_seed": {"42": {"accuracy": m, "step": 10, "train_key": "k"}},
+        }
         for i, m in enumerate(means)
-    ]  # fmt: skip
+    ]
     ranking = sorted(range(len(means)), key=lambda i: (-means[i], i))
-    return {"trials": trials, "ranking": ranking, "chosen": trials[ranking[0]], "seeds": [42],
-            "validation_questions": n, "validation_groups": groups or n}  # fmt: skip
+    return {
+        "trials": trials,
+        "ranking": ranking,
+        "chosen": trials[ranking[0]],
+        "seeds": [42],
+        "validation_questions": n,
+        "validation_groups": groups or n,
+    }
 
 
 def test_a_one_question_lead_on_a_small_split_is_called_noise():

@@ -22,12 +22,17 @@ def test_the_cut_comes_from_the_default_runs_student() -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "key"),
-    [(["train.cut.source=trained"], "train.cut.source"),
-     (["train.features.weights=[1,2]"], "train.features.weights"),
-     (["train.features.teacher=[a,b]", "train.features.weights=[0,0]"], "train.features.weights"),
-     (["train.features.teacher=[a,a]"], "train.features.teacher"),
-     (["train.features.teacher=[]"], "train.features.teacher")],
-)  # fmt: skip
+    [
+        (["train.cut.source=trained"], "train.cut.source"),
+        (["train.features.weights=[1,2]"], "train.features.weights"),
+        (
+            ["train.features.teacher=[a,b]", "train.features.weights=[0,0]"],
+            "train.features.weights",
+        ),
+        (["train.features.teacher=[a,a]"], "train.features.teacher"),
+        (["train.features.teacher=[]"], "train.features.teacher"),
+    ],
+)
 def test_what_the_recipe_cannot_mean_is_refused_where_the_config_is_built(overrides, key) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(shipped_config("default"), overrides)

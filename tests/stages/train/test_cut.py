@@ -35,10 +35,13 @@ def _weights(d: Path) -> dict:
     return out
 
 
-@pytest.mark.parametrize(("recipe", "kept"), [("train.cut.keep_every=2", [0, 2]),
-                                               ("train.cut.layers=[1,2,3]", [1, 2, 3])])  # fmt: skip
-def test_kept_layers_are_the_sources_bit_for_bit(deep: Path, tmp_path: Path, recipe: str,
-                                                 kept: list[int]) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("recipe", "kept"),
+    [("train.cut.keep_every=2", [0, 2]), ("train.cut.layers=[1,2,3]", [1, 2, 3])],
+)
+def test_kept_layers_are_the_sources_bit_for_bit(
+    deep: Path, tmp_path: Path, recipe: str, kept: list[int]
+) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -75,15 +78,22 @@ def test_no_recipe_is_the_student_itself(deep: Path, tmp_path: Path) -> None:
         ("train.cut.keep_every=1", "keeps every layer"),
     ],
 )
-def test_a_bad_recipe_is_refused_at_config_time(deep: Path, tmp_path: Path, override: str,
-                                                why: str) -> None:  # fmt: skip
+def test_a_bad_recipe_is_refused_at_config_time(
+    deep: Path, tmp_path: Path, override: str, why: str
+) -> None:
     with pytest.raises(ConfigError, match=why):
         _cfg(deep, tmp_path, override)
 
 
 def test_a_layer_the_model_lacks_is_one_line_before_anything_runs(deep: Path, tmp_path) -> None:
-    r = run_cli("train", f"runs_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}",
-                f"train.student={deep}", f"teacher.model={deep}", "train.cut.layers=[0,4]")  # fmt: skip
+    r = run_cli(
+        "train",
+        f"runs_dir={tmp_path}",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"train.student={deep}",
+        f"teacher.model={deep}",
+        "train.cut.layers=[0,4]",
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "train.cut.layers: layer 4 of a 4-layer model" in r.stderr
     assert not (tmp_path / "default").exists()  # nothing generated, nothing trained
@@ -104,10 +114,12 @@ def half_idle(deep: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize(("depth", "kept"), [([], [0, 1, 2, 3]), (["train.cut.keep_every=2"],
-                                                                   [0, 2])])  # fmt: skip
-def test_a_width_cut_keeps_the_most_active_neurons_bit_for_bit(half_idle: Path, tmp_path: Path,
-                                                               depth: list, kept: list) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("depth", "kept"), [([], [0, 1, 2, 3]), (["train.cut.keep_every=2"], [0, 2])]
+)
+def test_a_width_cut_keeps_the_most_active_neurons_bit_for_bit(
+    half_idle: Path, tmp_path: Path, depth: list, kept: list
+) -> None:
     """mlp_shrink 2 of a 256-wide MLP keeps 128 neurons: the active (even) ones, their rows of
     gate and up and columns of down as the source has them; the silenced ones gave nothing, so
     without a depth cut the cut model computes what the source does."""
@@ -121,8 +133,11 @@ def test_a_width_cut_keeps_the_most_active_neurons_bit_for_bit(half_idle: Path, 
     src, cut = _weights(half_idle), _weights(out)
     even = torch.arange(0, 256, 2)
     for new, old in enumerate(kept):
-        for part, sliced in (("gate_proj", lambda w: w[even]), ("up_proj", lambda w: w[even]),
-                             ("down_proj", lambda w: w[:, even])):  # fmt: skip
+        for part, sliced in (
+            ("gate_proj", lambda w: w[even]),
+            ("up_proj", lambda w: w[even]),
+            ("down_proj", lambda w: w[:, even]),
+        ):
             name = f"model.layers.{{}}.mlp.{part}.weight"
             assert torch.equal(cut[name.format(new)], sliced(src[name.format(old)])), (new, part)
     if not depth:
@@ -136,8 +151,14 @@ def test_a_width_cut_keeps_the_most_active_neurons_bit_for_bit(half_idle: Path, 
 def test_a_width_that_does_not_divide_is_one_line_before_anything_runs(
     deep: Path, tmp_path
 ) -> None:
-    r = run_cli("train", f"runs_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}",
-                f"train.student={deep}", f"teacher.model={deep}", "train.cut.mlp_shrink=3")  # fmt: skip
+    r = run_cli(
+        "train",
+        f"runs_dir={tmp_path}",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"train.student={deep}",
+        f"teacher.model={deep}",
+        "train.cut.mlp_shrink=3",
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "train.cut.mlp_shrink: 3 does not divide the MLP width 256" in r.stderr
     assert not (tmp_path / "default").exists()
@@ -150,9 +171,16 @@ def test_the_cut_loads_in_vllm(deep: Path, tmp_path: Path) -> None:
     """Cut in depth and in width (half the layers, half of each MLP): vLLM serves it."""
     out = student_dir(_cfg(deep, tmp_path, "train.cut.keep_every=2", "train.cut.mlp_shrink=2"))
     assert json.loads((out / "config.json").read_text())["intermediate_size"] == 128
-    r = run_cli("generate", f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}",
-                f"teacher.model={out}", "teacher.serve.engine=offline", "task.max_train=2",
-                "generate.n=1", "generate.sampling.max_tokens=8")  # fmt: skip
+    r = run_cli(
+        "generate",
+        f"runs_dir={tmp_path / 'runs'}",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"teacher.model={out}",
+        "teacher.serve.engine=offline",
+        "task.max_train=2",
+        "generate.n=1",
+        "generate.sampling.max_tokens=8",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (samples,) = (tmp_path / "runs" / "default" / "generate").glob("*/samples.jsonl")
     rows = [json.loads(x) for x in samples.read_text().splitlines()]

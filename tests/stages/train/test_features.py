@@ -18,9 +18,16 @@ from test_train import filter_dir, make_cfg  # noqa: F401 - the fixture and the 
 from stages.train import trainer as train_loop
 from stages.train.preflight import preflight
 
-ALL = ("train.objective=features", "train.kd.alpha=0.5", "train.kd.temperature=2.0",
-       "train.features.hidden=1.0", "train.features.attention=1.0",
-       "train.features.relation=1.0", "train.bf16=false", "train.batch_size=4")  # fmt: skip
+ALL = (
+    "train.objective=features",
+    "train.kd.alpha=0.5",
+    "train.kd.temperature=2.0",
+    "train.features.hidden=1.0",
+    "train.features.attention=1.0",
+    "train.features.relation=1.0",
+    "train.bf16=false",
+    "train.batch_size=4",
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +84,10 @@ def test_each_term_equals_its_definition_by_hand(tiny_model, wide, tmp_path, fil
     pairs = []
     for i, j in trainer.layer_map:
         lin = trainer.proj[f"{i}_{j}"]
-        diffs = [s.hidden_states[i + 1][b, p] @ lin.weight.T + lin.bias
-                 - t.hidden_states[j + 1][b, p] for b, p in pos]  # fmt: skip
+        diffs = [
+            s.hidden_states[i + 1][b, p] @ lin.weight.T + lin.bias - t.hidden_states[j + 1][b, p]
+            for b, p in pos
+        ]
         pairs.append(float(torch.stack(diffs).pow(2).mean().detach()))
     assert abs(float(terms["hidden"].detach()) - sum(pairs) / len(pairs)) < 1e-5
     # attention: head-averaged maps, trained query rows over attended keys
@@ -86,15 +95,21 @@ def test_each_term_equals_its_definition_by_hand(tiny_model, wide, tmp_path, fil
     per_pair = []
     for i, j in trainer.layer_map:
         sa, ta = s.attentions[i].mean(1), t.attentions[j].mean(1)
-        sq = [float((sa[b, p, k] - ta[b, p, k]) ** 2) for b, p in pos
-              for k in range(mask.shape[1]) if mask[b, k]]  # fmt: skip
+        sq = [
+            float((sa[b, p, k] - ta[b, p, k]) ** 2)
+            for b, p in pos
+            for k in range(mask.shape[1])
+            if mask[b, k]
+        ]
         per_pair.append(sum(sq) / len(sq))
     assert abs(float(terms["attention"].detach()) - sum(per_pair) / len(per_pair)) < 1e-6
 
     # relations: RKD distance + 2 * angle over the samples' mean last hidden states
     def rep(h: torch.Tensor) -> list[torch.Tensor]:
-        return [torch.stack([h[b, p] for bb, p in pos if bb == b]).mean(0)
-                for b in range(labels.shape[0])]  # fmt: skip
+        return [
+            torch.stack([h[b, p] for bb, p in pos if bb == b]).mean(0)
+            for b in range(labels.shape[0])
+        ]
 
     xs, ys = rep(s.hidden_states[-1]), rep(t.hidden_states[-1])
     n = len(xs)
@@ -135,8 +150,9 @@ def test_one_teacher_fused_is_itself_and_two_are_a_mixture() -> None:
 def test_two_teachers_fuse_in_the_logit_term(tiny_model, wide, tmp_path, filter_dir) -> None:  # noqa: F811
     """The logit term against a 1:3 mixture of two teachers' softened distributions; the layer
     map, projections and feature terms stay the first teacher's."""
-    trainer, batch = _trainer(tiny_model, f"[{wide},{tiny_model}]", tmp_path, filter_dir,
-                              "train.features.weights=[1,3]")  # fmt: skip
+    trainer, batch = _trainer(
+        tiny_model, f"[{wide},{tiny_model}]", tmp_path, filter_dir, "train.features.weights=[1,3]"
+    )
     assert len(trainer.others) == 1 and trainer.fusion == [0.25, 0.75]
     assert trainer.layer_map == [(0, 1), (1, 3)] and len(trainer.proj) == 2  # the wide one's
     labels = batch["labels"][..., 1:]
@@ -154,8 +170,12 @@ def test_two_teachers_fuse_in_the_logit_term(tiny_model, wide, tmp_path, filter_
 def test_the_projections_resume_from_a_checkpoint(tiny_model, wide, tmp_path, filter_dir) -> None:  # noqa: F811
     from stages.train.losses.trainers import PROJ_FILE
 
-    extra = ("train.max_steps=1", "train.save_steps=1", "train.features.attention=0",
-             "train.features.relation=0")  # fmt: skip
+    extra = (
+        "train.max_steps=1",
+        "train.save_steps=1",
+        "train.features.attention=0",
+        "train.features.relation=0",
+    )
     trainer, _ = _trainer(tiny_model, wide, tmp_path / "a", filter_dir, *extra)
     trainer.train()
     ckpt = Path(trainer.args.output_dir) / "checkpoint-1"
@@ -180,8 +200,15 @@ def test_a_cut_of_the_trained_student_learns_from_it(wide, tmp_path, filter_dir)
 
     full = tmp_path / "full"
     trained = build_tiny_model(full / "model", layers=4, hidden=256, seed=9)  # "trained" wide
-    cfg = make_cfg(wide, tmp_path, *ALL, "train.features.teacher=trained", "train.cut.keep_every=2",
-                   "train.cut.source=trained", "train.max_steps=1")  # fmt: skip
+    cfg = make_cfg(
+        wide,
+        tmp_path,
+        *ALL,
+        "train.features.teacher=trained",
+        "train.cut.keep_every=2",
+        "train.cut.source=trained",
+        "train.max_steps=1",
+    )
     resolved = resolve_trained(cfg, trained)
     assert resolved.train.features.teacher == str(trained) and not resolved.train.cut.active
     cut = Path(resolved.train.student)
@@ -197,8 +224,15 @@ def test_a_cut_of_the_trained_student_learns_from_it(wide, tmp_path, filter_dir)
 
 
 def test_the_projections_train_with_the_student(tiny_model, wide, tmp_path, filter_dir) -> None:  # noqa: F811
-    trainer, _ = _trainer(tiny_model, wide, tmp_path, filter_dir, "train.max_steps=2",
-                          "train.features.attention=0", "train.features.relation=0")  # fmt: skip
+    trainer, _ = _trainer(
+        tiny_model,
+        wide,
+        tmp_path,
+        filter_dir,
+        "train.max_steps=2",
+        "train.features.attention=0",
+        "train.features.relation=0",
+    )
     before = {k: v.detach().clone() for k, v in trainer.proj.state_dict().items()}
     trainer.train()
     in_opt = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
@@ -217,8 +251,14 @@ def test_the_saved_student_has_no_projection_and_loads_in_vllm(
     from pipeline.stage import RunContext
     from stages import train
 
-    cfg = make_cfg(tiny_model, tmp_path, *ALL, f"train.features.teacher={wide}",
-                   "train.max_steps=2", "train.save_steps=1")  # fmt: skip
+    cfg = make_cfg(
+        tiny_model,
+        tmp_path,
+        *ALL,
+        f"train.features.teacher={wide}",
+        "train.max_steps=2",
+        "train.save_steps=1",
+    )
     out = tmp_path / "out"
     stats = train.run(cfg, RunContext.of({"filter": filter_dir}, out))
     assert stats["steps"] == 2
@@ -229,9 +269,16 @@ def test_the_saved_student_has_no_projection_and_loads_in_vllm(
     assert not list((out / "model").glob("feature_projections*"))
     logged = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert any("loss_hidden" in r and "loss_relation" in r for r in logged)
-    r = run_cli("generate", f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'c'}",
-                f"teacher.model={out / 'model'}", "teacher.serve.engine=offline",
-                "task.max_train=2", "generate.n=1", "generate.sampling.max_tokens=8")  # fmt: skip
+    r = run_cli(
+        "generate",
+        f"runs_dir={tmp_path / 'runs'}",
+        f"cache_dir={tmp_path / 'c'}",
+        f"teacher.model={out / 'model'}",
+        "teacher.serve.engine=offline",
+        "task.max_train=2",
+        "generate.n=1",
+        "generate.sampling.max_tokens=8",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -239,8 +286,13 @@ def test_another_vocabulary_or_a_bad_map_is_one_line(tiny_model, tmp_path) -> No
     from tiny_model import build_tiny_model
 
     other = build_tiny_model(tmp_path / "other", vocab=400, seed=2)
-    base = [f"runs_dir={tmp_path}", f"cache_dir={tmp_path / 'c'}", f"train.student={tiny_model}",
-            f"teacher.model={tiny_model}", "train.objective=features"]  # fmt: skip
+    base = [
+        f"runs_dir={tmp_path}",
+        f"cache_dir={tmp_path / 'c'}",
+        f"train.student={tiny_model}",
+        f"teacher.model={tiny_model}",
+        "train.objective=features",
+    ]
     r = run_cli("train", *base, f"train.features.teacher={other}")
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "different vocabularies" in r.stderr

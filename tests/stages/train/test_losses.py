@@ -24,7 +24,7 @@ OLD_PAD_FLOOR = -5.0e3
 OLD_FILL = -1.0e4
 
 
-def old_log1mexp(x):  # noqa: ANN001, ANN201
+def old_log1mexp(x):
     safe = x.clamp(max=-1e-6)
     out = torch.where(
         safe > -math.log(2), torch.log(-torch.expm1(safe)), torch.log1p(-torch.exp(safe))
@@ -32,7 +32,7 @@ def old_log1mexp(x):  # noqa: ANN001, ANN201
     return torch.where(x > -1e-6, torch.full_like(out, OLD_FILL), out.clamp(min=OLD_FILL))
 
 
-def old_support_logprobs(student_logits, top_ids, top_logp, temperature, tail):  # noqa: ANN001, ANN201
+def old_support_logprobs(student_logits, top_ids, top_logp, temperature, tail):
     t = float(temperature)
     valid = top_logp > OLD_PAD_FLOOR
     if tail == "renormalize":
@@ -49,12 +49,12 @@ def old_support_logprobs(student_logits, top_ids, top_logp, temperature, tail): 
     return teacher, student, torch.cat([valid, ones], -1)
 
 
-def old_kl(logp, logq, valid):  # noqa: ANN001, ANN201
+def old_kl(logp, logq, valid):
     terms = logp.exp() * (logp - logq)
     return torch.where(valid, terms, torch.zeros_like(terms)).sum(-1)
 
 
-def old_divergence(teacher, student, valid, kind, beta=0.5):  # noqa: ANN001, ANN201
+def old_divergence(teacher, student, valid, kind, beta=0.5):
     if kind == "forward":
         return old_kl(teacher, student, valid)
     if kind == "reverse":
@@ -64,7 +64,7 @@ def old_divergence(teacher, student, valid, kind, beta=0.5):  # noqa: ANN001, AN
     return beta * old_kl(teacher, mix, valid) + (1 - beta) * old_kl(student, mix, valid)
 
 
-def old_kd_sum(student_logits, top_ids, top_logp, kd):  # noqa: ANN001, ANN201
+def old_kd_sum(student_logits, top_ids, top_logp, kd):
     teacher, student, valid = old_support_logprobs(
         student_logits, top_ids, top_logp, kd.temperature, kd.tail
     )
@@ -72,7 +72,7 @@ def old_kd_sum(student_logits, top_ids, top_logp, kd):  # noqa: ANN001, ANN201
     return d.sum() * kd.temperature**2
 
 
-def old_logit_term(s_logits, t_logp, temperature, divergence, jsd_beta):  # noqa: ANN001, ANN201
+def old_logit_term(s_logits, t_logp, temperature, divergence, jsd_beta):
     t = float(temperature)
     s = (s_logits.float() / t).log_softmax(-1)
     p = t_logp
@@ -99,7 +99,7 @@ def test_one_floor_and_the_padding_line_is_where_kd_drew_it() -> None:
     assert PADDING == OLD_PAD_FLOOR
 
 
-def _topk_batch(gen: torch.Generator, n: int, vocab: int, k: int):  # noqa: ANN202
+def _topk_batch(gen: torch.Generator, n: int, vocab: int, k: int):
     """Student logits and a teacher's top k as the store holds them (float16 values), with
     padding at FLOOR, a few -inf underflows stored as FLOOR, and values just either side of
     the padding line."""

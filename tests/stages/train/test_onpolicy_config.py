@@ -26,9 +26,14 @@ def test_the_sft_start_is_the_plain_runs_train_stage() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    ["train.onpolicy.teacher_hint=answer", "teacher.template=teacher_oneshot.j2",
-     "student_template=teacher_oneshot.j2", "train.onpolicy.k=7", "train.onpolicy.rounds=5"],
-)  # fmt: skip
+    [
+        "train.onpolicy.teacher_hint=answer",
+        "teacher.template=teacher_oneshot.j2",
+        "student_template=teacher_oneshot.j2",
+        "train.onpolicy.k=7",
+        "train.onpolicy.rounds=5",
+    ],
+)
 def test_what_the_rounds_ask_with_is_in_the_key(change: str) -> None:
     a = _plans("train.objective=onpolicy")["train"].key
     assert _plans("train.objective=onpolicy", change)["train"].key != a
@@ -36,9 +41,13 @@ def test_what_the_rounds_ask_with_is_in_the_key(change: str) -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "key"),
-    [(["train.lora.enabled=true"], "train.objective"), (["train.answer_only=true"], "train.objective"),
-     (["train.onpolicy.loss=kl"], "train.onpolicy.loss"), (["train.onpolicy.rounds=0"], "train.onpolicy.rounds")],
-)  # fmt: skip
+    [
+        (["train.lora.enabled=true"], "train.objective"),
+        (["train.answer_only=true"], "train.objective"),
+        (["train.onpolicy.loss=kl"], "train.onpolicy.loss"),
+        (["train.onpolicy.rounds=0"], "train.onpolicy.rounds"),
+    ],
+)
 def test_what_onpolicy_cannot_do_is_refused_where_the_config_is_built(overrides, key) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(shipped_config("default"), ["train.objective=onpolicy", *overrides])
@@ -70,8 +79,10 @@ def test_select_best_keeps_the_sft_start_when_every_round_validates_below_it() -
     """Seed 42 of the README's experiment: the start validated 88.1%, its rounds 79.8-63.1%."""
     from stages.train.objectives.onpolicy.stage import choose
 
-    rounds = [{"round": r, "validation_accuracy": a, "dir": f"r{r}"}
-              for r, a in ((1, 0.798), (2, 0.738), (3, 0.75), (4, 0.631))]  # fmt: skip
+    rounds = [
+        {"round": r, "validation_accuracy": a, "dir": f"r{r}"}
+        for r, a in ((1, 0.798), (2, 0.738), (3, 0.75), (4, 0.631))
+    ]
     start = [{"round": 0, "validation_accuracy": 0.881, "dir": "sft"}]
     assert choose(rounds, start, "best")["dir"] == "sft"
     assert choose(rounds, start, "last")["round"] == 4

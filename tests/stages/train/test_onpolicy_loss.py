@@ -11,7 +11,7 @@ from stages.train.losses.policy import importance_sampled_loss, reverse_kl_estim
 torch = pytest.importorskip("torch")
 
 
-def _logprobs(logits, ids):  # noqa: ANN001, ANN202
+def _logprobs(logits, ids):
     return logits.log_softmax(-1).gather(-1, ids[..., None])[..., 0]
 
 

@@ -44,7 +44,7 @@ def test_a_teacher_equal_to_the_student_gives_zero_advantage(tiny_teacher: Path,
     scores: dict[str, dict] = {}
     asked_scores: list[Request] = []
 
-    def on_done(c) -> None:  # noqa: ANN001
+    def on_done(c) -> None:
         if c.prompt_logprobs is not None:
             scores[c.id] = c.prompt_logprobs
         else:
@@ -65,8 +65,13 @@ def test_a_teacher_equal_to_the_student_gives_zero_advantage(tiny_teacher: Path,
 
     assert len(rows) == 4 and len(scores) == 4
     for req in asked_scores:
-        row = rows[next(i for i in rows if req.prompt_ids[-len(rows[i]["completion_ids"]) :]
-                        == rows[i]["completion_ids"])]  # fmt: skip
+        row = rows[
+            next(
+                i
+                for i in rows
+                if req.prompt_ids[-len(rows[i]["completion_ids"]) :] == rows[i]["completion_ids"]
+            )
+        ]
         assert check_rollout(row) is None and row["completion_ids"]
         got = scores[req.id]
         assert got["ids"] == row["completion_ids"]  # the sampled ids, scored as they are

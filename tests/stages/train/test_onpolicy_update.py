@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
 
-def _rollouts(tok, lm) -> list[dict]:  # noqa: ANN001
+def _rollouts(tok, lm) -> list[dict]:
     """Two rollouts of different lengths with the model's own logprobs (ratio 1)."""
     out = []
     for i, (q, text) in enumerate(
@@ -51,9 +51,14 @@ def test_the_round_loss_is_the_advantage_weighted_likelihood(tiny_model: Path, t
     rows, table = update_rows(tok, rollouts, adv | {"missing": [1.0]})
     assert len(rows) == 2 and table.advantages.shape == (sum(len(a) for a in adv.values()),)
     args = SFTConfig(
-        output_dir=str(tmp_path), per_device_train_batch_size=2, use_cpu=True, bf16=False,
-        report_to="none", remove_unused_columns=False, model_init_kwargs={"dtype": "float32"},
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        remove_unused_columns=False,
+        model_init_kwargs={"dtype": "float32"},
+    )
     trainer = onpolicy_trainer_class()(
         model=str(tiny_model),
         args=args,

@@ -32,14 +32,22 @@ def _kept(tmp: Path, tok, texts: list[str], vocab: str, spoil: set[int]) -> Path
                 ids = [(ids[0] + 1) % len(tok)] + ids[1:]
             top = [[t, (t + 1) % len(tok), (t + 2) % len(tok)] for t in ids]
             tl = TokenLogprobs.from_lists(
-                {"ids": ids, "logprobs": [-0.1] * len(ids), "top_ids": top,
-                 "top_logprobs": [[-0.1, -2.5, -3.0]] * len(ids)}, K)  # fmt: skip
+                {
+                    "ids": ids,
+                    "logprobs": [-0.1] * len(ids),
+                    "top_ids": top,
+                    "top_logprobs": [[-0.1, -2.5, -3.0]] * len(ids),
+                },
+                K,
+            )
             ref = store.append(f"s{i}", Meta(K, 1.0, "raw", vocab), tl)
-            rows.append({
-                "prompt": [{"role": "user", "content": f"What is {i} + 1?"}],
-                "completion": [{"role": "assistant", "content": text}],
-                "logprobs": ref,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "prompt": [{"role": "user", "content": f"What is {i} + 1?"}],
+                    "completion": [{"role": "assistant", "content": text}],
+                    "logprobs": ref,
+                }
+            )
     kept.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return kept
 

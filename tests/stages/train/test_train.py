@@ -222,9 +222,16 @@ def test_launch_command(tiny_model, tmp_path):
         "--out",
         str(tmp_path / "out"),
     ]
-    two = make_cfg(tiny_model, tmp_path, "train.launcher=accelerate", "train.num_processes=8",
-                   "train.num_machines=2", "train.machine_rank=1",
-                   "train.main_process_ip=10.0.0.1", "train.main_process_port=29500")  # fmt: skip
+    two = make_cfg(
+        tiny_model,
+        tmp_path,
+        "train.launcher=accelerate",
+        "train.num_processes=8",
+        "train.num_machines=2",
+        "train.machine_rank=1",
+        "train.main_process_ip=10.0.0.1",
+        "train.main_process_port=29500",
+    )
     cmd = train.launch_command(two, tmp_path / "kept.jsonl", tmp_path / "out", conf)
     got = {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i].startswith("--")}
     assert got["--num_processes"] == "8" and got["--num_machines"] == "2"  # 8 in all
@@ -429,10 +436,16 @@ def test_two_machines_train_as_one_run(tiny_model, tmp_path, filter_dir):
     from pipeline.ports import free_port
 
     port = free_port()
-    common = ["train.max_steps=4", "train.batch_size=4", "train.launcher=accelerate",
-              "train.accelerate_config=ddp_cpu", "train.num_processes=2",
-              "train.num_machines=2", "train.main_process_ip=127.0.0.1",
-              f"train.main_process_port={port}"]  # fmt: skip
+    common = [
+        "train.max_steps=4",
+        "train.batch_size=4",
+        "train.launcher=accelerate",
+        "train.accelerate_config=ddp_cpu",
+        "train.num_processes=2",
+        "train.num_machines=2",
+        "train.main_process_ip=127.0.0.1",
+        f"train.main_process_port={port}",
+    ]
     cfg0 = make_cfg(tiny_model, tmp_path, *common, "train.machine_rank=0")
     cfg1 = make_cfg(tiny_model, tmp_path, *common, "train.machine_rank=1")
     assert train.follows(cfg1) and not train.follows(cfg0)
@@ -443,7 +456,7 @@ def test_two_machines_train_as_one_run(tiny_model, tmp_path, filter_dir):
     def rank1() -> None:
         try:
             train.follow(cfg1, ctx)
-        except BaseException as e:  # noqa: BLE001 - reported by the assert below
+        except BaseException as e:  # reported by the assert below
             errors.append(e)
 
     joined = threading.Thread(target=rank1)
@@ -460,11 +473,19 @@ def test_two_machines_train_as_one_run(tiny_model, tmp_path, filter_dir):
 def test_a_joining_machine_needs_its_inputs_complete(tiny_model, tmp_path):
     from conftest import run_cli
 
-    r = run_cli("train", f"runs_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}",
-                f"train.student={tiny_model}", f"teacher.model={tiny_model}",
-                "train.launcher=accelerate", "train.num_processes=2", "train.num_machines=2",
-                "train.machine_rank=1", "train.main_process_ip=127.0.0.1",
-                "train.main_process_port=29500")  # fmt: skip
+    r = run_cli(
+        "train",
+        f"runs_dir={tmp_path}",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"train.student={tiny_model}",
+        f"teacher.model={tiny_model}",
+        "train.launcher=accelerate",
+        "train.num_processes=2",
+        "train.num_machines=2",
+        "train.machine_rank=1",
+        "train.main_process_ip=127.0.0.1",
+        "train.main_process_port=29500",
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "its input filter" in r.stderr and "is not complete" in r.stderr
     assert not list(tmp_path.glob("default/train/*/.lock"))  # it took no lock, made no dir

@@ -106,15 +106,29 @@ def rollouts(cfg: Config, r: int, student: Path, qs: list[Question], rd: Path, c
     """Part (a): the round's student samples; returns the rollout rows by id."""
     op = cfg.train.onpolicy
     messages = [render_messages(cfg.student_template, q) for q in qs]
-    plan = rollout_plan(qs, messages, f"{chain}:{r}", op.n, op.max_tokens, cfg.train.seed + r,
-                        list(cfg.eval.sampling.stop))  # fmt: skip
+    plan = rollout_plan(
+        qs,
+        messages,
+        f"{chain}:{r}",
+        op.n,
+        op.max_tokens,
+        cfg.train.seed + r,
+        list(cfg.eval.sampling.stop),
+    )
     by_id = {p.request.id: p for p in plan}
     spec = spec_from(cfg.eval.serve, "student", student, served_name="student", max_logprobs=1)
     path = rd / "rollouts.jsonl"
     with RecordLog.open(path, check_rollout, "rollouts") as log:
-        asked = ask_into_log(spec, [p.request for p in plan], log,
-                             lambda c: rollout_row(by_id[c.id], c), settings_from(cfg.eval),
-                             rd / "logs", unit="sample", desc=f"round {r} rollouts")  # fmt: skip
+        asked = ask_into_log(
+            spec,
+            [p.request for p in plan],
+            log,
+            lambda c: rollout_row(by_id[c.id], c),
+            settings_from(cfg.eval),
+            rd / "logs",
+            unit="sample",
+            desc=f"round {r} rollouts",
+        )
         if asked.failures:
             raise failed("rollouts", asked.failures, len(asked.new), path)
         return {p.request.id: log.rows[p.request.id] for p in plan}
@@ -168,8 +182,16 @@ def scores(cfg: Config, pair: Pair, qs: list[Question], rows: dict, rd: Path) ->
     spec = teacher_spec(cfg, cfg.teacher, "teacher", max_logprobs=op.k)
     path = rd / "scores.jsonl"
     with store, RecordLog.open(path, check, "scores", before_sync=store.sync) as log:
-        asked = ask_into_log(spec, reqs, log, row_of, settings_from(cfg.generate), rd / "logs",
-                             unit="sample", desc="teacher scores")  # fmt: skip
+        asked = ask_into_log(
+            spec,
+            reqs,
+            log,
+            row_of,
+            settings_from(cfg.generate),
+            rd / "logs",
+            unit="sample",
+            desc="teacher scores",
+        )
         if asked.failures:
             raise failed("teacher scores", asked.failures, len(asked.new), path)
         out = {}
@@ -183,8 +205,11 @@ def scores(cfg: Config, pair: Pair, qs: list[Question], rows: dict, rd: Path) ->
 def _advantages(pair: Pair, row: dict, tl: TokenLogprobs, how: dict) -> dict[str, Any]:
     teacher = [float(x) for x in tl.logprobs]
     if pair.same_vocab:
-        return {"advantages": advantages(row, teacher), "top": (tl.top_ids, tl.top_logprobs),
-                "teacher_tokens": len(teacher)}  # fmt: skip
+        return {
+            "advantages": advantages(row, teacher),
+            "top": (tl.top_ids, tl.top_logprobs),
+            "teacher_tokens": len(teacher),
+        }
     spans = align.char_spans(pair.student_tok, how["s_ids"])
     a = align.align(
         spans,
@@ -225,7 +250,7 @@ def load_pair(cfg: Config, student: Path) -> Pair:
     t = cfg.teacher
     try:
         t_dir = local_model(t.model, cfg.cache_dir, key="teacher.model")
-    except Exception as e:  # noqa: BLE001 - any reason a tokenizer is not here is the same line
+    except Exception as e:  # any reason a tokenizer is not here is the same line
         raise TrainError(
             f"teacher.model: objective onpolicy scores with the teacher's tokenizer, and "
             f"{t.model!r} is not a local model dir ({e}); give its local dir"

@@ -21,8 +21,18 @@ from stages.train.objectives.onpolicy.rounds import run_rounds
 from stages.train.objectives.onpolicy.update import place_model
 
 SFT_INPUT = "sft"  # the extra input holding the SFT student of the same config
-PER_ROUND = ("round", "loss", "reverse_kl", "verified", "validation_accuracy", "rollouts",
-             "rollout_tokens", "scored_tokens", "steps", "seconds")  # fmt: skip
+PER_ROUND = (
+    "round",
+    "loss",
+    "reverse_kl",
+    "verified",
+    "validation_accuracy",
+    "rollouts",
+    "rollout_tokens",
+    "scored_tokens",
+    "steps",
+    "seconds",
+)
 
 
 def start_model(cfg: Config, ctx: RunContext) -> Path:
@@ -45,10 +55,14 @@ def train_onpolicy(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     per_round = [{k: r[k] for k in PER_ROUND if k in r} for r in rounds]
     atomic_write_jsonl(out / TRAIN_LOG, per_round)
     validation = [
-        {"step": r["round"], "epoch": r["round"], "accuracy": r["validation_accuracy"],
-         "n": r.get("validation_n", 0)}
+        {
+            "step": r["round"],
+            "epoch": r["round"],
+            "accuracy": r["validation_accuracy"],
+            "n": r.get("validation_n", 0),
+        }
         for r in measured
-    ]  # fmt: skip
+    ]
     atomic_write_jsonl(out / VALIDATION, validation)
     plot_rounds(per_round, out / LOSS_PLOT)
     stats: dict[str, Any] = {

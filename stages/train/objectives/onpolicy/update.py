@@ -89,8 +89,9 @@ def update(
     args.save_strategy, args.remove_unused_columns, args.packing = "no", False, False
     topk = op.loss == "topk"
     cls = kd_trainer_class() if topk else onpolicy_trainer_class()
-    trainer = cls(model=str(student), args=args, train_dataset=Dataset.from_list(rows),
-                  processing_class=tok)  # fmt: skip
+    trainer = cls(
+        model=str(student), args=args, train_dataset=Dataset.from_list(rows), processing_class=tok
+    )
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
@@ -139,8 +140,11 @@ def validate(cfg: Config, r: int, rd: Path, tok: Any) -> dict[str, Any]:
         place_model(rd / MODEL, here)
     got = validator.measure(None, r, r)
     validator.drop_weights()
-    return {"validation_accuracy": got["accuracy"], "validation_n": got["n"],
-            "validation_seconds": round(validator.seconds, 2)}  # fmt: skip
+    return {
+        "validation_accuracy": got["accuracy"],
+        "validation_n": got["n"],
+        "validation_seconds": round(validator.seconds, 2),
+    }
 
 
 def _top_table(rollouts: list[dict], scored: dict) -> tuple[np.ndarray, np.ndarray]:
