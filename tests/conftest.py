@@ -59,6 +59,41 @@ def run_cli(*args: str, timeout: float = 900, env: dict | None = None):
     )
 
 
+def source_at(commit: str, path: str) -> str:
+    """`path` as commit `commit` had it: for a test that holds new code against the very code it
+    replaced. Skips outside a git checkout whose history holds the commit."""
+    import subprocess
+
+    got = subprocess.run(
+        ["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True
+    )
+    if got.returncode != 0:
+        pytest.skip(f"{path} at {commit} is not in this checkout's history")
+    return got.stdout
+
+
+def functions_at(commit: str, path: str, *names: str, **env: object) -> dict:
+    """The named top-level functions (and assignments) of `path` at `commit`, defined on their
+    own, without the rest of the module (whose imports may no longer exist); `env` holds the
+    names they read."""
+    import ast
+
+    source = source_at(commit, path)
+    tree = ast.parse(source)
+    out: dict = {"__name__": f"{path}@{commit}", **env}
+    for node in tree.body:
+        named = getattr(node, "name", None) or (
+            node.targets[0].id
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+            else None
+        )
+        if named in names:
+            exec(compile(ast.Module([node], []), f"{path}@{commit}", "exec"), out)
+    missing = [n for n in names if n not in out]
+    assert not missing, f"{path}@{commit} has no {missing}"
+    return out
+
+
 def kill_cli_when(args: list[str], ready, timeout: float) -> None:
     """Start `distill ARGS` in a session of its own; SIGKILL that whole process group (no
     cleanup) once `ready()` is true. Fails if the command ended first or never got there."""

@@ -150,16 +150,8 @@ def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, 
                     "top_logprobs": lists.get("top_logprobs", []),
                 }
 
-            asked = ask_into_log(
-                spec,
-                reqs,
-                log,
-                row,
-                settings_from(cfg.eval),
-                out / "logs",
-                unit="answer",
-                desc=f"draft scores: {spec.label}",
-            )
+            how, desc = settings_from(cfg.eval), f"draft scores: {spec.label}"
+            asked = ask_into_log(spec, reqs, log, row, how, out / "logs", unit="answer", desc=desc)
             if asked.failures:
                 raise failed("draft scores", asked.failures, len(asked.new), path)
         vocab = _vocab_size(t_dir, tok)

@@ -140,15 +140,9 @@ class Validator:
 
         path = here / "predictions.jsonl"
         with RecordLog.open(path, None, "answers") as log:
+            how = settings_from(cfg.eval)
             asked = ask_into_log(
-                spec,
-                reqs,
-                log,
-                row,
-                settings_from(cfg.eval),
-                here / "logs",
-                unit="q",
-                desc="validation",
+                spec, reqs, log, row, how, here / "logs", unit="q", desc="validation"
             )
         if asked.failures:
             raise failed("validation answers", asked.failures, len(asked.new), path)

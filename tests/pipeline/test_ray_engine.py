@@ -108,12 +108,9 @@ def test_a_dead_actors_chunks_go_to_the_other(work: dict) -> None:
     ov = _ov(
         tmp, work["model"], "oneleft", *RAY, "teacher.serve.replicas=2", "teacher.serve.ray.chunk=1"
     )
+    cmd = [sys.executable, "-m", "pipeline.cli", "generate", *ov]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "generate", *ov],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 300
     while not _pool(tmp, "oneleft") and time.monotonic() < deadline:

@@ -113,25 +113,19 @@ def test_the_topk_kl_is_a_lower_bound_zero_for_a_copy_and_exact_over_the_vocabul
         assert np.mean(low) > 0.1 * np.mean(full)  # not trivially 0
 
 
-def _old_padded(row: dict) -> tuple[np.ndarray, np.ndarray]:
-    """_padded (stages/eval/draft_estimate.py, then drafting.py) before issue 44: padding at
-    -1e9, not FLOOR."""
-    n = len(row["top_ids"])
-    k = max((len(x) for x in row["top_ids"]), default=1)
-    ids = np.zeros((n, k), np.int64)
-    lp = np.full((n, k), -1e9, np.float64)
-    for i, (a, b) in enumerate(zip(row["top_ids"], row["top_logprobs"], strict=True)):
-        ids[i, : len(a)] = a
-        lp[i, : len(b)] = b
-    return ids, lp
-
-
 @pytest.mark.parametrize("seed", range(5))
 def test_padding_at_the_one_floor_gives_the_same_estimates(seed: int) -> None:
-    """Score rows padded at FLOOR (once -1e9): every figure is the same, to the bit, on ragged
-    rows with vLLM's -9999 for an underflow and the offline engine's -inf (a student's -9999
-    is left out: topk_kl takes log(0) of it, under either padding)."""
+    """Score rows padded at FLOOR (at -1e9 by _padded as drafting.py had it at 75a6d78, read
+    from git): every figure is the same, to the bit, on ragged rows with vLLM's -9999 for an
+    underflow and the offline engine's -inf (a student's -9999 is left out: topk_kl takes
+    log(0) of it, under either padding)."""
+    from typing import Any
+
+    from conftest import functions_at
+
     from stages.eval.draft_estimate import _padded, _top1
+
+    _old_padded = functions_at("75a6d78", "stages/eval/drafting.py", "_padded", Any=Any)["_padded"]
 
     rng = np.random.default_rng(seed)
 

@@ -85,18 +85,19 @@ def test_a_bad_recipe_is_refused_at_config_time(
         _cfg(deep, tmp_path, override)
 
 
-def test_a_layer_the_model_lacks_is_one_line_before_anything_runs(deep: Path, tmp_path) -> None:
-    r = run_cli(
-        "train",
-        f"runs_dir={tmp_path}",
-        f"cache_dir={tmp_path / 'cache'}",
-        f"train.student={deep}",
-        f"teacher.model={deep}",
-        "train.cut.layers=[0,4]",
-    )
+def _refused(deep: Path, tmp_path: Path, cut: str) -> str:
+    """`distill train` with this cut of `deep`: refused in one line, exit 2, with nothing
+    generated or trained; returns that line."""
+    run = [f"runs_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}", f"train.student={deep}"]
+    r = run_cli("train", *run, f"teacher.model={deep}", cut)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert "train.cut.layers: layer 4 of a 4-layer model" in r.stderr
     assert not (tmp_path / "default").exists()  # nothing generated, nothing trained
+    return r.stderr
+
+
+def test_a_layer_the_model_lacks_is_one_line_before_anything_runs(deep: Path, tmp_path) -> None:
+    line = _refused(deep, tmp_path, "train.cut.layers=[0,4]")
+    assert "train.cut.layers: layer 4 of a 4-layer model" in line
 
 
 @pytest.fixture(scope="module")
@@ -151,17 +152,8 @@ def test_a_width_cut_keeps_the_most_active_neurons_bit_for_bit(
 def test_a_width_that_does_not_divide_is_one_line_before_anything_runs(
     deep: Path, tmp_path
 ) -> None:
-    r = run_cli(
-        "train",
-        f"runs_dir={tmp_path}",
-        f"cache_dir={tmp_path / 'cache'}",
-        f"train.student={deep}",
-        f"teacher.model={deep}",
-        "train.cut.mlp_shrink=3",
-    )
-    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert "train.cut.mlp_shrink: 3 does not divide the MLP width 256" in r.stderr
-    assert not (tmp_path / "default").exists()
+    line = _refused(deep, tmp_path, "train.cut.mlp_shrink=3")
+    assert "train.cut.mlp_shrink: 3 does not divide the MLP width 256" in line
     with pytest.raises(ConfigError, match="keeps every neuron"):
         _cfg(deep, tmp_path, "train.cut.mlp_shrink=1")
 

@@ -1,7 +1,7 @@
 """The loss library (stages/train/losses/) against the code it replaced (issue 44): objective kd's
 divergence (stages/train/kd.py) and objective features' logit term (stages/train/features.py)
-were two implementations of one divergence, with three floors for minus infinity. The old code
-is copied here verbatim as the reference; the library must give the same numbers on random
+were two implementations of one divergence, with three floors for minus infinity. The old
+functions are read from git as commit BASE had them and must give the same numbers on random
 inputs: kd's to the bit, features' to the bit but for JSD at a beta other than 1/2, where the
 two old implementations already differed by rounding (features took log(float32(beta)) in
 float32, kd float32(log(beta)) from Python's double), and the library keeps kd's."""
@@ -10,93 +10,35 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from conftest import functions_at
 
 from stages.shared.softlabels import FLOOR
 from stages.train.losses.divergence import PADDING, kd_sum, logit_term
 
 torch = pytest.importorskip("torch")
 
-# --- the old code, verbatim (stages/train/kd.py and stages/train/features.py at 75a6d78) -------
-
-OLD_PAD_FLOOR = -5.0e3
-OLD_FILL = -1.0e4
+BASE = "75a6d78"  # the last commit with stages/train/kd.py and features.py's logit_term
 
 
-def old_log1mexp(x):
-    safe = x.clamp(max=-1e-6)
-    out = torch.where(
-        safe > -math.log(2), torch.log(-torch.expm1(safe)), torch.log1p(-torch.exp(safe))
+@pytest.fixture(scope="module")
+def old() -> SimpleNamespace:
+    names = ("PAD_FLOOR", "FILL", "log1mexp", "support_logprobs", "_kl", "divergence", "kd_sum")
+    kd = functions_at(BASE, "stages/train/kd.py", *names, math=math, Any=Any)
+    fx = functions_at(BASE, "stages/train/features.py", "logit_term")
+    return SimpleNamespace(
+        pad_floor=kd["PAD_FLOOR"], fill=kd["FILL"], kd_sum=kd["kd_sum"], logit_term=fx["logit_term"]
     )
-    return torch.where(x > -1e-6, torch.full_like(out, OLD_FILL), out.clamp(min=OLD_FILL))
 
-
-def old_support_logprobs(student_logits, top_ids, top_logp, temperature, tail):
-    t = float(temperature)
-    valid = top_logp > OLD_PAD_FLOOR
-    if tail == "renormalize":
-        teacher = (top_logp.float() / t).masked_fill(~valid, OLD_FILL).log_softmax(-1)
-        student = (student_logits.float() / t).gather(-1, top_ids)
-        return teacher, student.masked_fill(~valid, OLD_FILL).log_softmax(-1), valid
-    top = student_logits.float().log_softmax(-1).gather(-1, top_ids).masked_fill(~valid, OLD_FILL)
-    student_rest = old_log1mexp(top.logsumexp(-1, keepdim=True))
-    teacher_top = top_logp.float().masked_fill(~valid, OLD_FILL)
-    teacher_rest = old_log1mexp(teacher_top.logsumexp(-1, keepdim=True))
-    teacher = (torch.cat([teacher_top, teacher_rest], -1) / t).log_softmax(-1)
-    student = (torch.cat([top, student_rest], -1) / t).log_softmax(-1)
-    ones = torch.ones_like(valid[:, :1])
-    return teacher, student, torch.cat([valid, ones], -1)
-
-
-def old_kl(logp, logq, valid):
-    terms = logp.exp() * (logp - logq)
-    return torch.where(valid, terms, torch.zeros_like(terms)).sum(-1)
-
-
-def old_divergence(teacher, student, valid, kind, beta=0.5):
-    if kind == "forward":
-        return old_kl(teacher, student, valid)
-    if kind == "reverse":
-        return old_kl(student, teacher, valid)
-    both = torch.stack([teacher + math.log(beta), student + math.log1p(-beta)])
-    mix = both.logsumexp(0)
-    return beta * old_kl(teacher, mix, valid) + (1 - beta) * old_kl(student, mix, valid)
-
-
-def old_kd_sum(student_logits, top_ids, top_logp, kd):
-    teacher, student, valid = old_support_logprobs(
-        student_logits, top_ids, top_logp, kd.temperature, kd.tail
-    )
-    d = old_divergence(teacher, student, valid, kd.divergence, kd.jsd_beta)
-    return d.sum() * kd.temperature**2
-
-
-def old_logit_term(s_logits, t_logp, temperature, divergence, jsd_beta):
-    t = float(temperature)
-    s = (s_logits.float() / t).log_softmax(-1)
-    p = t_logp
-    if divergence == "forward":
-        d = (p.exp() * (p - s)).sum(-1)
-    elif divergence == "reverse":
-        d = (s.exp() * (s - p)).sum(-1)
-    else:
-        b = float(jsd_beta)
-        m = torch.logsumexp(
-            torch.stack([p + torch.log(torch.tensor(b)), s + torch.log(torch.tensor(1 - b))]), 0
-        )
-        d = b * (p.exp() * (p - m)).sum(-1) + (1 - b) * (s.exp() * (s - m)).sum(-1)
-    return t * t * d.sum()
-
-
-# --- the library against it ---------------------------------------------------------------------
 
 KINDS = ("forward", "reverse", "jsd")
 
 
-def test_one_floor_and_the_padding_line_is_where_kd_drew_it() -> None:
-    assert FLOOR == OLD_FILL == -1.0e4
-    assert PADDING == OLD_PAD_FLOOR
+def test_one_floor_and_the_padding_line_is_where_kd_drew_it(old: SimpleNamespace) -> None:
+    assert FLOOR == old.fill == -1.0e4
+    assert PADDING == old.pad_floor
 
 
 def _topk_batch(gen: torch.Generator, n: int, vocab: int, k: int):
@@ -116,7 +58,7 @@ def _topk_batch(gen: torch.Generator, n: int, vocab: int, k: int):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_kd_loss_equals_the_old_kd_loss_to_the_bit(seed: int) -> None:
+def test_kd_loss_equals_the_old_kd_loss_to_the_bit(old: SimpleNamespace, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     for tail in ("renormalize", "bucket"):
         for kind in KINDS:
@@ -128,14 +70,14 @@ def test_kd_loss_equals_the_old_kd_loss_to_the_bit(seed: int) -> None:
                 logits, ids, lp = _topk_batch(gen, 7, 50, 6)
                 new = kd_sum(logits, ids, lp, kd)
                 (g_new,) = torch.autograd.grad(new, logits)
-                old = old_kd_sum(logits, ids, lp, kd)
-                (g_old,) = torch.autograd.grad(old, logits)
-                assert torch.equal(new, old), (tail, kind, temperature)
+                was = old.kd_sum(logits, ids, lp, kd)
+                (g_old,) = torch.autograd.grad(was, logits)
+                assert torch.equal(new, was), (tail, kind, temperature)
                 assert torch.equal(g_new, g_old), (tail, kind, temperature)
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_logit_term_equals_the_old_features_term(seed: int) -> None:
+def test_logit_term_equals_the_old_features_term(old: SimpleNamespace, seed: int) -> None:
     """To the bit for forward, reverse and JSD at beta 1/2 (the default); JSD at another beta to
     float32 rounding (the constants' last bit, see the module's docstring)."""
     gen = torch.Generator().manual_seed(seed)
@@ -146,10 +88,10 @@ def test_logit_term_equals_the_old_features_term(seed: int) -> None:
                 t_logp = (torch.randn(9, 64, generator=gen) * 2 / temperature).log_softmax(-1)
                 new = logit_term(s, t_logp, temperature, kind, beta)
                 (g_new,) = torch.autograd.grad(new, s)
-                old = old_logit_term(s, t_logp, temperature, kind, beta)
-                (g_old,) = torch.autograd.grad(old, s)
+                was = old.logit_term(s, t_logp, temperature, kind, beta)
+                (g_old,) = torch.autograd.grad(was, s)
                 if kind != "jsd" or beta == 0.5:
-                    assert torch.equal(new, old) and torch.equal(g_new, g_old), (kind, beta)
+                    assert torch.equal(new, was) and torch.equal(g_new, g_old), (kind, beta)
                 else:
-                    assert torch.allclose(new, old, rtol=1e-5, atol=1e-6), (kind, beta)
+                    assert torch.allclose(new, was, rtol=1e-5, atol=1e-6), (kind, beta)
                     assert torch.allclose(g_new, g_old, rtol=1e-4, atol=1e-6), (kind, beta)
