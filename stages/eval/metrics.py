@@ -11,9 +11,10 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from pipeline.answers import grade, has_answer_line, is_correct
+from pipeline.answers import is_correct
 from pipeline.reasoning import Convention
 from stages.shared.intervals import wilson_interval
+from stages.shared.verify import grade_row
 
 TEACHER = "teacher"
 
@@ -176,9 +177,9 @@ def score_rows(rows: list[dict[str, Any]], convention: Convention = Convention()
     answer is read after a reasoning trace, never in it. A row with a trace also gets its
     trace's length in words and whether it closed."""
     for r in rows:
-        part = convention.split(r)
-        r["pred"], r["correct"] = grade(part.answer, r["gold"], r["answer_type"], r.get("choices"))
-        r["formatted"] = bool(has_answer_line(part.answer))
+        g = grade_row(r, convention)
+        part = g.part
+        r["pred"], r["correct"], r["formatted"] = g.pred, g.correct, g.answer_line
         if part.reasoning is not None:  # without a trace the whole completion is the answer
             r["answer_words"] = len(part.answer.split())
             r["reasoning_words"] = len(part.reasoning.split())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pipeline.ask import AskStats, ModelSpec, settings_from, spec_from
+from pipeline.ask import AskStats, ModelSpec, settings_from
 from pipeline.asklog import Asked, RecordLog, ask_into_log
 from pipeline.calls import Completion, Request, sampling_dict
 from pipeline.config import Config
@@ -35,7 +35,7 @@ from pipeline.records import (
 from pipeline.tasks import Question, load_task
 from stages.eval.identity import messages as probe_messages
 from stages.shared.layout import MODEL, PREDICTIONS
-from stages.shared.models import local_model, teacher_spec
+from stages.shared.models import local_model, student_spec, teacher_spec
 
 # Which input holds each trained model (as <input>/model).
 TRAINED_INPUT = {
@@ -86,7 +86,7 @@ def models_under_test(
 
     The teacher is served as teacher.serve says (or asked at its endpoints); the students, base
     and trained, as eval.serve says."""
-    t, serve = cfg.lead_teacher(), cfg.eval.serve
+    t = cfg.lead_teacher()
     out = []
     for label in labels:
         # A trace budget needs the engine to know where a trace starts and ends.
@@ -99,16 +99,14 @@ def models_under_test(
             template = ""
             if not has_chat_template(model_dir) and cfg.train.chat_template:
                 template = str(Path(cfg.train.chat_template).expanduser())
-            spec = spec_from(
-                serve, label, model_dir, served_name=label, chat_template=template, **tags
-            )
+            spec = student_spec(cfg, model_dir, label, chat_template=template, **tags)
             identity = identity_of(cfg.train.student, cfg.cache_dir, key="train.student")
             out.append(ModelUnderTest(spec, identity))
         else:
             model_dir = Path(inputs[TRAINED_INPUT[label]]) / MODEL
             if not (model_dir / "config.json").is_file():
                 raise ModelError(f"{label}: {model_dir} holds no model; did training finish?")
-            spec = spec_from(serve, label, model_dir, served_name=label, **tags)
+            spec = student_spec(cfg, model_dir, label, **tags)
             out.append(ModelUnderTest(spec, model_identity(model_dir)))
     return out
 

@@ -64,3 +64,12 @@ def teacher_spec(cfg: Config, t: TeacherConfig, label: str, **extra: Any) -> Mod
         api_key_env=t.api_key_env,
         **extra,
     )
+
+
+def student_spec(
+    cfg: Config, model_dir: Path, label: str, served_name: str = "", **extra: Any
+) -> ModelSpec:
+    """How to ask a student (the base, the trained one, a round's, a candidate being validated):
+    its weights served as `eval.serve` says, under `served_name` (its label when not given).
+    `extra`: what the asking stage adds (logprobs, a chat template, a trace budget)."""
+    return spec_from(cfg.eval.serve, label, model_dir, served_name=served_name or label, **extra)

@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline.answers import grade, has_answer_line
 from pipeline.reasoning import Convention, Mode, Split
+from pipeline.tasks import Question
 
 # Punctuation goes, but math operators stay: "a + b" and "a - b" are different completions.
 _PUNCT = re.compile(r"[^\w\s+\-*/=<>^%|]")
@@ -70,11 +71,44 @@ def correct(r: dict, part: Split) -> Verdict:
     return Verdict(ok, None if ok else "wrong_answer", scores)
 
 
+@dataclass(frozen=True)
+class Graded:
+    """One answer graded: what every stage that grades reads (filter's pass rates, eval's
+    scores, validation's accuracy, an on-policy round's stats), so they mean the same thing."""
+
+    pred: str | None  # the final answer read from the answer part
+    correct: bool  # it matches the gold answer (eval's and validation's accuracy)
+    answer_line: bool  # the answer part has an answer line (eval's "in format")
+    truncated: bool  # cut at max_tokens, or its trace never closed
+    trace_missing: bool  # the convention requires a trace and there is none
+    part: Split = field(repr=False, compare=False)  # the completion split at its trace
+
+    @property
+    def verified(self) -> bool:
+        """The filter's `truncated`, `format` and `correct` checks all pass."""
+        return not self.truncated and self.answer_line and not self.trace_missing and self.correct
+
+
+def gold_of(q: Question) -> dict[str, Any]:
+    """A question's gold fields, as a sample row carries them."""
+    return {"gold": q.answer, "answer_type": q.answer_type, "choices": list(q.choices)}
+
+
+def grade_row(r: dict, convention: Convention) -> Graded:
+    """Grade a row holding a completion (and its `finish_reason`, `reasoning`) and its gold
+    fields (`gold`, `answer_type`, `choices`; `gold_of` gives a question's)."""
+    part = convention.split(r)
+    pred, ok = grade(part.answer, r["gold"], r.get("answer_type", "numeric"), r.get("choices"))
+    return Graded(
+        pred=pred,
+        correct=ok,
+        answer_line=bool(has_answer_line(part.answer)),
+        truncated=part.truncated or r.get("finish_reason") == "length",
+        trace_missing=convention.mode == "required" and part.reasoning is None,
+        part=part,
+    )
+
+
 def verified(r: dict, convention: Convention) -> bool:
     """The filter's `truncated`, `format` and `correct` checks all pass."""
-    part = convention.split(r)
-    return (
-        truncated(r, part).keep
-        and answer_format(r, part, convention.mode).keep
-        and correct(r, part).keep
-    )
+    return grade_row(r, convention).verified

@@ -1,9 +1,9 @@
 """Training the student with TRL's SFTTrainer, in this process (or in each `accelerate launch`
-process): build the trainer (its config, LoRA, the objective's loss class and what that loss
-needs, stages/train/objectives/; the padding counter, the progress bar), pre-flight, resume from
-the newest usable checkpoint (stages/train/checkpoints.py), train, save the model
-(stages/train/finalize.py), the loss log and curve (stages/train/logs.py) and the stats. torch / transformers / trl are imported inside
-functions, so importing this module stays cheap."""
+process): build the trainer (its config, LoRA, the objective's loss class and what that loss needs,
+stages/train/objectives/; the padding counter, the progress bar), pre-flight, resume from the newest
+usable checkpoint (stages/train/checkpoints.py), train, save the model (stages/train/finalize.py),
+the loss log and curve (stages/train/logs.py) and the stats. torch / transformers / trl are imported
+inside functions, so importing this module stays cheap."""
 
 from __future__ import annotations
 

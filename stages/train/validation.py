@@ -3,10 +3,11 @@
 At each epoch's end (or every `train.validate_every` steps, and always after the last step) the
 student as it stands is saved under `validation/step-N/model` and asked the task's validation
 questions (held out of train before generate: tasks.py) through the one serve-and-ask path
-(pipeline/asklog.py: vLLM, greedy, eval's sampling and serving settings), its answers read as
-eval reads them (after a trace, pipeline.answers.grade). Each measurement is one line of
-`validation.jsonl` (step, epoch, accuracy), its answers in `validation/step-N/predictions.jsonl`.
-The eval split is never read here.
+(pipeline/asklog.py: vLLM, greedy, eval's sampling and serving settings), its answers graded as
+eval grades them (stages/shared/verify.py: grade_row; accuracy = correct after any trace). Each
+measurement is one line of `validation.jsonl` (step, epoch, accuracy; appended and recovered
+through pipeline/records.py), its answers in `validation/step-N/predictions.jsonl`. The eval
+split is never read here.
 
 `train.select: best` makes the stage's model the measured one with the best validation accuracy
 (the first of equals: fewer steps); `last` keeps the last step's. Only the best candidate's
@@ -18,7 +19,6 @@ measured first if its measurement was cut short.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 import time
@@ -26,16 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.answers import grade
-from pipeline.ask import settings_from, spec_from
+from pipeline.ask import settings_from
 from pipeline.asklog import RecordLog, ask_into_log, failed
 from pipeline.calls import Completion, Request, sampling_dict
 from pipeline.config import Config
 from pipeline.prompts import render_messages
 from pipeline.reasoning import Convention
-from pipeline.records import atomic_write_text
+from pipeline.records import AppendLog, recover_log
 from pipeline.tasks import Question, load_task
 from stages.shared.layout import MODEL, VALIDATION
+from stages.shared.models import student_spec
+from stages.shared.verify import gold_of, grade_row
 from stages.train.logs import log_line
 
 RESULTS = VALIDATION  # one line per measurement, in the stage dir
@@ -78,11 +79,10 @@ class Validator:
         self._save(model, here)
         rows = self._ask(here)
         convention = Convention.of(self.cfg.lead_teacher())
-        correct = 0
-        for q in self.questions:
-            row = rows[f"validation:{q.id}"]
-            part = convention.split(row)
-            correct += grade(part.answer, q.answer, q.answer_type, list(q.choices))[1]
+        correct = sum(
+            grade_row({**rows[f"validation:{q.id}"], **gold_of(q)}, convention).correct
+            for q in self.questions
+        )
         n = len(self.questions)
         result = {
             "step": step,
@@ -92,10 +92,7 @@ class Validator:
             "n": n,
         }
         self.results.append(result)
-        with open(self.out / RESULTS, "a") as f:  # one line, fsynced: the record of the step
-            f.write(json.dumps(result) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _append_result(self.out / RESULTS, result)
         self._prune(keep=self.best() if self.cfg.train.select == "best" else None)
         self.seconds += time.monotonic() - t0
         log_line(f"validation accuracy at step {step}: {result['accuracy']:.3f} ({correct}/{n})")
@@ -127,7 +124,7 @@ class Validator:
 
     def _ask(self, here: Path) -> dict[str, dict[str, Any]]:
         cfg = self.cfg
-        spec = spec_from(cfg.eval.serve, "validation", here / MODEL, served_name="student")
+        spec = student_spec(cfg, here / MODEL, "validation", served_name="student")
         sampling = sampling_dict(cfg.eval.sampling, keep_empty_stop=False)
         reqs = [
             Request([f"validation:{q.id}"], render_messages(cfg.student_template, q), sampling)
@@ -162,22 +159,27 @@ class Validator:
                 shutil.rmtree(here / "adapter", ignore_errors=True)
 
 
+def _check_result(row: dict[str, Any]) -> str | None:
+    if not {"step", "accuracy", "n"} <= row.keys():
+        return "not a measurement (step, accuracy, n)"
+    return None
+
+
 def _read_results(path: Path) -> list[dict[str, Any]]:
-    """The measurements on disk; a line a kill cut short is dropped (that step is measured
-    again: its answers are in its predictions log, so nothing is asked twice)."""
-    out = []
-    text = path.read_text()
-    for line in text.splitlines():
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(r, dict) and {"step", "accuracy", "n"} <= r.keys():
-            out.append(r)
-    if len(out) != len(text.splitlines()) or (text and not text.endswith("\n")):
-        # Rewritten whole, so the next measurement never lands after a torn line.
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in out))
-    return out
+    """The measurements on disk, through the records module's recovery: a line a kill cut short
+    is cut, a damaged one moved to `validation.jsonl.quarantine` (that step is measured again:
+    its answers are in its predictions log, so nothing is asked twice)."""
+    got = recover_log(path, _check_result)
+    message = got.message(path, path.with_name(path.name + ".quarantine"), "measurements")
+    if message:
+        log_line(message)
+    return [{k: v for k, v in r.items() if k != "id"} for r in got.rows]
+
+
+def _append_result(path: Path, result: dict[str, Any]) -> None:
+    """One line, fsynced, with the step as its record id: the record of the measurement."""
+    with AppendLog(path, fsync_every=1) as log:
+        log.write({"id": f"step-{result['step']:06d}", **result})
 
 
 def validation_callback(validator: Validator, every: int):

@@ -65,7 +65,7 @@ def test_rounds_from_sft_then_one_more_round_runs_only_it(sft: dict) -> None:
     d1, stats = _stage(tmp_path / "runs")
     (one,) = stats["rounds"]
     assert one["rollouts"] == 8 and one["scored_tokens"] == one["rollout_tokens"] > 0
-    assert one["reverse_kl"] is not None and 0 <= one["verified"] <= 1
+    assert one["reverse_kl"] is not None and 0 <= one["verified"] <= one["correct"] <= 1
     assert 0 <= one["validation_accuracy"] <= 1 and one["steps"] == 2
     assert (d1 / "model" / "config.json").is_file() and (d1 / "loss.png").is_file()
     rd = next(d1.parent.glob("onpolicy/*/round-001"))

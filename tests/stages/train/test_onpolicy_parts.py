@@ -1,7 +1,8 @@
 """The asking parts of an on-policy round against a real vLLM engine
-(stages/train/objectives/onpolicy/parts.py): the student's rollouts come back with the ids and logprobs it sampled, and a teacher
-identical to the student, scoring those very ids after the same prompt, gives every token an
-advantage of zero (float32; tolerance 2e-3, the engine's sampler against its own prefill)."""
+(stages/train/objectives/onpolicy/parts.py): the student's rollouts come back with the ids and
+logprobs it sampled, and a teacher identical to the student, scoring those very ids after the same
+prompt, gives every token an advantage of zero (float32; tolerance 2e-3, the engine's sampler
+against its own prefill)."""
 
 from __future__ import annotations
 

@@ -55,11 +55,28 @@ def test_last_keeps_the_last_step(tmp_path: Path):
 
 def test_a_resumed_run_reads_what_was_measured(tmp_path: Path):
     cfg = load_config(None)
-    lines = "".join(json.dumps(r) + "\n" for r in MEASURED)
-    (tmp_path / RESULTS).write_text(lines + '{"step": 10, "accu')  # a kill mid-line
-    v = Validator.of(cfg, tmp_path, tok=None)
+    rows = [{"id": f"step-{r['step']:06d}", **r} for r in MEASURED]
+    lines = "".join(json.dumps(r) + "\n" for r in rows)
+    damaged = '{"id": "step-000007", "n": 4}\n'  # a line that is no measurement
+    (tmp_path / RESULTS).write_text(
+        lines + damaged + lines.splitlines(True)[0] + '{"step": 10, "accu'
+    )
+    v = Validator.of(cfg, tmp_path, tok=None)  # a repeat, and a kill mid-line, above
     assert v is not None and v.results == MEASURED and v.measured(6) and not v.measured(7)
     assert (tmp_path / RESULTS).read_text() == lines  # the torn line is gone before an append
+    moved = (tmp_path / (RESULTS + ".quarantine")).read_text()  # nothing destroyed
+    assert "step-000007" in moved and "repeats an earlier id" in moved
+
+
+def test_a_measurement_is_appended_with_its_step_as_id(tmp_path: Path):
+    from stages.train.validation import _append_result
+
+    _append_result(tmp_path / RESULTS, MEASURED[0])
+    _append_result(tmp_path / RESULTS, MEASURED[1])
+    got = [json.loads(x) for x in (tmp_path / RESULTS).read_text().splitlines()]
+    assert got == [{"id": f"step-{r['step']:06d}", **r} for r in MEASURED[:2]]
+    v = Validator.of(load_config(None), tmp_path, tok=None)
+    assert v is not None and v.results == MEASURED[:2]
 
 
 @pytest.mark.parametrize("overrides", [["train.validate=false"], ["task.validation_fraction=0"]])

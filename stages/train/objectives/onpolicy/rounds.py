@@ -37,8 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.answers import grade
-from pipeline.ask import settings_from, spec_from
+from pipeline.ask import settings_from
 from pipeline.asklog import RecordLog, ask_into_log, failed
 from pipeline.calls import Completion, Request, prompt_ids, score_request
 from pipeline.config import Config, semantic
@@ -47,8 +46,9 @@ from pipeline.reasoning import Convention
 from pipeline.records import atomic_write_json
 from pipeline.tasks import Question, load_task
 from stages.shared.layout import MODEL, ROUNDS, shared_dir
-from stages.shared.models import local_model, teacher_spec
+from stages.shared.models import local_model, student_spec, teacher_spec
 from stages.shared.softlabels import Meta, Store, TokenLogprobs, ref_problem, vocab_hash_of
+from stages.shared.verify import gold_of, grade_row
 from stages.train.logs import log_line
 from stages.train.losses.policy import reverse_kl_estimate
 from stages.train.objectives.onpolicy import align
@@ -116,7 +116,7 @@ def rollouts(cfg: Config, r: int, student: Path, qs: list[Question], rd: Path, c
         list(cfg.eval.sampling.stop),
     )
     by_id = {p.request.id: p for p in plan}
-    spec = spec_from(cfg.eval.serve, "student", student, served_name="student", max_logprobs=1)
+    spec = student_spec(cfg, student, "student", max_logprobs=1)
     path = rd / "rollouts.jsonl"
     with RecordLog.open(path, check_rollout, "rollouts") as log:
         asked = ask_into_log(
@@ -216,20 +216,23 @@ def _advantages(pair: Pair, row: dict, tl: TokenLogprobs, how: dict) -> dict[str
 
 
 def measure_rollouts(cfg: Config, rows: dict, qs: list[Question], scored: dict) -> dict:
-    """Before the update: the mean per-token reverse KL, and the share of samples that verify."""
+    """Before the update: the mean per-token reverse KL, and the shares of samples that are correct
+    and that verify (correct, and neither cut short nor without an answer line: the filter's
+    meaning)."""
     by_q = {q.id: q for q in qs}
     convention = Convention.of(cfg.lead_teacher())
-    kls, right = [], 0
+    kls, right, verified = [], 0, 0
     for rid, row in rows.items():
-        q = by_q[row["question_id"]]
-        answer = convention.split(row).answer
-        right += grade(answer, q.answer, q.answer_type, list(q.choices))[1]
+        g = grade_row({**row, **gold_of(by_q[row["question_id"]])}, convention)
+        right += g.correct
+        verified += g.verified
         if rid in scored:
             kls.append(reverse_kl_estimate(scored[rid]["advantages"]))
     tokens = sum(len(r["completion_ids"]) for r in rows.values())
     return {
         "reverse_kl": round(sum(kls) / len(kls), 6) if kls else None,
-        "verified": round(right / len(rows), 4) if rows else None,
+        "correct": round(right / len(rows), 4) if rows else None,
+        "verified": round(verified / len(rows), 4) if rows else None,
         "rollouts": len(rows),
         "rollout_tokens": tokens,
     }
@@ -287,7 +290,10 @@ def run_round(cfg: Config, r: int, student: Path, rd: Path, chain: str, pair: Pa
     scored = scores(cfg, pair, qs, rows, rd)
     seconds["scores"] = time.monotonic() - t0
     stats = measure_rollouts(cfg, rows, qs, scored)
-    log_line(f"round {r}: reverse KL {stats['reverse_kl']}, verified {stats['verified']}")
+    log_line(
+        f"round {r}: reverse KL {stats['reverse_kl']}, correct {stats['correct']}, "
+        f"verified {stats['verified']}"
+    )
     t0 = time.monotonic()
     upd = read_update(rd)
     if upd is None:

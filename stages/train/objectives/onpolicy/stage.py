@@ -25,6 +25,7 @@ PER_ROUND = (
     "round",
     "loss",
     "reverse_kl",
+    "correct",
     "verified",
     "validation_accuracy",
     "rollouts",
