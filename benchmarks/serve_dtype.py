@@ -40,21 +40,29 @@ def main() -> None:
         for rep in range(a.reps):
             for dtype in DTYPES:
                 runs = Path(tmp) / f"{dtype}-{rep}"
-                ov = [f"runs_dir={runs}", f"task.max_train={a.questions}",
-                      f"teacher.serve.dtype={dtype}", *a.overrides]  # fmt: skip
+                ov = [
+                    f"runs_dir={runs}",
+                    f"task.max_train={a.questions}",
+                    f"teacher.serve.dtype={dtype}",
+                    *a.overrides,
+                ]
                 config = ["--config", str(a.config)] if a.config else []
                 distill("generate", *config, *ov)
                 st = stage_stats(stage_dir("generate", ov, a.config))
                 rates[dtype].append(st["tokens_per_second"])
-                print(f"rep {rep} {dtype:9s} {st['tokens_per_second']:8.1f} tok/s "
-                      f"({st['new_completion_tokens']} tokens in {st['generation_seconds']} s)",
-                      flush=True)  # fmt: skip
+                print(
+                    f"rep {rep} {dtype:9s} {st['tokens_per_second']:8.1f} tok/s "
+                    f"({st['new_completion_tokens']} tokens in {st['generation_seconds']} s)",
+                    flush=True,
+                )
     ratios = [f / b for b, f in zip(rates["bfloat16"], rates["float32"], strict=True)]
     for dtype in DTYPES:
         r = rates[dtype]
         print(f"{dtype:9s} median {statistics.median(r):8.1f} tok/s  [{min(r):.1f}, {max(r):.1f}]")
-    print(f"float32 / bfloat16: median {statistics.median(ratios):.2f} "
-          f"(per rep {', '.join(f'{x:.2f}' for x in ratios)})")  # fmt: skip
+    print(
+        f"float32 / bfloat16: median {statistics.median(ratios):.2f} "
+        f"(per rep {', '.join(f'{x:.2f}' for x in ratios)})"
+    )
 
 
 if __name__ == "__main__":

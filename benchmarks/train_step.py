@@ -227,8 +227,10 @@ def main() -> None:
     print(f"ours / TRL script  {med['ours'] / med['trl']:.3f}  (target <= 1.05)")
     print(f"ours / bare loop   {med['ours'] / med['bare']:.3f}  (target <= 1.2)")
     print(f"grouped / random   {med['ours'] / med['random']:.3f}  (batches by length)")
-    print(f"padding fraction   {pad['ours']} without packing, batches by length; "
-          f"{pad['random']} at random (TRL script: {pad['trl']})")  # fmt: skip
+    print(
+        f"padding fraction   {pad['ours']} without packing, batches by length; "
+        f"{pad['random']} at random (TRL script: {pad['trl']})"
+    )
     print(f"padding fraction   {packed['padding_fraction']} with packing (bfd, padding-free)")
     print(f"  packed run: {packed['steps']} steps, {packed['seconds_per_step']:.4f} s/step")
 

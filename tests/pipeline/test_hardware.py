@@ -135,8 +135,9 @@ def test_the_startup_check_says_the_machine_and_every_dtype(monkeypatch: pytest.
         "machine: CPU AMD EPYC 7B13, 2 cores, no native bf16 (neither avx512_bf16 nor amx_bf16)",
         "  teacher in float32, students in float32, training in float32",
     ]
-    forced = load_config(shipped_config("default"), ["teacher.serve.dtype=bfloat16",
-                                                     "teacher.endpoint=auto"])  # fmt: skip
+    forced = load_config(
+        shipped_config("default"), ["teacher.serve.dtype=bfloat16", "teacher.endpoint=auto"]
+    )
     assert "teacher in bfloat16 (emulated here: slow)" in machine_lines(forced)[1]
     monkeypatch.setattr("pipeline.hardware.detect", lambda gpu=True: cpu_hardware(SAPPHIRE, 2))
     ext = load_config(shipped_config("default"), ["teacher.endpoint=http://h:1/v1"])
@@ -157,8 +158,12 @@ def test_progress_says_the_measured_rate_and_the_time_left_once(
         for _ in range(5):
             bar.done(tokens=50)
     said = [line for line in capsys.readouterr().out.splitlines() if line]
-    # the first sample came 10 s after the start, the second 20 s: 100 tokens in 20 s
-    assert said == ["teacher: 5 tok/s here; the other 98 samples take about 16.3 min at that rate"]
+    # counted from the first answer (a batch engine fills its batch first): two more answers,
+    # 100 tokens, in the 20 s after it
+    assert said == ["teacher: 5 tok/s here; the other 97 samples take about 16.2 min at that rate"]
+    assert progress.estimate_line("base", "q", 10, 5, 0, 4.0) == (
+        "base: 2.5 q/s here; the other 5 q take about 2 s at that rate"
+    )
     assert progress.duration(30) == "30 s" and progress.duration(4 * 3600) == "4.0 h"
 
 
