@@ -22,7 +22,7 @@ def test_the_docs_build_strict(tmp_path: Path) -> None:
             str(ROOT / "mkdocs.yml"),
             "--site-dir",
             str(tmp_path / "site"),
-        ],  # fmt: skip
+        ],
         cwd=ROOT,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},  # material's end-of-life banner
         capture_output=True,

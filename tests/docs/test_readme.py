@@ -59,6 +59,11 @@ def test_every_docs_page_is_reached_from_the_readme_or_the_nav() -> None:
     """The README links the guides' and results' entry pages (mkdocs' strict build checks that
     every page is in the nav)."""
     links = {t.partition("#")[0] for t in _links()}
-    for page in ("docs/index.md", "docs/results/index.md", "docs/design.md",
-                 "docs/reference/config.md", "docs/reference/cli.md"):  # fmt: skip
+    for page in (
+        "docs/index.md",
+        "docs/results/index.md",
+        "docs/design.md",
+        "docs/reference/config.md",
+        "docs/reference/cli.md",
+    ):
         assert page in links, page

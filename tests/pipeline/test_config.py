@@ -191,8 +191,10 @@ def test_extends_merges_sections_and_replaces_values(tmp_path: Path) -> None:
     )
     (tmp_path / "sub").mkdir()
     child = tmp_path / "sub" / "child.yaml"
-    child.write_text("extends: ../base.yaml\ngenerate:\n  sampling: {max_tokens: 32}\n"
-                     "eval:\n  models: [student]\n")  # fmt: skip
+    child.write_text(
+        "extends: ../base.yaml\ngenerate:\n  sampling: {max_tokens: 32}\n"
+        "eval:\n  models: [student]\n"
+    )
     cfg = load_config(child, ["generate.n=5"])
     assert cfg.run == "base" and cfg.generate.n == 5  # the command line still wins
     assert (cfg.generate.sampling.temperature, cfg.generate.sampling.max_tokens) == (0.7, 32)
