@@ -70,10 +70,10 @@ def test_help_lists_every_command() -> None:
 
 CLEAN_CHECK = """
 import sys
-from pipeline.cli import _parser, main
+from pipeline.cli import main, parser
 from pipeline.config import load_config
 for argv in (["generate", "generate.n=3"], ["status", "run=x"], ["train", "--launcher", "none"]):
-    _parser().parse_args(argv)
+    parser().parse_args(argv)
 load_config(None, ["generate.n=3", "teacher.endpoint=[http://a/v1]"])
 try:
     main(["generate", "--help"])

@@ -180,3 +180,31 @@ def test_a_gpu_is_read_from_nvidia_smi_as_cuda_visible_devices_says() -> None:
     assert cuda_from_smi(smi, "7") is None  # a device that is not there
     assert cuda_from_smi("", None) is None  # nvidia-smi said nothing usable: the CPU decides
     assert cuda_from_smi("No devices were found\n", None) is None
+
+
+def test_engines_started_after_training_still_log_what_they_loaded() -> None:
+    """TRL, once imported, sets VLLM_LOGGING_LEVEL=ERROR where it is unset: the engines that
+    eval and validation start after the train stage would log nothing, not even their dtype.
+    The CLI sets INFO first; a level the user gives stays."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = (
+        "import os; from pipeline import cli; cli.main(['config']); import trl; "
+        "print('LEVEL', os.environ['VLLM_LOGGING_LEVEL'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_LEVEL"}
+    for given, want in ((None, "INFO"), ("DEBUG", "DEBUG")):
+        run_env = env if given is None else {**env, "VLLM_LOGGING_LEVEL": given}
+        p = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert f"LEVEL {want}" in p.stdout, p.stderr[-2000:]
