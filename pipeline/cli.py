@@ -171,6 +171,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    # TRL sets VLLM_LOGGING_LEVEL=ERROR when it is imported and the variable is unset: every
+    # engine started after the train stage (validation, eval) would log nothing but errors
+    # (the engine log would not even say the dtype it loaded). A level the user set stays.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
     signal.signal(signal.SIGUSR1, _interrupt)  # Slurm's warning before a limit: stop cleanly
     try:
         return _main(args)

@@ -7,21 +7,26 @@ import sys
 import time
 from typing import Any
 
-ESTIMATE_AFTER_S = 20.0  # asking long enough that its rate is this machine's, not start-up's
+# Seconds of answers, counted from the first one, before the rate is said: a batch engine
+# answers nothing while it fills its first batch, then steadily; the rate from the start
+# would be a fraction of the steady one.
+ESTIMATE_AFTER_S = 20.0
 
 
 class Progress:
     """`with Progress(total, unit, desc) as p:` then `p.start()` once ready, `p.done(tokens)`.
 
-    Once it has measured ESTIMATE_AFTER_S seconds of asking, it says in one line the rate and
-    the time the rest will take at it: the part of the startup check only a measurement can
-    give (on a CPU that emulates bf16, a user learns in seconds that a run needs hours)."""
+    Once it has counted answers for ESTIMATE_AFTER_S seconds after the first, it says in one
+    line the rate and the time the rest will take at it: the part of the startup check only a
+    measurement can give (on a CPU that emulates bf16, a user learns in a minute that a run
+    needs hours)."""
 
     def __init__(self, total: int, unit: str, desc: str):
         self.total, self.unit, self.desc = total, unit, desc
         self.bar: Any = None
         self.tokens = 0
         self.t0 = time.monotonic()
+        self.first: tuple[float, int, int] | None = None  # when, done and tokens at the first
         self.estimated = False
 
     def start(self) -> None:
@@ -40,13 +45,25 @@ class Progress:
         if self.bar.n % 16 == 0 and self.tokens:  # scoring writes no tokens: no rate to show
             rate = self.tokens / max(1e-9, time.monotonic() - self.t0)
             self.bar.set_postfix_str(f"{rate:,.0f} tok/s")
-        elapsed = time.monotonic() - self.t0
-        if not self.estimated and elapsed >= ESTIMATE_AFTER_S and self.bar.n < self.total:
-            self.estimated = True
-            self.bar.write(
-                estimate_line(self.desc, self.unit, self.bar.n, self.total, self.tokens, elapsed),
-                file=sys.stdout,
-            )
+        self._estimate(time.monotonic())
+
+    def _estimate(self, now: float) -> None:
+        if self.first is None:
+            self.first = (now, self.bar.n, self.tokens)
+            return
+        since, n0, tokens0 = self.first
+        if self.estimated or now - since < ESTIMATE_AFTER_S or self.bar.n >= self.total:
+            return
+        self.estimated = True
+        line = estimate_line(
+            self.desc,
+            self.unit,
+            self.bar.n - n0,
+            self.total - self.bar.n,
+            self.tokens - tokens0,
+            now - since,
+        )
+        self.bar.write(line, file=sys.stdout)
 
     def grow(self, more: int) -> None:
         """More to do than first known (the next round of adaptive sampling)."""
@@ -63,12 +80,14 @@ class Progress:
             self.bar.close()
 
 
-def estimate_line(desc: str, unit: str, n: int, total: int, tokens: int, seconds: float) -> str:
-    """`teacher: 352 tok/s here; the other 1,480 samples take about 3.4 min at that rate`."""
-    left = (total - n) * seconds / max(n, 1)
+def estimate_line(desc: str, unit: str, n: int, left: int, tokens: int, seconds: float) -> str:
+    """`teacher: 352 tok/s here; the other 1,480 samples take about 3.4 min at that rate`, from
+    `n` answers (`tokens` tokens) in `seconds`, with `left` still to come."""
     rate = f"{tokens / seconds:,.0f} tok/s here" if tokens else f"{n / seconds:,.1f} {unit}/s here"
+    units = unit if len(unit) <= 2 else unit + "s"  # q, not qs
     return (
-        f"{desc}: {rate}; the other {total - n:,} {unit}s take about {duration(left)} at that rate"
+        f"{desc}: {rate}; the other {left:,} {units} take about "
+        f"{duration(left * seconds / max(n, 1))} at that rate"
     )
 
 

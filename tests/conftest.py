@@ -20,6 +20,8 @@ os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# As the CLI does: TRL, once a test imports it, would set ERROR and silence every engine's log.
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
 # The suite's own Hugging Face and `datasets` caches, fresh each session: a user's earlier
 # loads can neither break a test (a stale cache entry returned for new files) nor rescue one.
 _HF_HOME = Path(tempfile.mkdtemp(prefix="distill-test-hf-"))

@@ -158,8 +158,12 @@ def test_progress_says_the_measured_rate_and_the_time_left_once(
         for _ in range(5):
             bar.done(tokens=50)
     said = [line for line in capsys.readouterr().out.splitlines() if line]
-    # the first sample came 10 s after the start, the second 20 s: 100 tokens in 20 s
-    assert said == ["teacher: 5 tok/s here; the other 98 samples take about 16.3 min at that rate"]
+    # counted from the first answer (a batch engine fills its batch first): two more answers,
+    # 100 tokens, in the 20 s after it
+    assert said == ["teacher: 5 tok/s here; the other 97 samples take about 16.2 min at that rate"]
+    assert progress.estimate_line("base", "q", 10, 5, 0, 4.0) == (
+        "base: 2.5 q/s here; the other 5 q take about 2 s at that rate"
+    )
     assert progress.duration(30) == "30 s" and progress.duration(4 * 3600) == "4.0 h"
 
 
@@ -176,3 +180,31 @@ def test_a_gpu_is_read_from_nvidia_smi_as_cuda_visible_devices_says() -> None:
     assert cuda_from_smi(smi, "7") is None  # a device that is not there
     assert cuda_from_smi("", None) is None  # nvidia-smi said nothing usable: the CPU decides
     assert cuda_from_smi("No devices were found\n", None) is None
+
+
+def test_engines_started_after_training_still_log_what_they_loaded() -> None:
+    """TRL, once imported, sets VLLM_LOGGING_LEVEL=ERROR where it is unset: the engines that
+    eval and validation start after the train stage would log nothing, not even their dtype.
+    The CLI sets INFO first; a level the user gives stays."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = (
+        "import os; from pipeline import cli; cli.main(['config']); import trl; "
+        "print('LEVEL', os.environ['VLLM_LOGGING_LEVEL'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_LEVEL"}
+    for given, want in ((None, "INFO"), ("DEBUG", "DEBUG")):
+        run_env = env if given is None else {**env, "VLLM_LOGGING_LEVEL": given}
+        p = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert f"LEVEL {want}" in p.stdout, p.stderr[-2000:]
