@@ -13,10 +13,10 @@ Written under `runs/<run>/slurm/` (and submitted with `--submit`).
                             `distill train` with train.machine_rank=$SLURM_NODEID and the first
                             node as the rendezvous (accelerate's multi-machine launch)
 
-Slurm itself is not needed to write them; only `--submit` and submit.sh call sbatch. The
-scripts name the project checkout, the config and the working dir by absolute path, so they
-and the run dir must be on a filesystem every node sees. Credentials never go in them: a key stays in its environment
-variable, which sbatch passes to the tasks (`--export=ALL`, its default).
+Slurm itself is not needed to write them; only `--submit` and submit.sh call sbatch. The scripts
+name the project checkout, the config and the working dir by absolute path, so they and the run dir
+must be on a filesystem every node sees. Credentials never go in them: a key stays in its
+environment variable, which sbatch passes to the tasks (`--export=ALL`, its default).
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ every answer position, the top eval.draft_k of each, given the same prefix. Gree
 compares their top tokens; sampled acceptance at eval.draft_temperature is the top-k lower
 bound. Each student also scores the teacher's own held-out answers (when the teacher is in
 eval.models): the mean per-token KL(teacher || student) there, a top-k lower bound, says how
-close it writes to its teacher where the teacher wrote. Scores go to draft_scores.jsonl (append, fsync, keyed by model, question and the scored
-ids), so a rerun asks only what it lacks. A student with another tokenizer, or a teacher
-without local weights, is reported as not estimated, with why.
+close it writes to its teacher where the teacher wrote. Scores go to draft_scores.jsonl (append,
+fsync, keyed by model, question and the scored ids), so a rerun asks only what it lacks. A student
+with another tokenizer, or a teacher without local weights, is reported as not estimated, with why.
 """
 
 from __future__ import annotations

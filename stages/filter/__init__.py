@@ -2,14 +2,13 @@
 
 The checks are in stages/filter/checks.py, deduplication in stages/filter/dedup.py. Outputs:
 `kept.jsonl` (TRL conversational prompt-completion rows, the prompt being the student's zero-shot
-one), `README.md` (its dataset card, in the Hub's form: `datasets.load_dataset(<stage dir>)`
-loads kept.jsonl by it), `rejected.jsonl` (each sample with its reason) and `report.json` (counts per reason,
-histograms, contamination matches, per teacher what came in and was kept, every question's
-pass rate). Every kept row carries its question's pass rate, verified / sampled, over all
-teachers and per teacher (filter.min_pass_rate / max_pass_rate drop questions by it: too_hard,
-too_easy). With soft labels (generate.logprobs), `kept.logprobs.bin`
-holds the kept samples' records, each kept row naming its own by sha, so the dataset is whole
-without the generate pool.
+one), `README.md` (its dataset card, in the Hub's form: `datasets.load_dataset(<stage dir>)` loads
+kept.jsonl by it), `rejected.jsonl` (each sample with its reason) and `report.json` (counts per
+reason, histograms, contamination matches, per teacher what came in and was kept, every question's
+pass rate). Every kept row carries its question's pass rate, verified / sampled, over all teachers
+and per teacher (filter.min_pass_rate / max_pass_rate drop questions by it: too_hard, too_easy).
+With soft labels (generate.logprobs), `kept.logprobs.bin` holds the kept samples' records, each
+kept row naming its own by sha, so the dataset is whole without the generate pool.
 """
 
 from __future__ import annotations
