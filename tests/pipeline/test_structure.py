@@ -28,6 +28,9 @@ ONE_DEFINITION = (
     "sft_config",  # stages/train/args.py
     "shared_dir",  # stages/shared/layout.py
     "objective_of",  # stages/train/objectives/__init__.py
+    "grade_row",  # stages/shared/verify.py: the one grader over rows
+    "teacher_spec",  # stages/shared/models.py: how a stage asks a teacher ...
+    "student_spec",  # ... and a student
 )
 
 
