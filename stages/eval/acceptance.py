@@ -49,17 +49,24 @@ def softened_lower(top_lp: np.ndarray, temperature: float, vocab: int) -> np.nda
     logprobs, at T = 1), from an upper bound of Z = sum over the vocabulary of p^(1/T): the top
     k's own terms plus a bound on the tail's, whose mass is r = 1 - sum of the top k. At
     T <= 1 each tail token has p <= the k-th, so its terms sum to at most r * p_k^(1/T - 1);
-    at T > 1, by Hoelder, to at most (V - k)^(1 - 1/T) * r^(1/T). At T = 1 it is exact."""
+    at T > 1, by Hoelder, to at most (V - k)^(1 - 1/T) * r^(1/T). At T = 1 it is exact.
+    Padding (logprob <= FLOOR) is no top-k token: p_k is the smallest real one and k counts the
+    real ones, so a row padded wider (a store pads every row to its k) gives the same bound."""
     import numpy as np
 
-    p = np.exp(top_lp.astype(np.float64))
+    live = top_lp > FLOOR
+    p = np.where(live, np.exp(top_lp.astype(np.float64)), 0.0)
     inv = 1.0 / float(temperature)
     head = (p**inv).sum(-1)
     rest = np.clip(1.0 - p.sum(-1), 0.0, 1.0)
     if inv >= 1:
-        tail = rest * p.min(-1) ** (inv - 1)
+        smallest = np.where(live, p, np.inf).min(-1)
+        # nothing known at a position: every token may be in the tail, each at most 1
+        tail = np.where(
+            live.any(-1), rest * np.where(np.isinf(smallest), 1.0, smallest) ** (inv - 1), rest
+        )
     else:
-        tail = max(vocab - p.shape[-1], 0) ** (1 - inv) * rest**inv
+        tail = np.maximum(vocab - live.sum(-1), 0) ** (1 - inv) * rest**inv
     return p**inv / (head + tail)[:, None]
 
 

@@ -10,14 +10,18 @@ every answer position, the top eval.draft_k of each, given the same prefix. Gree
 compares their top tokens; sampled acceptance at eval.draft_temperature is the top-k lower
 bound. Each student also scores the teacher's own held-out answers (when the teacher is in
 eval.models): the mean per-token KL(teacher || student) there, a top-k lower bound, says how
-close it writes to its teacher where the teacher wrote. Scores go to draft_scores.jsonl (append,
-fsync, keyed by model, question and the scored ids), so a rerun asks only what it lacks. A student
-with another tokenizer, or a teacher without local weights, is reported as not estimated, with why.
+close it writes to its teacher where the teacher wrote. Each scoring is a row of draft_scores.jsonl
+(append, fsync, keyed by model, question and the scored ids) naming its numbers' record in
+draft_scores.logprobs.bin: the soft-label store generate's soft labels and on-policy rounds use
+(stages/shared/softlabels.py), one stored format for a model's scores on any text. A rerun asks
+only what it lacks. A student with another tokenizer, or a teacher without local weights, is
+reported as not estimated, with why.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,17 +35,12 @@ from pipeline.records import canonical_json, schema_problem, sha256_text
 from pipeline.tasks import load_task
 from stages.eval.acceptance import greedy_acceptance, summary, topk_acceptance, topk_kl
 from stages.shared.models import local_model, teacher_spec
-from stages.shared.softlabels import FLOOR, vocab_hash
+from stages.shared.softlabels import Meta, Store, TokenLogprobs, ref_problem, vocab_hash
 
 DRAFT_SCORES = "draft_scores.jsonl"
-SCORE_FIELDS = {
-    "id": str,
-    "scorer": str,
-    "draft": str,
-    "question_id": str,
-    "top_ids": list,
-    "top_logprobs": list,
-}
+DRAFT_STORE = "draft_scores.logprobs.bin"  # the rows' numbers, in the soft-label store's format
+SCORE_FIELDS = {"id": str, "scorer": str, "draft": str, "question_id": str, "logprobs": dict}
+NO_SCORES = {"ids": [], "logprobs": [], "top_ids": [], "top_logprobs": []}
 
 
 @dataclass
@@ -54,11 +53,13 @@ class Draft:
     start: int  # where the answer starts
 
 
-def check_score(row: dict[str, Any]) -> str | None:
-    problem = schema_problem(row, SCORE_FIELDS)
-    if problem is None and len(row["top_ids"]) != len(row["top_logprobs"]):
-        problem = "fields 'top_ids' and 'top_logprobs' differ in length"
-    return problem
+def score_check(store: Store) -> Callable[[dict[str, Any]], str | None]:
+    """A score row is good when its fields are there and the record it names is in `store`."""
+
+    def check(row: dict[str, Any]) -> str | None:
+        return schema_problem(row, SCORE_FIELDS) or ref_problem(row, store)
+
+    return check
 
 
 def score_id(scorer: str, identity: str, d: Draft, k: int) -> str:
@@ -130,8 +131,13 @@ def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, 
     for m in able:
         spec = dataclasses.replace(m.spec, max_logprobs=k)  # as eval served it, with its top k
         scorers.append((spec, m.identity, by_label[m.label] + theirs))
-    path = out / DRAFT_SCORES
-    with RecordLog.open(path, check_score, "draft scores", fsync_every=16) as log:
+    path, store = out / DRAFT_SCORES, Store.open(out / DRAFT_STORE)
+    meta = Meta(k, 1.0, "raw", vocab_hash(t_dir))  # the students share the teacher's vocabulary
+    check = score_check(store)
+    with (
+        store,
+        RecordLog.open(path, check, "draft scores", fsync_every=16, before_sync=store.sync) as log,
+    ):
         for spec, identity, mine in scorers:
             reqs, of = [], {}
             for d in mine:
@@ -140,14 +146,13 @@ def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, 
                 of[sid] = d
 
             def row(c: Completion, of: dict = of, who: str = spec.label) -> dict[str, Any]:
-                lists = c.prompt_logprobs or {}
+                tl = TokenLogprobs.from_lists(c.prompt_logprobs or NO_SCORES, k)
                 return {
                     "id": c.id,
                     "scorer": who,
                     "draft": of[c.id].label,
                     "question_id": of[c.id].question_id,
-                    "top_ids": lists.get("top_ids", []),
-                    "top_logprobs": lists.get("top_logprobs", []),
+                    "logprobs": store.append(c.id, meta, tl),
                 }
 
             how, desc = settings_from(cfg.eval), f"draft scores: {spec.label}"
@@ -155,29 +160,26 @@ def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, 
             if asked.failures:
                 raise failed("draft scores", asked.failures, len(asked.new), path)
         vocab = _vocab_size(t_dir, tok)
+
+        def scores(who: str, identity: str, ds: list[Draft]) -> list[tuple[Any, Any]]:
+            return [top_k(store, log.rows[score_id(who, identity, d, k)]) for d in ds]
+
         for m in able:
             mine = by_label[m.label]
-            t_rows = [log.rows[score_id("teacher", t_identity, d, k)] for d in mine]
-            s_rows = [log.rows[score_id(m.label, m.identity, d, k)] for d in mine]
-            result[m.label] = _summed(t_rows, s_rows, cfg, vocab)
+            t_rows = scores("teacher", t_identity, mine)
+            result[m.label] = _summed(t_rows, scores(m.label, m.identity, mine), cfg, vocab)
             result[m.label]["kl_on_teacher_answers"] = (
-                _kl(
-                    [log.rows[score_id("teacher", t_identity, d, k)] for d in theirs],
-                    [log.rows[score_id(m.label, m.identity, d, k)] for d in theirs],
-                    k,
-                )
+                _kl(scores("teacher", t_identity, theirs), scores(m.label, m.identity, theirs), k)
                 if theirs
                 else {"not_estimated": "the teacher is not in eval.models: no answers of its"}
             )
     return result
 
 
-def _kl(t_rows: list[dict], s_rows: list[dict], k: int) -> dict[str, Any]:
+def _kl(t_rows: list[tuple[Any, Any]], s_rows: list[tuple[Any, Any]], k: int) -> dict[str, Any]:
     """The mean per-token KL(teacher || student) on the teacher's held-out answers, from both
-    models' top k: a lower bound (stages/eval/acceptance.py, topk_kl)."""
-    per = [
-        x for t, s in zip(t_rows, s_rows, strict=True) for x in topk_kl(*_padded(t), *_padded(s))
-    ]
+    models' top k ([n, k] ids and logprobs each): a lower bound (stages/eval/acceptance.py)."""
+    per = [x for t, s in zip(t_rows, s_rows, strict=True) for x in topk_kl(*t, *s)]
     return {
         "nats_per_token": round(sum(per) / len(per), 4) if per else None,
         "positions": len(per),
@@ -187,11 +189,12 @@ def _kl(t_rows: list[dict], s_rows: list[dict], k: int) -> dict[str, Any]:
     }
 
 
-def _summed(t_rows: list[dict], s_rows: list[dict], cfg: Config, vocab: int) -> dict[str, Any]:
-    """The summary of one student's drafts from both models' scores."""
+def _summed(
+    t_rows: list[tuple[Any, Any]], s_rows: list[tuple[Any, Any]], cfg: Config, vocab: int
+) -> dict[str, Any]:
+    """The summary of one student's drafts from both models' top k ([n, k] ids, logprobs)."""
     greedy, sampled = [], []
-    for t, s in zip(t_rows, s_rows, strict=True):
-        (t_ids, t_lp), (s_ids, s_lp) = _padded(t), _padded(s)
+    for (t_ids, t_lp), (s_ids, s_lp) in zip(t_rows, s_rows, strict=True):
         greedy.append(greedy_acceptance(_top1(t_ids, t_lp), _top1(s_ids, s_lp)))
         sampled.append(topk_acceptance(t_ids, t_lp, s_ids, s_lp, cfg.eval.draft_temperature, vocab))
     return summary(greedy, sampled, cfg.eval.draft_temperature, cfg.eval.draft_k)
@@ -211,17 +214,11 @@ def _top1(ids: Any, lp: Any) -> list[int]:
     return [int(ids[n, int(lp[n].argmax())]) for n in range(len(ids))]
 
 
-def _padded(row: dict) -> tuple[Any, Any]:
-    """[n, k] ids and logprobs from a score row's ragged lists, padded at FLOOR: padding counts
-    for nothing in stages/eval/acceptance.py, and a position's top 1 (at least -log of the
-    vocabulary) always stands above it."""
+def top_k(store: Store, row: dict) -> tuple[Any, Any]:
+    """[n, k] ids and logprobs of a score row, from its record in the store: padded at FLOOR
+    (stages/shared/softlabels.py), which counts for nothing in stages/eval/acceptance.py, and
+    a position's top 1 (at least -log of the vocabulary) always stands above it."""
     import numpy as np
 
-    n = len(row["top_ids"])
-    k = max((len(x) for x in row["top_ids"]), default=1)
-    ids = np.zeros((n, k), np.int64)
-    lp = np.full((n, k), FLOOR, np.float64)
-    for i, (a, b) in enumerate(zip(row["top_ids"], row["top_logprobs"], strict=True)):
-        ids[i, : len(a)] = a
-        lp[i, : len(b)] = b
-    return ids, lp
+    _, tl = store.read(row["logprobs"]["sha"])
+    return tl.top_ids.astype(np.int64), tl.top_logprobs.astype(np.float64)

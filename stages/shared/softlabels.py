@@ -1,5 +1,8 @@
 """Soft labels: the teacher's top-k next-token distribution along its own completion, captured
-while it writes (`generate.logprobs: k`) and kept in a binary, append-only store.
+while it writes (`generate.logprobs: k`) and kept in a binary, append-only store. The one stored
+format for a model's scores on any text: the teacher's on a student's rollouts (on-policy
+rounds, `scores.logprobs.bin`) and each model's on a drafted answer (eval.draft,
+`draft_scores.logprobs.bin`) are records of the same kind, named by sha from their JSONL rows.
 
 One store file holds many samples' records; each record is
 

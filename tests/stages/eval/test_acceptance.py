@@ -14,11 +14,13 @@ from stages.eval.acceptance import (
     full_acceptance,
     full_kl,
     greedy_acceptance,
+    softened_lower,
     summary,
     tokens_per_step,
     topk_acceptance,
     topk_kl,
 )
+from stages.shared.softlabels import FLOOR
 
 
 def _topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,38 +115,72 @@ def test_the_topk_kl_is_a_lower_bound_zero_for_a_copy_and_exact_over_the_vocabul
         assert np.mean(low) > 0.1 * np.mean(full)  # not trivially 0
 
 
+def _ragged(rng: np.random.Generator, underflows: tuple[float, ...]) -> dict:
+    """12 positions of 1-5 top tokens over a 40-token vocabulary, some ending in an underflow
+    (vLLM's -9999, the offline engine's -inf), as a score's lists."""
+    ids, lps = [], []
+    for _ in range(12):
+        k = int(rng.integers(1, 6))
+        lp = sorted((np.log(rng.dirichlet(np.ones(40)))[:k]).tolist(), reverse=True)
+        if k > 2 and rng.random() < 0.3:
+            lp[-1] = underflows[int(rng.integers(len(underflows)))]
+        ids.append([int(i) for i in rng.choice(40, k, replace=False)])
+        lps.append(lp)
+    return {"ids": [0] * 12, "logprobs": [0.0] * 12, "top_ids": ids, "top_logprobs": lps}
+
+
+def _padded_to(lists: dict, width: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.zeros((len(lists["top_ids"]), width), np.int64)
+    lp = np.full(ids.shape, FLOOR, np.float64)
+    for n, (a, b) in enumerate(zip(lists["top_ids"], lists["top_logprobs"], strict=True)):
+        ids[n, : len(a)], lp[n, : len(b)] = a, b
+    return ids, lp
+
+
 @pytest.mark.parametrize("seed", range(5))
-def test_padding_at_the_one_floor_gives_the_same_estimates(seed: int) -> None:
-    """Score rows padded at FLOOR (at -1e9 by _padded as drafting.py had it at 75a6d78, read
-    from git): every figure is the same, to the bit, on ragged rows with vLLM's -9999 for an
-    underflow and the offline engine's -inf (a student's -9999 is left out: topk_kl takes
-    log(0) of it, under either padding)."""
-    from typing import Any
+def test_padding_counts_for_nothing_however_wide(seed: int) -> None:
+    """A row padded wider at FLOOR gives the same estimates: padding is no top-k token, so
+    neither the smallest top-k probability (T < 1) nor k (T > 1) sees it. Before, a padded
+    position's bound took p_k = 0 and its tail vanished: no lower bound at all."""
+    rng = np.random.default_rng(seed)
+    t, s = _ragged(rng, (-9999.0, float("-inf"))), _ragged(rng, (float("-inf"),))
+    narrow = [_padded_to(x, max(len(r) for r in x["top_ids"])) for x in (t, s)]
+    wide = [_padded_to(x, 9) for x in (t, s)]
+    for temperature in (0.7, 1.0, 1.5):
+        width = narrow[0][1].shape[1]
+        got = softened_lower(wide[0][1], temperature, 40)[:, :width]
+        np.testing.assert_allclose(got, softened_lower(narrow[0][1], temperature, 40), rtol=1e-12)
+        got = topk_acceptance(*wide[0], *wide[1], temperature, 40)
+        assert got == pytest.approx(topk_acceptance(*narrow[0], *narrow[1], temperature, 40))
+    assert topk_kl(*wide[0], *wide[1]) == pytest.approx(topk_kl(*narrow[0], *narrow[1]))
 
-    from conftest import functions_at
 
-    from stages.eval.draft_estimate import _padded, _top1
-
-    _old_padded = functions_at("75a6d78", "stages/eval/drafting.py", "_padded", Any=Any)["_padded"]
+@pytest.mark.parametrize("seed", range(5))
+def test_scores_read_from_the_store_give_the_inline_estimates(seed: int, tmp_path) -> None:
+    """Draft scores live in the soft-label store (float16, every row padded to k at FLOOR), no
+    longer inline in draft_scores.jsonl: on ragged rows with -inf underflows, every estimate read
+    back from the store is the one the inline lists give, to float16's rounding; the greedy top
+    1 exactly. (vLLM's -9999, its JSON for -inf, rounds to FLOOR in float16: padding, as -inf
+    is; a real score that low leaves no mass to the tail, where either reading gives 0.)"""
+    from stages.eval.draft_estimate import NO_SCORES, _top1, top_k
+    from stages.shared.softlabels import Meta, Store, TokenLogprobs
 
     rng = np.random.default_rng(seed)
-
-    def row(underflows: tuple[float, ...]) -> dict:
-        ids, lps = [], []
-        for _ in range(12):
-            k = int(rng.integers(1, 6))
-            lp = sorted((np.log(rng.dirichlet(np.ones(40)))[:k]).tolist(), reverse=True)
-            if k > 2 and rng.random() < 0.3:
-                lp[-1] = underflows[int(rng.integers(len(underflows)))]
-            ids.append([int(i) for i in rng.choice(40, k, replace=False)])
-            lps.append(lp)
-        return {"top_ids": ids, "top_logprobs": lps}
-
-    for _ in range(20):
-        t, s = row((-9999.0, float("-inf"))), row((float("-inf"),))
-        new_t, new_s, old_t, old_s = _padded(t), _padded(s), _old_padded(t), _old_padded(s)
-        assert _top1(*new_t) == _top1(*old_t)
-        for temperature in (0.7, 1.0, 1.5):
-            got = topk_acceptance(*new_t, *new_s, temperature, 40)
-            assert got == topk_acceptance(*old_t, *old_s, temperature, 40)
-        assert topk_kl(*new_t, *new_s) == topk_kl(*old_t, *old_s)
+    store, meta = Store.open(tmp_path / "scores.bin"), Meta(5, 1.0, "raw", "v")
+    with store:
+        for n in range(20):
+            t, s = _ragged(rng, (float("-inf"),)), _ragged(rng, (float("-inf"),))
+            stored = [
+                top_k(store, {"logprobs": store.append(f"{n}{w}", meta, x)})
+                for w, x in enumerate(
+                    TokenLogprobs.from_lists({**NO_SCORES, **r}, 5) for r in (t, s)
+                )
+            ]
+            inline = [_padded_to(x, 5) for x in (t, s)]
+            assert _top1(*stored[0]) == _top1(*inline[0])
+            for temperature in (0.7, 1.0, 1.5):
+                got = topk_acceptance(*stored[0], *stored[1], temperature, 40)
+                want = topk_acceptance(*inline[0], *inline[1], temperature, 40)
+                assert got == pytest.approx(want, rel=5e-3, abs=5e-3)
+            got, want = topk_kl(*stored[0], *stored[1]), topk_kl(*inline[0], *inline[1])
+            assert got == pytest.approx(want, rel=1e-2, abs=1e-2)

@@ -16,6 +16,7 @@ from pipeline.stage import RunContext
 from stages.eval import metrics as scoring
 from stages.eval import report as write_up
 from stages.eval.metrics import summarize
+from stages.shared.softlabels import Store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -266,8 +267,10 @@ def test_draft_estimate_end_to_end(tmp_path, tiny_model):
     assert "base: greedy acceptance 100.0%" in md and "student: not estimated" in md
     assert "KL(teacher || it) on the teacher's answers at least 0.0" in md
     scores = (out / "draft_scores.jsonl").read_text()
-    # the teacher and the base each score the base's answers and the teacher's, each once
+    # the teacher and the base each score the base's answers and the teacher's, each once,
+    # their numbers in the soft-label store's format, a record each
     assert scores.count("\n") == 4 * 8
+    assert len(Store.open(out / "draft_scores.logprobs.bin").index) == 4 * 8
     # eval.identity: every model answered the 16 probes, kept in predictions.jsonl, not graded
     metrics = json.loads((out / "metrics.json").read_text())
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
