@@ -47,6 +47,7 @@ class ManagedServer:
     frontend_nice: int = 0  # CPU engine: the API server's nice once healthy (see lower_frontend)
     port: int = 0
     proc: subprocess.Popen | None = None
+    stopped: bool = False
 
     @property
     def url(self) -> str:
@@ -112,6 +113,7 @@ class ManagedServer:
         health = f"http://127.0.0.1:{self.port}/health"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.stop()  # the engine workers it may have left behind
                 raise ServeError(
                     f"vLLM server for {self.model_dir} exited with code {self.proc.returncode} "
                     f"while starting; last lines of {self.log_path}:\n{tail(self.log_path)}"
@@ -147,17 +149,20 @@ class ManagedServer:
             pass  # no /proc, or the thread already ended: only a speed-up is lost
 
     def stop(self, grace_s: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None or self.stopped:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        except ProcessLookupError:
-            pass
-        # Workers that outlived their server: same session id, so kill the group for good.
+        self.stopped = True  # once: the group's id could be another's after a long while
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            except ProcessLookupError:
+                pass
+        # Workers that outlived their server, also one that died while starting: same session
+        # id, so kill the group for good.
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
