@@ -47,14 +47,31 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it (os.umask can only swap it, which would
+    leave another thread creating files under the wrong mask for that instant)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path, *, binary: bool = False) -> Iterator[Any]:
     """A temp file beside `path`, fsynced and renamed over it on success, removed on failure:
-    readers see the old file or the new one, never half of it."""
+    readers see the old file or the new one, never half of it. The file gets the mode a plain
+    open would (0666 less the umask), not mkstemp's owner-only 0600: a teammate or a job under
+    another account reads a run dir on a shared filesystem as the user's umask allows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as f:
             yield f
             f.flush()

@@ -4,6 +4,8 @@ atomic writes, strict reads that name file and line."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,11 @@ import pytest
 from pipeline.records import (
     AppendLog,
     DataError,
+    atomic_open,
     atomic_write_json,
     atomic_write_jsonl,
+    atomic_write_text,
+    current_umask,
     read_jsonl,
     read_jsonl_tolerant,
     recover_log,
@@ -191,3 +196,26 @@ def test_strict_read_rejects_non_objects(tmp_path: Path) -> None:
     p.write_text('{"id": 1}\n[1, 2]\n')
     with pytest.raises(DataError, match=rf"{p.name}:2: expected a JSON object, got list"):
         list(read_jsonl(p))
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_written_atomically_get_the_mode_the_umask_gives(
+    tmp_path: Path, umask: int, mode: int
+) -> None:
+    """Not mkstemp's owner-only 0600: kept.jsonl, report.json, manifests, cards and weights are
+    readable by whom the user's umask lets read them, as the files libraries write beside them
+    are; appended logs were already."""
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        atomic_write_text(tmp_path / "card.md", "# card\n")
+        atomic_write_json(tmp_path / "manifest.json", {"key": "k"})
+        atomic_write_jsonl(tmp_path / "kept.jsonl", [{"id": "a"}])
+        with atomic_open(tmp_path / "model.safetensors", binary=True) as f:
+            f.write(b"\0" * 8)
+        with AppendLog(tmp_path / "pool.jsonl") as log:
+            log.write({"id": "a"})
+    finally:
+        os.umask(old)
+    for name in ("card.md", "manifest.json", "kept.jsonl", "model.safetensors", "pool.jsonl"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
