@@ -182,9 +182,9 @@ def scores(cfg: Config, pair: Pair, qs: list[Question], rows: dict, rd: Path) ->
     spec = teacher_spec(cfg, cfg.teacher, "teacher", max_logprobs=op.k)
     path = rd / "scores.jsonl"
     with store, RecordLog.open(path, check, "scores", before_sync=store.sync) as log:
-        how = settings_from(cfg.generate)
+        settings = settings_from(cfg.generate)  # not `how`: that holds each request's alignment
         asked = ask_into_log(
-            spec, reqs, log, row_of, how, rd / "logs", unit="sample", desc="teacher scores"
+            spec, reqs, log, row_of, settings, rd / "logs", unit="sample", desc="teacher scores"
         )
         if asked.failures:
             raise failed("teacher scores", asked.failures, len(asked.new), path)
