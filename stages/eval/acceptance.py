@@ -60,11 +60,9 @@ def softened_lower(top_lp: np.ndarray, temperature: float, vocab: int) -> np.nda
     head = (p**inv).sum(-1)
     rest = np.clip(1.0 - p.sum(-1), 0.0, 1.0)
     if inv >= 1:
-        smallest = np.where(live, p, np.inf).min(-1)
-        # nothing known at a position: every token may be in the tail, each at most 1
-        tail = np.where(
-            live.any(-1), rest * np.where(np.isinf(smallest), 1.0, smallest) ** (inv - 1), rest
-        )
+        # p_k: the smallest real top-k probability; 1 where nothing is known (every token may
+        # be in the tail, each at most 1)
+        tail = rest * np.where(live, p, 1.0).min(-1) ** (inv - 1)
     else:
         tail = np.maximum(vocab - live.sum(-1), 0) ** (1 - inv) * rest**inv
     return p**inv / (head + tail)[:, None]

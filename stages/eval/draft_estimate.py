@@ -35,7 +35,14 @@ from pipeline.records import canonical_json, schema_problem, sha256_text
 from pipeline.tasks import load_task
 from stages.eval.acceptance import greedy_acceptance, summary, topk_acceptance, topk_kl
 from stages.shared.models import local_model, teacher_spec
-from stages.shared.softlabels import Meta, Store, TokenLogprobs, ref_problem, vocab_hash
+from stages.shared.softlabels import (
+    Meta,
+    Store,
+    TokenLogprobs,
+    ref_problem,
+    vocab_hash,
+    vocab_hash_of,
+)
 
 DRAFT_SCORES = "draft_scores.jsonl"
 DRAFT_STORE = "draft_scores.logprobs.bin"  # the rows' numbers, in the soft-label store's format
@@ -132,7 +139,7 @@ def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, 
         spec = dataclasses.replace(m.spec, max_logprobs=k)  # as eval served it, with its top k
         scorers.append((spec, m.identity, by_label[m.label] + theirs))
     path, store = out / DRAFT_SCORES, Store.open(out / DRAFT_STORE)
-    meta = Meta(k, 1.0, "raw", vocab_hash(t_dir))  # the students share the teacher's vocabulary
+    meta = Meta(k, 1.0, "raw", vocab_hash_of(tok))  # the students share the teacher's vocabulary
     check = score_check(store)
     with (
         store,
