@@ -7,7 +7,7 @@
 
 `RecordLog.open` makes an append-only JSONL log safe to append to again (a torn last line is
 dropped, damaged lines and repeated ids go to `<log>.quarantine`, one note on stderr says so)
-and holds every row by id. `ask_into_log` sends only the requests the log does not answer yet,
+and holds every row's place by id. `ask_into_log` sends only the requests the log does not answer yet,
 appends `row(completion)` for each answer as it arrives (durable before the next round is
 decided), and returns what happened as a value: the new ids, the failures, the tokens and the
 serving stats. A stage supplies a ModelSpec, its requests and a row builder; the serving,
@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.applog import AppendLog, Recovered, recover_log
 from pipeline.ask import AskSettings, AskStats, ModelSpec, ask
 from pipeline.calls import Completion, Failure, Request, ServeError
 from pipeline.progress import Progress
-from pipeline.records import AppendLog, Check, Recovered, recover_log
+from pipeline.records import Check, RowIndex
 
 RowBuilder = Callable[[Completion], dict[str, Any]]
 # Whether a row the log holds answers this request (default: any row with its id does).
@@ -35,10 +36,12 @@ Current = Callable[[Request, dict[str, Any]], bool]
 
 @dataclass
 class RecordLog:
-    """An append-only JSONL log, recovered, with every row it holds by id."""
+    """An append-only JSONL log, recovered, with every row it holds by id: `rows` holds each
+    id's byte offset and reads a row from the file when asked (pipeline/records.py RowIndex),
+    so a log of a million rows is not a million dicts in memory."""
 
     path: Path
-    rows: dict[str, dict[str, Any]]
+    rows: RowIndex
     recovered: Recovered
     _log: AppendLog
 
@@ -60,11 +63,10 @@ class RecordLog:
         if note:
             print(note, file=sys.stderr, flush=True)
         with AppendLog(path, fsync_every, before_sync) as log:
-            yield cls(path, {r["id"]: r for r in prior.rows}, prior, log)
+            yield cls(path, RowIndex(path, prior.offsets, log.flush), prior, log)
 
     def write(self, row: dict[str, Any]) -> None:
-        self._log.write(row)
-        self.rows[row["id"]] = row
+        self.rows.offsets[row["id"]] = self._log.write(row)
 
     def sync(self) -> None:
         self._log.sync()

@@ -1,20 +1,19 @@
-"""JSONL IO that never loses work: atomic whole-file writes, append+fsync, tolerant resume reads."""
+"""JSONL IO that never loses work: atomic whole-file writes, strict input reads, and logs read as
+streams: `good_rows` (every good row of a log that may be damaged, one at a time) and `RowIndex`
+(a log's rows by id as byte offsets, each read from the file when asked for). Appending to a log
+and recovering one after a kill are pipeline/applog.py's."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
 import os
 import tempfile
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import jsonlines
 
 from pipeline.errors import UserError
 
@@ -167,29 +166,39 @@ def schema_problem(row: dict[str, Any], fields: dict[str, type | tuple[type, ...
 @dataclass
 class LogLine:
     lineno: int
-    raw: bytes
+    raw: bytes  # without its newline
     problem: str | None  # None: a good row
     row: dict[str, Any] | None = None
     last: bool = False  # the final line, without its newline: an interrupted append
+    offset: int = 0  # where the line starts in the file
 
 
-def _scan(data: bytes, check: Check | None) -> list[LogLine]:
-    out = []
-    lines = data.split(b"\n")
-    tail = lines.pop()  # b"" when the data ends with a newline
-    for lineno, raw in enumerate([*lines, tail] if tail else lines, 1):
-        last = bool(tail) and lineno == len(lines) + 1
-        if not raw.strip():
-            out.append(LogLine(lineno, raw, "blank line", last=last))
-            continue
-        try:
-            row = parse_line(raw)
-        except ValueError as e:
-            out.append(LogLine(lineno, raw, str(e), last=last))
-            continue
-        problem = check(row) if check else None
-        out.append(LogLine(lineno, raw, problem, row, last))
-    return out
+def log_lines(f: Any) -> Iterator[tuple[int, int, bytes, bool]]:
+    """(line number, byte offset, bytes without the newline, unfinished) for each line of a
+    binary file, read as a stream: a log of any size costs one line of memory at a time."""
+    offset = 0
+    for lineno, raw in enumerate(f, 1):
+        done = raw.endswith(b"\n")
+        yield lineno, offset, raw[:-1] if done else raw, not done
+        offset += len(raw)
+
+
+def scan_file(path: Path, check: Check | None) -> Iterator[LogLine]:
+    """Every line of `path`, parsed and checked, one at a time."""
+    with open(path, "rb") as f:
+        for lineno, offset, raw, last in log_lines(f):
+            yield _classify(lineno, offset, raw, last, check)
+
+
+def _classify(lineno: int, offset: int, raw: bytes, last: bool, check: Check | None) -> LogLine:
+    if not raw.strip():
+        return LogLine(lineno, raw, "blank line", last=last, offset=offset)
+    try:
+        row = parse_line(raw)
+    except ValueError as e:
+        return LogLine(lineno, raw, str(e), last=last, offset=offset)
+    problem = check(row) if check else None
+    return LogLine(lineno, raw, problem, row, last, offset)
 
 
 @dataclass
@@ -201,13 +210,14 @@ class ResumeRead:
 
 def read_jsonl_tolerant(path: Path, check: Check | None = None) -> ResumeRead:
     """Read an append-only log without changing it: every good row, and which lines are not.
+    It holds every row: for small logs (validation, tests); a pool is read with `good_rows`.
 
     A row is good when it parses, is an object, has an `id`, and passes `check`."""
     out = ResumeRead()
     path = Path(path)
     if not path.is_file():
         return out
-    for line in _scan(path.read_bytes(), _with_id(check)):
+    for line in scan_file(path, with_id(check)):
         if line.problem is None:
             out.rows.append(line.row)  # type: ignore[arg-type]
         elif line.problem != "blank line":
@@ -216,7 +226,17 @@ def read_jsonl_tolerant(path: Path, check: Check | None = None) -> ResumeRead:
     return out
 
 
-def _with_id(check: Check | None) -> Check:
+def good_rows(path: Path, check: Check | None = None) -> Iterator[dict[str, Any]]:
+    """The good rows of a log that may be damaged, as a stream, without changing the file (a
+    shard's pool while its shard may be writing; another key's predictions)."""
+    path = Path(path)
+    if path.is_file():
+        for line in scan_file(path, with_id(check)):
+            if line.problem is None:
+                yield line.row  # type: ignore[misc]
+
+
+def with_id(check: Check | None) -> Check:
     def checked(row: dict[str, Any]) -> str | None:
         if not isinstance(row.get("id"), str) or not row["id"]:
             return "no 'id' string: an append is complete only with its id"
@@ -225,159 +245,91 @@ def _with_id(check: Check | None) -> Check:
     return checked
 
 
-@dataclass
-class Recovered:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    torn_tail: int | None = None  # line number of an unfinished last line that was cut
-    quarantined: list[int] = field(default_factory=list)  # damaged lines moved out
-    duplicates: list[int] = field(default_factory=list)  # later copies of an id, moved out
-    first_problem: str = ""
-
-    def message(self, path: Path, quarantine: Path, what: str) -> str | None:
-        """One line for the user, or None when the log was intact."""
-        parts = []
-        if self.quarantined:
-            lines = ", ".join(map(str, self.quarantined[:8])) + (
-                " ..." if len(self.quarantined) > 8 else ""
-            )
-            parts.append(
-                f"{len(self.quarantined)} damaged line(s) (line {lines}: {self.first_problem}) "
-                f"moved to {quarantine.name}; every other row is kept"
-            )
-        if self.duplicates:
-            parts.append(f"{len(self.duplicates)} repeated id(s) moved to {quarantine.name}")
-        if self.torn_tail is not None:
-            parts.append(
-                f"cut an unfinished last line (line {self.torn_tail}) left by a killed run"
-            )
-        if not parts:
-            return None
-        return f"{path}: " + "; ".join(parts) + f"; the {what} they held will be made again"
+def read_row_at(path: Path, offset: int, want: str) -> dict[str, Any]:
+    """The row at byte `offset` of a log, which must be the row with id `want`."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        raw = f.readline()
+    try:
+        row = parse_line(raw)
+    except ValueError:
+        row = {}
+    if row.get("id") != want:
+        raise DataError(
+            f"{path}: the row of {want!r} is no longer at byte {offset}: the file changed while "
+            "this run read it; rerun"
+        )
+    row["id"] = want  # the index's own string: what a caller keeps of the row is not a copy
+    return row
 
 
-def recover_log(
-    path: Path, check: Check | None = None, quarantine: Path | None = None
-) -> Recovered:
-    """Make an append-only JSONL log safe to append to again, losing no good row.
-
-    Good rows stay, byte for byte. Every other line (unparseable, not an object, no id, failing
-    `check`, or a second copy of an id) is moved to `quarantine` (default: `<log>.quarantine`,
-    one JSON line per removed line with its number, the reason and its exact bytes in base64)
-    before the log is rewritten, so nothing is destroyed. An unfinished last line (a killed
-    append) goes there too. The caller holds the log's lock.
-    """
-    path = Path(path)
-    quarantine = quarantine or path.with_name(path.name + ".quarantine")
-    if path.exists() and not path.is_file():
-        raise DataError(f"{path} is not a file; move it away and rerun")
-    if not path.is_file():
-        return Recovered()
-    data = path.read_bytes()
-    out, keep, moved = _sort_lines(data, check)
-    clean = b"".join(raw + b"\n" for raw in keep)
-    if clean == data:
-        return out
-    if moved:
-        _quarantine(quarantine, path.name, moved)
-    if data.startswith(clean):  # only the tail changed: cut it in place, no rewrite
-        with open(path, "r+b") as f:
-            f.truncate(len(clean))
-            os.fsync(f.fileno())
-    else:
-        with atomic_open(path, binary=True) as f:
-            f.write(clean)
-    return out
-
-
-def _sort_lines(
-    data: bytes, check: Check | None
-) -> tuple[Recovered, list[bytes], list[tuple[LogLine, str]]]:
-    """(what was found, the good lines to keep, the lines to move with their reasons)."""
-    out = Recovered()
-    keep: list[bytes] = []
-    moved: list[tuple[LogLine, str]] = []
-    seen: set[str] = set()
-    for line in _scan(data, _with_id(check)):
-        if line.problem == "blank line":
-            continue
-        if line.problem is not None:
-            moved.append((line, line.problem))
-            if line.last:
-                out.torn_tail = line.lineno
-            else:
-                out.quarantined.append(line.lineno)
-                out.first_problem = out.first_problem or line.problem
-            continue
-        assert line.row is not None
-        if line.row["id"] in seen:
-            moved.append((line, "repeats an earlier id"))
-            out.duplicates.append(line.lineno)
-            continue
-        seen.add(line.row["id"])
-        keep.append(line.raw)
-        out.rows.append(line.row)
-    return out, keep, moved
-
-
-def _quarantine(path: Path, source: str, moved: list[tuple[LogLine, str]]) -> None:
-    """Append the moved lines, with their exact bytes, and fsync before anything is removed."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    with open(path, "ab") as f:
-        for line, reason in moved:
-            entry = {
-                "source": source,
-                "line": line.lineno,
-                "reason": reason,
-                "moved_at": stamp,
-                "text": line.raw.decode("utf-8", "replace")[:2000],
-                "bytes_b64": base64.b64encode(line.raw).decode(),
-            }
-            f.write((json.dumps(entry, ensure_ascii=False) + "\n").encode())
-        f.flush()
-        os.fsync(f.fileno())
-
-
-class AppendLog:
-    """Append-only JSONL with an fsync every `fsync_every` rows and on close.
-
-    Open it on a log `recover_log` has made clean, so new rows never follow a half-written line.
-    """
+class RowIndex(Mapping[str, dict[str, Any]]):
+    """A log's rows by id, held as byte offsets: a row is read and parsed from the file when
+    asked for, so a pool of a million samples costs an id and an int each, not a dict. `flush`
+    makes the log's own pending appends readable first. `also` answers for ids held in another
+    log (a shard counts the run's pool as held)."""
 
     def __init__(
-        self, path: Path, fsync_every: int = 32, before_sync: Callable[[], None] | None = None
+        self,
+        path: Path,
+        offsets: dict[str, int],
+        flush: Callable[[], None] | None = None,
+        also: Mapping[str, dict[str, Any]] | None = None,
     ):
-        # before_sync: make durable first what these rows refer to (a soft-label store)
-        self.before_sync = before_sync
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "ab")
-        self._writer = jsonlines.Writer(self._f, compact=True, flush=False)
-        self._pending = 0
-        self.fsync_every = max(1, fsync_every)
+        self.offsets = offsets
+        self.flush = flush
+        self.also = also
 
-    def write(self, row: dict[str, Any]) -> None:
-        self._writer.write(row)
-        self._pending += 1
-        if self._pending >= self.fsync_every:
-            self.sync()
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        offset = self.offsets.get(key)
+        if offset is None:
+            if self.also is not None and key in self.also:
+                return self.also[key]
+            raise KeyError(key)
+        if self.flush is not None:
+            self.flush()
+        return read_row_at(self.path, offset, key)
 
-    def sync(self) -> None:
-        if self.before_sync is not None:
-            self.before_sync()
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._pending = 0
+    def __contains__(self, key: object) -> bool:
+        return key in self.offsets or (self.also is not None and key in self.also)
 
-    def close(self) -> None:
-        if not self._f.closed:
-            self.sync()
-            self._f.close()
+    def __iter__(self) -> Iterator[str]:
+        yield from self.offsets
+        if self.also is not None:
+            yield from (k for k in self.also if k not in self.offsets)
 
-    def __enter__(self) -> AppendLog:
-        return self
+    def __len__(self) -> int:
+        if self.also is None:
+            return len(self.offsets)
+        return len(self.offsets) + sum(k not in self.offsets for k in self.also)
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def values(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
+        """Every row, in file order, read as one stream (not one seek per row)."""
+        if self.flush is not None:
+            self.flush()
+        n = 0
+        if self.offsets:
+            for line in scan_file(self.path, None):
+                key = line.row.get("id") if line.row is not None else None
+                if isinstance(key, str) and self.offsets.get(key) == line.offset:
+                    n += 1
+                    yield line.row  # type: ignore[misc]
+        if n != len(self.offsets):
+            raise DataError(f"{self.path}: the file changed while this run read it; rerun")
+        if self.also is not None:
+            yield from (self.also[k] for k in self.also if k not in self.offsets)
+
+    @classmethod
+    def of(cls, path: Path, check: Check | None = None) -> RowIndex:
+        """The good rows of `path` (first copy of each id), indexed without changing the file."""
+        offsets: dict[str, int] = {}
+        path = Path(path)
+        if path.is_file():
+            for line in scan_file(path, with_id(check)):
+                if line.problem is None:
+                    offsets.setdefault(line.row["id"], line.offset)  # type: ignore[index]
+        return cls(path, offsets)
 
 
 def count_lines(path: Path) -> int:

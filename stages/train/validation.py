@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.applog import AppendLog, recover_log
 from pipeline.ask import settings_from
 from pipeline.asklog import RecordLog, ask_into_log, failed
 from pipeline.calls import Completion, Request, sampling_dict
 from pipeline.config import Config
 from pipeline.prompts import render_messages
 from pipeline.reasoning import Convention
-from pipeline.records import AppendLog, recover_log
 from pipeline.tasks import Question, load_task
 from stages.shared.layout import MODEL, VALIDATION
 from stages.shared.models import student_spec

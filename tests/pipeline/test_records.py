@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.applog import AppendLog, recover_log
 from pipeline.records import (
-    AppendLog,
     DataError,
     atomic_open,
     atomic_write_json,
@@ -20,7 +20,6 @@ from pipeline.records import (
     current_umask,
     read_jsonl,
     read_jsonl_tolerant,
-    recover_log,
 )
 
 
