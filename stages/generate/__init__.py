@@ -27,7 +27,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections import ChainMap
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from pipeline.errors import BudgetReached
 from pipeline.models import teacher_identity, teacher_key_config
 from pipeline.prompts import template_bytes
 from pipeline.reasoning import Convention
-from pipeline.records import DataError, atomic_write_jsonl, read_jsonl_tolerant
+from pipeline.records import DataError, RowIndex, atomic_write_jsonl, good_rows
 from pipeline.stage import KeyParts, RunContext
 from pipeline.tasks import load_task
 from stages.generate.plan import estimate, pilot_samples, render
@@ -55,6 +56,7 @@ from stages.generate.report import (
     summary,  # noqa: F401 - the stage's console summary
 )
 from stages.generate.samples import Planned, calls, check_sample, plan_samples, record
+from stages.generate.selected import Selected
 from stages.generate.shards import (
     Shard,
     merge,
@@ -121,17 +123,18 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         merged = merge(shared, log, store)
         questions = [q.id for q in load_task(cfg.task).train]
         got = _ask_all(cfg, questions, log, store, out)
-    _write_errors(out / ERRORS, got.failures)
-    if got.failures:
-        raise failed(
-            "samples", got.failures, len(got.new), log.path, f", details in {out / ERRORS}"
-        )
-    rows = _selection(got.done, log.rows, questions)
-    atomic_write_jsonl(out / SAMPLES, rows)
-    return run_stats(cfg, rows, got.new, got.asked, got.done, log.rows, log.recovery()) | {
+        _write_errors(out / ERRORS, got.failures)
+        if got.failures:
+            raise failed(
+                "samples", got.failures, len(got.new), log.path, f", details in {out / ERRORS}"
+            )
+        # the selection streams from the pool into samples.jsonl, counted as it passes
+        picked = Selected(got.new, {r.plan.label: r.tally.verified for r in got.done})
+        atomic_write_jsonl(out / SAMPLES, picked.watch(_selection(got.done, log.rows, questions)))
+    return run_stats(cfg, picked, got.asked, got.done, log.recovery()) | {
         "stage_seconds": round(time.monotonic() - started, 2),
         **({"merged_from_shards": merged} if merged else {}),
-        **({"logprobs": store_stats(rows, store)} if store else {}),
+        **({"logprobs": store_stats(picked, store)} if store else {}),
     }
 
 
@@ -150,8 +153,7 @@ def shard(cfg: Config, out: Path, which: Shard) -> dict[str, Any]:
         StageLock(which.lock(shared)),
         _opened(cfg, which.pool(shared), which.store(shared)) as (log, store),
     ):
-        for row in read_jsonl_tolerant(shared / POOL, check_sample).rows:
-            log.rows.setdefault(row["id"], row)  # held: the merge keeps the pool's own row
+        log.rows.also = RowIndex.of(shared / POOL, check_sample)  # held: the merge keeps it
         questions = [q.id for q in load_task(cfg.task).train if which.owns(q.id)]
         got = _ask_all(cfg, questions, log, store, out)
     errors = shared / f"errors.{which.name}.jsonl"
@@ -200,7 +202,7 @@ def _ask_all(
 ) -> Generated:
     """Every teacher's rounds over `questions`, asking only for what `log` lacks."""
     have = log.rows
-    plans = teacher_plans(cfg)
+    plans = teacher_plans(cfg, have)
     announce(cfg, plans, questions, have)
     convention = Convention.of(cfg.lead_teacher())
     got = Generated()
@@ -248,13 +250,14 @@ def _write_errors(path: Path, failures: list[Failure]) -> None:
     )
 
 
-def teacher_plans(cfg: Config) -> list[TeacherPlan]:
-    """Each teacher's samples up to the strategy's cap, by question."""
+def teacher_plans(cfg: Config, held: Container[str] = ()) -> list[TeacherPlan]:
+    """Each teacher's samples up to the strategy's cap, by question; those in `held` (the
+    pool) without their prompts, which they will not be asked with."""
     out = []
     for i, (t, label) in enumerate(zip(cfg.teacher_list(), cfg.teacher_labels(), strict=True)):
         identity = teacher_identity(t, cfg.cache_dir)
         by_q: dict[str, list[Planned]] = {}
-        for p in plan_samples(cfg, identity, t, cap(cfg)):
+        for p in plan_samples(cfg, identity, t, cap(cfg), held):
             by_q.setdefault(p.question.id, []).append(p)
         out.append(TeacherPlan(i, label, t, identity, by_q))
     seen: dict[str, str] = {}
@@ -270,15 +273,16 @@ def teacher_plans(cfg: Config) -> list[TeacherPlan]:
     return out
 
 
-def _selection(done: list[Rounds], have: dict[str, dict], questions: list[str]) -> list[dict]:
-    """The samples the strategy reached, by teacher, question and index; each row names its
-    teacher by this config's label (the pool row keeps the label it was written under)."""
+def _selection(
+    done: list[Rounds], have: Mapping[str, dict], questions: list[str]
+) -> Iterator[dict]:
+    """The samples the strategy reached, by teacher, question and index, read from the pool one
+    at a time; each row names its teacher by this config's label (the pool row keeps the label
+    it was written under)."""
     order = {q: i for i, q in enumerate(questions)}
-    rows = []
     for r in done:
         for p in sorted(r.used, key=lambda p: (order[p.question.id], p.index)):
-            rows.append({**have[p.request.id], "teacher": r.plan.label})
-    return rows
+            yield {**have[p.request.id], "teacher": r.plan.label}
 
 
 def _soft_label_meta(cfg: Config) -> Meta:
@@ -350,11 +354,7 @@ def cost_plan(cfg: Config, out: Path, pilot: int) -> str:
     shared = shared_dir(out)
     questions = [q.id for q in load_task(cfg.task).train]
     plans = teacher_plans(cfg)
-    shards = {
-        r["id"]: r
-        for _, path in shard_pools(shared)
-        for r in read_jsonl_tolerant(path, check_sample).rows
-    }
+    shards = [RowIndex.of(path, check_sample) for _, path in shard_pools(shared)]
     piloted = 0
     with _opened(cfg, shared / POOL, shared / POOL_STORE) as (log, store):
         budget = (
@@ -363,13 +363,13 @@ def cost_plan(cfg: Config, out: Path, pilot: int) -> str:
             else None
         )
         for tp in plans:
-            want = pilot_samples(cfg, tp, questions, shards | log.rows, pilot)
+            want = pilot_samples(cfg, tp, questions, ChainMap(log.rows, *shards), pilot)
             if want:
                 got = _ask_teacher(cfg, tp, want, log, shared / "plan-logs", store, budget)
                 if got.failures:
                     raise failed("pilot samples", got.failures, len(got.new), log.path, "")
                 piloted += len(got.new)
-        have = shards | log.rows
+        have = ChainMap(log.rows, *shards)
         estimates = [estimate(cfg, tp, questions, have) for tp in plans]
     text = render(cfg, estimates, len(questions), piloted)
     if budget and budget.held:  # the estimate stands on fewer samples than the pilot's
@@ -382,7 +382,7 @@ def progress(cfg: Config, out: Path) -> str:
     state (running, done, stopped)."""
     shared = shared_dir(out)
     pools = [shared / POOL, *(path for _, path in shard_pools(shared))]
-    have = {r["id"] for p in pools for r in read_jsonl_tolerant(p, check_sample).rows}
+    have = {r["id"] for p in pools for r in good_rows(p, check_sample)}
     planned = [p for t in teacher_plans(cfg) for ps in t.samples.values() for p in ps]
     held = sum(p.request.id in have for p in planned)
     if cfg.generate.strategy == "fixed" and len(cfg.teacher_list()) == 1:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.budget import usd
 from pipeline.config import Config
@@ -40,7 +42,7 @@ def pilot_questions(questions: list[str], pilot: int) -> list[str]:
 
 
 def pilot_samples(
-    cfg: Config, tp: TeacherPlan, questions: list[str], have: dict[str, dict], pilot: int
+    cfg: Config, tp: TeacherPlan, questions: list[str], have: Mapping[str, dict], pilot: int
 ) -> list[Planned]:
     """The first round of the pilot's questions that the pool lacks; [] when the pool already
     holds this teacher's samples of `pilot` questions or more."""
@@ -51,6 +53,11 @@ def pilot_samples(
         return []
     first = [p for q in pilot_questions(questions, pilot) for p in tp.samples[q][: cfg.generate.n]]
     return [p for p in first if p.request.id not in have]
+
+
+def _usage(row: dict[str, Any], convention: Convention) -> tuple[str, int, int, bool]:
+    c = row["usage"]["completion_tokens"]
+    return row["question_id"], c, prompt_tokens_of(row), verified(row, convention)
 
 
 @dataclass
@@ -70,7 +77,9 @@ class Estimate:
     verified_share: float | None  # of the basis samples
 
 
-def estimate(cfg: Config, tp: TeacherPlan, questions: list[str], have: dict[str, dict]) -> Estimate:
+def estimate(
+    cfg: Config, tp: TeacherPlan, questions: list[str], have: Mapping[str, dict]
+) -> Estimate:
     """Teacher `tp`'s planned samples, held and expected tokens (module doc)."""
     g = cfg.generate
     most = cap(cfg)
@@ -79,37 +88,42 @@ def estimate(cfg: Config, tp: TeacherPlan, questions: list[str], have: dict[str,
     )
     later = g.combine == "cascade" and tp.index > 0  # reached only by questions left short
     per_q = {"lo": 0 if later else fewest, "hi": most}
-    basis = [
-        have[p.request.id] for ps in tp.samples.values() for p in ps[:most] if p.request.id in have
-    ]
+    # each held sample's question, completion and prompt tokens and verdict: a tuple per row,
+    # read from the pool once, not the rows
+    convention = Convention.of(tp.teacher)
+    used = {
+        p.request.id: _usage(have[p.request.id], convention)
+        for ps in tp.samples.values()
+        for p in ps[:most]
+        if p.request.id in have
+    }
     by_q: dict[str, list[int]] = {}
-    for r in basis:
-        by_q.setdefault(r["question_id"], []).append(r["usage"]["completion_tokens"])
-    mean_c = statistics.fmean(x for xs in by_q.values() for x in xs) if basis else 0.0
-    mean_p = statistics.fmean(prompt_tokens_of(r) for r in basis) if basis else 0.0
+    for q, c, _, _ in used.values():
+        by_q.setdefault(q, []).append(c)
+    mean_c = statistics.fmean(u[1] for u in used.values()) if used else 0.0
+    mean_p = statistics.fmean(u[2] for u in used.values()) if used else 0.0
     q_means = [statistics.fmean(xs) for xs in by_q.values()]
     se = statistics.stdev(q_means) / math.sqrt(len(q_means)) if len(q_means) > 1 else math.inf
-    convention = Convention.of(tp.teacher)
     out: dict[str, list[float]] = {
         k: [] for k in ("samples", "held", "prompt", "completion", "err")
     }
     for case in ("lo", "hi"):
         planned = [p for q in questions for p in tp.samples[q][: per_q[case]]]
-        held = [have[p.request.id] for p in planned if p.request.id in have]
+        held = [used[p.request.id] for p in planned if p.request.id in used]
         ask = len(planned) - len(held)
         out["samples"].append(len(planned))
         out["held"].append(len(held))
-        out["prompt"].append(sum(prompt_tokens_of(r) for r in held) + ask * mean_p)
-        out["completion"].append(sum(r["usage"]["completion_tokens"] for r in held) + ask * mean_c)
+        out["prompt"].append(sum(u[2] for u in held) + ask * mean_p)
+        out["completion"].append(sum(u[1] for u in held) + ask * mean_c)
         out["err"].append(2 * se * ask if ask else 0.0)
     return Estimate(
         tp.label,
         *(_pair(out[k]) for k in ("samples", "held", "prompt", "completion", "err")),
-        basis=len(basis),
+        basis=len(used),
         basis_questions=len(by_q),
         completion_per_sample=mean_c,
         prompt_per_sample=mean_p,
-        verified_share=sum(verified(r, convention) for r in basis) / len(basis) if basis else None,
+        verified_share=sum(u[3] for u in used.values()) / len(used) if used else None,
     )
 
 

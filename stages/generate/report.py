@@ -3,6 +3,7 @@ the summary the CLI prints after (stages/generate/__init__.py runs the stage).""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,8 @@ from pipeline.asklog import Asked
 from pipeline.budget import usd
 from pipeline.config import Config
 from stages.generate.plan import estimate
-from stages.generate.samples import prompt_tokens_of
-from stages.generate.strategy import Rounds, TeacherPlan, teacher_stats
+from stages.generate.selected import Selected, Sums
+from stages.generate.strategy import Rounds, TeacherPlan, cap
 from stages.shared.layout import SAMPLES
 from stages.shared.softlabels import Store
 
@@ -23,41 +24,37 @@ def asked_stats(got: Asked) -> dict[str, Any]:
 
 def run_stats(
     cfg: Config,
-    rows: list[dict],
-    new: set[str],
+    picked: Selected,
     asked: dict[str, Any],
     done: list[Rounds],
-    have: dict[str, dict],
     recovery: dict[str, int],
 ) -> dict[str, Any]:
-    new_tokens = sum(r["usage"]["completion_tokens"] for r in rows if r["id"] in new)
+    """The manifest's stats of a run whose selection `picked` counted as it was written."""
+    t = picked.total
     gen_seconds = asked.pop("seconds", 0.0)
-    teachers = {r.plan.label: teacher_stats(r, have, new) for r in done}
+    teachers = {r.plan.label: teacher_stats(r, picked.by_teacher.get(r.plan.label)) for r in done}
     price = cfg.generate.budget
-    for t in teachers.values():
-        cost = usd(price, t["prompt_tokens"], t["completion_tokens"])
-        t |= {"usd": round(cost, 6)} if cost is not None else {}
-    prompt = sum(prompt_tokens_of(r) for r in rows)
-    new_prompt = sum(prompt_tokens_of(r) for r in rows if r["id"] in new)
-    completion = sum(r["usage"]["completion_tokens"] for r in rows)
-    cost = usd(price, prompt, completion)
-    new_cost = usd(price, new_prompt, new_tokens)
+    for one in teachers.values():
+        cost = usd(price, one["prompt_tokens"], one["completion_tokens"])
+        one |= {"usd": round(cost, 6)} if cost is not None else {}
+    cost = usd(price, t.prompt, t.completion)
+    new_cost = usd(price, t.new_prompt, t.new_completion)
     return {
-        "questions": len({r["question_id"] for r in rows}),
-        "samples": len(rows),
-        "requested": len(new),
-        "reused": len(rows) - len(new),
+        "questions": len(t.questions),
+        "samples": t.samples,
+        "requested": len(picked.new),
+        "reused": t.samples - len(picked.new),
         **recovery,
-        "prompt_tokens": prompt,
-        "new_prompt_tokens": new_prompt,
-        "completion_tokens": completion,
-        "new_completion_tokens": new_tokens,
+        "prompt_tokens": t.prompt,
+        "new_prompt_tokens": t.new_prompt,
+        "completion_tokens": t.completion,
+        "new_completion_tokens": t.new_completion,
         # at generate.budget's prices, when it names any: what the selection cost, and what
         # this run paid for it (the rest was in the pool)
         **({"usd": round(cost, 6), "new_usd": round(new_cost or 0, 6)} if cost is not None else {}),
         "generation_seconds": round(gen_seconds, 2),
-        "tokens_per_second": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
-        "truncation_rate": round(sum(r["finish_reason"] == "length" for r in rows) / len(rows), 4),
+        "tokens_per_second": round(t.new_completion / gen_seconds, 1) if gen_seconds else None,
+        "truncation_rate": round(t.truncated / t.samples, 4),
         "strategy": cfg.generate.strategy,
         "teachers": teachers,
         "questions_verified": len({q for r in done for q, c in r.tally.count.items() if c}),
@@ -65,8 +62,28 @@ def run_stats(
     }
 
 
+def teacher_stats(rounds: Rounds, mine: Sums | None) -> dict[str, Any]:
+    """What one teacher cost and bought: the figures that compare strategies and teachers
+    (verified as its tally found each sample when its round was consumed)."""
+    t = mine or Sums()
+    return {
+        "questions_sent": len(t.questions),
+        "rounds": rounds.rounds,
+        "samples": t.samples,
+        "requested": t.requested,
+        "prompt_tokens": t.prompt,
+        "completion_tokens": t.completion,
+        "verified": t.verified,
+        "questions_verified": len(t.questions_verified),
+        "tokens_per_verified": round(t.completion / t.verified, 1) if t.verified else None,
+        "verified_per_1k_tokens": round(1000 * t.verified / t.completion, 2)
+        if t.completion
+        else None,
+    }
+
+
 def announce(
-    cfg: Config, plans: list[TeacherPlan], questions: list[str], have: dict[str, dict]
+    cfg: Config, plans: list[TeacherPlan], questions: list[str], have: Mapping[str, dict]
 ) -> None:
     g = cfg.generate
     if g.strategy == "fixed" and len(plans) == 1:
@@ -94,13 +111,15 @@ def announce(
 
 
 def _expected(
-    cfg: Config, plans: list[TeacherPlan], questions: list[str], have: dict[str, dict]
+    cfg: Config, plans: list[TeacherPlan], questions: list[str], have: Mapping[str, dict]
 ) -> None:
     """`distill plan`'s estimate of the tokens still to ask, where the pool has a basis for
     one (a rerun, a pilot); the time it takes follows once the rate is measured (Progress)."""
     if not have:
         return
     for tp in plans:
+        if all(p.request.id in have for ps in tp.samples.values() for p in ps[: cap(cfg)]):
+            continue  # nothing of this teacher's left to ask: no pool row need be read
         e = estimate(cfg, tp, questions, have)
         worst = e.samples[1] - e.held[1]
         if e.basis and worst:
@@ -123,12 +142,11 @@ def merge_asked(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def store_stats(rows: list[dict], store: Store) -> dict[str, Any]:
+def store_stats(picked: Selected, store: Store) -> dict[str, Any]:
     """What this key's soft labels cost: bytes per completion token is the figure to watch."""
-    tokens = sum(r["logprobs"]["tokens"] for r in rows)
-    size = sum(r["logprobs"]["bytes"] for r in rows)
+    tokens, size = picked.logprob_tokens, picked.logprob_bytes
     return {
-        "k": rows[0]["logprobs"]["k"] if rows else 0,
+        "k": picked.logprob_k,
         "tokens": tokens,
         "bytes": size,
         "bytes_per_token": round(size / tokens, 2) if tokens else None,

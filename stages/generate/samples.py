@@ -9,6 +9,8 @@ however calls are grouped and whichever engine (server or offline) writes it.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Container
 from typing import Any, NamedTuple
 
 from pipeline.calls import Completion, Request, sampling_dict
@@ -56,11 +58,18 @@ def check_sample(row: dict[str, Any]) -> str | None:
 
 
 def plan_samples(
-    cfg: Config, identity: str, teacher: TeacherConfig | None = None, count: int = 0
+    cfg: Config,
+    identity: str,
+    teacher: TeacherConfig | None = None,
+    count: int = 0,
+    held: Container[str] = (),
 ) -> list[Planned]:
     """The first `count` samples (0: generate.n) of every question from `teacher` (default:
     the teacher), each with its id and its own seed: sample i is the same sample whatever the
-    count, so a larger n, or another round of adaptive sampling, only adds samples."""
+    count, so a larger n, or another round of adaptive sampling, only adds samples.
+
+    A sample in `held` (the pool) is never asked, so its request keeps its id only: no prompt
+    or sampling per sample, which is most of what a plan of a million samples would hold."""
     teacher = teacher or cfg.teacher
     task = load_task(cfg.task)
     shots = fewshot_examples(task, teacher.fewshot)
@@ -71,10 +80,11 @@ def plan_samples(
         g.sampling, keep_empty_stop=True, logprobs=g.logprobs, logprobs_mode=g.logprobs_mode
     )
     out = []
-    asked_by: dict[str, str] = {}
+    asked_by: dict[bytes, str] = {}  # by the prompt's digest: a prompt is KBs, a digest 32 bytes
     for q in task.train:
         messages = teacher_messages(teacher, q, shots)
-        other = asked_by.setdefault(canonical_json(messages), q.id)
+        prompt = canonical_json(messages)
+        other = asked_by.setdefault(hashlib.sha256(prompt.encode()).digest(), q.id)
         if other != q.id:  # their samples would share ids: one question would be lost
             raise DataError(
                 f"questions '{other}' and '{q.id}' give the teacher the same prompt; "
@@ -84,6 +94,9 @@ def plan_samples(
         base &= 0x3FFFFFFF  # room for + i within a signed 32-bit seed
         for i in range(count or cfg.generate.n):
             sid = sha256_text(canonical_json([identity, messages, sampling, i, SEEDS]))[:32]
+            if sid in held:
+                out.append(Planned(Request([sid], [], sampling), q, i))
+                continue
             req_sampling = {**sampling, "seed": base + i}
             req_sampling.pop("logprobs_mode", None)  # the engine's setting, not the request's
             if not req_sampling["stop"]:

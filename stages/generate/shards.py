@@ -30,7 +30,7 @@ from typing import Any
 from pipeline.asklog import RecordLog
 from pipeline.cache import held_by
 from pipeline.errors import UserError
-from pipeline.records import atomic_write_json, read_jsonl_tolerant
+from pipeline.records import atomic_write_json, good_rows
 from stages.generate.samples import check_sample
 from stages.shared.layout import POOL, POOL_LOCK, POOL_STORE, of_shard
 from stages.shared.softlabels import Store, ref_problem
@@ -124,7 +124,7 @@ def merge(shared: Path, log: RecordLog, store: Store | None) -> int:
         def check(row: dict[str, Any], src: Store | None = src) -> str | None:
             return check_sample(row) or (ref_problem(row, src) if src else None)
 
-        for row in read_jsonl_tolerant(path, check).rows:
+        for row in good_rows(path, check):
             if row["id"] in log.rows:
                 continue
             if store is not None and src is not None and row.get("logprobs"):
@@ -138,7 +138,7 @@ def shard_progress(shared: Path) -> list[str]:
     """One line per shard for `distill status`: samples written, done, running or stopped."""
     lines = []
     for s, path in shard_pools(shared):
-        rows = len(read_jsonl_tolerant(path, check_sample).rows)
+        rows = sum(1 for _ in good_rows(path, check_sample))
         holder = held_by(s.lock(shared))
         if holder:
             state = f"running ({holder})"

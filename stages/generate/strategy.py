@@ -19,7 +19,8 @@ normalization) of one the question already counts: a copy would be dropped by th
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,9 @@ class Tally:
 
     convention: Convention
     count: Counter[str] = field(default_factory=Counter)
-    seen: dict[str, set[bytes]] = field(default_factory=lambda: defaultdict(set))
+    # (question, text digest) of each distinct verified sample, flat: one set of small bytes,
+    # not a set per question (a pool of a million questions would hold a million sets)
+    seen: set[bytes] = field(default_factory=set)
     verified: set[str] = field(default_factory=set)  # ids of every verified sample, copies too
 
     def add(self, row: dict[str, Any]) -> None:
@@ -44,8 +47,9 @@ class Tally:
         self.verified.add(row["id"])
         digest = text_digest(inline_text(self.convention.split(row), self.convention.tags))
         q = row["question_id"]
-        if digest not in self.seen[q]:
-            self.seen[q].add(digest)
+        key = q.encode("utf-8", "surrogatepass") + b"\0" + digest
+        if key not in self.seen:
+            self.seen.add(key)
             self.count[q] += 1
 
 
@@ -67,7 +71,7 @@ class Rounds:
 
     plan: TeacherPlan
     questions: list[str]
-    have: dict[str, dict]  # the pool by sample id: filled by the caller as answers arrive
+    have: Mapping[str, dict]  # the pool by sample id: filled by the caller as answers arrive
     tally: Tally
     size: int  # samples per question per round
     cap: int  # samples per question at most
@@ -110,7 +114,7 @@ class Rounds:
 
 
 def teacher_rounds(
-    cfg: Config, plan: TeacherPlan, questions: list[str], have: dict[str, dict], tally: Tally
+    cfg: Config, plan: TeacherPlan, questions: list[str], have: Mapping[str, dict], tally: Tally
 ) -> Rounds:
     g = cfg.generate
     target = g.target_verified if g.strategy == "adaptive" else None  # fixed: draw n, always
@@ -125,23 +129,3 @@ def cap(cfg: Config) -> int:
 def sent_on(cfg: Config, questions: list[str], tally: Tally) -> list[str]:
     """The questions a cascade sends to its next teacher: those still short of the target."""
     return [q for q in questions if tally.count[q] < cfg.generate.target_verified]
-
-
-def teacher_stats(rounds: Rounds, have: dict[str, dict], new: set[str]) -> dict[str, Any]:
-    """What one teacher cost and bought: the figures that compare strategies and teachers
-    (verified as its tally found each sample when its round was consumed)."""
-    rows = [have[p.request.id] for p in rounds.used if p.request.id in have]
-    tokens = sum(r["usage"]["completion_tokens"] for r in rows)
-    good = [r for r in rows if r["id"] in rounds.tally.verified]
-    return {
-        "questions_sent": len({r["question_id"] for r in rows}),
-        "rounds": rounds.rounds,
-        "samples": len(rows),
-        "requested": sum(r["id"] in new for r in rows),
-        "prompt_tokens": sum(r["usage"].get("prompt_tokens", 0) for r in rows),
-        "completion_tokens": tokens,
-        "verified": len(good),
-        "questions_verified": len({r["question_id"] for r in good}),
-        "tokens_per_verified": round(tokens / len(good), 1) if good else None,
-        "verified_per_1k_tokens": round(1000 * len(good) / tokens, 2) if tokens else None,
-    }

@@ -134,3 +134,19 @@ def test_two_teachers_asked_the_same_way_are_refused(tiny_model) -> None:
     cfg = load_config(None, ["task.max_train=3", teachers])
     with pytest.raises(DataError, match="'a' and 'b' are the same model asked the same way"):
         teacher_plans(cfg)
+
+
+def test_samples_the_pool_holds_are_planned_without_their_prompts() -> None:
+    """A held sample is never asked: its plan keeps the same id and drops the prompt and the
+    per-sample sampling, which is most of what a plan of a million samples would hold."""
+    cfg = load_config(None, ["task.max_train=5"])
+    full = plan_samples(cfg, "teacher-x", count=2)
+    held = {full[0].request.id, full[3].request.id}
+    light = plan_samples(cfg, "teacher-x", count=2, held=held)
+    assert [p.request.id for p in light] == [p.request.id for p in full]
+    for got, want in zip(light, full, strict=True):
+        if want.request.id in held:
+            assert got.request.messages == [] and want.request.messages
+        else:
+            assert got.request == want.request
+    assert light[0].request.sampling is light[3].request.sampling  # one shared dict, no copy
