@@ -7,12 +7,18 @@ message, with eval.sampling. Their answers go to predictions.jsonl beside the he
 
 1. In every answer, find the model and maker names it mentions: the built-in list below plus
    eval.identity_names, matched as whole words (short or common words case-sensitively).
-2. A name is the teacher's when the teacher mentions it in more probes than the base does, the
-   base's in the reverse case; a name both use alike tells nothing.
-3. Each model's lean is the number of probes where it names the teacher's names minus those
-   where it names the base's. A student whose lean is above its base's moved toward the
-   teacher; one at or below it stayed with its base. With no name of either side, or without
-   the teacher and the base both under test, nothing is judged, and the report says why.
+2. A name is the teacher's when, over the probes, the teacher mentions it where the base does
+   not more often than the reverse, beyond chance: an exact two-sided sign test over the
+   paired answers (McNemar's) at p < 0.05, which needs at least 6 probes one way and none the
+   other. The base's in the reverse case. A name used alike, or apart by too few probes to
+   tell from chance (1 of 16 against 0), tells nothing; the report gives each name's counts
+   and p.
+3. Each model's score on a probe is 1 when it names a teacher's name there, -1 a base's, 0
+   neither (or both). A student moved toward the teacher when its score is above its base's
+   on more probes than below it, beyond chance (the same test, over the probes where they
+   differ); otherwise it stayed with its base, and the verdict gives p. With no name of
+   either side, or without the teacher and the base both under test, nothing is judged, and
+   the report says why.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from typing import Any
 
 from pipeline.paths import DATA_DIR
 from pipeline.tasks import Question
+from stages.eval.metrics import sign_test
 
 PROBES = DATA_DIR / "identity" / "probes.jsonl"
 IDENTITY = "identity"  # the answer_type of a probe's row
 PREFIX = "identity:"  # of a probe's question id
+ALPHA = 0.05  # a difference counts when chance would give one as uneven less often than this
 
 # (name, pattern, case-sensitive): names models give for themselves and for who made them.
 NAMES: tuple[tuple[str, str, bool], ...] = (
@@ -115,17 +123,25 @@ def judge(rows: list[dict[str, Any]], extra: list[str]) -> dict[str, Any]:
         if probe in show:
             shown.setdefault(r["model"], {})[probe] = _short(text)
 
-    def count(model: str, name: str) -> int:
-        return sum(name in ns for ns in found.get(model, {}).values())
+    ids = [p.id for p in probes()]
 
-    out: dict[str, Any] = {"probes": len(probes()), "models": {}}
+    def said(model: str, name: str) -> list[bool]:
+        return [name in found.get(model, {}).get(i, set()) for i in ids]
+
+    def count(model: str, name: str) -> int:
+        return sum(said(model, name))
+
+    out: dict[str, Any] = {"probes": len(ids), "alpha": ALPHA, "models": {}}
     every = sorted({n for per in found.values() for ns in per.values() for n in ns})
-    teacher = [n for n in every if count("teacher", n) > count("base", n)]
-    base = [n for n in every if count("base", n) > count("teacher", n)]
-    out |= {"teacher_names": teacher, "base_names": base}
+    tests = {n: _name_test(said("teacher", n), said("base", n)) for n in every}
+    teacher = [n for n, t in tests.items() if t["side"] == "teacher"]
+    base = [n for n, t in tests.items() if t["side"] == "base"]
+    out |= {"teacher_names": teacher, "base_names": base, "name_tests": tests}
+    scores: dict[str, list[int]] = {}
     for model, per in found.items():
         t = sum(bool(ns & set(teacher)) for ns in per.values())
         b = sum(bool(ns & set(base)) for ns in per.values())
+        scores[model] = [_score(per.get(i, set()), teacher, base) for i in ids]
         mentions = {n: count(model, n) for n in every if count(model, n)}
         out["models"][model] = {
             "teacher_names": t,
@@ -137,7 +153,7 @@ def judge(rows: list[dict[str, Any]], extra: list[str]) -> dict[str, Any]:
     why = (
         "needs the teacher and the base in eval.models"
         if not {"teacher", "base"} <= set(found)
-        else "the teacher and the base name themselves alike (or not at all)"
+        else "no name tells the teacher from the base beyond chance"
         if not teacher and not base
         else ""
     )
@@ -146,11 +162,28 @@ def judge(rows: list[dict[str, Any]], extra: list[str]) -> dict[str, Any]:
             continue
         if why:
             m["verdict"] = f"not judged: {why}"
-        elif m["lean"] > out["models"]["base"]["lean"]:
-            m["verdict"] = "moved toward the teacher"
-        else:
-            m["verdict"] = "stayed with its base"
+            continue
+        up = sum(s > b for s, b in zip(scores[model], scores["base"], strict=True))
+        down = sum(s < b for s, b in zip(scores[model], scores["base"], strict=True))
+        p = sign_test(up, down)
+        m |= {"above_base": up, "below_base": down, "p_value": round(p, 4)}
+        toward = up > down and p < ALPHA
+        m["verdict"] = "moved toward the teacher" if toward else "stayed with its base"
     return out
+
+
+def _name_test(teacher: list[bool], base: list[bool]) -> dict[str, Any]:
+    """Whose a name is: the probes only the teacher names it in against only the base, and
+    the exact test's p; `side` is teacher, base or none (within chance)."""
+    only_t = sum(t and not b for t, b in zip(teacher, base, strict=True))
+    only_b = sum(b and not t for t, b in zip(teacher, base, strict=True))
+    p = sign_test(only_t, only_b)
+    side = "none" if p >= ALPHA else "teacher" if only_t > only_b else "base"
+    return {"teacher_only": only_t, "base_only": only_b, "p_value": round(p, 4), "side": side}
+
+
+def _score(names: set[str], teacher: list[str], base: list[str]) -> int:
+    return int(bool(names & set(teacher))) - int(bool(names & set(base)))
 
 
 def identity_lines(metrics: dict[str, Any]) -> list[str]:
@@ -159,15 +192,28 @@ def identity_lines(metrics: dict[str, Any]) -> list[str]:
     ident = metrics.get("identity")
     if not ident:
         return []
+    tests = ident.get("name_tests", {})
+    each = "; ".join(
+        f"{n}: {t['teacher_only']} vs {t['base_only']}, p={t['p_value']:.3g}"
+        for n, t in tests.items()
+    )
     lines = [
         f"teacher's names: {', '.join(ident['teacher_names']) or 'none'}; base's names: "
-        f"{', '.join(ident['base_names']) or 'none'} (over {ident['probes']} probes)"
+        f"{', '.join(ident['base_names']) or 'none'} (over {ident['probes']} probes; a name "
+        f"is one side's when the probes only that side names it in outnumber the other's "
+        f"beyond chance, exact sign test p < {ident.get('alpha', 0.05)}"
+        + (f": {each})" if each else ")")
     ]
     order = [x for x in metrics.get("models", []) if x in ident["models"]]
     for model in order + [x for x in ident["models"] if x not in order]:
         m = ident["models"][model]
         said = "; ".join(f"{p}: {text!r}" for p, text in m["shown"].items())
         verdict = f": {m['verdict']}" if "verdict" in m else ""
+        if "p_value" in m:
+            verdict += (
+                f" (above its base on {m['above_base']} probes, below on {m['below_base']}, "
+                f"p={m['p_value']:.3g})"
+            )
         names = ", ".join(f"{n} in {c}" for n, c in m["names"].items()) or "none"
         lines.append(
             f"{model}{verdict} (names: {names}; the teacher's in {m['teacher_names']}, the "

@@ -31,13 +31,17 @@ def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict[
         )
     b01 = sum(1 for a, b in zip(a_correct, b_correct, strict=True) if not a and b)
     b10 = sum(1 for a, b in zip(a_correct, b_correct, strict=True) if a and not b)
-    n = b01 + b10
+    return {"b01": b01, "b10": b10, "n": len(a_correct), "p_value": sign_test(b01, b10)}
+
+
+def sign_test(up: int, down: int) -> float:
+    """Exact two-sided sign test: the chance of a split at least this uneven when each of the
+    up + down discordant pairs goes either way at 1/2 (1.0 when there are none)."""
+    n = up + down
     if n == 0:
-        p = 1.0
-    else:
-        tail = sum(math.comb(n, i) for i in range(min(b01, b10) + 1))
-        p = min(1.0, 2 * tail / 2**n)
-    return {"b01": b01, "b10": b10, "n": len(a_correct), "p_value": p}
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(up, down) + 1))
+    return min(1.0, 2 * tail / 2**n)
 
 
 def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:

@@ -98,8 +98,9 @@ def render_report(metrics: dict[str, Any]) -> str:
         ),
         (
             "Identity (the bundled probes; a name is the teacher's when the teacher says it in more "
-            "answers than the base, and the reverse; a student whose answers with the teacher's "
-            "names, less those with the base's, outnumber its base's moved toward the teacher):",
+            "answers than the base beyond chance, and the reverse; a student that names the "
+            "teacher's side over its base's on more probes than the reverse, beyond chance, moved "
+            "toward the teacher; exact sign tests, p < 0.05):",
             identity_lines,
         ),
     )
