@@ -158,18 +158,24 @@ def judge(rows: list[dict[str, Any]], extra: list[str]) -> dict[str, Any]:
         else ""
     )
     for model, m in out["models"].items():
-        if model in ("teacher", "base"):
-            continue
-        if why:
-            m["verdict"] = f"not judged: {why}"
-            continue
-        up = sum(s > b for s, b in zip(scores[model], scores["base"], strict=True))
-        down = sum(s < b for s, b in zip(scores[model], scores["base"], strict=True))
-        p = sign_test(up, down)
-        m |= {"above_base": up, "below_base": down, "p_value": round(p, 4)}
-        toward = up > down and p < ALPHA
-        m["verdict"] = "moved toward the teacher" if toward else "stayed with its base"
+        if model not in ("teacher", "base"):
+            m |= _verdict(scores[model], scores["base"]) if not why else {}
+            m.setdefault("verdict", f"not judged: {why}")
     return out
+
+
+def _verdict(student: list[int], base: list[int]) -> dict[str, Any]:
+    """A student's verdict against its base, from their per-probe scores (rule 3)."""
+    up = sum(s > b for s, b in zip(student, base, strict=True))
+    down = sum(s < b for s, b in zip(student, base, strict=True))
+    p = sign_test(up, down)
+    toward = up > down and p < ALPHA
+    return {
+        "above_base": up,
+        "below_base": down,
+        "p_value": round(p, 4),
+        "verdict": "moved toward the teacher" if toward else "stayed with its base",
+    }
 
 
 def _name_test(teacher: list[bool], base: list[bool]) -> dict[str, Any]:
