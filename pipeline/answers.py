@@ -91,6 +91,7 @@ def _clean(ans: str) -> str:
     return ans.strip("* \t").rstrip(".").strip()
 
 
+@functools.lru_cache(maxsize=8)  # grading, the format check and the answer read one text
 def _answer_line(text: str) -> str | None:
     last = None
     for last in _ANSWER.finditer(text):  # noqa: B007 - only the last match is wanted

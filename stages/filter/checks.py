@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,18 +25,38 @@ _ANSWER_TAIL = re.compile(r"(?im)^[^\n]*\b(?:final\s+)?answer\s*(?:is|:)[^\n]*$"
 
 @dataclass
 class Context:
+    """What the record checks read: the configuration, the questions, the eval set's n-grams,
+    and the row being checked, split at its trace (`at`), with its text and words made once."""
+
     cfg: FilterConfig
     questions: dict[str, Question]
     eval_ngrams: dict[tuple[str, ...], str]
     eval_lengths: set[int] = field(default_factory=set)
-    splits: dict[str, Split] = field(default_factory=dict)  # by sample id: trace and answer
     reasoning: Mode = "auto"
     tags: tuple[str, str] = TAGS
+    part: Split = Split(None, "", True, "none")
+    _text: str | None = None
+    _words: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        # an eval n-gram can only start at one of these words: the others are never looked up
+        self.eval_first = {g[0] for g in self.eval_ngrams}
+
+    def at(self, part: Split) -> Context:
+        self.part, self._text, self._words = part, None, None
+        return self
 
     def text(self, r: dict) -> str:
-        """Sample `r`'s whole text, trace included (on its split, made once): what repetition,
-        dedup and decontamination see, as generate's copy check does."""
-        return inline_text(self.splits[r["id"]], self.tags)
+        """Sample `r`'s whole text, trace included: what repetition, dedup and decontamination
+        see, as generate's copy check does."""
+        if self._text is None:
+            self._text = inline_text(self.part, self.tags)
+        return self._text
+
+    def words(self, r: dict) -> list[str]:
+        if self._words is None:
+            self._words = words(self.text(r))
+        return self._words
 
 
 def words(text: str) -> list[str]:
@@ -44,13 +64,17 @@ def words(text: str) -> list[str]:
 
 
 def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+    return set(_windows(tokens, n)) if n > 0 else set()
 
 
-def repetition_ratio(text: str, n: int) -> float:
+def _windows(tokens: list[str], n: int) -> Iterator[tuple[str, ...]]:
+    """Every run of n consecutive tokens, in order (zip of shifted copies: no slice per run)."""
+    return zip(*(tokens[j:] for j in range(n)), strict=False)  # shorter copies end it
+
+
+def repeated_share(toks: list[str], n: int) -> float:
     """Share of word n-grams that repeat an earlier one: 0 for fresh text, near 1 for loops."""
-    toks = words(text)[:20000]
-    grams = [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
+    grams = list(_windows(toks[:20000], n))
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -64,24 +88,24 @@ def trim_after_answer(text: str) -> str:
 
 
 def check_truncated(r: dict, ctx: Context) -> Verdict:
-    return verify.truncated(r, ctx.splits[r["id"]], ctx.cfg.drop_truncated)
+    return verify.truncated(r, ctx.part, ctx.cfg.drop_truncated)
 
 
 def check_format(r: dict, ctx: Context) -> Verdict:
-    return verify.answer_format(r, ctx.splits[r["id"]], ctx.reasoning)
+    return verify.answer_format(r, ctx.part, ctx.reasoning)
 
 
 def check_correct(r: dict, ctx: Context) -> Verdict:
-    return verify.correct(r, ctx.splits[r["id"]])
+    return verify.correct(r, ctx.part)
 
 
 def check_length(r: dict, ctx: Context) -> Verdict:
     """The whole completion in tokens, then a trace and its answer apart, in words."""
     c = ctx.cfg
     n = int((r.get("usage") or {}).get("completion_tokens") or len(words(ctx.text(r))))
-    s = ctx.splits[r["id"]]
+    s = ctx.part
     scores: dict[str, Any] = {"tokens": n}
-    answer_words = len(words(s.answer))
+    answer_words = len(words(s.answer) if s.reasoning is not None else ctx.words(r))
     # Part lengths are scored where they mean something: a sample with a trace, or bounds set.
     if s.reasoning is not None or c.min_answer_words or c.max_answer_words:
         scores["answer_words"] = answer_words
@@ -115,16 +139,21 @@ def check_length(r: dict, ctx: Context) -> Verdict:
 
 
 def check_repetition(r: dict, ctx: Context) -> Verdict:
-    ratio = repetition_ratio(ctx.text(r), ctx.cfg.repetition_n)
+    ratio = repeated_share(ctx.words(r), ctx.cfg.repetition_n)
     ok = ratio <= ctx.cfg.max_repetition
     return Verdict(ok, None if ok else "repetitive", {"repetition": round(ratio, 4)})
 
 
 def check_decontaminate(r: dict, ctx: Context) -> Verdict:
     q = ctx.questions.get(r["question_id"])
-    text = (q.question if q else "") + "\n" + ctx.text(r)
-    toks = words(text)
-    hits = set().union(*(ngrams(toks, n) for n in ctx.eval_lengths)) & ctx.eval_ngrams.keys()
+    toks = (words(q.question) if q else []) + ctx.words(r)  # the words of question + "\n" + text
+    hits = {
+        g
+        for i, w in enumerate(toks)
+        if w in ctx.eval_first
+        for n in ctx.eval_lengths
+        if (g := tuple(toks[i : i + n])) in ctx.eval_ngrams
+    }
     if not hits:
         return Verdict(True, None, {"contaminated": False})
     gram = min(hits)
@@ -142,39 +171,10 @@ RECORD_CHECKS: dict[str, Callable[[dict, Context], Verdict]] = {
 }
 
 
-# --- set checks ----------------------------------------------------------------------------------
+# --- set checks and selection: stages/filter/passes.py runs them over the whole set -------------
 
-
-def _scope(r: dict, cfg: FilterConfig) -> str:
-    return r["question_id"] if cfg.dedup_scope == "question" else "*"
-
-
-def exact_dedup(rows: list[dict], texts: list[str], cfg: FilterConfig) -> dict[int, int]:
-    """index -> index of the earlier row it duplicates (normalized text, within scope)."""
-    from stages.filter.dedup import exact_duplicates  # numpy: only when dedup runs
-
-    found = exact_duplicates(texts, [_scope(r, cfg) for r in rows])
-    return {i: j for i, j in enumerate(found) if j is not None}
-
-
-def near_dedup(rows: list[dict], texts: list[str], cfg: FilterConfig) -> dict[int, int]:
-    from stages.filter.dedup import near_duplicates
-
-    found = near_duplicates(
-        texts,
-        [_scope(r, cfg) for r in rows],
-        threshold=cfg.near_threshold,
-        shingle=cfg.shingle,
-        num_perm=cfg.num_perm,
-    )
-    return {i: j for i, j in enumerate(found) if j is not None}
-
-
-SetCheck = Callable[[list[dict], list[str], FilterConfig], dict[int, int]]
-SET_CHECKS: dict[str, tuple[str, SetCheck]] = {
-    "exact_dedup": ("exact_duplicate", exact_dedup),
-    "near_dedup": ("near_duplicate", near_dedup),
-}
+# a set check's name -> the reason it rejects with
+SET_CHECKS: dict[str, str] = {"exact_dedup": "exact_duplicate", "near_dedup": "near_duplicate"}
 
 
 def score(s: dict[str, Any]) -> float:
@@ -187,114 +187,58 @@ def score(s: dict[str, Any]) -> float:
     )
 
 
-def select(rows: list[dict], scores: dict[str, dict], cfg: FilterConfig) -> dict[str, str]:
-    """Ids dropped by selection, with why. A preferred teacher's samples, where a question has
-    any, push out the others'; then best-of-n keeps the top scores, balanced takes each
-    teacher's best in turn, and `all` applies only the cap."""
-    by_q: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_q[r["question_id"]].append(r)
-    dropped: dict[str, str] = {}
-    for group in by_q.values():
-        if cfg.prefer_teacher and any(r.get("teacher") == cfg.prefer_teacher for r in group):
-            others = [r for r in group if r.get("teacher") != cfg.prefer_teacher]
-            dropped.update((r["id"], "other_teacher_preferred") for r in others)
-            group = [r for r in group if r.get("teacher") == cfg.prefer_teacher]
-        ranked = sorted(group, key=lambda r: -score(scores[r["id"]]))  # stable: ties keep order
-        cut: list[dict] = []
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """What selection reads of a sample: a few fields, not the sample."""
+
+    index: int
+    teacher: str
+    score: float
+
+
+def select(groups: Iterable[list[Candidate]], cfg: FilterConfig) -> dict[int, str]:
+    """Indexes dropped by selection, with why; each group is one question's candidates, in
+    order. A preferred teacher's samples, where a question has any, push out the others'; then
+    best-of-n keeps the top scores, balanced takes each teacher's best in turn, and `all`
+    applies only the cap."""
+    dropped: dict[int, str] = {}
+    for group in groups:
+        if cfg.prefer_teacher and any(c.teacher == cfg.prefer_teacher for c in group):
+            others = [c for c in group if c.teacher != cfg.prefer_teacher]
+            dropped.update((c.index, "other_teacher_preferred") for c in others)
+            group = [c for c in group if c.teacher == cfg.prefer_teacher]
+        ranked = sorted(group, key=lambda c: -c.score)  # stable: ties keep order
+        cut: list[Candidate] = []
         if cfg.selection == "best":
             cut = ranked[1:]
         elif cfg.selection == "balanced":
-            n = cfg.per_question_cap or len({r.get("teacher", "") for r in group})
+            n = cfg.per_question_cap or len({c.teacher for c in group})
             cut = _in_turn(ranked)[n:]
         elif cfg.per_question_cap:
             cut = group[cfg.per_question_cap :]
-        dropped.update((r["id"], "selection_cap") for r in cut)
+        dropped.update((c.index, "selection_cap") for c in cut)
     return dropped
 
 
-def _in_turn(ranked: list[dict]) -> list[dict]:
+def _in_turn(ranked: list[Candidate]) -> list[Candidate]:
     """Each teacher's best, then each one's second best, and so on."""
-    by_t: dict[str, list[dict]] = defaultdict(list)
-    for r in ranked:
-        by_t[r.get("teacher", "")].append(r)
+    by_t: dict[str, list[Candidate]] = defaultdict(list)
+    for c in ranked:
+        by_t[c.teacher].append(c)
     turns = max(len(v) for v in by_t.values())
     return [v[i] for i in range(turns) for v in by_t.values() if i < len(v)]
 
 
-def _within_pass_rate(
-    r: dict, rates: dict[str, float], cfg: FilterConfig, reject: Callable[..., None]
-) -> bool:
-    rate = rates[r["question_id"]]
-    if rate < cfg.min_pass_rate:
-        reject(r, "too_hard", pass_rate=rate)
-    elif rate > cfg.max_pass_rate:
-        reject(r, "too_easy", pass_rate=rate)
-    else:
-        return True
-    return False
-
-
-def filter_records(
-    rows: list[dict],
-    cfg: FilterConfig,
-    questions: dict[str, Question],
-    eval_qs: list[Question],
-    reasoning: Convention = Convention(),  # noqa: B008 - frozen
-    pass_rates: dict[str, float] | None = None,
-) -> tuple[list[dict], list[dict], dict[str, dict]]:
-    """Returns kept rows, rejected rows (with reason and detail), and scores by id.
-
-    With `pass_rates` (question id -> verified / sampled), a question outside
-    [cfg.min_pass_rate, cfg.max_pass_rate] loses its samples first: too_hard, too_easy."""
-    eval_ngrams: dict[tuple[str, ...], str] = {}
+def eval_ngrams(eval_qs: list[Question], cfg: FilterConfig) -> dict[tuple[str, ...], str]:
+    """The eval questions' word n-grams, each naming its question: what decontamination seeks."""
+    out: dict[tuple[str, ...], str] = {}
     if "decontaminate" in cfg.checks:
         for q in eval_qs:
             toks = words(q.question)
             # A question shorter than n counts whole, so a verbatim leak is never missed.
             for g in ngrams(toks, min(cfg.decontam_n, len(toks))):
-                eval_ngrams.setdefault(g, q.id)
-    ctx = Context(cfg, questions, eval_ngrams, {len(g) for g in eval_ngrams})
-    ctx.splits = {r["id"]: reasoning.split(r) for r in rows}
-    ctx.reasoning, ctx.tags = reasoning.mode, reasoning.tags
-    scores: dict[str, dict[str, Any]] = {r["id"]: {} for r in rows}
-    alive = list(rows)
-    rejected: list[dict] = []
-
-    def reject(r: dict, reason: str, **detail: Any) -> None:
-        rejected.append({**r, "reason": reason, "scores": scores[r["id"]], **detail})
-
-    if pass_rates is not None:
-        alive = [r for r in alive if _within_pass_rate(r, pass_rates, cfg, reject)]
-    for check in cfg.checks:
-        survivors = []
-        if check in RECORD_CHECKS:
-            fn = RECORD_CHECKS[check]
-            for r in alive:
-                v = fn(r, ctx)
-                scores[r["id"]].update(v.scores)
-                if v.keep:
-                    survivors.append(r)
-                else:
-                    reject(r, v.reason or check, **v.detail)
-        else:
-            reason, fn_set = SET_CHECKS[check]
-            dups = fn_set(alive, [ctx.text(r) for r in alive], cfg)
-            for i, r in enumerate(alive):
-                if i in dups:
-                    reject(r, reason, duplicate_of=alive[dups[i]]["id"])
-                else:
-                    survivors.append(r)
-        alive = survivors
-    dropped = select(alive, scores, cfg)
-    kept = []
-    for r in alive:
-        scores[r["id"]]["score"] = round(score(scores[r["id"]]), 4)
-        if r["id"] in dropped:
-            reject(r, dropped[r["id"]])
-        else:
-            kept.append(r)
-    return kept, rejected, scores
+                out.setdefault(g, q.id)
+    return out
 
 
 def to_sft_row(r: dict, q: Question, s: dict, cfg: Config, part: Split | None = None) -> dict:

@@ -15,10 +15,11 @@ the hand-written numpy MinHash/LSH it replaced, on the same data, in the same ru
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 from stages.shared.verify import normalize_text, text_digest
 
-__all__ = ["exact_duplicates", "lsh_bands", "near_duplicates", "normalize_text"]
+__all__ = ["NearIndex", "exact_duplicates", "lsh_bands", "near_duplicates", "normalize_text"]
 
 
 def _scope_ids(scopes: Sequence[Hashable] | None, n: int) -> list[int]:
@@ -37,11 +38,14 @@ def exact_duplicates(
     normalized content, else None."""
     sids = _scope_ids(scopes, len(texts))
     first: dict[tuple[int, bytes], int] = {}
-    out: list[int | None] = []
-    for i, t in enumerate(texts):
-        j = first.setdefault((sids[i], text_digest(t)), i)
-        out.append(None if j == i else j)
-    return out
+    return [_first_of(first, (sids[i], text_digest(t)), i) for i, t in enumerate(texts)]
+
+
+def _first_of(first: dict, key: Hashable, i: int) -> int | None:
+    """The index that first held `key` (recording `i` if none did), or None when that is `i`:
+    what an exact dedup holds is one digest per kept text (filter streams its rows by it)."""
+    j = first.setdefault(key, i)
+    return None if j == i else j
 
 
 def shingles(text: str, k: int) -> list[str]:
@@ -50,7 +54,7 @@ def shingles(text: str, k: int) -> list[str]:
     words = normalize_text(text).split()
     if len(words) <= k:
         return [" ".join(words)] if words else []
-    return [" ".join(words[i : i + k]) for i in range(len(words) - k + 1)]
+    return list(map(" ".join, zip(*(words[j:] for j in range(k)), strict=False)))
 
 
 def lsh_bands(threshold: float, num_perm: int) -> int:
@@ -90,29 +94,64 @@ def near_duplicates(
     near duplicate is not itself indexed, so chains A~B~C with A!~C keep A and C. Empty texts are
     never near duplicates (exact dedup handles them).
     """
-    from rensa import RMinHash, RMinHashLSH
-
     sids = _scope_ids(scopes, len(texts))
-    bands = lsh_bands(threshold, num_perm)
-    indexes: dict[int, RMinHashLSH] = {}
-    hashes: list[RMinHash | None] = []
-    out: list[int | None] = []
-    for i, text in enumerate(texts):
-        grams = shingles(text, shingle)
+    index = NearIndex(threshold=threshold, shingle=shingle, num_perm=num_perm, seed=seed)
+    return [index.seen(sids[i], i, text) for i, text in enumerate(texts)]
+
+
+class NearIndex:
+    """near_duplicates one text at a time, for a stream: it holds the MinHashes of the texts it
+    kept, never a text. A scope of up to SMALL kept texts (a question's samples) is searched
+    pair by pair for what an LSH index would find, a band of equal values then the Jaccard
+    estimate: an rensa index costs ~4 KB a scope before its first text, a million questions'
+    worth more than their samples. A scope that outgrows SMALL moves into an LSH index."""
+
+    SMALL = 64
+
+    def __init__(self, *, threshold: float, shingle: int, num_perm: int, seed: int = 0) -> None:
+        self.threshold, self.shingle, self.num_perm, self.seed = threshold, shingle, num_perm, seed
+        self.bands = lsh_bands(threshold, num_perm)
+        self.small: dict[Hashable, list[tuple[int, Any]]] = {}  # scope -> [(index, MinHash)]
+        self.indexes: dict[Hashable, Any] = {}  # scope -> RMinHashLSH, for the large scopes
+        self.hashes: dict[int, Any] = {}  # the MinHashes the LSH indexes hold, by index
+
+    def seen(self, scope: Hashable, i: int, text: str) -> int | None:
+        """The earliest kept text in `scope` that `text` (index `i`) nearly duplicates, or None
+        (and `text` is kept)."""
+        from rensa import RMinHash
+
+        grams = shingles(text, self.shingle)
         if not grams:
-            hashes.append(None)
-            out.append(None)
-            continue
-        m = RMinHash(num_perm=num_perm, seed=seed)
+            return None
+        m = RMinHash(num_perm=self.num_perm, seed=self.seed)
         m.update(grams)
-        hashes.append(m)
-        index = indexes.get(sids[i])
-        if index is None:
-            index = indexes[sids[i]] = RMinHashLSH(threshold, num_perm, bands)
-        hits = [j for j in index.query(m) if hashes[j].jaccard(m) >= threshold]  # type: ignore[union-attr]
-        if hits:
-            out.append(min(hits))
+        t, index = self.threshold, self.indexes.get(scope)
+        if index is not None:
+            hits = [j for j in index.query(m) if self.hashes[j].jaccard(m) >= t]
         else:
+            mine, digest = self.small.get(scope, ()), m.digest()
+            hits = [j for j, h in mine if h.jaccard(m) >= t and self._band(h.digest(), digest)]
+        if hits:
+            return min(hits)
+        if index is not None:
             index.insert(i, m)
-            out.append(None)
-    return out
+            self.hashes[i] = m
+        else:
+            self._keep(scope, i, m)
+        return None
+
+    def _band(self, a: list[int], b: list[int]) -> bool:
+        """Two signatures share a band (rensa's bands: runs of num_perm / bands values)."""
+        r = self.num_perm // self.bands
+        return any(a[k : k + r] == b[k : k + r] for k in range(0, self.num_perm, r))
+
+    def _keep(self, scope: Hashable, i: int, m: Any) -> None:
+        from rensa import RMinHashLSH
+
+        mine = self.small.setdefault(scope, [])
+        mine.append((i, m))
+        if len(mine) > self.SMALL:
+            index = self.indexes[scope] = RMinHashLSH(self.threshold, self.num_perm, self.bands)
+            for j, h in self.small.pop(scope):
+                index.insert(j, h)
+                self.hashes[j] = h

@@ -84,14 +84,15 @@ def _template_line(name: str) -> str:
 def dataset_card(
     cfg: Config,
     report: dict[str, Any],
-    kept: list[dict],
+    kept_tokens: list[int],
     gen: dict[str, Any],
     keys: dict[str, str],
     questions: dict[str, int],
     identities: dict[str, str],
     rows_sha: str,
 ) -> str:
-    """The filter stage's card. `gen` is the generate manifest, `keys` the generate and filter
+    """The filter stage's card. `kept_tokens` are the kept rows' completion tokens, sorted;
+    `gen` is the generate manifest, `keys` the generate and filter
     keys, `questions` the split's sizes (train, eval), `identities` each teacher's identity as
     its samples record it, `rows_sha` the sha256 of kept.jsonl (see `data_config`). Long: most
     of it is the card's text, kept in one template so it reads as the card does."""
@@ -103,7 +104,7 @@ def dataset_card(
         "language": ["en"],
         "task_categories": ["text-generation", "question-answering"],
         "tags": ["distillation", "synthetic", "rationales", "distill"],
-        "size_categories": [size_category(len(kept))],
+        "size_categories": [size_category(len(kept_tokens))],
         "configs": [data_config(KEPT_CONFIG_PREFIX + rows_sha[:12], KEPT)],
         "distill": {"generate_key": keys["generate"], "filter_key": keys["filter"]},
     }
@@ -131,7 +132,7 @@ def dataset_card(
     if len(labels) > 1:
         strategy += f"; teachers combined as `{g.combine}`"
     reasons = sorted((report.get("reasons") or {}).items(), key=lambda kv: -kv[1])
-    tokens = sorted(r["scores"].get("tokens", 0) for r in kept)
+    tokens = kept_tokens
     pr = report.get("pass_rate") or {}
     body = f"""
 # {meta["pretty_name"]}

@@ -94,10 +94,12 @@ def gold_of(q: Question) -> dict[str, Any]:
     return {"gold": q.answer, "answer_type": q.answer_type, "choices": list(q.choices)}
 
 
-def grade_row(r: dict, convention: Convention) -> Graded:
+def grade_row(r: dict, convention: Convention, part: Split | None = None) -> Graded:
     """Grade a row holding a completion (and its `finish_reason`, `reasoning`) and its gold
-    fields (`gold`, `answer_type`, `choices`; `gold_of` gives a question's)."""
-    part = convention.split(r)
+    fields (`gold`, `answer_type`, `choices`; `gold_of` gives a question's). `part`: the row
+    split by `convention`, where the caller has it."""
+    if part is None:
+        part = convention.split(r)
     pred, ok = grade(part.answer, r["gold"], r.get("answer_type", "numeric"), r.get("choices"))
     return Graded(
         pred=pred,

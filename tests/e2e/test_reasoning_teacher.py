@@ -18,7 +18,7 @@ from fault_server import FaultInjectingEndpoint
 from pipeline.calls import Completion, Request
 from pipeline.config import load_config
 from pipeline.reasoning import Convention, inline_text, split
-from stages.filter.checks import filter_records
+from stages.filter.passes import filter_records
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,8 @@ import pytest
 from pipeline.config import ConfigError, load_config
 from pipeline.reasoning import Convention, inline_text, split
 from stages.eval.metrics import score_rows, summarize
-from stages.filter.checks import filter_records, to_sft_row
+from stages.filter.checks import to_sft_row
+from stages.filter.passes import filter_records
 
 TRACE = "\nWe have 3 apples and add 4, so 3 + 4 = 7. The answer: 9 is wrong, 7 is right.\n"
 

@@ -240,7 +240,7 @@ def _cfg(*overrides: str):
 
 
 def test_selection_best_keeps_the_best_scored_sample_per_question() -> None:
-    from stages.filter.checks import filter_records
+    from stages.filter.passes import filter_records
 
     long = "We add three and four by counting up from three: four, five, six and then seven."
     rows, qs = _samples(
@@ -259,7 +259,7 @@ def test_selection_best_keeps_the_best_scored_sample_per_question() -> None:
 
 
 def test_a_per_question_cap_that_bites_keeps_the_first_ones() -> None:
-    from stages.filter.checks import filter_records
+    from stages.filter.passes import filter_records
 
     texts = [f"Step {i}: 3 + 4 = 7.\nAnswer: 7" for i in range(5)]
     rows, qs = _samples({"a": texts, "b": texts[:2]})
@@ -272,7 +272,7 @@ def test_a_per_question_cap_that_bites_keeps_the_first_ones() -> None:
 
 
 def test_dedup_scope_global_removes_copies_across_questions() -> None:
-    from stages.filter.checks import filter_records
+    from stages.filter.passes import filter_records
 
     same = "Three plus four makes seven.\nAnswer: 7"
     rows, qs = _samples({"a": [same], "b": [same], "c": [same + " "]})
@@ -302,7 +302,7 @@ def _by_teacher(per_teacher: dict[str, dict[str, list[str]]]) -> tuple[list[dict
 
 
 def test_prefer_teacher_keeps_its_style_and_others_fill_its_gaps() -> None:
-    from stages.filter.checks import filter_records
+    from stages.filter.passes import filter_records
 
     rows, qs = _by_teacher(
         {
@@ -318,7 +318,7 @@ def test_prefer_teacher_keeps_its_style_and_others_fill_its_gaps() -> None:
 
 
 def test_balanced_selection_takes_each_teacher_s_best_in_turn() -> None:
-    from stages.filter.checks import filter_records
+    from stages.filter.passes import filter_records
 
     ok = [f"Way {i}: 3 + 4 = 7, checked {'again ' * i}.\nAnswer: 7" for i in range(3)]
     rows, qs = _by_teacher({"t1": {"a": ok}, "t2": {"a": ok[:2]}})

@@ -134,3 +134,38 @@ def test_deterministic_across_processes() -> None:
         for seed in ("1", "2")
     }
     assert len(runs) == 1 and "None" in next(iter(runs))
+
+
+def _one_lsh_index_per_scope(texts, scopes, threshold, shingle, num_perm) -> list[int | None]:
+    """What near_duplicates found before it held small scopes as lists: an rensa index each."""
+    from rensa import RMinHash, RMinHashLSH
+
+    bands = lsh_bands(threshold, num_perm)
+    indexes, hashes, out = {}, {}, []
+    for i, (text, scope) in enumerate(zip(texts, scopes, strict=True)):
+        m = RMinHash(num_perm=num_perm, seed=0)
+        m.update(shingles(text, shingle))
+        index = indexes.setdefault(scope, RMinHashLSH(threshold, num_perm, bands))
+        hits = [j for j in index.query(m) if hashes[j].jaccard(m) >= threshold]
+        if hits:
+            out.append(min(hits))
+        else:
+            index.insert(i, m)
+            hashes[i] = m
+            out.append(None)
+    return out
+
+
+def test_small_scopes_searched_pair_by_pair_find_what_lsh_indexes_find() -> None:
+    """Mutants of a few bases, from near copies to strangers, in 30 small scopes and one of 300
+    (which outgrows the pair-by-pair search into an index): the same duplicates either way."""
+    from stages.filter.dedup import NearIndex
+
+    rng = random.Random(5)
+    bases = [_text(rng, 40, 50) for _ in range(4)]
+    texts = [_mutate(rng, rng.choice(bases), rng.randrange(0, 14)) for _ in range(600)]
+    scopes = [f"q{rng.randrange(30)}" for _ in range(300)] + ["big"] * 300
+    got = near_duplicates(texts, scopes, threshold=0.7, shingle=3, num_perm=64)
+    assert got == _one_lsh_index_per_scope(texts, scopes, 0.7, 3, 64)
+    assert 50 < sum(j is not None for j in got) < 550  # both outcomes are well represented
+    assert NearIndex.SMALL < scopes.count("big") - sum(j is not None for j in got[300:])

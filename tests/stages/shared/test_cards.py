@@ -30,10 +30,16 @@ def test_render_and_parse_round_trip():
 def test_dataset_card_names_the_given_keys_and_the_rows_sha():
     cfg = load_config(None)
     report = {"input": 5, "kept": 3, "reasons": {"wrong_answer": 2}, "pass_rate": {}}
-    kept = [{"scores": {"tokens": n}} for n in (10, 20, 30)]
     meta, body = parse(
         dataset_card(
-            cfg, report, kept, {}, KEYS, {"train": 9, "validation": 2, "eval": 3}, {}, "ab" * 32
+            cfg,
+            report,
+            [10, 20, 30],
+            {},
+            KEYS,
+            {"train": 9, "validation": 2, "eval": 3},
+            {},
+            "ab" * 32,
         )
     )
     assert meta["distill"] == {"generate_key": KEYS["generate"], "filter_key": KEYS["filter"]}
