@@ -78,3 +78,29 @@ def test_cast_keeps_values_to_bf16_rounding(tiny_model: Path, tmp_path: Path):
     assert before.keys() == after.keys()
     for k, v in before.items():
         assert torch.equal(after[k], v.to(torch.bfloat16)), k
+
+
+def test_the_dataset_is_written_in_batches_under_one_schema(tmp_path: Path):
+    """Batches of 2 rows whose fields differ (a key some rows lack, a struct whose keys vary,
+    an int in one batch and a float in the next) write one parquet that loads every row."""
+    import datasets
+
+    d = tmp_path / "filter"
+    d.mkdir()
+    rows = [
+        {"i": 0, "scores": {"tokens": 3}, "pass_rate": 1},
+        {"i": 1, "scores": {"tokens": 4}, "pass_rate": 1},
+        {"i": 2, "scores": {"repetition": 0.5}, "pass_rate": 0.25, "logprobs": {"sha": "ab"}},
+        {"i": 3, "scores": {}, "pass_rate": 0.5},
+        {"i": 4, "scores": {"tokens": 9, "answer": "7"}, "pass_rate": 0.75},
+    ]
+    atomic_write_jsonl(d / KEPT, rows)
+    (d / "README.md").write_text(render({"configs": []}, "# kept rows"))
+    out = tmp_path / "dataset"
+    write_dataset(d, sha256_file(d / KEPT), out, batch=2)
+    got = datasets.load_dataset(str(out), split="train").to_list()
+    assert [r["i"] for r in got] == [0, 1, 2, 3, 4]
+    assert [r["pass_rate"] for r in got] == [1.0, 1.0, 0.25, 0.5, 0.75]
+    assert got[2]["scores"] == {"tokens": None, "repetition": 0.5, "answer": None}
+    assert got[4]["scores"] == {"tokens": 9, "repetition": None, "answer": "7"}
+    assert got[2]["logprobs"] == {"sha": "ab"} and got[0]["logprobs"] is None
