@@ -25,7 +25,7 @@ from pipeline.records import DataError, parse_line, read_jsonl, sha256_file
 LETTERS = "ABCDEFGHIJ"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a task of a million questions: no __dict__ each
 class Question:
     id: str
     question: str

@@ -109,7 +109,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                 soft.append((row["logprobs"]["sha"], row["sample_id"], row["logprobs"]["tokens"]))
     soft_stats = _kept_soft_labels(soft, shared_dir(gen_dir) / POOL_STORE, out / KEPT_STORE)
     report = build_report(cfg, task, decided, tally)
-    write_report(out / REPORT, report, decided.rates)
+    write_report(out / REPORT, report, decided)
     atomic_write_text(out / CARD, _card(cfg, report, tally, ctx, task, decided.identities))
     traces = {"reasoning": report["reasoning"]} if "reasoning" in report else {}
     return {k: report[k] for k in ("input", "kept", "rejected", "reasons", "truncated_seen")} | {

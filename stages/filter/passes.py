@@ -55,8 +55,10 @@ class Decided:
     fate: array = field(default_factory=lambda: array("i"))  # position that rejected it
     duplicate_of: dict[int, int] = field(default_factory=dict)
     selected_out: dict[int, str] = field(default_factory=dict)  # selection's drops, with why
-    # question -> teacher -> [verified, sampled], as stages/shared/verify.py verifies
-    rates: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    # question -> [teacher no., verified, sampled, ...] in the order its teachers came, as
+    # stages/shared/verify.py verifies (flat: a dict per question is 180 bytes more)
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    numbers: dict[str, int] = field(default_factory=dict)  # teacher -> its no. in counts
     traces: Counter = field(default_factory=Counter)  # with_trace, unclosed, source:<where>
     identities: dict[str, str] = field(default_factory=dict)  # teacher -> identity
     low: float = 0.0  # filter.min_pass_rate: below it too_hard, above the upper bound too_easy
@@ -69,12 +71,29 @@ class Decided:
     def kept(self) -> int:
         return len(self.checks) + 2
 
-    def overall(self) -> dict[str, float]:
-        """Each question's pass rate over all teachers."""
-        return {q: self.overall_of(q) for q in self.rates}
-
     def overall_of(self, question: str) -> float:
-        return rate(*map(sum, zip(*self.rates[question].values(), strict=True)))
+        """A question's pass rate over all teachers."""
+        c = self.counts[question]
+        return rate(sum(c[1::3]), sum(c[2::3]))
+
+    def by_teacher(self, question: str) -> dict[str, list[int]]:
+        """teacher -> [verified, sampled] for one question."""
+        c, names = self.counts[question], self.teachers
+        return {names[c[k]]: [c[k + 1], c[k + 2]] for k in range(0, len(c), 3)}
+
+    @property
+    def teachers(self) -> list[str]:
+        return list(self.numbers)  # in the order they first came
+
+    def count(self, question: str, teacher: str, verified: bool) -> None:
+        c = self.counts.setdefault(question, [])
+        no = self.numbers.setdefault(teacher, len(self.numbers))
+        k = next((k for k in range(0, len(c), 3) if c[k] == no), None)
+        if k is None:
+            k = len(c)
+            c += [no, 0, 0]
+        c[k + 1] += verified
+        c[k + 2] += 1
 
 
 def rate(good: int, sampled: int) -> float:
@@ -146,10 +165,8 @@ def _first_pass(source: Source, ctx: Context, reasoning: Convention, d: Decided)
         part = reasoning.split(r)
         ctx.at(part)
         q, t = r["question_id"], r.get("teacher", "")
-        counts = d.rates.setdefault(q, {}).setdefault(t, [0, 0])
-        counts[0] += grade_row(r, reasoning, part).verified
-        counts[1] += 1
         d.identities.setdefault(t, r.get("teacher_identity", "?"))
+        d.count(q, t, grade_row(r, reasoning, part).verified)
         d.traces.update(
             with_trace=int(part.reasoning is not None),
             unclosed=int(part.truncated),
@@ -167,7 +184,9 @@ def _first_pass(source: Source, ctx: Context, reasoning: Convention, d: Decided)
         d.ids.append(r["id"])
         d.question.append(names.setdefault(q, q))
         d.teacher.append(names.setdefault(t, t))
-        d.outcome.append(json.dumps([failed, reason, detail, steps]).encode())
+        d.outcome.append(
+            json.dumps([failed, reason, detail, steps], separators=(",", ":")).encode()
+        )
         d.score.append(score(scores))
         reaches = exact is not None and (failed is None or failed > exact)
         d.digest.append(text_digest(ctx.text(r)) if reaches else None)

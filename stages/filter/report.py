@@ -84,7 +84,7 @@ def report(cfg: Config, task: Task, d: Decided, tally: Tally) -> dict[str, Any]:
         "checks": list(cfg.filter.checks),
         "truncated_seen": tally.truncated_seen,
         "questions_with_kept": len(tally.kept_per_question),
-        "questions_total": len(d.rates),
+        "questions_total": len(d.counts),
         "splits": task.sizes(),
         "histograms": {
             "tokens": histogram(tally.scored["tokens"]),
@@ -97,7 +97,7 @@ def report(cfg: Config, task: Task, d: Decided, tally: Tally) -> dict[str, Any]:
     out["tokens"] = token_report(_sum_tokens(tally.tokens.values()), kept)
     for t, v in out["teachers"].items():
         v["tokens"] = token_report(tally.tokens.get(t, _tokens()), v["kept"])
-    out["pass_rate"] = _pass_rate_report(d.overall(), d.rates)
+    out["pass_rate"] = _pass_rate_report([d.overall_of(q) for q in d.counts])
     if d.traces["with_trace"]:  # a teacher without traces gets the report it always had
         out["reasoning"] = {
             "mode": Convention.of(cfg.lead_teacher()).mode,
@@ -130,17 +130,25 @@ def histogram(values: Any, bins: int = 10) -> dict[str, Any]:
 
 def _teacher_report(d: Decided, tally: Tally) -> dict[str, dict[str, Any]]:
     """Per teacher: samples in, verified, kept, and the questions it solved at least once."""
-    out: dict[str, dict[str, Any]] = {}
-    for t in d.identities:  # in the order the teachers first appear
-        mine = [v[t] for v in d.rates.values() if t in v]
-        out[t] = {
-            "samples": sum(v[1] for v in mine),
-            "verified": sum(v[0] for v in mine),
+    names = d.teachers  # in the order they first came
+    sums = [[0, 0, 0, 0] for _ in names]  # samples, verified, questions, questions solved
+    for c in d.counts.values():
+        for k in range(0, len(c), 3):
+            s = sums[c[k]]
+            s[0] += c[k + 2]
+            s[1] += c[k + 1]
+            s[2] += 1
+            s[3] += c[k + 1] > 0
+    return {
+        t: {
+            "samples": s[0],
+            "verified": s[1],
             "kept": tally.kept_per_teacher[t],
-            "questions": len(mine),
-            "questions_solved": sum(v[0] > 0 for v in mine),
+            "questions": s[2],
+            "questions_solved": s[3],
         }
-    return out
+        for t, s in zip(names, sums, strict=True)
+    }
 
 
 def _sum_tokens(parts: Any) -> dict[str, int]:
@@ -162,13 +170,10 @@ def token_report(spent: dict[str, int], kept: int) -> dict[str, Any]:
     return out
 
 
-def _pass_rate_report(
-    overall: dict[str, float], rates: dict[str, dict[str, list[int]]]
-) -> dict[str, Any]:
+def _pass_rate_report(values: list[float]) -> dict[str, Any]:
     """How hard the questions were for the teachers: every question's rate, and their spread.
     With generate.strategy adaptive a rate is the one observed, which the stopping rule tilts
     (a question stops after its successes)."""
-    values = list(overall.values())
     return {
         "mean": round(sum(values) / len(values), 4) if values else None,
         "never_solved": sum(v == 0 for v in values),
@@ -178,7 +183,7 @@ def _pass_rate_report(
     }
 
 
-def write_report(path: Path, report: dict[str, Any], rates: dict[str, dict[str, list[int]]]):
+def write_report(path: Path, report: dict[str, Any], d: Decided) -> None:
     """report.json as atomic_write_json writes it (indented, keys sorted), with every
     question's rates streamed in where `report` holds PER_QUESTION: a million questions' rates
     as one dict, then one string, cost more than the filter's passes."""
@@ -189,16 +194,16 @@ def write_report(path: Path, report: dict[str, Any], rates: dict[str, dict[str, 
     inner = indent + "  "
     with atomic_open(path) as f:
         f.write(head + "{")
-        for n, q in enumerate(sorted(rates)):
-            value = {t: {"verified": v[0], "sampled": v[1]} for t, v in rates[q].items()}
+        for n, q in enumerate(sorted(d.counts)):
+            value = {t: {"verified": v[0], "sampled": v[1]} for t, v in d.by_teacher(q).items()}
             body = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
             key = json.dumps(q, ensure_ascii=False)
             f.write(
                 ("," if n else "") + "\n" + inner + key + ": " + body.replace("\n", "\n" + inner)
             )
-        f.write(("\n" + indent + "}" if rates else "}") + tail)
+        f.write(("\n" + indent + "}" if d.counts else "}") + tail)
 
 
 def rates_of(d: Decided, question: str) -> dict[str, float]:
     """A question's pass rate per teacher, as its kept rows carry it."""
-    return {t: rate(*v) for t, v in d.rates[question].items()}
+    return {t: rate(*v) for t, v in d.by_teacher(question).items()}
