@@ -19,7 +19,14 @@ from typing import Any
 
 from stages.shared.verify import normalize_text, text_digest
 
-__all__ = ["NearIndex", "exact_duplicates", "lsh_bands", "near_duplicates", "normalize_text"]
+__all__ = [
+    "NearIndex",
+    "exact_duplicates",
+    "first_of",
+    "lsh_bands",
+    "near_duplicates",
+    "normalize_text",
+]
 
 
 def _scope_ids(scopes: Sequence[Hashable] | None, n: int) -> list[int]:
@@ -38,12 +45,12 @@ def exact_duplicates(
     normalized content, else None."""
     sids = _scope_ids(scopes, len(texts))
     first: dict[tuple[int, bytes], int] = {}
-    return [_first_of(first, (sids[i], text_digest(t)), i) for i, t in enumerate(texts)]
+    return [first_of(first, (sids[i], text_digest(t)), i) for i, t in enumerate(texts)]
 
 
-def _first_of(first: dict, key: Hashable, i: int) -> int | None:
+def first_of(first: dict, key: Hashable, i: int) -> int | None:
     """The index that first held `key` (recording `i` if none did), or None when that is `i`:
-    what an exact dedup holds is one digest per kept text (filter streams its rows by it)."""
+    what an exact dedup holds is one digest per kept text (filter's passes use it too)."""
     j = first.setdefault(key, i)
     return None if j == i else j
 

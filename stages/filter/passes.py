@@ -33,6 +33,7 @@ from stages.filter.checks import (
     score,
     select,
 )
+from stages.filter.dedup import first_of
 from stages.shared.verify import grade_row, text_digest
 
 Source = Callable[[], Iterable[dict]]  # the samples, read afresh at each call
@@ -138,8 +139,8 @@ def decide(
 def _exact_dedup(d: Decided, pos: int, cfg: FilterConfig) -> None:
     first: dict[tuple[str, bytes], int] = {}  # one digest per kept sample, freed on return
     for i in _alive(d, pos):
-        j = first.setdefault((_scope(d, i, cfg), d.digest[i]), i)  # type: ignore[arg-type]
-        if j != i:
+        j = first_of(first, (_scope(d, i, cfg), d.digest[i]), i)
+        if j is not None:
             d.fate[i], d.duplicate_of[i] = pos, j
     d.digest.clear()  # its work is done: the passes after it need no digest
 
