@@ -34,7 +34,7 @@ def _rows(filter_dir: Path, model: Path, examples: int, work: Path) -> Path:
         None, [f"train.student={model}", "generate.logprobs=20", "train.objective=kd"]
     )
     lines = [x for x in (filter_dir / "kept.jsonl").read_text().split("\n") if x.strip()]
-    _, prepared = preflight(model, filter_dir / "kept.jsonl", cfg.train)
+    _, prepared = preflight(model, filter_dir / "kept.jsonl", cfg.train, work)
     out = work / "filter"
     out.mkdir()
     chosen = [lines[i] for i in prepared.sources[:examples]]

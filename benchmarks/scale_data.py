@@ -1,11 +1,20 @@
 """Data at scale: a synthetic pool of N samples of a stated size, written directly (no model is
-asked), through generate's reopen (the pool recovered and indexed, the selection streamed into
-samples.jsonl), filter, and export; each stage a `distill` process of its own, timed, its peak
-RSS read from the kernel (wait4). Prints seconds per 1,000 samples and peak RSS per stage at
-each size, and the growth of the per-sample cost between the smallest size and each other.
+asked), through the shard merge, generate's reopen (the pool recovered and indexed, the
+selection streamed into samples.jsonl), filter, train's data preparation and export; each stage a
+process of its own, timed, its peak RSS its own VmHWM. Prints seconds per 1,000 samples and peak
+RSS per stage at each size, and the growth of the per-sample cost between the smallest size and
+each other.
 
     python benchmarks/scale_data.py [--sizes 10000,100000] [--bytes 4096]
-                                    [--stages generate,filter,export] [--workdir DIR]
+                                    [--stages merge,generate,filter,train,export] [--workdir DIR]
+
+*merge*: the pool is written as 4 shard pools (`--shard i/4`'s files, each question where its
+shard would have asked it) and a plain `distill generate` merges them into the run's pool, then
+streams the selection. *generate*: `distill generate --force` over the merged (or directly
+written) pool: reopen it, plan, stream the selection again.
+*train*: pre-flight only (stages/train/preflight.py: kept.jsonl tokenized with the tiny model's
+tokenizer, checked, written as Arrow), no model loaded and no step trained. *export*: the
+dataset part of `distill export` (kept.jsonl to parquet).
 
 The rows are what generate writes: the plan's own sample ids and prompts (so the reopen finds
 every sample held and asks nothing), a rationale of --bytes characters ending in the gold
@@ -17,6 +26,7 @@ yet bounded in memory can be left out with --stages.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -36,6 +46,34 @@ d = next(Path(sys.argv[1]).glob("*/filter/*/manifest.json")).parent
 sha = json.loads((d / "manifest.json").read_text())["outputs"]["kept.jsonl"]["sha256"]
 write_dataset(d, sha, Path(sys.argv[2]))
 """
+
+
+# train's data preparation on its own: pre-flight, no model loaded
+TRAIN = """import sys, tempfile
+from pathlib import Path
+from pipeline.config import load_config
+from stages.train.preflight import preflight
+cfg = load_config(Path("pipeline/configs/default.yaml"), sys.argv[2:])
+kept = next(Path(sys.argv[1]).glob("*/filter/*/kept.jsonl"))
+with tempfile.TemporaryDirectory(dir=sys.argv[1]) as work:
+    preflight(Path(cfg.train.student), kept, cfg.train, Path(work))
+"""
+
+
+def as_shards(pool: Path, count: int) -> None:
+    """The pool's rows moved into `count` shard pools, each row where its shard would have
+    written it; the run's pool is gone, as before a merge."""
+    from stages.generate.shards import Shard
+
+    shards = [Shard(i, count) for i in range(count)]
+    files = [open(s.pool(pool.parent), "w") for s in shards]
+    with open(pool) as f:
+        for line in f:
+            qid = json.loads(line)["question_id"]
+            files[next(i for i, s in enumerate(shards) if s.owns(qid))].write(line)
+    for out in files:
+        out.close()
+    pool.unlink()
 
 
 def timed(argv: list[str]) -> tuple[float, float]:
@@ -76,7 +114,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--bytes", type=int, default=4096)
-    ap.add_argument("--stages", default="generate,filter,export")
+    ap.add_argument("--stages", default="merge,generate,filter,train,export")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="scale-data-"))
@@ -95,11 +133,18 @@ def main() -> None:
         mb = pool.stat().st_size / 1e6
         print(f"{n:,} samples, pool {mb:,.0f} MB ({mb * 1e6 / n:,.0f} bytes per sample)")
         got: dict[str, tuple[float, float]] = {}
+        if "merge" in stages:
+            as_shards(pool, 4)
         for stage in stages:
             if stage == "export":
                 argv = ["-c", EXPORT, str(here / "runs"), str(here / "export")]
+            elif stage == "train":
+                argv = ["-c", TRAIN, str(here / "runs"), *ov, f"train.student={model}"]
             else:
-                argv = [stage, *ov]
+                # a rerun of generate is a cache hit: --force redoes the reopen
+                argv = {"merge": ["generate"], "generate": ["generate", "--force"]}.get(
+                    stage, [stage]
+                ) + ov
             got[stage] = timed(argv)
             s, rss = got[stage]
             print(

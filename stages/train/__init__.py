@@ -49,7 +49,7 @@ from stages.train.hub import export  # noqa: F401 - the stage's part of `distill
 from stages.train.objectives import objective_of
 from stages.train.preflight import TrainError, preflight
 from stages.train.trained import TRAINED_INPUT, resolve_trained, trained_input
-from stages.train.trainer import train_in_process
+from stages.train.trainer import PREPARED_PREFIX, train_in_process
 
 NAME = "train"
 VERSION = 2  # 2: model/README.md, the model card; checkpoints/ deleted after success
@@ -104,14 +104,19 @@ def _train(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         return trains(cfg, ctx)
     kept = ctx.inputs["filter"] / KEPT
     out = ctx.out
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{PREPARED_PREFIX}*"):  # a killed run's prepared rows
+        shutil.rmtree(stale, ignore_errors=True)
     if cfg.train.launcher == "none":
         return train_in_process(cfg, kept, out)
     # Pre-flight here too: a bad dataset fails in seconds, with its message, before N processes.
     student = student_dir(cfg)  # a cut student is built here, once, before N processes
-    _, prepared = preflight(student, kept, cfg.train)
-    for w in prepared.warnings:
+    with tempfile.TemporaryDirectory(dir=out, prefix=PREPARED_PREFIX) as work:
+        _, prepared = preflight(student, kept, cfg.train, Path(work))
+        warnings = prepared.warnings
+        del prepared  # its Arrow file is memory-mapped; the directory goes now
+    for w in warnings:
         print(f"train: warning: {w}")
-    out.mkdir(parents=True, exist_ok=True)
     (out / TRAIN_STATS).unlink(missing_ok=True)
     write_child_config(cfg, out / CONFIG_FILE)
     _launch(launch_command(cfg, kept, out, out / CONFIG_FILE))

@@ -3,7 +3,8 @@ does for conversational prompt-completion rows, and check what the student will 
 
 The prepared rows (`input_ids` + `labels`, -100 on the prompt) are what the trainer trains on: the
 SFTTrainer sees `input_ids` and `labels` and skips its own tokenization, so the checks here inspect
-the real training data, not a re-rendering of it.
+the real training data, not a re-rendering of it. kept.jsonl is streamed and the rows are written
+to an Arrow file as they are made (stages/train/prepared.py), so memory does not grow with it.
 
 Checks, each with a one-line message: the student has a chat template; every completion ends with
 the student's EOS; every loss mask is non-empty and covers only the completion; a reasoning trace
@@ -13,14 +14,19 @@ is rendered once, trained, before its answer (stages/train/traces.py); sequences
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.models import has_chat_template
 from pipeline.records import DataError, read_jsonl
 from stages.train.objectives import OBJECTIVES
-from stages.train.prepared import IGNORE, Prepared, TrainError
+from stages.train.prepared import IGNORE, Prepared, TrainError, write_rows
 from stages.train.traces import in_form, trace_form, trace_problem
+
+ROWS_FILE = "rows.arrow"  # in pre-flight's work directory
 
 # --- input rows ----------------------------------------------------------------------------------
 
@@ -33,12 +39,17 @@ def _is_messages(value: Any) -> bool:
     )
 
 
-def load_rows(kept: Path, answer_only: bool = False) -> list[dict[str, Any]]:
-    """kept.jsonl -> [{prompt, completion}] (conversational); `answer_only` drops the rationale."""
+def load_rows(kept: Path, answer_only: bool = False) -> Iterator[dict[str, Any]]:
+    """kept.jsonl streamed -> {prompt, completion} per line (conversational); `answer_only`
+    drops the rationale. A missing file is refused at once, an empty one when the stream ends."""
     kept = Path(kept)
     if not kept.is_file():
         raise TrainError(f"no training data: {kept} does not exist (did the filter stage run?)")
-    rows = []
+    return _rows(kept, answer_only)
+
+
+def _rows(kept: Path, answer_only: bool) -> Iterator[dict[str, Any]]:
+    lineno = 0
     for lineno, row in enumerate(read_jsonl(kept), 1):
         prompt, completion = row.get("prompt"), row.get("completion")
         if not _is_messages(prompt):
@@ -55,10 +66,9 @@ def load_rows(kept: Path, answer_only: bool = False) -> list[dict[str, Any]]:
                 raise DataError(f"{kept}:{lineno}: 'reasoning' and 'final' must both be text")
             trace = {"reasoning": row["reasoning"], "final": row["final"]}
         ref = {"logprobs": row["logprobs"]} if "logprobs" in row else {}
-        rows.append({"prompt": prompt, "completion": completion, **trace, **ref})
-    if not rows:
+        yield {"prompt": prompt, "completion": completion, **trace, **ref}
+    if not lineno:
         raise TrainError(f"no training examples in {kept}: the filter stage kept nothing")
-    return rows
 
 
 # --- tokenizer -----------------------------------------------------------------------------------
@@ -178,62 +188,94 @@ def checked_row(
     return ids, labels, is_prefix
 
 
-def prepare(
-    tok,
-    rows: list[dict[str, Any]],
-    max_length: int,
-    overlong: str = "truncate",
-    stops: set[int] | None = None,
-) -> Prepared:
-    """Tokenize and check every row; raise TrainError on the first hard problem."""
-    stops = stops or {tok.eos_token_id}
-    out: list[dict[str, list[int]]] = []
-    sources: list[int] = []
-    overlong_n = truncated = dropped = not_prefix = 0
-    lengths = []
-    traced = sum(r.get("reasoning") is not None for r in rows)
-    form = trace_form(tok) if traced else "inline"  # how the template wants a trace given
+@dataclass
+class _Count:
+    """What prepare counts as the rows stream past."""
+
+    rows: int = 0
+    overlong: int = 0
+    truncated: int = 0
+    dropped: int = 0
+    not_prefix: int = 0
+    traced: int = 0
+    tokens: int = 0
+    trained: int = 0
+    longest: int = 0
+    form: str = "inline"  # how the template wants a trace given, found at the first trace
+    sources: array = field(default_factory=lambda: array("q"))
+
+
+def _tokenized(
+    tok, rows: Iterable[dict[str, Any]], max_length: int, overlong: str, stops: set[int], n: _Count
+) -> Iterator[dict[str, list[int]]]:
+    """Each row tokenized, checked and cut to max_length (or dropped), counted in `n`."""
     for i, row in enumerate(rows):
-        ids, labels, is_prefix = checked_row(tok, in_form(row, form), i, stops, form)
-        not_prefix += not is_prefix
+        n.rows += 1
+        if row.get("reasoning") is not None:
+            if not n.traced:
+                n.form = trace_form(tok)
+            n.traced += 1
+        ids, labels, is_prefix = checked_row(tok, in_form(row, n.form), i, stops, n.form)
+        n.not_prefix += not is_prefix
         if len(ids) > max_length:
-            overlong_n += 1
+            n.overlong += 1
             if overlong == "drop":
-                dropped += 1
+                n.dropped += 1
                 continue
             ids, labels = ids[:max_length], labels[:max_length]
             if all(lab == IGNORE for lab in labels):  # the prompt alone fills max_length
-                dropped += 1
+                n.dropped += 1
                 continue
-            truncated += 1
-        lengths.append(len(ids))
-        out.append({"input_ids": ids, "labels": labels})
-        sources.append(i)
+            n.truncated += 1
+        n.tokens += len(ids)
+        n.trained += sum(lab != IGNORE for lab in labels)
+        n.longest = max(n.longest, len(ids))
+        n.sources.append(i)
+        yield {"input_ids": ids, "labels": labels}
 
-    warnings = _warnings(len(rows), max_length, overlong, overlong_n, truncated, dropped)
-    if not_prefix:
+
+def prepare(
+    tok,
+    rows: Iterable[dict[str, Any]],
+    max_length: int,
+    overlong: str = "truncate",
+    stops: set[int] | None = None,
+    *,
+    work: Path,
+) -> Prepared:
+    """Tokenize and check every row, streamed into `work`/rows.arrow; raise TrainError on the
+    first hard problem."""
+    n = _Count()
+    stops = stops or {tok.eos_token_id}
+    out = write_rows(
+        Path(work) / ROWS_FILE,
+        _tokenized(tok, rows, max_length, overlong, stops, n),
+        {"input_ids": "int32", "labels": "int32"},
+    )
+    warnings = _warnings(n.rows, max_length, overlong, n.overlong, n.truncated, n.dropped)
+    if n.not_prefix:
         warnings.append(
-            f"{not_prefix} examples: the chat template renders the prompt differently alone "
+            f"{n.not_prefix} examples: the chat template renders the prompt differently alone "
             "than before a completion; training starts the completion where they diverge"
         )
-    if not out:
+    if not len(out):
         raise TrainError(
-            f"all {len(rows)} examples were dropped as longer than train.max_length={max_length}; "
+            f"all {n.rows} examples were dropped as longer than train.max_length={max_length}; "
             "raise train.max_length or set train.overlong=truncate"
         )
     stats = {
-        "examples_in": len(rows),
+        "examples_in": n.rows,
         "examples": len(out),
-        "overlong": overlong_n,
-        "truncated": truncated,
-        "dropped": dropped,
-        "prompt_not_prefix": not_prefix,
-        "tokens": sum(lengths),
-        "trained_tokens": sum(sum(lab != IGNORE for lab in r["labels"]) for r in out),
-        "max_tokens": max(lengths),
-        "mean_tokens": round(sum(lengths) / len(lengths), 2),
-    } | ({"with_trace": traced, "trace_form": form} if traced else {})
-    return Prepared(rows=out, stats=stats, warnings=warnings, sources=sources)
+        "overlong": n.overlong,
+        "truncated": n.truncated,
+        "dropped": n.dropped,
+        "prompt_not_prefix": n.not_prefix,
+        "tokens": n.tokens,
+        "trained_tokens": n.trained,
+        "max_tokens": n.longest,
+        "mean_tokens": round(n.tokens / len(out), 2),
+    } | ({"with_trace": n.traced, "trace_form": n.form} if n.traced else {})
+    return Prepared(rows=out, work=Path(work), stats=stats, warnings=warnings, sources=n.sources)
 
 
 def _warnings(
@@ -248,15 +290,20 @@ def _warnings(
     ]
 
 
-def preflight(student: Path, kept: Path, train_cfg) -> tuple[Any, Prepared]:
+def preflight(student: Path, kept: Path, train_cfg, work: Path) -> tuple[Any, Prepared]:
     """Everything checked before a model is loaded: -> (tokenizer, prepared rows), with what
-    the objective's loss adds to them (stages/train/objectives/)."""
+    the objective's loss adds to them (stages/train/objectives/). The rows are Arrow files in
+    `work`, a directory the caller owns and removes after training."""
     tok = load_tokenizer(student, train_cfg.chat_template)
-    rows = load_rows(kept, train_cfg.answer_only)
     prepared = prepare(
-        tok, rows, train_cfg.max_length, train_cfg.overlong, stop_token_ids(tok, student)
+        tok,
+        load_rows(kept, train_cfg.answer_only),
+        train_cfg.max_length,
+        train_cfg.overlong,
+        stop_token_ids(tok, student),
+        work=work,
     )
     loss = OBJECTIVES[train_cfg.objective].kept
     if loss is not None:  # what its loss needs beside the rows (kd: the soft labels)
-        loss.prepare_rows(tok, kept, rows, prepared)
+        loss.prepare_rows(tok, kept, lambda: load_rows(kept, train_cfg.answer_only), prepared)
     return tok, prepared

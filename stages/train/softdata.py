@@ -17,6 +17,9 @@ teacher's own token ids. Here:
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,9 @@ import numpy as np
 
 from stages.shared.layout import KEPT_STORE
 from stages.shared.softlabels import Store, vocab_hash_of
-from stages.train.prepared import IGNORE, Prepared, Table, TrainError
+from stages.train.prepared import IGNORE, Prepared, Table, TrainError, write_rows
+
+KD_ROWS_FILE = "rows-kd.arrow"  # in pre-flight's work directory
 
 
 def _common_prefix(a: list[int], b: np.ndarray) -> int:
@@ -33,57 +38,91 @@ def _common_prefix(a: list[int], b: np.ndarray) -> int:
     return int(diff[0]) if diff.size else n
 
 
-def attach_soft_labels(tok: Any, kept: Path, rows: list[dict], prepared: Prepared) -> None:
-    """Check the soft labels against the student and add `kd_index` to `prepared.rows`; rows
-    whose tokens differ from the teacher's are dropped (counted in the stats)."""
-    store_path = Path(kept).parent / KEPT_STORE
-    missing = [i for i in prepared.sources if "logprobs" not in rows[i]]
-    if missing:
-        raise TrainError(
-            f"{kept}:{missing[0] + 1}: train.objective=kd needs the teacher's soft labels, and "
-            "this sample has none; generate with generate.logprobs set (e.g. 20)"
-        )
-    store = Store.open(store_path)
+def attach_soft_labels(
+    tok: Any, kept: Path, rows: Callable[[], Iterator[dict]], prepared: Prepared
+) -> None:
+    """Check the soft labels against the student and add `kd_index` to `prepared.rows` (a new
+    Arrow file beside them); rows whose tokens differ from the teacher's are dropped (counted in
+    the stats). `rows` streams kept.jsonl's rows again, from the first."""
+    store = Store.open(Path(kept).parent / KEPT_STORE)
     student_vocab = vocab_hash_of(tok)
-    ids_parts, lp_parts = [], []
-    keep, base, mismatched, k = [], 0, 0, 0
-    for row, src in zip(prepared.rows, prepared.sources, strict=True):
-        tl = _read_checked(
-            store, rows[src]["logprobs"], f"{kept.name} line {src + 1}", student_vocab
-        )
-        k = tl.top_ids.shape[1]
-        m = _matched(tok, row, rows[src], tl.ids)
-        if m is None:
-            mismatched += 1
-            continue
-        start = _completion_start(row)
-        index = [-1] * len(row["input_ids"])
-        index[start : start + m] = range(base, base + m)
-        row["kd_index"] = index
-        ids_parts.append(tl.top_ids[:m])
-        lp_parts.append(tl.top_logprobs[:m])
-        base += m
-        keep.append((row, src))
-    if not keep:
+    got = _Aligned()
+    indexed = write_rows(
+        prepared.work / KD_ROWS_FILE,
+        _aligned(tok, kept, rows(), prepared, store, student_vocab, got),
+        {"input_ids": "int32", "labels": "int32", "kd_index": "int64"},
+    )
+    if not len(indexed):
         raise TrainError(
             f"none of the {len(prepared.rows)} training rows holds the teacher's own tokens "
             "(the student tokenizes the kept text otherwise); kd cannot align the soft labels"
         )
-    prepared.rows = [r for r, _ in keep]
-    prepared.sources = [s for _, s in keep]
-    prepared.soft = Table(np.concatenate(ids_parts), np.concatenate(lp_parts), k)
+    prepared.rows, prepared.sources = indexed, got.sources
+    prepared.soft = Table(np.concatenate(got.ids), np.concatenate(got.logprobs), got.k)
     prepared.stats |= {
-        "examples": len(keep),
-        "kd_k": k,
-        "kd_tokens": base,
-        "kd_dropped_mismatch": mismatched,
-        "trained_tokens": sum(sum(x != IGNORE for x in r["labels"]) for r, _ in keep),
+        "examples": len(indexed),
+        "kd_k": got.k,
+        "kd_tokens": got.base,
+        "kd_dropped_mismatch": got.mismatched,
+        "trained_tokens": got.trained,
     }
-    if mismatched:
+    if got.mismatched:
         prepared.warnings.append(
-            f"{mismatched} of {len(prepared.rows) + mismatched} examples dropped: the student's "
-            "tokens for the kept text differ from the teacher's (soft labels cannot be aligned)"
+            f"{got.mismatched} of {len(indexed) + got.mismatched} examples dropped: the "
+            "student's tokens for the kept text differ from the teacher's (soft labels cannot "
+            "be aligned)"
         )
+
+
+@dataclass
+class _Aligned:
+    """What the alignment gathers as the rows stream past: the soft labels' parts, in order."""
+
+    ids: list[np.ndarray] = field(default_factory=list)
+    logprobs: list[np.ndarray] = field(default_factory=list)
+    sources: array = field(default_factory=lambda: array("q"))
+    base: int = 0
+    mismatched: int = 0
+    trained: int = 0
+    k: int = 0
+
+
+def _aligned(
+    tok: Any,
+    kept: Path,
+    source_rows: Iterator[dict],
+    prepared: Prepared,
+    store: Store,
+    student_vocab: str,
+    got: _Aligned,
+) -> Iterator[dict[str, list[int]]]:
+    """Each prepared row with its kd_index; its kept.jsonl row is read alongside (`sources`
+    ascend, so one stream of kept.jsonl serves)."""
+    at, source = -1, None
+    for row, src in zip(prepared.rows, prepared.sources, strict=True):
+        while at < src:
+            source, at = next(source_rows), at + 1
+        assert source is not None
+        if "logprobs" not in source:
+            raise TrainError(
+                f"{kept}:{src + 1}: train.objective=kd needs the teacher's soft labels, and "
+                "this sample has none; generate with generate.logprobs set (e.g. 20)"
+            )
+        tl = _read_checked(store, source["logprobs"], f"{kept.name} line {src + 1}", student_vocab)
+        got.k = tl.top_ids.shape[1]
+        m = _matched(tok, row, source, tl.ids)
+        if m is None:
+            got.mismatched += 1
+            continue
+        start = _completion_start(row)
+        index = [-1] * len(row["input_ids"])
+        index[start : start + m] = range(got.base, got.base + m)
+        got.ids.append(tl.top_ids[:m])
+        got.logprobs.append(tl.top_logprobs[:m])
+        got.base += m
+        got.trained += sum(x != IGNORE for x in row["labels"])
+        got.sources.append(src)
+        yield {**row, "kd_index": index}
 
 
 def _read_checked(store: Store, ref: dict, where: str, student_vocab: str) -> Any:

@@ -8,9 +8,10 @@ inside functions, so importing this module stays cheap."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
 from pipeline.hardware import detect, native_bf16
@@ -25,6 +26,11 @@ from stages.train.objectives import objective_of
 from stages.train.preflight import preflight
 from stages.train.prepared import Table, TrainError
 from stages.train.validation import Validator, select, validation_callback
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+PREPARED_PREFIX = ".prepared-"  # the work directories of pre-flight's rows, under the stage dir
 
 
 def train_precision(asked: bool, bf16: bool, use_cpu: bool) -> str:
@@ -123,7 +129,16 @@ def train_in_process(cfg: Config, kept: Path, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     quiet_libraries()
     student = student_dir(cfg)
-    tok, prepared = preflight(student, kept, cfg.train)
+    # the prepared rows' Arrow files, this process's own (each accelerate process makes its
+    # own), beside the run's outputs rather than in a /tmp that may be small
+    with tempfile.TemporaryDirectory(dir=out, prefix=PREPARED_PREFIX) as work:
+        return _train_prepared(cfg, student, kept, out, Path(work))
+
+
+def _train_prepared(
+    cfg: Config, student: Path, kept: Path, out: Path, work: Path
+) -> dict[str, Any]:
+    tok, prepared = preflight(student, kept, cfg.train, work)
     for w in prepared.warnings:
         log_line(f"warning: {w}")
     log_line(
@@ -196,13 +211,12 @@ def _finish(cfg: Config, student: Path, tok, out: Path, state, validator, stats:
 
 
 def _make_trainer(
-    cfg: Config, student: Path, tok, rows: list[dict], out: Path, soft: Table | None = None
+    cfg: Config, student: Path, tok, rows: Dataset, out: Path, soft: Table | None = None
 ):
     """The SFTTrainer over the pre-flighted rows with the objective's loss (its `kept` part,
     stages/train/objectives/), its batches counted for padding; `soft`: the soft-label table of
     objective kd (stages/train/softdata.py)."""
     import torch
-    from datasets import Dataset
 
     use_cpu = not torch.cuda.is_available()
     bf16 = bool(cfg.train.bf16 and native_bf16(gpu=not use_cpu))
@@ -213,7 +227,7 @@ def _make_trainer(
         raise TrainError(f"train.objective {cfg.train.objective} does not train over kept rows")
     cls = loss.trainer_class(use_cpu)
     args = sft_config(cfg, out, use_cpu=use_cpu, bf16=bf16)
-    dataset = loss.configure(cfg, args, Dataset.from_list(rows))
+    dataset = loss.configure(cfg, args, rows)
     try:
         trainer = cls(
             model=str(student),

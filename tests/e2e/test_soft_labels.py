@@ -128,7 +128,7 @@ def test_kd_loss_with_the_whole_vocabulary_is_the_brute_force_kl(soft: dict, tmp
     kept_rows = list(read_jsonl(d["filter"] / "kept.jsonl"))
     pool = {r["id"]: r for r in read_jsonl(d["generate"] / "samples.jsonl")}
     student = Path(cfg.train.student)
-    tok, prepared = preflight(student, d["filter"] / "kept.jsonl", cfg.train)
+    tok, prepared = preflight(student, d["filter"] / "kept.jsonl", cfg.train, tmp_path)
     trainer, _, _ = train_loop._make_trainer(
         cfg, student, tok, prepared.rows, tmp_path / "o", prepared.soft
     )
@@ -189,8 +189,10 @@ def test_alpha_zero_is_the_sft_loss_to_the_bit(soft: dict, tmp_path) -> None:
     sft_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, objective="sft"))
     d = _dirs(soft)
     student = Path(cfg.train.student)
-    tok, kd_rows = preflight(student, d["filter"] / "kept.jsonl", kd_cfg.train)
-    _, sft_rows = preflight(student, d["filter"] / "kept.jsonl", sft_cfg.train)
+    (tmp_path / "kd").mkdir()
+    (tmp_path / "sft").mkdir()
+    tok, kd_rows = preflight(student, d["filter"] / "kept.jsonl", kd_cfg.train, tmp_path / "kd")
+    _, sft_rows = preflight(student, d["filter"] / "kept.jsonl", sft_cfg.train, tmp_path / "sft")
     kd_tr, _, _ = train_loop._make_trainer(
         kd_cfg, student, tok, kd_rows.rows, tmp_path / "k", kd_rows.soft
     )
@@ -315,7 +317,7 @@ def test_packed_batches_give_the_padded_loss(soft: dict, tmp_path) -> None:
     cfg = soft["cfg"]
     d = _dirs(soft)
     student = Path(cfg.train.student)
-    tok, prepared = preflight(student, d["filter"] / "kept.jsonl", cfg.train)
+    tok, prepared = preflight(student, d["filter"] / "kept.jsonl", cfg.train, tmp_path)
     trainer, _, _ = train_loop._make_trainer(
         cfg, student, tok, prepared.rows, tmp_path / "o", prepared.soft
     )

@@ -12,11 +12,11 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.config.train import TrainConfig
 from stages.train.losses.trainers import KDCollator, kd_trainer_class
-from stages.train.objectives.objective import Objective, OnKept
+from stages.train.objectives.objective import KeptRows, Objective, OnKept
 from stages.train.prepared import Prepared, Table
 
 
-def prepare_rows(tok: Any, kept: Path, rows: list[dict[str, Any]], prepared: Prepared) -> None:
+def prepare_rows(tok: Any, kept: Path, rows: KeptRows, prepared: Prepared) -> None:
     """Each row's soft labels checked against the student, and its `kd_index`."""
     # imported here: softdata loads numpy, which `import stages.train` (the CLI) need not
     from stages.train.softdata import attach_soft_labels

@@ -8,7 +8,7 @@ rounds). Every hook has a default that adds nothing, so an objective declares on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ from pipeline.config import Config
 from pipeline.config.train import TrainConfig
 from pipeline.stage import ExtraInput, KeyParts, RunContext
 from stages.train.prepared import Prepared, Table
+
+KeptRows = Callable[[], Iterator[dict[str, Any]]]
 
 
 def no_key_parts(cfg: Config) -> KeyParts:
@@ -35,7 +37,7 @@ def no_card_detail(t: TrainConfig) -> str:
     return ""
 
 
-def rows_as_they_are(tok: Any, kept: Path, rows: list[dict[str, Any]], prepared: Prepared) -> None:
+def rows_as_they_are(tok: Any, kept: Path, rows: KeptRows, prepared: Prepared) -> None:
     """Pre-flight's rows are all the loss needs."""
 
 
@@ -56,7 +58,8 @@ class OnKept:
     trainer_class: Callable[[bool], Any]
     # pre-flight (stages/train/preflight.py): what the loss needs added to the prepared rows
     # (kd: each row's soft labels and its index into their table)
-    prepare_rows: Callable[[Any, Path, list[dict[str, Any]], Prepared], None] = rows_as_they_are
+    # (`KeptRows` streams kept.jsonl's rows again, from the first)
+    prepare_rows: Callable[[Any, Path, KeptRows, Prepared], None] = rows_as_they_are
     # before the trainer is built: the training arguments it needs, and the dataset it trains on
     configure: Callable[[Config, Any, Any], Any] = dataset_as_it_is
     # once it is built: the tables, collator or teachers its loss reads

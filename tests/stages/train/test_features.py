@@ -40,7 +40,7 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _trainer(student: Path, teacher: Path | str, tmp: Path, kept_dir: Path, *extra: str):
     cfg = make_cfg(student, tmp, *ALL, f"train.features.teacher={teacher}", *extra)
-    tok, prepared = preflight(student, kept_dir / "kept.jsonl", cfg.train)
+    tok, prepared = preflight(student, kept_dir / "kept.jsonl", cfg.train, tmp)
     trainer, _, _ = train_loop._make_trainer(cfg, student, tok, prepared.rows, tmp / "o")
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     return trainer, batch

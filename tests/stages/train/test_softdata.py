@@ -53,8 +53,10 @@ def _kept(tmp: Path, tok, texts: list[str], vocab: str, spoil: set[int]) -> Path
 
 
 def _prepared(tok, kept: Path):
-    rows = load_rows(kept)
-    return rows, prepare(tok, rows, max_length=256)
+    """(kept.jsonl's rows streamed again, as the kd hook is given them; the prepared rows)"""
+    return (lambda: load_rows(kept)), prepare(
+        tok, load_rows(kept), max_length=256, work=kept.parent
+    )
 
 
 def test_soft_labels_point_at_the_teacher_tokens_and_mismatches_are_dropped(
@@ -66,7 +68,7 @@ def test_soft_labels_point_at_the_teacher_tokens_and_mismatches_are_dropped(
     rows, prepared = _prepared(tok, kept)
     attach_soft_labels(tok, kept, rows, prepared)
 
-    assert prepared.sources == [0, 2] and prepared.stats["kd_dropped_mismatch"] == 1
+    assert list(prepared.sources) == [0, 2] and prepared.stats["kd_dropped_mismatch"] == 1
     assert prepared.warnings and "1 of 3 examples dropped" in prepared.warnings[-1]
     table = prepared.soft
     assert table is not None and table.k == K

@@ -105,8 +105,8 @@ def test_import_is_cheap():
 
 def test_labels_mask_prompt_only(tiny_model, tmp_path, filter_dir):
     cfg = make_cfg(tiny_model, tmp_path)
-    tok, prepared = preflight(tiny_model, filter_dir / "kept.jsonl", cfg.train)
-    rows = load_rows(filter_dir / "kept.jsonl")
+    tok, prepared = preflight(tiny_model, filter_dir / "kept.jsonl", cfg.train, tmp_path)
+    rows = list(load_rows(filter_dir / "kept.jsonl"))
     assert prepared.stats["examples"] == 8 and prepared.stats["overlong"] == 0
     for row, ex in zip(rows, prepared.rows, strict=True):
         enc = tok.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=True)
@@ -119,14 +119,13 @@ def test_labels_mask_prompt_only(tiny_model, tmp_path, filter_dir):
         assert trained == row["completion"][0]["content"] + "<|im_end|>\n"
 
     # The trainer trains on exactly these rows (it does not re-tokenize them).
-    from datasets import Dataset
     from trl import SFTTrainer
 
     args = train_loop.sft_config(cfg, tmp_path / "out", use_cpu=True, bf16=False)
     trainer = SFTTrainer(
         model=str(tiny_model),
         args=args,
-        train_dataset=Dataset.from_list(prepared.rows),
+        train_dataset=prepared.rows,
         processing_class=tok,
     )
     got = [(r["input_ids"], r["labels"]) for r in trainer.train_dataset]
@@ -142,7 +141,7 @@ def test_labels_mask_prompt_only(tiny_model, tmp_path, filter_dir):
 
 def test_answer_only_rewrites_completion(tiny_model, tmp_path, filter_dir):
     cfg = make_cfg(tiny_model, tmp_path, "train.answer_only=true")
-    tok, prepared = preflight(tiny_model, filter_dir / "kept.jsonl", cfg.train)
+    tok, prepared = preflight(tiny_model, filter_dir / "kept.jsonl", cfg.train, tmp_path)
     first = prepared.rows[0]
     trained = tok.decode([t for t, lab in zip(*first.values(), strict=True) if lab != IGNORE])
     assert trained == f"Answer: {make_rows()[0]['answer']}<|im_end|>\n"
@@ -152,13 +151,13 @@ def test_preflight_no_chat_template(tiny_model, tmp_path, filter_dir):
     bare = strip_template(tiny_model, tmp_path / "bare")
     cfg = make_cfg(bare, tmp_path)
     with pytest.raises(TrainError, match="has no chat template; set train.chat_template"):
-        preflight(bare, filter_dir / "kept.jsonl", cfg.train)
+        preflight(bare, filter_dir / "kept.jsonl", cfg.train, tmp_path)
     # With a template file it goes through.
     from tiny_model import CHAT_TEMPLATE
 
     (tmp_path / "chatml.jinja").write_text(CHAT_TEMPLATE)
     cfg = make_cfg(bare, tmp_path, f"train.chat_template={tmp_path / 'chatml.jinja'}")
-    tok, prepared = preflight(bare, filter_dir / "kept.jsonl", cfg.train)
+    tok, prepared = preflight(bare, filter_dir / "kept.jsonl", cfg.train, tmp_path)
     assert prepared.stats["examples"] == 8 and tok.chat_template == CHAT_TEMPLATE
 
 
@@ -169,7 +168,7 @@ def test_preflight_completion_without_eos(tiny_model, tmp_path, filter_dir):
     with pytest.raises(
         TrainError, match=r"does not end with the student's EOS token '<\|im_end\|>'"
     ):
-        preflight(bare, filter_dir / "kept.jsonl", cfg.train)
+        preflight(bare, filter_dir / "kept.jsonl", cfg.train, tmp_path)
 
 
 def test_preflight_overlong(tiny_model, tmp_path, capsys):
@@ -179,19 +178,19 @@ def test_preflight_overlong(tiny_model, tmp_path, capsys):
     from stages.train.preflight import load_tokenizer
 
     tok = load_tokenizer(tiny_model)
-    loaded = load_rows(kept)
-    p = prepare(tok, loaded, max_length=64, overlong="truncate")
+    loaded = list(load_rows(kept))
+    p = prepare(tok, loaded, max_length=64, overlong="truncate", work=tmp_path)
     assert (p.stats["overlong"], p.stats["truncated"], p.stats["dropped"]) == (1, 1, 0)
     assert max(len(r["input_ids"]) for r in p.rows) == 64 and p.stats["examples"] == 4
     assert (
         "1 of 4 examples are longer than train.max_length=64 tokens: 1 truncated" in p.warnings[0]
     )
-    p = prepare(tok, loaded, max_length=64, overlong="drop")
+    p = prepare(tok, loaded, max_length=64, overlong="drop", work=tmp_path)
     assert (p.stats["overlong"], p.stats["truncated"], p.stats["dropped"]) == (1, 0, 1)
     assert p.stats["examples"] == 3
     assert "0 truncated (they lose their EOS), 1 dropped (train.overlong=drop)" in p.warnings[0]
     with pytest.raises(TrainError, match="all 4 examples were dropped"):
-        prepare(tok, loaded, max_length=8, overlong="drop")
+        prepare(tok, loaded, max_length=8, overlong="drop", work=tmp_path)
     # The warning reaches the user when run() trains.
     cfg = make_cfg(tiny_model, tmp_path, "train.max_length=64", "train.max_steps=1")
     stats = train.run(cfg, RunContext.of({"filter": kept.parent}, tmp_path / "out"))
@@ -520,7 +519,7 @@ def test_cpu_trainer_loss_equals_trl_fused_loss(tiny_model, tmp_path, filter_dir
     ]
     cfg = make_cfg(tiny_model, tmp_path, "train.bf16=false")
     tok, prepared = preflight(
-        tiny_model, write_kept(tmp_path / "f", rows) / "kept.jsonl", cfg.train
+        tiny_model, write_kept(tmp_path / "f", rows) / "kept.jsonl", cfg.train, tmp_path
     )
     trainer, _, _ = train_loop._make_trainer(cfg, tiny_model, tok, prepared.rows, tmp_path / "o")
     assert type(trainer).__name__ == "CPUSFTTrainer"
@@ -556,7 +555,7 @@ def test_cpu_trainer_loss_runs_under_bf16_autocast(tiny_model, tmp_path, monkeyp
     monkeypatch.setattr(train_loop, "native_bf16", lambda gpu: True)
     cfg = make_cfg(tiny_model, tmp_path, "train.bf16=true")
     tok, prepared = preflight(
-        tiny_model, write_kept(tmp_path / "f", make_rows(8)) / "kept.jsonl", cfg.train
+        tiny_model, write_kept(tmp_path / "f", make_rows(8)) / "kept.jsonl", cfg.train, tmp_path
     )
     trainer, _, bf16 = train_loop._make_trainer(cfg, tiny_model, tok, prepared.rows, tmp_path / "o")
     assert bf16 and type(trainer).__name__ == "CPUSFTTrainer"

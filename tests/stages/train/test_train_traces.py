@@ -53,7 +53,7 @@ def run_preflight(tiny_model: Path, tmp_path: Path, template: Path | None = None
     if template is not None:
         overrides.append(f"train.chat_template={template}")
     cfg = load_config(None, overrides)
-    return preflight(tiny_model, kept_with_traces(tmp_path / "f"), cfg.train)
+    return preflight(tiny_model, kept_with_traces(tmp_path / "f"), cfg.train, tmp_path)
 
 
 def trained_text(tok, row: dict) -> str:
@@ -116,7 +116,7 @@ def trace_check(tiny_model: Path, tmp_path: Path, template: Path) -> str | None:
     """What the trace check says of the first kept row rendered with `template` (the tiny
     tokenizer's EOS is not DeepSeek's, so the whole pre-flight would stop on that)."""
     tok = load_tokenizer(tiny_model, str(template))
-    row = in_form(load_rows(kept_with_traces(tmp_path / "f"))[0], trace_form(tok))
+    row = in_form(next(load_rows(kept_with_traces(tmp_path / "f"))), trace_form(tok))
     ids, labels, _, _ = tokenize_row(tok, row)
     return trace_problem(tok, row, ids, labels)
 
