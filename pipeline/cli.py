@@ -242,7 +242,7 @@ def _main(args: argparse.Namespace) -> int:
             )
             return 0
     if args.command == "status":
-        from pipeline.runner import status
+        from pipeline.status import status
 
         report.print_status(cfg, status(cfg, verify=args.verify))
         return 0

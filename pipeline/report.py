@@ -51,7 +51,8 @@ def print_summary(cfg: Config, results: list[Any], seconds: float) -> None:
 
 
 def print_status(cfg: Config, rows: list[Any]) -> None:
-    from pipeline.runner import dir_bytes, run_dir
+    from pipeline.runner import run_dir
+    from pipeline.status import dir_bytes
 
     total = _size(dir_bytes(run_dir(cfg)))
     t = Table(

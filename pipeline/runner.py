@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import shutil
 import sys
 import time
@@ -132,8 +131,11 @@ def unique(plans: dict[str, StagePlan]) -> list[StagePlan]:
     return list({id(p): p for p in plans.values()}.values())
 
 
-def check_complete(p: StagePlan, *, deep: bool = False) -> tuple[dict[str, Any] | None, list[str]]:
-    """(manifest, []) when `p` is complete: a manifest for this key whose outputs all match it.
+def check_complete(
+    p: StagePlan, *, deep: bool = False, rows: bool = True
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """(manifest, []) when `p` is complete: a manifest for this key whose outputs all match it
+    (verify_outputs: sizes, `rows` row counts, `deep` sha256s).
     (None, problems) when the dir claims completion but its files say otherwise (corrupt);
     (None, []) when it is partial or missing."""
     try:
@@ -142,11 +144,11 @@ def check_complete(p: StagePlan, *, deep: bool = False) -> tuple[dict[str, Any] 
         return None, [str(e)]
     if m is None or m.get("key") != p.key:
         return None, []
-    problems = verify_outputs(p.dir, m, deep=deep)
+    problems = verify_outputs(p.dir, m, deep=deep, rows=rows)
     return (None, problems) if problems else (m, [])
 
 
-def _rows(manifest: dict[str, Any]) -> dict[str, int]:
+def manifest_rows(manifest: dict[str, Any]) -> dict[str, int]:
     return {k: v["rows"] for k, v in manifest.get("outputs", {}).items() if "rows" in v}
 
 
@@ -169,7 +171,7 @@ def stage_locks(p: StagePlan) -> list[StageLock]:
 def _cached(p: StagePlan, manifest: dict[str, Any], t0: float) -> StageResult:
     stats = manifest.get("stats") or {}
     return StageResult(
-        p.name, p.stage, "cached", time.monotonic() - t0, p.dir, stats, _rows(manifest)
+        p.name, p.stage, "cached", time.monotonic() - t0, p.dir, stats, manifest_rows(manifest)
     )
 
 
@@ -209,7 +211,9 @@ def run_stage(p: StagePlan, force: bool, verify: bool = False) -> StageResult:
             stats=stats,
             started=started,
         )
-    return StageResult(p.name, p.stage, "ran", time.monotonic() - t0, p.dir, stats, _rows(manifest))
+    return StageResult(
+        p.name, p.stage, "ran", time.monotonic() - t0, p.dir, stats, manifest_rows(manifest)
+    )
 
 
 def _context(p: StagePlan) -> RunContext:
@@ -297,104 +301,3 @@ def _follow(cfg: Config, target: str, on_result: Any = None) -> StageResult:
     if on_result:
         on_result(r)
     return r
-
-
-@dataclass
-class StageStatus:
-    name: str
-    state: str  # complete | partial | missing | stale | error
-    key: str = ""
-    dir: str = ""
-    rows: dict[str, int] = field(default_factory=dict)
-    seconds: float | None = None
-    ended: str = ""
-    note: str = ""
-    disk: int | None = None  # bytes under the stage dir
-    shared_disk: int = 0  # bytes of files the stage's keys share (generate's pool)
-
-
-def dir_bytes(path: Path) -> int:
-    """Bytes of the regular files under `path` (links not followed; 0 if it is not a dir)."""
-    total = 0
-    stack = [path]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
-        for e in entries:
-            if e.is_dir(follow_symlinks=False):
-                stack.append(Path(e.path))
-            elif e.is_file(follow_symlinks=False):
-                total += e.stat(follow_symlinks=False).st_size
-    return total
-
-
-def _shared_bytes(stage_root: Path) -> int:
-    """The files beside a stage's key dirs (generate's pool and soft-label store)."""
-    try:
-        return sum(f.stat().st_size for f in stage_root.iterdir() if f.is_file())
-    except (FileNotFoundError, NotADirectoryError):
-        return 0
-
-
-def status(cfg: Config, *, verify: bool = False) -> list[StageStatus]:
-    """Every stage's state, in each chain the config asks for; `verify`: their sha256s too."""
-    out: list[StageStatus] = []
-    targets = [name for name in STAGES if hook(stage_module(name), "ends_chain")(cfg)]
-    labels = list(dict.fromkeys(step.label for t in targets for step in chain(cfg, t)))
-    plans: dict[str, StagePlan] = {}
-    errors: dict[str, str] = {}
-    try:
-        for t in targets:
-            plans.update(plan(cfg, t))
-    except UserError as e:
-        # Stage by stage: a student that cannot be keyed leaves generate and filter readable.
-        for target in STAGES:
-            try:
-                plans.update(plan(cfg, target))
-            except UserError:
-                break
-        for label in labels:
-            if label not in plans:
-                errors[label] = f"cannot compute its key: {e}"
-    shown: set[str] = set()
-    for name in labels:
-        p = plans.get(name)
-        if p is None:
-            out.append(StageStatus(name, "error", note=errors.get(name, "")))
-            continue
-        if p.key in shown:  # a step that comes out the same as one listed already
-            continue
-        shown.add(p.key)
-        st = StageStatus(name, "missing", p.key[:12], str(p.dir))
-        st.disk = dir_bytes(p.dir) if p.dir.is_dir() else None
-        st.shared_disk = _shared_bytes(p.dir.parent)
-        m, problems = check_complete(p, deep=verify)
-        if m:
-            st.state, st.rows, st.seconds, st.ended = (
-                "complete",
-                _rows(m),
-                m.get("seconds"),
-                m.get("ended", ""),
-            )
-        elif problems:
-            st.state = "corrupt"
-            st.note = "; ".join(problems[:3]) + "; a rerun rebuilds it"
-        elif p.dir.exists() and not p.dir.is_dir():
-            st.state = "corrupt"
-            st.note = "a file stands where the stage dir should be; move it away"
-        elif p.dir.is_dir():
-            st.state = "partial"
-            st.note = _partial_note(p)
-        else:
-            others = [d for d in (run_dir(cfg) / p.stage).glob("*") if (d / MANIFEST).is_file()]
-            if others:
-                st.state = "stale"
-                st.note = f"{len(others)} complete dir(s) for other configs"
-        out.append(st)
-    return out
-
-
-def _partial_note(p: StagePlan) -> str:
-    return stage_module(p.stage).progress(p.cfg, p.dir)

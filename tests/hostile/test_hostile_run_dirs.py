@@ -169,7 +169,7 @@ def test_a_repeated_pool_row_is_moved_out(run, keyed_server):
 
 def _status(server: dict, ov: list[str], *flags: str) -> dict[str, str]:
     """Each stage's state and note, from `distill status` as the user sees it."""
-    from pipeline.runner import status
+    from pipeline.status import status
 
     p = ok(distill(server, "status", *flags, *ov))
     states = status(load_config(shipped_config("default"), ov), verify=bool(flags))

@@ -543,7 +543,7 @@ def test_redaction() -> None:
 
 def test_status_shows_the_stages_it_can_key(tmp_path: Path) -> None:
     """A student that cannot be keyed must not hide finished generate and filter work."""
-    from pipeline.runner import status
+    from pipeline.status import status
 
     cfg = load_config(
         shipped_config("answer_only"), [f"runs_dir={tmp_path}", "train.student=/nope"]

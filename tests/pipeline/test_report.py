@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline.config import load_config
 from pipeline.report import _size, print_config, print_status
-from pipeline.runner import StageStatus
+from pipeline.status import StageStatus
 
 
 def test_config_lists_every_field_with_key_or_runtime(capsys):

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 from pipeline import runner
+from pipeline import status as status_module
 from pipeline.config import load_config, shipped_config
 from pipeline.stage import KeyParts, RunContext
+from pipeline.status import status
 
 
 def _stage(name: str, upstream: tuple[str, ...], ran: list[str], **hooks: Any) -> Any:
@@ -24,12 +26,13 @@ def _stage(name: str, upstream: tuple[str, ...], ran: list[str], **hooks: Any) -
         ran.append(name)
         read = [json.loads((d / "out.json").read_text())["by"] for d in ctx.inputs.values()]
         (ctx.out / "out.json").write_text(json.dumps({"by": name, "read": read}))
+        (ctx.out / "rows.jsonl").write_text("1\n2\n3\n")
         return {"rows": 1}
 
     return SimpleNamespace(
         NAME=name,
         VERSION=1,
-        OUTPUTS=("out.json",),
+        OUTPUTS=("out.json", "rows.jsonl"),
         UPSTREAM=upstream,
         HELP=name,
         key_parts=lambda cfg: KeyParts(config={"stage": name}),
@@ -47,8 +50,9 @@ def chain(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> SimpleNamespace:
         "first": _stage("first", (), ran, cost_plan=lambda cfg, out, pilot: f"plan {pilot}"),
         "second": _stage("second", ("first",), ran, ends_chain=lambda cfg: True),
     }
-    monkeypatch.setattr(runner, "STAGES", tuple(stages))
-    monkeypatch.setattr(runner, "stage_module", lambda name: stages[name])
+    for module in (runner, status_module):  # status reads the same stages
+        monkeypatch.setattr(module, "STAGES", tuple(stages))
+        monkeypatch.setattr(module, "stage_module", lambda name: stages[name])
     cfg = load_config(shipped_config("default"), [f"runs_dir={tmp_path}"])
     return SimpleNamespace(cfg=cfg, ran=ran)
 
@@ -77,5 +81,27 @@ def test_a_damaged_output_is_rebuilt_and_force_reruns_the_target_only(
 def test_the_runner_finds_stages_by_their_hooks(chain: SimpleNamespace) -> None:
     assert runner.cost_plan(chain.cfg, 7) == "plan 7"  # the stage that has the hook
     runner.run_chain(chain.cfg, "first")
-    listed = runner.status(chain.cfg)  # the chain of each stage that ends one
+    listed = status(chain.cfg)  # the chain of each stage that ends one
     assert [(s.name, s.state) for s in listed] == [("first", "complete"), ("second", "missing")]
+
+
+def test_status_reads_no_output_whole_unless_asked_to_verify(
+    chain: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quick status compares sizes with the manifest (a row count reads gigabytes at a
+    million samples); --verify counts rows and hashes, and finds damage of the same size."""
+    import pipeline.cache
+
+    [first, _] = runner.run_chain(chain.cfg, "second")
+    rows = first.dir / "rows.jsonl"
+    rows.write_text("1 2\n3\n")  # the same 6 bytes, two rows where the manifest says 3
+    real = pipeline.cache.count_lines
+
+    def unread(path: Path) -> int:
+        raise AssertionError(f"status read {path} whole")
+
+    monkeypatch.setattr(pipeline.cache, "count_lines", unread)
+    assert [s.state for s in status(chain.cfg)] == ["complete", "complete"]
+    monkeypatch.setattr(pipeline.cache, "count_lines", real)
+    checked = status(chain.cfg, verify=True)
+    assert checked[0].state == "corrupt" and "rows.jsonl has 2 rows" in checked[0].note
