@@ -242,22 +242,26 @@ def _numbered_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     raise DataError(f"{path}:{lineno}: {e}; fix or remove this line") from None
 
 
+def source_path(cfg: TaskConfig) -> Path:
+    """The file task.source names, unread (the config guarantees its form and that it exists)."""
+    kind, _, arg = cfg.source.partition(":")
+    if kind == "olmo":
+        return _olmo_file(arg)
+    path = DATA_DIR / f"{arg}.jsonl" if kind == "bundled" else expand(arg, "task.source")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a JSONL file (task.source)")
+    return path
+
+
 def _resolve_source(cfg: TaskConfig) -> tuple[str, list[Question], Path]:
-    """The config guarantees the source's form and that its file exists."""
     kind, _, arg = cfg.source.partition(":")
     if kind == "olmo":
         qs, path = _load_olmo(arg)
         if cfg.answer_type:
             qs = [dataclasses.replace(q, answer_type=cfg.answer_type) for q in qs]
         return arg, qs, path
-    if kind == "bundled":
-        path = DATA_DIR / f"{arg}.jsonl"
-        default_type = cfg.answer_type or "numeric"
-    else:
-        path = expand(arg, "task.source")
-        default_type = cfg.answer_type
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a JSONL file (task.source)")
+    path = source_path(cfg)
+    default_type = (cfg.answer_type or "numeric") if kind == "bundled" else cfg.answer_type
     return path.stem, _load_jsonl(path, dict(cfg.columns), default_type, cfg.split_by), path
 
 

@@ -33,6 +33,7 @@ from pipeline.records import (
     read_jsonl_tolerant,
 )
 from pipeline.stage import ExportContext, ExtraInput, KeyParts, RunContext
+from pipeline.taskfacts import task_facts
 from pipeline.tasks import load_task
 from stages.eval.draft_estimate import estimate as estimate_drafts
 from stages.eval.draft_measure import measure as measure_drafts
@@ -81,7 +82,7 @@ def model_labels(cfg: Config) -> list[str]:
 
 def key_parts(cfg: Config) -> KeyParts:
     labels = model_labels(cfg)
-    task = load_task(cfg.task)
+    task = task_facts(cfg.task, cfg.cache_dir)  # without reading its questions
     base = identity_of(cfg.train.student, cfg.cache_dir, key="train.student")
     return KeyParts(
         config={

@@ -31,6 +31,7 @@ from pipeline.records import (
     sha256_file,
 )
 from pipeline.stage import KeyParts, RunContext
+from pipeline.taskfacts import task_facts
 from pipeline.tasks import Question, load_task
 from stages.filter.checks import to_sft_row
 from stages.filter.hub import export  # noqa: F401 - the stage's part of `distill export`
@@ -66,12 +67,12 @@ SAMPLE_FIELDS: dict[str, type | tuple[type, ...]] = {
 
 
 def key_parts(cfg: Config) -> KeyParts:
-    task = load_task(cfg.task)
+    task = task_facts(cfg.task, cfg.cache_dir)  # without reading its questions
     return KeyParts(
         config={"filter": semantic(cfg.filter), "student_template": cfg.student_template},
         extra={
             "student_template": template_bytes(cfg.student_template),
-            "eval_set": task.source_hash + ":" + str(len(task.eval)),
+            "eval_set": task.source_hash + ":" + str(task.sizes["eval"]),
         },
     )
 

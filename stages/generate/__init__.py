@@ -45,8 +45,10 @@ from pipeline.prompts import template_bytes
 from pipeline.reasoning import Convention
 from pipeline.records import DataError, RowIndex, atomic_write_jsonl, good_rows
 from pipeline.stage import KeyParts, RunContext
+from pipeline.taskfacts import task_facts
 from pipeline.tasks import load_task
 from stages.generate.plan import estimate, pilot_samples, render
+from stages.generate.poolsize import about_line, is_large
 from stages.generate.report import (
     announce,
     asked_stats,
@@ -85,7 +87,7 @@ HELP = "the teachers write step-by-step samples per train question (vLLM)"
 
 
 def key_parts(cfg: Config) -> KeyParts:
-    task = load_task(cfg.task)
+    task = task_facts(cfg.task, cfg.cache_dir)  # the file's hash, without reading its questions
     teachers = cfg.teacher_list()
     many = bool(cfg.teachers)  # a lone teacher keys as it always has
     return KeyParts(
@@ -382,6 +384,8 @@ def progress(cfg: Config, out: Path) -> str:
     state (running, done, stopped)."""
     shared = shared_dir(out)
     pools = [shared / POOL, *(path for _, path in shard_pools(shared))]
+    if is_large(pools):  # reading it whole would take status tens of seconds
+        return "; ".join([about_line(cfg, pools), *shard_progress(shared, quick=True)])
     have = {r["id"] for p in pools for r in good_rows(p, check_sample)}
     planned = [p for t in teacher_plans(cfg) for ps in t.samples.values() for p in ps]
     held = sum(p.request.id in have for p in planned)

@@ -31,6 +31,7 @@ from pipeline.asklog import RecordLog
 from pipeline.cache import held_by
 from pipeline.errors import UserError
 from pipeline.records import atomic_write_json, good_rows
+from stages.generate.poolsize import estimate_rows
 from stages.generate.samples import check_sample
 from stages.shared.layout import POOL, POOL_LOCK, POOL_STORE, of_shard
 from stages.shared.softlabels import Store, ref_problem
@@ -134,11 +135,17 @@ def merge(shared: Path, log: RecordLog, store: Store | None) -> int:
     return added
 
 
-def shard_progress(shared: Path) -> list[str]:
-    """One line per shard for `distill status`: samples written, done, running or stopped."""
+def shard_progress(shared: Path, quick: bool = False) -> list[str]:
+    """One line per shard for `distill status`: samples written (each good row counted, or
+    `quick`: estimated from the file's size, stages/generate/poolsize.py), done, running or
+    stopped."""
     lines = []
     for s, path in shard_pools(shared):
-        rows = sum(1 for _ in good_rows(path, check_sample))
+        rows = (
+            f"about {estimate_rows(path):,}"
+            if quick
+            else f"{sum(1 for _ in good_rows(path, check_sample)):,}"
+        )
         holder = held_by(s.lock(shared))
         if holder:
             state = f"running ({holder})"
