@@ -56,6 +56,9 @@ class ModelSpec:
     # shared endpoint's quota, kept by the client (pipeline/ratelimit.py)
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
+    # the longest a call may wait for an answer (Retry-After, limits, a hung server) before
+    # the stage stops, exit 3 (pipeline/client.py)
+    max_wait_s: float = 900.0
     ray: RaySpec | None = None  # engine "ray": where its actors run
     # vLLM's --speculative-config, as JSON (a draft model for this one); servers we start only:
     # their /metrics counters say what the draft did (AskStats.spec_decode)
@@ -116,6 +119,7 @@ def spec_from(section: Any, label: str, model_dir: Path | None, **extra: Any) ->
         "gpu_ids": tuple(section.gpu_ids),
         "requests_per_minute": max(0, section.max_requests_per_minute),
         "tokens_per_minute": max(0, section.max_tokens_per_minute),
+        "max_wait_s": section.max_wait_s,
     }
     if section.engine == "ray":
         r = section.ray
@@ -366,6 +370,7 @@ def _ask_servers(
                 who=spec.label,
                 requests_per_minute=spec.requests_per_minute,
                 tokens_per_minute=spec.tokens_per_minute,
+                max_wait_s=spec.max_wait_s,
             )
             stats.retries += bal.retries
             stats.failovers += bal.failovers

@@ -15,7 +15,7 @@ import sys
 import time
 
 from pipeline.config import Config, load_config, shipped_config
-from pipeline.errors import BudgetReached, UserError
+from pipeline.errors import Stopped, UserError
 
 COMMANDS_HELP = {
     "run": "generate -> filter -> train -> eval, skipping what is cached",
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGUSR1, _interrupt)  # Slurm's warning before a limit: stop cleanly
     try:
         return _main(args)
-    except BudgetReached as e:  # not an error: the run spent what it was given
+    except Stopped as e:  # not an error: a budget spent, an endpoint that asks to wait a day
         print(f"stopped: {e}", file=sys.stderr)
         return 3
     except UserError as e:

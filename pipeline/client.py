@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import random
 import re
 import sys
@@ -28,7 +29,13 @@ import httpx
 
 from pipeline.balance import Balancer, Endpoint
 from pipeline.calls import Completion, Failure, Request, ServeError, scored_lists
-from pipeline.ratelimit import EndpointLimiter, expected_tokens, retry_after_seconds
+from pipeline.errors import EndpointStalled
+from pipeline.ratelimit import (
+    EndpointLimiter,
+    PastDeadline,
+    expected_tokens,
+    retry_after_seconds,
+)
 from pipeline.reasoning import field_reasoning
 from pipeline.redact import redact_text, redact_url
 
@@ -172,6 +179,30 @@ def token_logprobs(choice: dict[str, Any], tokens: int) -> dict[str, list]:
     return out
 
 
+def _stalled(
+    who: str, ep: Endpoint | None, wait_s: float | None, max_wait_s: float, blocked: bool
+) -> EndpointStalled:
+    """The one line a stage stops with when an endpoint would keep a call waiting too long."""
+    where = f"{who} endpoint {ep.label if ep else '?'}"
+    if wait_s is None:
+        what = f"{where} did not answer a call (each try timed out)"
+    else:
+        why = "its Retry-After" if blocked else "the client's rate limits"
+        what = f"{where} would keep a call waiting {_span(wait_s)} ({why})"
+    return EndpointStalled(
+        f"{what}, past serve.max_wait_s={max_wait_s:g}; everything answered is kept: rerun "
+        "when the endpoint takes requests again (or raise max_wait_s)"
+    )
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ({seconds:.0f} s)"
+    return f"{seconds / 3600:.1f} h ({seconds:.0f} s)"
+
+
 async def _attempts(
     client: aiohttp.ClientSession,
     bal: Balancer,
@@ -183,36 +214,54 @@ async def _attempts(
     retries: int,
     backoff_s: float,
     timeout_s: float,
+    max_wait_s: float,
     api_key: str,
     who: str,
     limiters: dict[str, EndpointLimiter],
 ) -> None:
     """One call, retried on transient faults on another endpoint when there is one. Each try
     first waits for its endpoint's limits; a 429 or 503 with Retry-After blocks that endpoint
-    for as long as it asks and does not use up a retry (up to MAX_THROTTLED of them)."""
-    last_err, avoid, attempt, throttled = "", None, 0, 0
+    for as long as it asks and does not use up a retry (up to MAX_THROTTLED of them). The call
+    gets an answer within `max_wait_s` or stops the stage (EndpointStalled, exit 3): a wait
+    that would end past it, a try that runs into it, or tries that all timed out."""
+    last_err, avoid, attempt, throttled, timeouts = "", None, 0, 0, 0
+    past: set[str] = set()  # endpoints that cannot take this call before its deadline
     cost = expected_tokens(req.messages, req.prompt_ids, req.sampling, req.n)
+    deadline = time.monotonic() + max_wait_s
     while attempt < retries:
         ep = bal.pick(avoid)
         if ep is None:
             break
-        await limiters[ep.url].acquire(cost)
+        try:
+            await limiters[ep.url].acquire(cost, deadline)
+        except PastDeadline as e:
+            past.add(ep.url)
+            if all(x.url in past for x in bal.endpoints if x.alive):
+                raise _stalled(who, ep, e.wait_s, max_wait_s, e.blocked) from None
+            avoid = ep  # another endpoint may answer in time
+            continue
         bal.started(ep, req.n)
         try:
-            comps = await _post(client, ep, model, req, timeout_s)
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                comps = await _post(client, ep, model, req, timeout_s)
         except Exception as exc:  # classified below
             # Exceptions may quote the URL, credentials and all.
             last_err = redact_text(f"{ep.label}: {type(exc).__name__}: {exc}", (api_key,))[:300]
+            if isinstance(exc, TimeoutError):
+                timeouts += 1
+                if time.monotonic() >= deadline:
+                    raise _stalled(who, ep, None, max_wait_s, False) from None
             wait = getattr(exc, "retry_after", None)
             if wait is not None and throttled < MAX_THROTTLED:
                 throttled += 1
                 bal.throttled(ep, req.n)
                 limiters[ep.url].block(wait)
-                print(
-                    f"{who} endpoint {ep.label} answered {exc.status}: waiting {wait:.1f} s "
-                    "before its next request (Retry-After)",
-                    file=sys.stderr,
-                )
+                if time.monotonic() + wait <= deadline:  # else the next acquire stops the call
+                    print(
+                        f"{who} endpoint {ep.label} answered {exc.status}: waiting {wait:.1f} s "
+                        "before its next request (Retry-After)",
+                        file=sys.stderr,
+                    )
                 avoid = ep
                 continue
             attempt += 1
@@ -232,6 +281,8 @@ async def _attempts(
         for c in comps:
             on_done(c)
         return
+    if attempt and timeouts == attempt:  # never answered: a hung server, not a bad request
+        raise _stalled(who, ep or avoid, None, max_wait_s, False)
     for sid in req.ids:
         on_fail(Failure(sid, last_err or "no live endpoint", attempt + throttled))
 
@@ -297,6 +348,7 @@ def send(
     who: str = "teacher",
     requests_per_minute: int = 0,
     tokens_per_minute: int = 0,
+    max_wait_s: float = math.inf,
 ) -> Balancer:
     """Send every request to `urls`; returns the balancer, which holds the per-endpoint counts.
     `who` names the model in messages (teacher, base, student...). The per-minute limits (0 =
@@ -308,6 +360,7 @@ def send(
         "retries": retries,
         "backoff_s": backoff_s,
         "timeout_s": timeout_s,
+        "max_wait_s": max_wait_s,
         "who": who,
         "limiters": limiters,
     }

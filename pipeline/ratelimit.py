@@ -7,7 +7,9 @@ keeps under them itself rather than learning them from 429s: each call first wai
 may write). A sliding window, not a refilling bucket: a bucket that starts full lets twice its
 rate through in the first minute, a window never does. A call larger than the token limit on
 its own goes when the window is empty. When a server answers 429 or 503 with Retry-After
-(seconds, or an HTTP date), `block` holds every call to that endpoint until then.
+(seconds, or an HTTP date), `block` holds every call to that endpoint until then. A call
+waits only up to its deadline (serve.max_wait_s): a wait that would end past it raises
+`PastDeadline` at once rather than sleeping through it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,15 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
 WINDOW_S = 60.0
+
+
+class PastDeadline(Exception):
+    """A call would have to wait `wait_s` seconds, which ends past its deadline; `blocked`: the
+    wait is the server's Retry-After, not the client's own limits."""
+
+    def __init__(self, wait_s: float, blocked: bool):
+        super().__init__(f"would wait {wait_s:.0f} s")
+        self.wait_s, self.blocked = wait_s, blocked
 
 
 def retry_after_seconds(value: str | None, now_epoch: float | None = None) -> float | None:
@@ -99,9 +110,10 @@ class EndpointLimiter:
                         break
         return at
 
-    async def acquire(self, tokens: int) -> None:
-        """Wait until a call of `tokens` fits, then count it. Callers go one at a time, in
-        the order they came."""
+    async def acquire(self, tokens: int, deadline: float = math.inf) -> None:
+        """Wait until a call of `tokens` fits, then count it; PastDeadline, at once, when that
+        would be after `deadline` (on `clock`). Callers go one at a time, in the order they
+        came."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -110,6 +122,8 @@ class EndpointLimiter:
                 wait = at - self.clock()
                 if wait <= 0:
                     break
+                if at > deadline:
+                    raise PastDeadline(wait, self.blocked_until >= at)
                 self.waited_s += wait
                 await self.sleep(wait)
             if self.active:

@@ -1,6 +1,6 @@
 """FaultInjectingEndpoint: a FAKE OpenAI-compatible endpoint, for faults a real server can't show.
 
-It misbehaves on the first `faults` chat requests (HTTP 500, a hang past the client's timeout, a
+It misbehaves on `faults` chat requests, the first ones or those after the first `after` (HTTP 500, a hang past the client's timeout, a
 dropped connection, an HTML page, a JSON body without `choices`, HTTP 401 as from a gateway
 that wants a key, or HTTP 429 with a `Retry-After` header, as from a rate-limited API; or it rewrites the real server's answer: the reasoning trace under the older
 field name `reasoning_content`, or a trace whose close tag never came although
@@ -63,6 +63,7 @@ class FaultInjectingEndpoint:
         mode: Mode,
         *,
         faults: int = 3,
+        after: int = 0,
         hang_s: float = 5.0,
         upstream_key: str = "",
         retry_after: str = "1",
@@ -74,6 +75,7 @@ class FaultInjectingEndpoint:
         self.seen_auth: list[str] = []
         self.mode = mode
         self.faults = faults
+        self.after = after  # chat requests answered properly before the faults start
         self.hang_s = hang_s
         self.retry_after = retry_after  # mode 429: the header: seconds, or "date+N" (an HTTP date)
         self.arrivals: list[tuple[float, bool]] = []  # (monotonic time, faulted) per chat POST
@@ -111,7 +113,7 @@ class FaultInjectingEndpoint:
     def _take_fault(self) -> bool:
         with self._lock:
             self.chat_requests += 1
-            fault = self.faults_injected < self.faults
+            fault = self.chat_requests > self.after and self.faults_injected < self.faults
             self.arrivals.append((time.monotonic(), fault))
             if fault:
                 self.faults_injected += 1

@@ -80,6 +80,13 @@ class ServeConfig:
         factory=list, doc="CUDA_VISIBLE_DEVICES per replica, e.g. ['0,1', '2,3']; [] = CPU/all"
     )
     startup_timeout_s: float = runtime(600.0, doc="seconds a server may take to get healthy", gt=0)
+    max_wait_s: float = runtime(
+        900.0,
+        doc="the longest a call to an endpoint may go unanswered: a Retry-After or rate-limit "
+        "wait past it, or a server that never answers, stops the stage (exit 3, everything "
+        "answered kept) for a rerun rather than holding the machine",
+        gt=0,
+    )
     frontend_nice: int = runtime(
         10,
         doc="managed CPU servers: nice of the API server once up, so the engine wins a core",

@@ -11,7 +11,12 @@ from email.utils import format_datetime
 
 import pytest
 
-from pipeline.ratelimit import EndpointLimiter, expected_tokens, retry_after_seconds
+from pipeline.ratelimit import (
+    EndpointLimiter,
+    PastDeadline,
+    expected_tokens,
+    retry_after_seconds,
+)
 
 
 class Clock:
@@ -126,3 +131,38 @@ def test_the_limits_reach_the_model_spec() -> None:
     )
     spec = teacher_spec(cfg, cfg.teacher, "teacher")
     assert spec.requests_per_minute == 30 and spec.tokens_per_minute == 0
+
+
+def test_a_wait_past_the_deadline_raises_at_once_naming_it() -> None:
+    """A day-long Retry-After against a call that may wait 5 minutes: no sleep at all, the
+    wait it would take and that it is the server's; a wait within the deadline is slept."""
+    clock = Clock()
+    lim = EndpointLimiter(requests_per_minute=1, clock=clock, sleep=clock.sleep)
+    lim.block(86400)
+
+    async def call(deadline: float) -> None:
+        await lim.acquire(1, deadline)
+
+    with pytest.raises(PastDeadline) as e:
+        asyncio.run(call(clock.now + 300))
+    assert clock.now == 0.0 and e.value.blocked and e.value.wait_s == pytest.approx(86400)
+    asyncio.run(call(clock.now + 90000))  # within its deadline: waited out
+    assert clock.now == pytest.approx(86400)
+    with pytest.raises(PastDeadline) as e:  # the client's own limit: 60 s, past a 10 s deadline
+        asyncio.run(call(clock.now + 10))
+    assert not e.value.blocked and e.value.wait_s == pytest.approx(60)
+
+
+def test_max_wait_reaches_the_model_spec() -> None:
+    from pipeline.config import load_config
+    from stages.shared.models import teacher_spec
+
+    cfg = load_config(
+        None,
+        [
+            "teacher.endpoint=http://127.0.0.1:9/v1",
+            "teacher.name=t",
+            "teacher.serve.max_wait_s=30",
+        ],
+    )
+    assert teacher_spec(cfg, cfg.teacher, "teacher").max_wait_s == 30.0

@@ -486,6 +486,54 @@ def test_retry_after_is_waited_out_before_the_next_request(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["429", "hang"])
+def test_an_endpoint_that_would_hold_a_call_past_max_wait_stops_the_stage(
+    mode: str, servers: list[ManagedServer], tiny_model: Path, tmp_path: Path
+) -> None:
+    """A FAKE endpoint answers 2 calls, then a 429 with Retry-After: 86400 (a daily quota used
+    up), or hangs past every timeout: generate stops within teacher.serve.max_wait_s, exit 3,
+    one line naming the wait, the 2 answers kept; the rerun, the fault used up, asks for the
+    rest only."""
+    faults = 1 if mode == "429" else 3  # hang: tries of 2 s until the 5 s deadline
+    with FaultInjectingEndpoint(
+        servers[0].url, mode, after=2, faults=faults, retry_after="86400", hang_s=30.0
+    ) as fake:
+        ov = overrides(
+            tmp_path,
+            tiny_model,
+            f"stall-{mode}",
+            *external(fake.url),
+            "task.max_train=4",
+            "generate.concurrency=2",  # one call (n=2) at a time
+            "generate.retries=5",
+            "generate.backoff_s=0.05",
+            "generate.request_timeout_s=2",
+            "teacher.serve.max_wait_s=5",
+        )
+        t0 = time.monotonic()
+        p = distill("generate", ov, timeout=120)
+        took = time.monotonic() - t0
+        assert p.returncode == 3, p.stderr[-3000:]
+        assert "Traceback" not in p.stderr
+        stops = [line for line in p.stderr.splitlines() if line.startswith("stopped:")]
+        assert len(stops) == 1 and "serve.max_wait_s=5" in stops[0], p.stderr[-2000:]
+        if mode == "429":
+            assert "24.0 h (86400 s)" in stops[0] and "Retry-After" in stops[0]
+            assert "before its next request" not in p.stderr  # it never said it would wait
+        else:
+            assert "did not answer" in stops[0]
+        assert took < 60
+        pool = stage_dir(ov).parent / "pool.jsonl"
+        assert len(read_jsonl_tolerant(pool).rows) == 4  # the 2 calls answered, n=2 each
+        assert not (stage_dir(ov) / "manifest.json").exists()
+        again = ok(distill("generate", ov))
+    assert "4 already in the pool, 4 to request" in again.stdout
+    st = manifest(ov)["stats"]
+    assert st["samples"] == 8 and st["requested"] == 4
+    assert len({r["id"] for r in samples(ov)}) == 8
+
+
+@pytest.mark.slow
 def test_a_budget_stops_cleanly_and_a_higher_one_finishes(
     servers: list[ManagedServer], tiny_model: Path, tmp_path: Path
 ) -> None:
