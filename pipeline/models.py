@@ -85,13 +85,23 @@ def resolve_model(ref: str, cache_dir: str = "", *, key: str = "model") -> Path:
     return path.resolve()
 
 
-def model_identity(path: Path) -> str:
+# Files the trainer writes beside a student's weights that record its run, not the model: TRL's
+# training_args.bin pickles the run dir's path, README.md is the card with the run's figures.
+RUN_FILES = ("training_args.bin", "README.md")
+
+
+def model_identity(path: Path, skip: tuple[str, ...] = ()) -> str:
     """What a model *is*, for cache keys: its files' contents, not its path.
 
     Small models are hashed in full (a fine-tuned student has the same sizes as its base); big
-    ones by name, size and mtime, since hashing tens of GB on every run costs minutes.
+    ones by name, size and mtime, since hashing tens of GB on every run costs minutes. Files
+    named in `skip` are left out (a trained student's RUN_FILES).
     """
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name not in skip
+    )
     total = sum(p.stat().st_size for p in files)
     h = hashlib.sha256()
     for p in files:

@@ -187,7 +187,7 @@ def _predictions(cfg: Config, muts: list, out: Path) -> tuple[list[dict], dict[s
             f"eval: {len(planned) // max(1, len(muts)) - probes} held-out questions"
             f"{f' and {probes} identity probes' if probes else ''} x {len(muts)} "
             f"model(s) ({', '.join(m.label for m in muts)}); {len(planned) - len(todo)} already "
-            f"here, {len(todo) - len(missing)} reused from other eval keys, {len(missing)} to ask",
+            f"here, {len(todo) - len(missing)} reused from other eval keys and runs, {len(missing)} to ask",
             flush=True,
         )
         asked = ask_models(cfg, missing, out, log)

@@ -19,6 +19,7 @@ from pipeline.asklog import Asked, RecordLog, ask_into_log
 from pipeline.calls import Completion, Request, sampling_dict
 from pipeline.config import Config
 from pipeline.models import (
+    RUN_FILES,
     ModelError,
     has_chat_template,
     identity_of,
@@ -69,6 +70,13 @@ class ModelUnderTest:
     spec: ModelSpec  # how to ask it; spec.label is its name in the report
     identity: str  # what it is, for request hashes: its weights (or served name)
     requests: list[tuple[Request, Question]] = field(default_factory=list)
+    # identities earlier versions gave the same model: rows hashed under them still answer
+    # (a trained student's used to cover its run files too)
+    earlier: tuple[str, ...] = ()
+
+    def shas(self, req: Request) -> list[str]:
+        """The request hashes a row answering `req` may carry, the current one first."""
+        return [request_sha(i, req) for i in (self.identity, *self.earlier)]
 
     @property
     def label(self) -> str:
@@ -107,7 +115,10 @@ def models_under_test(
             if not (model_dir / "config.json").is_file():
                 raise ModelError(f"{label}: {model_dir} holds no model; did training finish?")
             spec = student_spec(cfg, model_dir, label, **tags)
-            out.append(ModelUnderTest(spec, model_identity(model_dir)))
+            # its weights and recipe, not its run: the same training in another run dir is the
+            # same student, and its answers there are this one's
+            identity = model_identity(model_dir, skip=RUN_FILES)
+            out.append(ModelUnderTest(spec, identity, earlier=(model_identity(model_dir),)))
     return out
 
 
@@ -146,7 +157,7 @@ def request_sha(identity: str, req: Request) -> str:
 
 def answers(row: dict[str, Any] | None, m: ModelUnderTest, req: Request) -> bool:
     """Whether a logged row answers exactly this request: same weights, prompt, sampling."""
-    return row is not None and row.get("request_sha") == request_sha(m.identity, req)
+    return row is not None and row.get("request_sha") in m.shas(req)
 
 
 def prediction_row(m: ModelUnderTest, req: Request, q: Question, comp: Completion) -> dict:
@@ -170,9 +181,11 @@ def prediction_row(m: ModelUnderTest, req: Request, q: Question, comp: Completio
 
 
 def sibling_rows(out: Path) -> dict[str, dict[str, Any]]:
-    """Finished completions in other eval dirs of this run, by request hash."""
+    """Finished completions in the other eval dirs of every run beside this one (runs_dir/
+    <run>/eval/<key>/), by request hash: the same weights asked the same prompt the same way."""
     found: dict[str, dict[str, Any]] = {}
-    for path in sorted(out.parent.glob(f"*/{PREDICTIONS}")):
+    runs = Path(out).resolve().parents[2]
+    for path in sorted(runs.glob(f"*/{Path(out).parent.name}/*/{PREDICTIONS}")):
         if path.parent.resolve() == out.resolve():
             continue
         for r in read_jsonl_tolerant(path, check_prediction).rows:
@@ -193,7 +206,7 @@ def reuse_siblings(todo: list[Todo], out: Path, log: RecordLog) -> list[Todo]:
     siblings = sibling_rows(out) if todo else {}
     left = []
     for t in todo:
-        src = siblings.get(request_sha(t.model.identity, t.request))
+        src = next((siblings[s] for s in t.model.shas(t.request) if s in siblings), None)
         if src is None:
             left.append(t)
             continue

@@ -221,6 +221,21 @@ def test_eval_end_to_end_and_resume(tmp_path, tiny_model):
     other = ev.run(cfg, RunContext.of(inputs, out2))
     assert other["requested"] == 0 and other["reused_from_other_keys"] == n
 
+    # Another run dir, the same training: its student differs only in the files that record
+    # the run (the Trainer's training_args.bin pickles the run's path; the card) and is the
+    # same student, so every answer is reused, none asked.
+    moved = _fake_train(tmp_path, tiny_model, "train-elsewhere")
+    (moved / "model" / "training_args.bin").write_bytes(b"pickled: /runs/elsewhere/train")
+    (moved / "model" / "README.md").write_text("a card with other timings")
+    elsewhere = tmp_path / "runs" / "elsewhere" / "eval" / "cccccccccccc"
+    far = ev.run(cfg, RunContext.of({**inputs, "train": moved}, elsewhere))
+    assert far["requested"] == 0 and far["reused_from_other_keys"] == n
+    # Other weights are another student: its answers are asked, the rest reused.
+    changed = _fake_train(tmp_path, tiny_model, "train-changed")
+    (changed / "model" / "extra.bin").write_bytes(b"another file: other weights")
+    third = ev.run(cfg, RunContext.of({**inputs, "train": changed}, elsewhere.parent / ("d" * 12)))
+    assert third["requested"] == n_q and third["reused_from_other_keys"] == n - n_q
+
 
 def _last(rows: list[dict], k: int = 3) -> set[str]:
     return set(sorted({r["question_id"] for r in rows if r["model"] == "student"})[-k:])
@@ -299,3 +314,26 @@ def test_draft_estimate_end_to_end(tmp_path, tiny_model):
     assert "base: draft length 3, acceptance" in md and "(estimated: 4.00)" in md
     ev.run(cfg, RunContext.of(inputs, out))
     assert (out / "draft_scores.jsonl").read_text() == scores
+
+
+def test_rows_hashed_under_a_students_earlier_identity_still_answer(tmp_path, tiny_model):
+    """A trained student's identity no longer covers its run files; the rows an earlier version
+    hashed with them are still found, not asked again. Its identity ignores only those files."""
+    from pipeline.calls import Request
+    from pipeline.models import RUN_FILES, model_identity
+    from stages.eval.predictions import ModelUnderTest, answers, request_sha
+
+    model = _fake_train(tmp_path, tiny_model) / "model"
+    (model / "training_args.bin").write_bytes(b"pickled: /runs/a/train")
+    new, old = model_identity(model, skip=RUN_FILES), model_identity(model)
+    assert new != old
+    (model / "training_args.bin").write_bytes(b"pickled: /runs/b/train")
+    assert model_identity(model, skip=RUN_FILES) == new  # another run's path: the same student
+    (model / "config.json").write_text((model / "config.json").read_text() + " ")
+    assert model_identity(model, skip=RUN_FILES) != new  # a model file is the model
+
+    req = Request(["student:q1"], [{"role": "user", "content": "1+1?"}], {"max_tokens": 8})
+    m = ModelUnderTest(spec=None, identity=new, earlier=(old,))  # type: ignore[arg-type]
+    assert answers({"request_sha": request_sha(old, req)}, m, req)
+    assert answers({"request_sha": request_sha(new, req)}, m, req)
+    assert not answers({"request_sha": request_sha("other weights", req)}, m, req)
