@@ -6,8 +6,13 @@ draft_model, eval.speculative_k draft tokens a step) and answers the teacher's h
 server's /metrics: drafts, draft tokens, accepted tokens, accepted tokens by position) say what
 the draft did. The same prompts asked of the teacher alone, on the same kind of server just
 before, give the wall-clock speed-up (start-up excluded from both). Servers, not the offline
-engine: the counters are the server's. The answers are not kept: greedy, they are the
-teacher's own, and the figures are a measurement, taken whole again if the stage reruns.
+engine: the counters are the server's.
+
+Each measurement (the teacher alone, each student as its draft) is kept as it ends, in
+speculative/<label>.json beside the predictions, under a digest of what it measured (the
+models' identities, the prompts, the sampling, the draft length): a rerun, or one after an
+interruption, measures only what is missing, and the speed-up of a draft measured later
+compares against the teacher-alone time kept from before.
 Which students can be a draft is stages/eval/draft_estimate.py's rule (the teacher's tokenizer,
 the teacher's weights at hand).
 """
@@ -23,10 +28,14 @@ from pipeline.ask import ask, settings_from
 from pipeline.asklog import failed
 from pipeline.calls import Completion, Failure, Request, sampling_dict
 from pipeline.config import Config
+from pipeline.models import teacher_identity
 from pipeline.prompts import fewshot_examples, teacher_messages
+from pipeline.records import atomic_write_json, canonical_json, sha256_text
 from pipeline.tasks import load_task
 from stages.eval.draft_estimate import drafts_at_hand
 from stages.shared.models import teacher_spec
+
+MEASURED = "speculative"  # the dir of kept measurements, in the eval dir
 
 
 def measure(cfg: Config, muts: list, out: Path) -> dict[str, Any]:
@@ -46,7 +55,9 @@ def measure(cfg: Config, muts: list, out: Path) -> dict[str, Any]:
         for q in questions
     ]
     spec = dataclasses.replace(teacher_spec(cfg, teacher, "teacher"), engine="server", replicas=1)
-    alone, alone_text = _ask(cfg, spec, reqs, out / "logs" / "speculative-teacher")
+    what = [[r.messages for r in reqs], sampling, e.speculative_k]
+    teacher_id = teacher_identity(teacher, cfg.cache_dir)
+    alone = _measured(cfg, spec, reqs, out, "teacher", [teacher_id, *what])
     for m in able:
         config = {
             "model": str(m.spec.model_dir),
@@ -56,12 +67,37 @@ def measure(cfg: Config, muts: list, out: Path) -> dict[str, Any]:
         drafted = dataclasses.replace(
             spec, label=f"teacher+{m.label}", speculative=json.dumps(config)
         )
-        got, text = _ask(cfg, drafted, reqs, out / "logs" / f"speculative-{m.label}")
+        got = _measured(cfg, drafted, reqs, out, m.label, [teacher_id, m.identity, *what])
         result[m.label] = _figures(got, alone, e.speculative_k, len(reqs))
+        text, alone_text = got["text"], alone["text"]
         result[m.label]["same_text_as_alone"] = round(
-            sum(text[i] == alone_text[i] for i in text) / max(1, len(text)), 4
+            sum(text[i] == alone_text.get(i) for i in text) / max(1, len(text)), 4
         )
     return result
+
+
+def _measured(
+    cfg: Config, spec: Any, reqs: list[Request], out: Path, label: str, what: list
+) -> dict[str, Any]:
+    """`spec`'s measurement over `reqs`, kept in speculative/`label`.json: the kept one when
+    it measured the same `what`, else asked now and kept."""
+    path = out / MEASURED / f"{label}.json"
+    digest = sha256_text(canonical_json(what))
+    try:
+        kept = json.loads(path.read_text())
+        if kept.get("digest") == digest and set(kept) >= {"seconds", "spec_decode", "text"}:
+            return kept
+    except (OSError, ValueError, AttributeError):
+        pass  # none yet, or damaged: measured again
+    stats, text = _ask(cfg, spec, reqs, out / "logs" / f"speculative-{label}")
+    got = {
+        "digest": digest,
+        "seconds": stats.seconds,
+        "spec_decode": stats.spec_decode,
+        "text": text,
+    }
+    atomic_write_json(path, got)
+    return got
 
 
 def _ask(cfg: Config, spec: Any, reqs: list[Request], log_dir: Path) -> tuple[Any, dict[str, str]]:
@@ -78,10 +114,10 @@ def _ask(cfg: Config, spec: Any, reqs: list[Request], log_dir: Path) -> tuple[An
     return stats, text
 
 
-def _figures(got: Any, alone: Any, k: int, questions: int) -> dict[str, Any]:
+def _figures(got: dict[str, Any], alone: dict[str, Any], k: int, questions: int) -> dict[str, Any]:
     """vLLM's counters as rates: acceptance, by position, tokens per teacher step (the accepted
     draft plus the teacher's own token), and the speed-up against the teacher alone."""
-    c = got.spec_decode or {}
+    c = got["spec_decode"] or {}
     drafts, proposed, accepted = (
         c.get("num_drafts", 0),
         c.get("num_draft_tokens", 0),
@@ -95,12 +131,13 @@ def _figures(got: Any, alone: Any, k: int, questions: int) -> dict[str, Any]:
         "accepted_tokens": accepted,
         "acceptance": round(accepted / proposed, 4) if proposed else None,
         "accepted_by_position": {
-            str(i + 1): round(n / drafts, 4) for i, n in c.get("accepted_per_position", {}).items()
+            str(int(i) + 1): round(n / drafts, 4)
+            for i, n in c.get("accepted_per_position", {}).items()  # int keys, str once kept
         }
         if drafts
         else {},
         "tokens_per_step": round(1 + accepted / drafts, 4) if drafts else None,
-        "seconds": round(got.seconds, 2),
-        "teacher_alone_seconds": round(alone.seconds, 2),
-        "speedup": round(alone.seconds / got.seconds, 3) if got.seconds else None,
+        "seconds": round(got["seconds"], 2),
+        "teacher_alone_seconds": round(alone["seconds"], 2),
+        "speedup": round(alone["seconds"] / got["seconds"], 3) if got["seconds"] else None,
     }

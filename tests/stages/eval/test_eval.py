@@ -246,7 +246,7 @@ def test_draft_estimate_end_to_end(tmp_path, tiny_model):
     """eval.draft on real vLLM: the base (the teacher's own weights, scored after the teacher's
     prompt) is always accepted, tokens per step = draft length + 1, and its KL to the teacher
     on the teacher's answers is 0; a student of another vocabulary is not estimated, with why;
-    a rerun asks for no score again. With eval.identity every model also answers the bundled
+    a rerun asks for no score again, nor measures a draft again. With eval.identity every model also answers the bundled
     probes, kept ungraded in predictions.jsonl and judged in the report; with eval.speculative
     vLLM serves the teacher with the base as its draft and its counters are reported."""
     from tiny_model import build_tiny_model
@@ -312,8 +312,19 @@ def test_draft_estimate_end_to_end(tmp_path, tiny_model):
     assert set(b["accepted_by_position"]) == {"1", "2", "3"} and b["same_text_as_alone"] >= 0.8
     assert b["teacher_alone_seconds"] > 0 and b["speedup"] > 0
     assert "base: draft length 3, acceptance" in md and "(estimated: 4.00)" in md
+    kept = {p.name: p.read_bytes() for p in (out / "speculative").iterdir()}
+    assert set(kept) == {"teacher.json", "base.json"}  # the teacher alone, the base as draft
     ev.run(cfg, RunContext.of(inputs, out))
     assert (out / "draft_scores.jsonl").read_text() == scores
+    # the rerun measured nothing again: the same figures, to the hundredth of a second
+    assert json.loads((out / "metrics.json").read_text())["speculative"] == spec
+    # an interrupted measurement: the draft's is missing; only it is measured again
+    (out / "speculative" / "base.json").unlink()
+    ev.run(cfg, RunContext.of(inputs, out))
+    assert (out / "speculative" / "teacher.json").read_bytes() == kept["teacher.json"]
+    assert (out / "speculative" / "base.json").read_bytes() != kept["base.json"]
+    again = json.loads((out / "metrics.json").read_text())["speculative"]["base"]
+    assert again["teacher_alone_seconds"] == b["teacher_alone_seconds"]
 
 
 def test_rows_hashed_under_a_students_earlier_identity_still_answer(tmp_path, tiny_model):
