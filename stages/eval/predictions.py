@@ -28,10 +28,13 @@ from pipeline.models import (
 )
 from pipeline.prompts import fewshot_examples, render_messages, teacher_messages
 from pipeline.records import (
+    DataError,
     canonical_json,
-    read_jsonl_tolerant,
+    read_row_at,
+    scan_file,
     schema_problem,
     sha256_text,
+    with_id,
 )
 from pipeline.tasks import Question, load_task
 from stages.eval.identity import messages as probe_messages
@@ -180,16 +183,33 @@ def prediction_row(m: ModelUnderTest, req: Request, q: Question, comp: Completio
     }
 
 
-def sibling_rows(out: Path) -> dict[str, dict[str, Any]]:
+class Where(NamedTuple):
+    """A finished completion in another eval dir: its file, byte offset and row id."""
+
+    path: Path
+    offset: int
+    id: str
+
+    def row(self) -> dict[str, Any] | None:
+        """The row, or None when its file changed since it was indexed."""
+        try:
+            return read_row_at(self.path, self.offset, self.id)
+        except (DataError, OSError):
+            return None
+
+
+def sibling_rows(out: Path) -> dict[str, Where]:
     """Finished completions in the other eval dirs of every run beside this one (runs_dir/
-    <run>/eval/<key>/), by request hash: the same weights asked the same prompt the same way."""
-    found: dict[str, dict[str, Any]] = {}
+    <run>/eval/<key>/), by request hash (the same weights asked the same prompt the same way),
+    held as where to read them: every run's predictions could be many."""
+    found: dict[str, Where] = {}
     runs = Path(out).resolve().parents[2]
     for path in sorted(runs.glob(f"*/{Path(out).parent.name}/*/{PREDICTIONS}")):
         if path.parent.resolve() == out.resolve():
             continue
-        for r in read_jsonl_tolerant(path, check_prediction).rows:
-            found.setdefault(r["request_sha"], r)
+        for line in scan_file(path, with_id(check_prediction)):
+            if line.problem is None and line.row is not None:
+                found.setdefault(line.row["request_sha"], Where(path, line.offset, line.row["id"]))
     return found
 
 
@@ -206,7 +226,8 @@ def reuse_siblings(todo: list[Todo], out: Path, log: RecordLog) -> list[Todo]:
     siblings = sibling_rows(out) if todo else {}
     left = []
     for t in todo:
-        src = next((siblings[s] for s in t.model.shas(t.request) if s in siblings), None)
+        where = next((siblings[s] for s in t.model.shas(t.request) if s in siblings), None)
+        src = where.row() if where is not None else None
         if src is None:
             left.append(t)
             continue
