@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import TeacherConfig, semantic
@@ -90,12 +91,15 @@ def resolve_model(ref: str, cache_dir: str = "", *, key: str = "model") -> Path:
 RUN_FILES = ("training_args.bin", "README.md")
 
 
-def model_identity(path: Path, skip: tuple[str, ...] = ()) -> str:
+def model_identity(
+    path: Path, skip: tuple[str, ...] = (), digest: Callable[[Path], str] = sha256_file
+) -> str:
     """What a model *is*, for cache keys: its files' contents, not its path.
 
     Small models are hashed in full (a fine-tuned student has the same sizes as its base); big
     ones by name, size and mtime, since hashing tens of GB on every run costs minutes. Files
-    named in `skip` are left out (a trained student's RUN_FILES).
+    named in `skip` are left out (a trained student's RUN_FILES); `digest` hashes a file (a
+    memo of sha256_file, when one dir's identity is taken twice).
     """
     files = sorted(
         p
@@ -107,7 +111,7 @@ def model_identity(path: Path, skip: tuple[str, ...] = ()) -> str:
     for p in files:
         h.update(p.name.encode())
         if total <= 2 << 30:
-            h.update(sha256_file(p).encode())
+            h.update(digest(p).encode())
         else:
             st = p.stat()
             h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())

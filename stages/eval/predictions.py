@@ -9,6 +9,7 @@ weights, same rendered prompt, same sampling, so a new student does not re-ask t
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from pipeline.records import (
     read_row_at,
     scan_file,
     schema_problem,
+    sha256_file,
     sha256_text,
     with_id,
 )
@@ -120,8 +122,10 @@ def models_under_test(
             spec = student_spec(cfg, model_dir, label, **tags)
             # its weights and recipe, not its run: the same training in another run dir is the
             # same student, and its answers there are this one's
-            identity = model_identity(model_dir, skip=RUN_FILES)
-            out.append(ModelUnderTest(spec, identity, earlier=(model_identity(model_dir),)))
+            digest = functools.cache(sha256_file)  # each file hashed once for both
+            identity = model_identity(model_dir, skip=RUN_FILES, digest=digest)
+            earlier = model_identity(model_dir, digest=digest)
+            out.append(ModelUnderTest(spec, identity, earlier=(earlier,)))
     return out
 
 
