@@ -104,15 +104,16 @@ def ask_into_log(
     unit: str = "sample",
     desc: str = "",
     admit: Callable[[list[Request]], list[Request]] | None = None,
+    paid: Callable[[Completion], None] | None = None,
 ) -> Asked:
     """Ask `spec` for every request the log does not answer yet; log `row(c)` for each answer.
 
     `more`, called once a round is answered and on disk, gives the next round for the same
     started model ([] ends it). A request counts as answered when the log holds a row for each
     of its ids (and `current(request, row)` accepts it: eval's rows must answer exactly this
-    prompt and these weights). `admit` picks, from what is missing, what may be sent (a
-    budget: pipeline/budget.py). A row builder that raises stops the asking with that error; a
-    request that fails after its retries is a Failure in the result, never an exception."""
+    prompt and these weights). `admit` picks what of the missing may be sent (a budget),
+    `paid` records each answer once logged (a ledger: stages/shared/spend.py). A row builder
+    that raises stops the asking; a failure after every retry is a Failure in the result."""
     out = Asked()
 
     def missing(reqs: list[Request]) -> list[Request]:
@@ -129,9 +130,10 @@ def ask_into_log(
 
         def on_done(c: Completion) -> None:
             log.write(row(c))
+            (paid or _free)(c)
             out.new.append(c.id)
-            out.tokens += c.usage.get("completion_tokens", 0)
-            bar.done(c.usage.get("completion_tokens", 0))
+            out.tokens += (tokens := c.usage.get("completion_tokens", 0))
+            bar.done(tokens)
 
         def on_fail(f: Failure) -> None:
             out.failures.append(f)
@@ -149,6 +151,10 @@ def ask_into_log(
             out.stats = ask(spec, todo, on_done, on_fail, settings, log_dir, bar.start, rounds)
     log.sync()
     return out
+
+
+def _free(c: Completion) -> None:
+    """An answer no ledger records: a call of the run's own engines."""
 
 
 def failed(

@@ -21,9 +21,10 @@ COMMANDS_HELP = {
     "run": "generate -> filter -> train -> eval, skipping what is cached",
     "status": "show every stage of a run: complete / partial / corrupt / missing / stale",
     "config": "print every config field: type, default, value, whether it is in a key, doc",
-    "plan": "what generate will ask and cost, before it asks: samples, expected prompt and "
-    "completion tokens and cost per teacher, from the pool or a pilot (--pilot questions, "
-    "asked and kept in the pool)",
+    "plan": "what the run's teacher calls will be and cost, before it asks: generate's samples, "
+    "expected prompt and completion tokens and cost per teacher, from the pool or a pilot "
+    "(--pilot questions, asked and kept in the pool); the later stages' teacher calls at most; "
+    "the whole chain against budget",
     "export": "copy the run's dataset (parquet + card) and student (+ card) to --to DIR",
     "slurm": "write (--submit: submit) sbatch scripts: generate as a Slurm job array of "
     "shards then the merge, or train across nodes",

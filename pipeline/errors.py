@@ -15,8 +15,8 @@ class Stopped(UserError):
 
 
 class BudgetReached(Stopped):
-    """generate.budget could not pay for what is still missing (pipeline/budget.py): the run
-    spent what it was given."""
+    """The run's budget could not pay for a teacher call still missing (pipeline/budget.py):
+    the run spent what it was given."""
 
 
 class EndpointStalled(Stopped):

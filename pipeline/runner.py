@@ -267,13 +267,19 @@ def run_shard(cfg: Config, name: str, flag: str | None) -> dict[str, Any] | None
 
 
 def cost_plan(cfg: Config, pilot: int) -> str:
-    """`distill plan`: the stage with a `cost_plan` hook (generate), under its locks."""
-    mod = next(m for m in map(stage_module, STAGES) if hook(m, "cost_plan") is not None)
+    """`distill plan`: the stage with a `cost_plan` hook (generate), under its locks, given
+    the teacher calls every later stage of the chain makes at most (`teacher_calls` hooks:
+    on-policy scores, eval's teacher answers and draft scores)."""
+    mods = [stage_module(name) for name in STAGES]
+    end = next((i for i, m in enumerate(mods) if hook(m, "ends_chain")(cfg)), len(mods) - 1)
+    mods = mods[: end + 1]  # the chain `distill run` runs
+    later = [c for m in mods if (calls := hook(m, "teacher_calls")) for c in calls(cfg)]
+    mod = next(m for m in mods if hook(m, "cost_plan") is not None)
     p = plan(cfg, mod.NAME)[mod.NAME]
     with contextlib.ExitStack() as held:
         for path in hook(mod, "locks")(cfg, p.dir):
             held.enter_context(StageLock(path))
-        return hook(mod, "cost_plan")(cfg, p.dir, pilot)
+        return hook(mod, "cost_plan")(cfg, p.dir, pilot, later)
 
 
 def _follow(cfg: Config, target: str, on_result: Any = None) -> StageResult:

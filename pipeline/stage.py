@@ -159,6 +159,7 @@ OPTIONAL: dict[str, Any] = {
     "follows": _runs_itself,
     "follow": None,
     "cost_plan": None,  # `distill plan`: generate's alone
+    "teacher_calls": None,  # `distill plan`: no teacher call after generate's (budget.Calls)
     "ends_chain": _inside_a_chain,
 }
 

@@ -26,14 +26,15 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    """A cap on the teacher tokens a run spends (pipeline/budget.py). Runtime: raising it
+    """`budget:`, a cap on the tokens every teacher call of a run spends: generate, on-policy
+    scoring, eval's teacher answers and draft scores (pipeline/budget.py). Runtime: raising it
     continues where it stopped."""
 
     completion_tokens: int = runtime(
-        -1, doc="completion tokens the run's pool may hold at most; -1 = no cap", ge=-1
+        -1, doc="completion tokens the run's teacher calls may spend at most; -1 = no cap", ge=-1
     )
     prompt_tokens: int = runtime(
-        -1, doc="prompt tokens the run's pool may hold at most; -1 = no cap", ge=-1
+        -1, doc="prompt tokens the run's teacher calls may spend at most; -1 = no cap", ge=-1
     )
     usd_per_million_completion: float = runtime(
         0.0, doc="price of a million completion tokens, to say the budget in money", ge=0
@@ -49,7 +50,7 @@ class BudgetConfig:
                 raise ConfigError("0 buys nothing; give a positive cap, or -1 for none", name)
         if (self.usd_per_million_completion or self.usd_per_million_prompt) and not self.active:
             raise ConfigError(
-                "a price without a cap: set generate.budget.completion_tokens or prompt_tokens",
+                "a price without a cap: set budget.completion_tokens or prompt_tokens",
                 "usd_per_million_completion",
             )
 
@@ -105,11 +106,6 @@ class GenerateConfig:
         900.0, doc="per call, queueing in the server included; a full CPU batch answers late", gt=0
     )
     fsync_every: int = runtime(32, doc="records appended between fsyncs", ge=1)
-    budget: BudgetConfig = runtime(
-        factory=BudgetConfig,
-        doc="a cap on the run's teacher tokens: calls that could cross it are not sent and "
-        "generate stops with exit code 3, keeping everything asked",
-    )
     logprobs: int = knob(
         0,
         doc="soft labels: keep the teacher's top-k logprobs for every completion token (k; "

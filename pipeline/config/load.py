@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.config.generate import GenerateConfig
 from pipeline.config.sections import Config
 from pipeline.config.teacher import TeacherConfig
 from pipeline.fields import ConfigError, short, type_hints
@@ -19,6 +20,12 @@ def _build(cls: type, data: dict[str, Any], base: Any = None) -> Any:
     """`base` (default: cls()) with `data` applied; nested sections merge onto their defaults,
     so `eval.sampling.max_tokens=16` keeps eval's greedy temperature."""
     names = {f.name for f in dataclasses.fields(cls)}
+    if cls is GenerateConfig and "budget" in data:  # moved in issue 46: one budget per run
+        raise ConfigError(
+            "moved to the run level: budget.* caps every teacher call of the run (generate, "
+            "on-policy scoring, eval); write budget.completion_tokens and the like",
+            "budget",
+        )
     unknown = sorted(str(k) for k in set(data) - names)
     if unknown:
         raise ConfigError(

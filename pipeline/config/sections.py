@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.config.eval import EvalConfig
 from pipeline.config.filter import FilterConfig
-from pipeline.config.generate import GenerateConfig
+from pipeline.config.generate import BudgetConfig, GenerateConfig
 from pipeline.config.sweep import SweepConfig
 from pipeline.config.task import TaskConfig
 from pipeline.config.teacher import TeacherConfig
@@ -49,6 +49,12 @@ class Config:
     filter: FilterConfig = knob(factory=FilterConfig, doc="which samples the student learns from")
     train: TrainConfig = knob(factory=TrainConfig, doc="fine-tuning the student")
     eval: EvalConfig = knob(factory=EvalConfig, doc="measuring teacher, base and student")
+    budget: BudgetConfig = runtime(
+        factory=BudgetConfig,
+        doc="a cap on the tokens of every teacher call of the run (generate, on-policy scoring, "
+        "eval's teacher answers and draft scores): a call that could cross it is not sent and "
+        "the stage stops with exit code 3, keeping everything asked",
+    )
     seeds: list[int] = knob(
         factory=list,
         doc="for `distill seeds`: besides the chain as configured, run it once per seed listed "

@@ -48,6 +48,7 @@ from stages.eval.predictions import (
     models_under_test,
     plan_requests,
     reuse_siblings,
+    teacher_calls,  # noqa: F401  the stage's hook for `distill plan`
 )
 from stages.eval.report import (
     draft_lines,
@@ -60,6 +61,7 @@ from stages.eval.report import (
 )
 from stages.shared.cards import parse, render, with_metrics
 from stages.shared.layout import ACCURACY_PLOT, CARD, CARDS, METRICS, MODEL, PREDICTIONS, REPORT_MD
+from stages.shared.spend import SPEND, ledger, run_budget, spent
 
 NAME = "eval"
 VERSION = 2  # 2: cards/<student>/README.md, each evaluated student's card with its scores
@@ -158,6 +160,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             for lab, v in per_model.items()
         },
         "mcnemar": metrics["mcnemar"],
+        # what this key's teacher calls (answers, probes, draft scores) spent: its ledger
+        "teacher_spend": spent(out / SPEND),
         "stage_seconds": round(time.monotonic() - started, 2),
     }
 
@@ -178,7 +182,10 @@ def _predictions(cfg: Config, muts: list, out: Path) -> tuple[list[dict], dict[s
     """Every planned prediction: from this dir, from sibling eval dirs, or asked now."""
     pred_path = out / PREDICTIONS
     planned = [Todo(m, req, q) for m in muts for req, q in m.requests]
-    with RecordLog.open(pred_path, check_prediction, "answers", fsync_every=16) as log:
+    with (
+        RecordLog.open(pred_path, check_prediction, "answers", fsync_every=16) as log,
+        ledger(out) as paid,
+    ):
         have = log.rows
         todo = [t for t in planned if not answers(have.get(t.request.id), t.model, t.request)]
         missing = reuse_siblings(todo, out, log)
@@ -190,9 +197,12 @@ def _predictions(cfg: Config, muts: list, out: Path) -> tuple[list[dict], dict[s
             f"here, {len(todo) - len(missing)} reused from other eval keys and runs, {len(missing)} to ask",
             flush=True,
         )
-        asked = ask_models(cfg, missing, out, log)
+        budget = run_budget(cfg) if missing else None
+        asked = ask_models(cfg, missing, out, log, budget, paid)
     if asked.failures:
         raise failed("requests", asked.failures, len(asked.new), pred_path)
+    if budget is not None and budget.held:
+        raise budget.reached(cfg.budget, "answers", len(asked.new), pred_path)
     counts = {
         "requested": len(missing),
         "reused": len(planned) - len(todo),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from pipeline.prompts import fewshot_examples, teacher_messages
 from pipeline.records import canonical_json, schema_problem, sha256_text
 from pipeline.tasks import load_task
 from stages.eval.acceptance import greedy_acceptance, summary, topk_acceptance, topk_kl
+from stages.eval.predictions import TEACHER
 from stages.shared.models import local_model, teacher_spec
 from stages.shared.softlabels import (
     Meta,
@@ -43,6 +45,7 @@ from stages.shared.softlabels import (
     vocab_hash,
     vocab_hash_of,
 )
+from stages.shared.spend import ledger, run_budget
 
 DRAFT_SCORES = "draft_scores.jsonl"
 DRAFT_STORE = "draft_scores.logprobs.bin"  # the rows' numbers, in the soft-label store's format
@@ -163,9 +166,25 @@ def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, 
                 }
 
             how, desc = settings_from(cfg.eval), f"draft scores: {spec.label}"
-            asked = ask_into_log(spec, reqs, log, row, how, out / "logs", unit="answer", desc=desc)
+            paying = spec.label == TEACHER  # the students score their own drafts, free
+            budget = run_budget(cfg) if paying else None
+            with ledger(out) if paying else nullcontext() as paid:
+                asked = ask_into_log(
+                    spec,
+                    reqs,
+                    log,
+                    row,
+                    how,
+                    out / "logs",
+                    unit="answer",
+                    desc=desc,
+                    admit=budget.admit if budget is not None else None,
+                    paid=paid,
+                )
             if asked.failures:
                 raise failed("draft scores", asked.failures, len(asked.new), path)
+            if budget is not None and budget.held:
+                raise budget.reached(cfg.budget, "draft scores", len(asked.new), path)
         vocab = _vocab_size(t_dir, tok)
 
         def scores(who: str, identity: str, ds: list[Draft]) -> list[tuple[Any, Any]]:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from pipeline.ask import AskStats, ModelSpec, settings_from
 from pipeline.asklog import Asked, RecordLog, ask_into_log
+from pipeline.budget import Budget, Calls
 from pipeline.calls import Completion, Request, sampling_dict
 from pipeline.config import Config
 from pipeline.models import (
@@ -28,6 +29,7 @@ from pipeline.models import (
     teacher_identity,
 )
 from pipeline.prompts import fewshot_examples, render_messages, teacher_messages
+from pipeline.ratelimit import prompt_tokens
 from pipeline.records import (
     DataError,
     canonical_json,
@@ -40,8 +42,10 @@ from pipeline.records import (
 )
 from pipeline.tasks import Question, load_task
 from stages.eval.identity import messages as probe_messages
+from stages.eval.identity import probe_questions
 from stages.shared.layout import MODEL, PREDICTIONS
 from stages.shared.models import local_model, student_spec, teacher_spec
+from stages.shared.spend import Paid
 
 # Which input holds each trained model (as <input>/model).
 TRAINED_INPUT = {
@@ -60,6 +64,7 @@ PREDICTION_FIELDS: dict[str, type | tuple[type, ...]] = {
     "answer_type": str,
 }
 # Recomputed from the text on every run.
+TEACHER = "teacher"  # eval's label for the teacher: its calls are the run's paid ones
 SCORE_FIELDS = (
     "pred",
     "correct",
@@ -242,18 +247,27 @@ def reuse_siblings(todo: list[Todo], out: Path, log: RecordLog) -> list[Todo]:
     return left
 
 
-def ask_models(cfg: Config, todo: list[Todo], out: Path, log: RecordLog) -> Asked:
+def ask_models(
+    cfg: Config,
+    todo: list[Todo],
+    out: Path,
+    log: RecordLog,
+    budget: Budget | None = None,
+    paid: Paid | None = None,
+) -> Asked:
     """Ask each model for its missing answers, one served model at a time (each is started,
     asked and stopped before the next loads). Models that are the same weights served the same
     way (the teacher and the base student of a self-distillation) share one server: their
-    prompts differ, their weights do not. Returns what was asked, summed over the groups."""
+    prompts differ, their weights do not. The teacher's calls are admitted by the run's
+    `budget` and recorded by `paid` (stages/shared/spend.py); the others are the run's own
+    engines, free. Returns what was asked, summed over the groups."""
     groups: dict[ModelSpec, list[Todo]] = {}
     for item in todo:
         groups.setdefault(_served_as(item.model.spec), []).append(item)
     total = Asked()
     total.stats = AskStats("eval")
     for mine in groups.values():
-        got = _ask_group(cfg, mine, out, log)
+        got = _ask_group(cfg, mine, out, log, budget, paid)
         total.new += got.new
         total.failures += got.failures
         total.tokens += got.tokens
@@ -274,12 +288,27 @@ def _served_as(spec: ModelSpec) -> ModelSpec:
     return dataclasses.replace(spec, label="", served_name="", model_dir=spec.model_dir.resolve())
 
 
-def _ask_group(cfg: Config, mine: list[Todo], out: Path, log: RecordLog) -> Asked:
+def _ask_group(
+    cfg: Config,
+    mine: list[Todo],
+    out: Path,
+    log: RecordLog,
+    budget: Budget | None,
+    paid: Paid | None,
+) -> Asked:
     labels = list(dict.fromkeys(t.model.label for t in mine))
     spec = mine[0].model.spec
     if len(labels) > 1:
         spec = dataclasses.replace(spec, label="+".join(labels))
     by_id = {t.request.id: t for t in mine}
+
+    def teachers(req: Request) -> bool:
+        return by_id[req.id].model.label == TEACHER
+
+    def paid_teacher(c: Completion) -> None:
+        if paid is not None and by_id[c.id].model.label == TEACHER:
+            paid(c)
+
     return ask_into_log(
         spec,
         [t.request for t in mine],
@@ -289,4 +318,30 @@ def _ask_group(cfg: Config, mine: list[Todo], out: Path, log: RecordLog) -> Aske
         out / "logs" / labels[0],
         current=lambda req, row: answers(row, by_id[req.id].model, req),
         unit="q",
+        admit=(lambda reqs: budget.admit(reqs, teachers)) if budget is not None else None,
+        paid=paid_teacher,
     )
+
+
+def teacher_calls(cfg: Config) -> list[Calls]:
+    """`distill plan`: eval's teacher calls at most: its answer to every held-out question and
+    identity probe (eval.models with teacher), and with eval.draft its score of every model's
+    drafts of the first eval.draft_questions; prompts estimated as the budget does."""
+    task, t = load_task(cfg.task), cfg.lead_teacher()
+    shots = fewshot_examples(task, t.fewshot)
+    most = cfg.eval.sampling.max_tokens
+    prompt = {q.id: prompt_tokens(teacher_messages(t, q, shots), None) for q in task.eval}
+    out = []
+    if TEACHER in cfg.eval.models:
+        probes = probe_questions() if cfg.eval.identity else []
+        asked = sum(prompt.values()) + sum(prompt_tokens(probe_messages(q), None) for q in probes)
+        n = len(task.eval) + len(probes)
+        out.append(Calls("eval: teacher answers", n, asked, n * most))
+    if cfg.eval.draft:
+        drafted = task.eval[: cfg.eval.draft_questions or None]
+        labels = len(dict.fromkeys(cfg.eval.models))
+        scored = labels * sum(prompt[q.id] + most for q in drafted)
+        out.append(
+            Calls("eval: draft scores", labels * len(drafted), scored, labels * len(drafted))
+        )
+    return out

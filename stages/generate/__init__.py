@@ -35,11 +35,10 @@ from typing import Any
 
 from pipeline.ask import settings_from
 from pipeline.asklog import Asked, RecordLog, ask_into_log, failed
-from pipeline.budget import Budget, usd
+from pipeline.budget import Budget, Calls, chain_lines
 from pipeline.cache import StageLock
 from pipeline.calls import Completion, Failure, ServeError
 from pipeline.config import Config, semantic
-from pipeline.errors import BudgetReached
 from pipeline.models import teacher_identity, teacher_key_config
 from pipeline.prompts import template_bytes
 from pipeline.reasoning import Convention
@@ -47,7 +46,7 @@ from pipeline.records import DataError, RowIndex, atomic_write_jsonl, good_rows
 from pipeline.stage import KeyParts, RunContext
 from pipeline.taskfacts import task_facts
 from pipeline.tasks import load_task
-from stages.generate.plan import estimate, pilot_samples, render
+from stages.generate.plan import estimate, pilot_samples, plan_totals, render
 from stages.generate.poolsize import about_line, is_large
 from stages.generate.report import (
     announce,
@@ -78,6 +77,7 @@ from stages.generate.strategy import (
 from stages.shared.layout import ERRORS, POOL, POOL_LOCK, POOL_STORE, SAMPLES, shared_dir
 from stages.shared.models import local_model, teacher_spec
 from stages.shared.softlabels import Meta, Store, TokenLogprobs, ref_problem, vocab_hash
+from stages.shared.spend import run_budget
 
 NAME = "generate"
 VERSION = 1
@@ -208,7 +208,7 @@ def _ask_all(
     announce(cfg, plans, questions, have)
     convention = Convention.of(cfg.lead_teacher())
     got = Generated()
-    budget = Budget.of(cfg.generate.budget, have.values()) if cfg.generate.budget.active else None
+    budget = run_budget(cfg, (r["usage"] for r in have.values()))
     shared = Tally(convention)
     cascade = cfg.generate.combine == "cascade"
     for plan in plans:
@@ -225,25 +225,8 @@ def _ask_all(
         if got.failures or (budget and budget.held):
             break  # a question that failed here must not be passed on as unsolved
     if budget and budget.held and not got.failures:
-        raise budget_reached(cfg, budget, len(got.new), log.path)
+        raise budget.reached(cfg.budget, "samples", len(got.new), log.path)
     return got
-
-
-def budget_reached(cfg: Config, budget: Budget, new: int, pool: Path) -> BudgetReached:
-    """The one line for a run its budget stopped: what was spent, what was left unasked."""
-    b = cfg.generate.budget
-    spent = [
-        f"{budget.completion:,} completion"
-        + (f" of {b.completion_tokens:,}" if b.completion_tokens > 0 else ""),
-        f"{budget.prompt:,} prompt" + (f" of {b.prompt_tokens:,}" if b.prompt_tokens > 0 else ""),
-    ]
-    cost = usd(b, budget.prompt, budget.completion)
-    money = f" (${cost:,.2f})" if cost and cost >= 1 else f" (${cost:.4f})" if cost else ""
-    return BudgetReached(
-        f"generate.budget reached: at most {' and '.join(spent)} tokens{money} spent or "
-        f"committed; {new} new samples asked and kept in {pool}, {budget.held} not asked; "
-        "raise generate.budget to continue where this stopped"
-    )
 
 
 def _write_errors(path: Path, failures: list[Failure]) -> None:
@@ -349,21 +332,19 @@ def soft_labels(c: Completion, k: int) -> TokenLogprobs:
     return TokenLogprobs.from_lists(got, k)
 
 
-def cost_plan(cfg: Config, out: Path, pilot: int) -> str:
+def cost_plan(cfg: Config, out: Path, pilot: int, later: list[Calls]) -> str:
     """`distill plan` (stages/generate/plan.py): ask each teacher for the pilot's samples the
     pool lacks, then estimate the run from the pool; the runner holds the pool lock. Nothing
-    goes in the key dir: the plan is not the stage."""
+    goes in the key dir: the plan is not the stage. `later`: the teacher calls the chain's
+    later stages make at most (their `teacher_calls` hooks), set with generate's plan against
+    the run's budget."""
     shared = shared_dir(out)
     questions = [q.id for q in load_task(cfg.task).train]
     plans = teacher_plans(cfg)
     shards = [RowIndex.of(path, check_sample) for _, path in shard_pools(shared)]
     piloted = 0
     with _opened(cfg, shared / POOL, shared / POOL_STORE) as (log, store):
-        budget = (
-            Budget.of(cfg.generate.budget, log.rows.values())
-            if cfg.generate.budget.active
-            else None
-        )
+        budget = run_budget(cfg, (r["usage"] for r in log.rows.values()))
         for tp in plans:
             want = pilot_samples(cfg, tp, questions, ChainMap(log.rows, *shards), pilot)
             if want:
@@ -373,10 +354,11 @@ def cost_plan(cfg: Config, out: Path, pilot: int) -> str:
                 piloted += len(got.new)
         have = ChainMap(log.rows, *shards)
         estimates = [estimate(cfg, tp, questions, have) for tp in plans]
+        spent = run_budget(cfg, (r["usage"] for r in have.values()))
     text = render(cfg, estimates, len(questions), piloted)
     if budget and budget.held:  # the estimate stands on fewer samples than the pilot's
-        text += f"\ngenerate.budget stopped the pilot: {budget.held} of its samples not asked"
-    return text
+        text += f"\nbudget stopped the pilot: {budget.held} of its samples not asked"
+    return "\n".join([text, *chain_lines(cfg.budget, later, plan_totals(estimates), spent)])
 
 
 def progress(cfg: Config, out: Path) -> str:

@@ -170,29 +170,30 @@ def render(cfg: Config, estimates: list[Estimate], questions: int, piloted: int)
             f"all teachers: completion tokens {_span(tuple(totals[1]))}, prompt tokens "
             f"{_span(tuple(totals[0]))}"
         )
-    b = g.budget
     if known:
-        lo = usd(b, int(totals[0][0]), int(totals[1][0]))
-        hi = usd(b, int(totals[0][1]), int(totals[1][1]))
+        lo = usd(cfg.budget, int(totals[0][0]), int(totals[1][0]))
+        hi = usd(cfg.budget, int(totals[0][1]), int(totals[1][1]))
         if lo is not None and hi is not None:
-            lines.append(f"cost at generate.budget's prices: {_span((lo, hi), '${:,.2f}')}")
-        if b.completion_tokens > 0:
-            lines.append(_fits("completion", b.completion_tokens, totals[1]))
-        if b.prompt_tokens > 0:
-            lines.append(_fits("prompt", b.prompt_tokens, totals[0]))
+            lines.append(f"cost at budget's prices: {_span((lo, hi), '${:,.2f}')}")
     return "\n".join(lines)
+
+
+def plan_totals(
+    estimates: list[Estimate],
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Every teacher's prompt and completion tokens (low, high); None when one is unknown."""
+    if any(not e.basis for e in estimates):
+        return None
+    return (
+        (sum(e.prompt[0] for e in estimates), sum(e.prompt[1] for e in estimates)),
+        (sum(e.completion[0] for e in estimates), sum(e.completion[1] for e in estimates)),
+    )
 
 
 def _error(pair: tuple[float, float]) -> str:
     if math.isinf(pair[1]):
         return "spread unknown: the pool's samples are of one question"
     return f"+- {_span(pair)} on those to ask"
-
-
-def _fits(part: str, cap_: int, span: list[float]) -> str:
-    worst = span[1]
-    verdict = "fits" if worst <= cap_ else "may stop at it" if span[0] <= cap_ else "stops at it"
-    return f"generate.budget.{part}_tokens {cap_:,}: the plan {verdict}"
 
 
 def _span(pair: tuple, fmt: str = "{:,.0f}") -> str:

@@ -33,7 +33,7 @@ def run_stats(
     t = picked.total
     gen_seconds = asked.pop("seconds", 0.0)
     teachers = {r.plan.label: teacher_stats(r, picked.by_teacher.get(r.plan.label)) for r in done}
-    price = cfg.generate.budget
+    price = cfg.budget
     for one in teachers.values():
         cost = usd(price, one["prompt_tokens"], one["completion_tokens"])
         one |= {"usd": round(cost, 6)} if cost is not None else {}
@@ -49,7 +49,7 @@ def run_stats(
         "new_prompt_tokens": t.new_prompt,
         "completion_tokens": t.completion,
         "new_completion_tokens": t.new_completion,
-        # at generate.budget's prices, when it names any: what the selection cost, and what
+        # at budget's prices, when it names any: what the selection cost, and what
         # this run paid for it (the rest was in the pool)
         **({"usd": round(cost, 6), "new_usd": round(new_cost or 0, 6)} if cost is not None else {}),
         "generation_seconds": round(gen_seconds, 2),
@@ -172,7 +172,7 @@ def summary(stats: dict[str, Any], out: Path) -> str:
         lines.insert(
             4,
             f"cost               ${stats['usd']:,.4f} (${stats['new_usd']:,.4f} new), at "
-            "generate.budget's prices",
+            "budget's prices",
         )
     many = stats.get("teachers") or {}
     if len(many) > 1 or stats.get("strategy") == "adaptive":

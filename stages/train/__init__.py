@@ -125,6 +125,11 @@ def _train(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     return json.loads((out / TRAIN_STATS).read_text())
 
 
+def teacher_calls(cfg: Config) -> list:
+    """`distill plan`: the teacher calls this stage makes at most (on-policy's scores)."""
+    return objective_of(cfg).teacher_calls(cfg)
+
+
 def follows(cfg: Config) -> bool:
     """Machine rank > 0 of several: it joins rank 0's accelerate run; rank 0 runs the stage."""
     return cfg.train.machine_rank > 0

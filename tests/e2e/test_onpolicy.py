@@ -149,3 +149,51 @@ def test_kill9_in_each_part_of_a_round_loses_and_repeats_nothing(sft: dict) -> N
     _, stats = _stage(sft["tmp"] / "runs")
     (one,) = stats["rounds"]
     assert one["rollouts"] == 8 and one["validation_accuracy"] is not None
+
+
+def test_the_run_budget_stops_onpolicy_scores_and_eval_teacher_then_continues(sft: dict) -> None:
+    """One budget over the run (issue 46): on-policy's teacher scores, then eval's teacher
+    answers, each stop at the cap with exit 3 and keep what they asked; a higher cap continues
+    and nothing is asked twice (each ledger's ids once, none with a #n of a second payment).
+    Caps are set from what the run spent before, so other tests' rounds do not matter;
+    rollouts of 10 tokens make this chain another than theirs."""
+    from pipeline.config import load_config
+    from stages.shared.spend import SPEND, run_budget
+
+    ov = [*sft["overrides"], "train.onpolicy.rounds=1", "train.onpolicy.max_tokens=10"]
+    runs = sft["tmp"] / "runs" / "default"
+    before = run_budget(load_config(None, [*ov, "budget.completion_tokens=1000000"]))
+    assert before is not None and before.completion > 0  # generate's pool
+
+    def cap(more: int) -> str:
+        return f"budget.completion_tokens={before.completion + more}"
+
+    known = set(runs.glob("train/onpolicy/*/round-001"))
+    r = run_cli("train", *ov, cap(5))  # 8 scores of 1 token each: 5 fit
+    assert r.returncode == 3, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "budget reached" in r.stderr and "teacher scores" in r.stderr
+    assert "Traceback" not in r.stderr
+    (rd,) = set(runs.glob("train/onpolicy/*/round-001")) - known
+    assert len(_rows(rd / "scores.jsonl")) == 5 and len(_rows(rd / SPEND)) == 5
+
+    # the scores finish (3 more; a score reserves its 1 token, the offline engine records
+    # none), then eval's teacher may reserve 16 tokens 3 times, not 4
+    assert sum(json.loads(x)["completion_tokens"] for x in (rd / SPEND).open()) == 0
+    r = run_cli("run", *ov, cap(3 * 16 + 8))
+    assert r.returncode == 3, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "budget reached" in r.stderr and "answers" in r.stderr
+    (ev,) = [p.parent for p in runs.glob(f"eval/*/{SPEND}")]
+    assert len(_rows(ev / SPEND)) == 3
+    assert sorted(_rows(rd / SPEND)) == sorted(_rows(rd / "scores.jsonl"))
+    assert len(_rows(rd / SPEND)) == 8
+
+    r = run_cli("run", *ov, cap(100000))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for ledger in (rd / SPEND, ev / SPEND):
+        ids = _rows(ledger)
+        assert len(ids) == len(set(ids)) and not any("#" in i for i in ids), ledger
+    assert len(_rows(ev / SPEND)) == 8  # the 8 held-out questions, the teacher asked once each
+    stats = json.loads((ev / "manifest.json").read_text())["stats"]
+    assert stats["teacher_spend"]["calls"] == 8
+    _, train = _stage(sft["tmp"] / "runs")
+    assert train["teacher_spend"]["calls"] == 8

@@ -16,6 +16,7 @@ import pytest
 
 from pipeline import runner
 from pipeline import status as status_module
+from pipeline.budget import Calls
 from pipeline.config import load_config, shipped_config
 from pipeline.stage import KeyParts, RunContext
 from pipeline.status import status
@@ -47,8 +48,19 @@ def _stage(name: str, upstream: tuple[str, ...], ran: list[str], **hooks: Any) -
 def chain(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> SimpleNamespace:
     ran: list[str] = []
     stages = {
-        "first": _stage("first", (), ran, cost_plan=lambda cfg, out, pilot: f"plan {pilot}"),
-        "second": _stage("second", ("first",), ran, ends_chain=lambda cfg: True),
+        "first": _stage(
+            "first",
+            (),
+            ran,
+            cost_plan=lambda cfg, out, pilot, later: f"plan {pilot} {[c.what for c in later]}",
+        ),
+        "second": _stage(
+            "second",
+            ("first",),
+            ran,
+            ends_chain=lambda cfg: True,
+            teacher_calls=lambda cfg: [Calls("second's teacher", 1, 2, 3)],
+        ),
     }
     for module in (runner, status_module):  # status reads the same stages
         monkeypatch.setattr(module, "STAGES", tuple(stages))
@@ -79,7 +91,8 @@ def test_a_damaged_output_is_rebuilt_and_force_reruns_the_target_only(
 
 
 def test_the_runner_finds_stages_by_their_hooks(chain: SimpleNamespace) -> None:
-    assert runner.cost_plan(chain.cfg, 7) == "plan 7"  # the stage that has the hook
+    # the stage that has the hook, given the later stages' teacher calls
+    assert runner.cost_plan(chain.cfg, 7) == 'plan 7 ["second\'s teacher"]'
     runner.run_chain(chain.cfg, "first")
     listed = status(chain.cfg)  # the chain of each stage that ends one
     assert [(s.name, s.state) for s in listed] == [("first", "complete"), ("second", "missing")]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.budget import Calls
 from pipeline.config import Config
 from pipeline.config.train import TrainConfig
 from pipeline.stage import ExtraInput, KeyParts, RunContext
@@ -35,6 +36,10 @@ def no_locks(cfg: Config, out: Path) -> list[Path]:
 
 def no_card_detail(t: TrainConfig) -> str:
     return ""
+
+
+def no_teacher_calls(cfg: Config) -> list[Calls]:
+    return []
 
 
 def rows_as_they_are(tok: Any, kept: Path, rows: KeptRows, prepared: Prepared) -> None:
@@ -86,6 +91,8 @@ class Objective:
     trains: Callable[[Config, RunContext], dict[str, Any]] | None = None
     # what the model card says of it after its name (its settings)
     card: Callable[[TrainConfig], str] = no_card_detail
+    # `distill plan`: the teacher calls it makes at most (pipeline/budget.py Calls)
+    teacher_calls: Callable[[Config], list[Calls]] = no_teacher_calls
 
     def __post_init__(self) -> None:
         if (self.kept is None) == (self.trains is None):

@@ -545,13 +545,13 @@ def test_a_budget_stops_cleanly_and_a_higher_one_finishes(
         "generate",
         [
             *ov,
-            "generate.budget.completion_tokens=200",
-            "generate.budget.usd_per_million_completion=15",
+            "budget.completion_tokens=200",
+            "budget.usd_per_million_completion=15",
         ],
     )
     assert p.returncode == 3, p.stderr[-2000:]
     line = [x for x in p.stderr.splitlines() if x.startswith("stopped:")]
-    assert len(line) == 1 and "generate.budget reached" in line[0] and "of 200" in line[0]
+    assert len(line) == 1 and "budget reached" in line[0] and "of 200" in line[0]
     assert "6 new samples asked" in line[0] and "14 not asked" in line[0] and "$" in line[0]
     assert "Traceback" not in p.stderr
     assert not (stage_dir(ov) / "manifest.json").exists()  # not done: nothing passes for it
@@ -561,9 +561,9 @@ def test_a_budget_stops_cleanly_and_a_higher_one_finishes(
     ]
     assert len(pool) == 6 and sum(r["usage"]["completion_tokens"] for r in pool) <= 200
     priced = [
-        "generate.budget.completion_tokens=100000",
-        "generate.budget.usd_per_million_prompt=2",
-        "generate.budget.usd_per_million_completion=15",
+        "budget.completion_tokens=100000",
+        "budget.usd_per_million_prompt=2",
+        "budget.usd_per_million_completion=15",
     ]
     p = ok(distill("generate", [*ov, *priced]))
     st = manifest(ov)["stats"]
@@ -593,6 +593,7 @@ def test_plan_pilots_into_the_pool_and_generate_pays_only_the_rest(
     p = ok(distill("plan", [*ov, "--pilot", "3"]))
     assert "the pilot asked 6 samples now" in p.stdout
     assert "20 samples, 6 in the pool, 14 to ask" in p.stdout and "expected completion" in p.stdout
+    assert "eval: teacher answers: at most" in p.stdout  # the plan covers the whole chain
     pool = [
         json.loads(x)
         for x in (tmp_path / "runs" / "plan" / "generate" / "pool.jsonl").read_text().splitlines()
@@ -607,8 +608,8 @@ def test_plan_pilots_into_the_pool_and_generate_pays_only_the_rest(
     assert f"expected completion tokens {st['completion_tokens']:,} (" in p.stdout
     # a budget stops the pilot like any asking, and the plan says so
     capped = overrides(tmp_path, tiny_model, "plancap", *external(servers[0].url))
-    p = ok(distill("plan", [*capped, "--pilot", "3", "generate.budget.completion_tokens=100"]))
-    assert "generate.budget stopped the pilot: 4 of its samples not asked" in p.stdout
+    p = ok(distill("plan", [*capped, "--pilot", "3", "budget.completion_tokens=100"]))
+    assert "budget stopped the pilot: 4 of its samples not asked" in p.stdout
     assert "the pilot asked 2 samples now" in p.stdout
     bad = distill("plan", [*ov, "--pilot", "-1"])
     assert bad.returncode == 2 and error_lines(bad.stderr) == [

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 
+from pipeline.budget import Budget, Calls, chain_lines
 from pipeline.calls import Request
 from pipeline.config import load_config
 from pipeline.tasks import Question
-from stages.generate.plan import estimate, pilot_questions, pilot_samples, render
+from stages.generate.plan import estimate, pilot_questions, pilot_samples, plan_totals, render
 from stages.generate.samples import Planned
 from stages.generate.strategy import TeacherPlan
 
@@ -109,17 +110,42 @@ def test_adaptive_and_cascade_plans_give_their_best_and_worst_case() -> None:
 def test_the_plan_prices_itself_and_says_whether_the_budget_holds_it() -> None:
     ov = [
         "generate.n=2",
-        "generate.budget.completion_tokens=100",
-        "generate.budget.usd_per_million_completion=1000000",
+        "budget.completion_tokens=100",
+        "budget.usd_per_million_completion=1000000",
     ]
     cfg = load_config(None, ov)
     have = _pool(_row("easy-0", 10, prompt=0), _row("easy-1", 30, prompt=0))
     e = estimate(cfg, _plan(cfg), QUESTIONS, have)
     assert e.completion == (120, 120)
     text = render(cfg, [e], 3, 4)
-    assert "cost at generate.budget's prices: $120.00" in text
-    assert "generate.budget.completion_tokens 100: the plan stops at it" in text
+    assert "cost at budget's prices: $120.00" in text
+    chain = chain_lines(cfg.budget, [], plan_totals([e]), None)
+    assert "no later stage of the chain calls the teacher" in chain
+    assert (
+        "budget.completion_tokens 100: the whole chain (generate 120, later at most 0) stops at it"
+        in chain
+    )
     assert "the pilot asked 4 samples now" in text
     # a teacher with nothing in the pool has no estimate, and says how to get one
     none = render(cfg, [estimate(cfg, _plan(cfg), QUESTIONS, {})], 3, 0)
     assert "no estimate" in none and "--pilot" in none and "cost" not in none
+
+
+def test_the_plan_sets_the_later_stages_calls_beside_generates_against_the_run_budget() -> None:
+    """`distill plan` covers the chain: on-policy's scores and eval's teacher calls at most,
+    added to generate's plan against each cap; the run's spend so far is said."""
+    cfg = load_config(None, ["budget.completion_tokens=1000", "budget.prompt_tokens=50000"])
+    later = [
+        Calls("train: on-policy teacher scores", 40, 20000, 40),
+        Calls("eval: teacher answers", 10, 2000, 640),
+    ]
+    spent = Budget(1000, 50000, completion=70, prompt=900)
+    lines = chain_lines(cfg.budget, later, ((9000, 12000), (200, 400)), spent)
+    assert lines[0] == (
+        "train: on-policy teacher scores: at most 40 teacher calls, 20,000 prompt and 40 "
+        "completion tokens"
+    )
+    assert "spent so far (pool and ledgers): 900 prompt and 70 completion tokens" in lines[2]
+    # completion: 200-400 + 680 -> at most 1,080 > 1,000 but 200 fits: it may stop
+    assert lines[3].endswith("(generate 200-400, later at most 680) may stop at it")
+    assert lines[4].endswith("(generate 9,000-12,000, later at most 22,000) fits")

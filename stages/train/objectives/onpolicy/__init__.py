@@ -20,6 +20,7 @@ from pipeline.prompts import template_bytes
 from pipeline.stage import ExtraInput, KeyParts
 from stages.shared.layout import ROUNDS, ROUNDS_LOCK, shared_dir
 from stages.train.objectives.objective import Objective
+from stages.train.objectives.onpolicy.rounds import teacher_calls
 from stages.train.objectives.onpolicy.stage import SFT_INPUT, train_onpolicy
 
 
@@ -73,4 +74,5 @@ OBJECTIVE = Objective(
     shared=(ROUNDS,),
     trains=train_onpolicy,
     card=card,
+    teacher_calls=teacher_calls,
 )

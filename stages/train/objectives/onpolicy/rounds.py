@@ -39,15 +39,18 @@ from typing import Any
 
 from pipeline.ask import settings_from
 from pipeline.asklog import RecordLog, ask_into_log, failed
+from pipeline.budget import Calls
 from pipeline.calls import Completion, Request, prompt_ids, score_request
 from pipeline.config import Config, semantic
 from pipeline.prompts import fewshot_examples, render_messages, teacher_messages
+from pipeline.ratelimit import prompt_tokens
 from pipeline.reasoning import Convention
 from pipeline.records import atomic_write_json
 from pipeline.tasks import Question, load_task
 from stages.shared.layout import MODEL, ROUNDS, shared_dir
 from stages.shared.models import local_model, student_spec, teacher_spec
 from stages.shared.softlabels import Meta, Store, TokenLogprobs, ref_problem, vocab_hash_of
+from stages.shared.spend import SPEND, ledger, run_budget, spent
 from stages.shared.verify import gold_of, grade_row
 from stages.train.logs import log_line
 from stages.train.losses.policy import reverse_kl_estimate
@@ -134,6 +137,21 @@ def rollouts(cfg: Config, r: int, student: Path, qs: list[Question], rd: Path, c
         return {p.request.id: log.rows[p.request.id] for p in plan}
 
 
+def teacher_calls(cfg: Config) -> list[Calls]:
+    """`distill plan`: on-policy's teacher scores at most: each rollout of each round, its
+    prompt the teacher's own (estimated as the budget does) and onpolicy.max_tokens of
+    rollout; one completion token each (pipeline/calls.py score_request)."""
+    op = cfg.train.onpolicy
+    task = load_task(cfg.task)
+    shots = fewshot_examples(task, cfg.teacher.fewshot)
+    prompt = calls = 0
+    for r in range(1, op.rounds + 1):
+        for q in round_questions(task.train, r, op.questions, cfg.train.seed):
+            prompt += op.n * (prompt_tokens(teacher_prompt(cfg, q, shots), None) + op.max_tokens)
+            calls += op.n
+    return [Calls("train: on-policy teacher scores", calls, prompt, calls)]
+
+
 def _score_request(pair: Pair, prompt: list[int], row: dict, k: int) -> tuple[Request, dict] | None:
     """The scoring request for one rollout, and how to read its answer back per student token;
     None for a rollout with nothing to score (no tokens, or no teacher tokens for its text)."""
@@ -181,13 +199,29 @@ def scores(cfg: Config, pair: Pair, qs: list[Question], rows: dict, rd: Path) ->
 
     spec = teacher_spec(cfg, cfg.teacher, "teacher", max_logprobs=op.k)
     path = rd / "scores.jsonl"
-    with store, RecordLog.open(path, check, "scores", before_sync=store.sync) as log:
+    budget = run_budget(cfg)
+    with (
+        store,
+        RecordLog.open(path, check, "scores", before_sync=store.sync) as log,
+        ledger(rd) as paid,
+    ):
         settings = settings_from(cfg.generate)  # not `how`: that holds each request's alignment
         asked = ask_into_log(
-            spec, reqs, log, row_of, settings, rd / "logs", unit="sample", desc="teacher scores"
+            spec,
+            reqs,
+            log,
+            row_of,
+            settings,
+            rd / "logs",
+            unit="sample",
+            desc="teacher scores",
+            admit=budget.admit if budget is not None else None,
+            paid=paid,
         )
         if asked.failures:
             raise failed("teacher scores", asked.failures, len(asked.new), path)
+        if budget is not None and budget.held:
+            raise budget.reached(cfg.budget, "teacher scores", len(asked.new), path)
         out = {}
         for req in reqs:
             _, tl = store.read(log.rows[req.id]["logprobs"]["sha"])
@@ -304,6 +338,7 @@ def run_round(cfg: Config, r: int, student: Path, rd: Path, chain: str, pair: Pa
     stats |= upd | validate(cfg, r, rd, pair.student_tok)
     stats |= {"round": r, "seconds": {k: round(v, 2) for k, v in seconds.items()}}
     stats["scored_tokens"] = sum(s["teacher_tokens"] for s in scored.values())  # teacher's own
+    stats["teacher_spend"] = spent(rd / SPEND)  # the scores' calls, as the budget counts them
     atomic_write_json(rd / ROUND_FILE, stats)
     return stats
 

@@ -73,6 +73,10 @@ def train_onpolicy(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         "steps": sum(r.get("steps", 0) for r in rounds),
         "final_loss": rounds[-1].get("loss"),
         "teacher_tokens_scored": sum(r.get("scored_tokens", 0) for r in rounds),
+        "teacher_spend": {  # the rounds' teacher calls, as the run's budget counts them
+            k: sum(r.get("teacher_spend", {}).get(k, 0) for r in rounds)
+            for k in ("calls", "prompt_tokens", "completion_tokens")
+        },
         "rollout_tokens": sum(r.get("rollout_tokens", 0) for r in rounds),
         "seconds_by_part": _summed_seconds(rounds),
         "stage_seconds": round(time.monotonic() - t0, 2),
