@@ -53,6 +53,7 @@ def print_summary(cfg: Config, results: list[Any], seconds: float) -> None:
 def print_status(cfg: Config, rows: list[Any]) -> None:
     from pipeline.runner import run_dir
     from pipeline.status import dir_bytes
+    from pipeline.taskfacts import task_facts
 
     total = _size(dir_bytes(run_dir(cfg)))
     t = Table(
@@ -80,6 +81,7 @@ def print_status(cfg: Config, rows: list[Any]) -> None:
             Text(s.note),
         )
     console.print(t)
+    console.print(Text(task_facts(cfg.task, cfg.cache_dir).line()))  # the splits, kept: no read
 
 
 def _size(n: int) -> str:

@@ -1,5 +1,5 @@
-"""What the stage keys need of a task without reading its questions: the source file's sha256
-and the split's sizes.
+"""What the stage keys need of a task without reading its questions: the source file's sha256,
+the split's sizes and how they were carved.
 
 Every `distill status`, `distill plan` and run computes the keys of its stages. Reading and
 splitting a task of a million questions took 14 s on 2 cores; hashing its file takes 0.1 s.
@@ -26,6 +26,13 @@ from pipeline.records import atomic_write_json, sha256_file
 class TaskFacts:
     source_hash: str  # the task file's sha256 (Task.source_hash)
     sizes: dict[str, int]  # Task.sizes(): train, validation, eval
+    name: str = ""  # Task.name
+    carved: str = ""  # Task.carved: how the splits were carved, in words
+    small: str = ""  # Task.small: which size rule of validation bound, "" for none
+
+    def line(self) -> str:
+        """The three splits up front (tasks.splits_line)."""
+        return tasks.splits_line(self.name, self.sizes, self.carved)
 
 
 @cache
@@ -43,13 +50,14 @@ def task_facts(cfg: TaskConfig, cache_dir: str = "") -> TaskFacts:
     kept = cache_root(cache_dir) / "tasks" / f"{digest[:32]}.json"
     try:
         d = json.loads(kept.read_text())
-        facts = TaskFacts(d["source_hash"], {k: int(v) for k, v in d["sizes"].items()})
+        sizes = {k: int(v) for k, v in d["sizes"].items()}
+        facts = TaskFacts(d["source_hash"], sizes, d["name"], d["carved"], d["small"])
         if facts.source_hash == source and set(facts.sizes) == {"train", "validation", "eval"}:
             return facts
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     task = tasks.load_task(cfg)
-    facts = TaskFacts(task.source_hash, task.sizes())
+    facts = TaskFacts(task.source_hash, task.sizes(), task.name, task.carved, task.small)
     if facts.source_hash != source:  # the file changed under this process's loaded task
         return facts
     try:

@@ -44,6 +44,10 @@ class Task:
     fewshot: list[dict[str, str]]
     # Held out of train by group, before generate: what settings are chosen on (never eval).
     validation: list[Question] = dataclasses.field(default_factory=list)
+    carved: str = ""  # how the splits were carved, in words (`splits_line`)
+    # "" unless validation's size rule bound on this small task (VALIDATION_SHARE,
+    # MIN_VALIDATION): then the split is not what the floor alone gave, and generate keys it
+    small: str = ""
 
     def sizes(self) -> dict[str, int]:
         return {
@@ -51,6 +55,12 @@ class Task:
             "validation": len(self.validation),
             "eval": len(self.eval),
         }
+
+
+def splits_line(name: str, sizes: dict[str, int], carved: str) -> str:
+    """The three splits up front: `task arith: train 400 · validation 84 · eval 300 (...)`."""
+    three = " · ".join(f"{k} {sizes[k]:,}" for k in ("train", "validation", "eval"))
+    return f"task {name}: {three}" + (f" ({carved})" if carved else "")
 
 
 # --- sources -------------------------------------------------------------------------------------
@@ -290,10 +300,14 @@ def _load_task_cached(cfg_json: str) -> Task:
     )
     train = [questions[i] for i in order if not held_out[i]]
     held = [questions[i] for i in order if held_out[i]]
-    train, validation = _validation_split(train, cfg)
-    if cfg.max_train:
+    train, validation, small = _validation_split(train, cfg)
+    carved = [f"eval: {cfg.eval_fraction:.0%} of the groups by {cfg.split_by or 'question'}"]
+    carved.append(_validation_words(cfg, len(train) + len(validation), small))
+    if cfg.max_train and len(train) > cfg.max_train:
+        carved.append(f"task.max_train keeps {cfg.max_train:,} of {len(train):,}")
         train = train[: cfg.max_train]
-    if cfg.max_eval:
+    if cfg.max_eval and len(held) > cfg.max_eval:
+        carved.append(f"task.max_eval keeps {cfg.max_eval:,} of {len(held):,}")
         held = held[: cfg.max_eval]
     for split, qs in (("train", train), ("eval", held)):
         if not qs:
@@ -312,18 +326,27 @@ def _load_task_cached(cfg_json: str) -> Task:
             raise DataError(
                 f"{fewshot_path}:{i}: a worked example needs 'question' and 'rationale'"
             )
-    return Task(name, train, held, sha256_file(path), fewshot, validation)
+    return Task(name, train, held, sha256_file(path), fewshot, validation, "; ".join(carved), small)
+
+
+# A validation split never takes more than this share of the train split's questions: on a
+# small task the floor (task.min_validation) gives way. Below MIN_VALIDATION questions a
+# validation accuracy moves in steps of 20 points or more and picks nothing: no split then.
+VALIDATION_SHARE = 0.25
+MIN_VALIDATION = 5
 
 
 def _validation_split(
     train: list[Question], cfg: TaskConfig
-) -> tuple[list[Question], list[Question]]:
-    """(train, validation): whole groups of the train split, in hash order, held out until
-    they are `validation_fraction` of its groups and hold `min_validation` questions (the
+) -> tuple[list[Question], list[Question], str]:
+    """(train, validation, small): whole groups of the train split, in hash order, held out
+    until they are `validation_fraction` of its groups and hold `min_validation` questions (the
     floor), the last group always left to train; validation is capped at `max_validation`.
-    Questions of a held-out group beyond the cap are in neither: a group is never split."""
+    Questions of a held-out group beyond the cap are in neither: a group is never split. The
+    floor never takes validation past VALIDATION_SHARE of the questions, and a validation of
+    fewer than MIN_VALIDATION questions is none; `small` says which of the two bound ("")."""
     if not cfg.validation_fraction:
-        return train, []
+        return train, [], ""
     groups = sorted(
         {q.group or q.id for q in train}, key=lambda g: _hash01(f"{cfg.seed}:validation:{g}")
     )
@@ -331,11 +354,36 @@ def _validation_split(
     for q in train:
         size[q.group or q.id] = size.get(q.group or q.id, 0) + 1
     taken: set[str] = set()
-    count = 0
+    count, small = 0, ""
     for g in groups[:-1]:
-        if len(taken) >= cfg.validation_fraction * len(groups) and count >= cfg.min_validation:
-            break
+        if len(taken) >= cfg.validation_fraction * len(groups):
+            if count >= cfg.min_validation:
+                break
+            if count + size[g] > VALIDATION_SHARE * len(train):
+                small = "share"  # the floor gives way
+                break
         taken.add(g)
         count += size[g]
     validation = [q for q in train if (q.group or q.id) in taken][: cfg.max_validation]
-    return [q for q in train if (q.group or q.id) not in taken], validation
+    if len(validation) < MIN_VALIDATION:
+        return train, [], "none"
+    return [q for q in train if (q.group or q.id) not in taken], validation, small
+
+
+def _validation_words(cfg: TaskConfig, train: int, small: str) -> str:
+    """How validation was carved from the `train` questions of the train split, in words."""
+    if not cfg.validation_fraction:
+        return "no validation split (task.validation_fraction: 0)"
+    if small == "none":
+        return (
+            f"no validation split: {train} train questions are too few to spare "
+            f"{MIN_VALIDATION} (at most {VALIDATION_SHARE:.0%} of them); the student trains "
+            "without one"
+        )
+    words = f"validation: {cfg.validation_fraction:.0%} of the train split's groups"
+    if small == "share":
+        return (
+            f"{words}; task.min_validation {cfg.min_validation} gave way: validation takes at "
+            f"most {VALIDATION_SHARE:.0%} of the train split's {train} questions"
+        )
+    return f"{words}, at least {cfg.min_validation} questions"

@@ -106,6 +106,8 @@ def key_parts(cfg: Config) -> KeyParts:
             if many
             else template_bytes(cfg.teacher.template),
             "task_data": task.source_hash,
+            # a small task's split, since validation's size rule bound (pipeline/tasks.py)
+            **({"small_task": task.small} if task.small else {}),
         },
     )
 
@@ -355,7 +357,8 @@ def cost_plan(cfg: Config, out: Path, pilot: int, later: list[Calls]) -> str:
         have = ChainMap(log.rows, *shards)
         estimates = [estimate(cfg, tp, questions, have) for tp in plans]
         spent = run_budget(cfg, (r["usage"] for r in have.values()))
-    text = render(cfg, estimates, len(questions), piloted)
+    text = task_facts(cfg.task, cfg.cache_dir).line() + "\n"  # the splits, up front
+    text += render(cfg, estimates, len(questions), piloted)
     if budget and budget.held:  # the estimate stands on fewer samples than the pilot's
         text += f"\nbudget stopped the pilot: {budget.held} of its samples not asked"
     return "\n".join([text, *chain_lines(cfg.budget, later, plan_totals(estimates), spent)])

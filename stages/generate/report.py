@@ -10,6 +10,7 @@ from typing import Any
 from pipeline.asklog import Asked
 from pipeline.budget import usd
 from pipeline.config import Config
+from pipeline.taskfacts import task_facts
 from stages.generate.plan import estimate
 from stages.generate.selected import Selected, Sums
 from stages.generate.strategy import Rounds, TeacherPlan, cap
@@ -86,6 +87,7 @@ def announce(
     cfg: Config, plans: list[TeacherPlan], questions: list[str], have: Mapping[str, dict]
 ) -> None:
     g = cfg.generate
+    print(task_facts(cfg.task, cfg.cache_dir).line(), flush=True)  # the splits, up front
     if g.strategy == "fixed" and len(plans) == 1:
         planned = [p for ps in plans[0].samples.values() for p in ps]
         held = sum(p.request.id in have for p in planned)

@@ -128,7 +128,8 @@ def test_a_yaml_block_extends_a_config_from_the_repo_root() -> None:
 
 def test_the_example_config_and_task_file_load() -> None:
     """docs/examples/ is what the own-teacher guide tells a reader to copy: its config builds
-    and its task file splits into train, validation and eval with the config's column map."""
+    and its task file splits into train and eval with the config's column map; its 6 questions
+    are too few to spare a validation split, and the task says so."""
     from pipeline.config import load_config
     from pipeline.tasks import load_task
 
@@ -138,4 +139,5 @@ def test_the_example_config_and_task_file_load() -> None:
         assert check_yaml(path.read_text(encoding="utf-8"), ROOT) is None, path
     with chdir(ROOT):
         task = load_task(load_config(ROOT / "docs/examples/my_task.yaml").task)
-    assert task.train and task.eval and task.validation
+    assert task.train and task.eval and not task.validation
+    assert "no validation split" in task.carved

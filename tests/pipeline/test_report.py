@@ -37,6 +37,8 @@ def test_status_shows_each_stage_its_state_and_disk(capsys, tmp_path: Path):
     out = capsys.readouterr().out
     assert "generate" in out and "complete" in out and "2.5 kB + 3.0 MB shared" in out
     assert "partial" in out and "3 of 9 samples" in out and "missing" in out
+    # the task's three splits, up front (from the kept task facts: nothing is read whole)
+    assert "task arith: train " in out and " · validation " in out and "(eval: " in out
 
 
 def test_sizes():

@@ -10,7 +10,7 @@ from pipeline.config import ConfigError, TaskConfig
 from pipeline.paths import ROOT
 from pipeline.prompts import render_messages
 from pipeline.records import DataError
-from pipeline.tasks import _inline_choices, load_task
+from pipeline.tasks import _inline_choices, load_task, splits_line
 
 
 def test_bundled_split_by_fact_shares_no_fact_and_is_deterministic():
@@ -64,11 +64,70 @@ def test_validation_never_takes_the_last_train_group():
         source="bundled:arith",
         split_by="fact",
         eval_fraction=0.3,
-        validation_fraction=0.9,
-        min_validation=5000,
+        validation_fraction=0.99,
     )
     task = load_task(cfg)
     assert len({q.group for q in task.train}) == 1 and task.validation
+
+
+def _small_task(tmp_path, n: int) -> TaskConfig:
+    """n questions, each its own group."""
+    path = tmp_path / f"small{n}.jsonl"
+    rows = [
+        {"id": f"q{i}", "question": f"What is {i} plus 1?", "answer": str(i + 1)} for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return TaskConfig(source=f"jsonl:{path}", answer_type="numeric")
+
+
+def test_the_floor_gives_way_on_a_small_task_which_keeps_most_for_training(tmp_path):
+    """40 questions: the floor of 20 would take 20 of the 30 train questions; validation takes
+    a quarter at most, and the splits say so."""
+    task = load_task(_small_task(tmp_path, 40))
+    split = len(task.train) + len(task.validation)
+    assert 5 <= len(task.validation) <= split / 4 and len(task.train) >= 3 * split / 4
+    assert task.small == "share"
+    line = splits_line(task.name, task.sizes(), task.carved)
+    assert line.startswith(f"task small40: train {len(task.train)} · validation ")
+    assert "task.min_validation 20 gave way: validation takes at most 25%" in line
+
+
+def test_a_task_too_small_for_validation_trains_without_it_and_says_so(tmp_path):
+    task = load_task(_small_task(tmp_path, 12))
+    assert task.validation == [] and task.small == "none" and len(task.train) >= 8
+    assert "no validation split" in task.carved and "trains without one" in task.carved
+
+
+def test_the_default_split_is_as_before_and_said_up_front():
+    """The size rule binds only on small tasks: the default's split (and so its keys, pinned
+    in test_config.py) is what the floor alone gave."""
+    from pipeline.config import load_config, shipped_config
+    from stages.generate import key_parts
+
+    cfg = load_config(shipped_config("default"), [])
+    task = load_task(cfg.task)
+    assert task.small == "" and task.sizes() == {"train": 400, "validation": 84, "eval": 300}
+    assert splits_line(task.name, task.sizes(), task.carved) == (
+        "task arith: train 400 · validation 84 · eval 300 (eval: 30% of the groups by fact; "
+        "validation: 10% of the train split's groups, at least 20 questions; task.max_train "
+        "keeps 400 of 684; task.max_eval keeps 300 of 312)"
+    )
+    assert "small_task" not in key_parts(cfg).extra
+
+
+def test_a_small_tasks_split_is_in_generates_key(tmp_path):
+    from pipeline.config import load_config
+    from stages.generate import key_parts
+
+    cfg = load_config(
+        None,
+        [
+            f"task.source=jsonl:{_small_task(tmp_path, 40).source[6:]}",
+            "task.answer_type=numeric",
+            f"cache_dir={tmp_path / 'c'}",
+        ],
+    )
+    assert key_parts(cfg).extra["small_task"] == "share"
 
 
 def test_growing_the_cap_only_adds_questions():

@@ -594,6 +594,7 @@ def test_plan_pilots_into_the_pool_and_generate_pays_only_the_rest(
     assert "the pilot asked 6 samples now" in p.stdout
     assert "20 samples, 6 in the pool, 14 to ask" in p.stdout and "expected completion" in p.stdout
     assert "eval: teacher answers: at most" in p.stdout  # the plan covers the whole chain
+    assert p.stdout.startswith("task ") and " · validation " in p.stdout  # the splits first
     pool = [
         json.loads(x)
         for x in (tmp_path / "runs" / "plan" / "generate" / "pool.jsonl").read_text().splitlines()
