@@ -4,7 +4,8 @@ the split's sizes and how they were carved.
 Every `distill status`, `distill plan` and run computes the keys of its stages. Reading and
 splitting a task of a million questions took 14 s on 2 cores; hashing its file takes 0.1 s.
 The facts are a function of the file's bytes, the task config and the split's code, so they are
-kept in the cache under a digest of all three (the code by pipeline/tasks.py's own bytes): a kept
+kept in the cache under a digest of all three (the code by the bytes of pipeline/tasks.py,
+splits.py and hfdata.py): a kept
 one is what load_task would say now, and one that is damaged or unreadable is computed again."""
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from pipeline import tasks
+from pipeline import hfdata, splits, tasks
 from pipeline.config import TaskConfig
 from pipeline.models import cache_root
-from pipeline.records import atomic_write_json, sha256_file
+from pipeline.records import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -31,19 +32,21 @@ class TaskFacts:
     small: str = ""  # Task.small: which size rule of validation bound, "" for none
 
     def line(self) -> str:
-        """The three splits up front (tasks.splits_line)."""
-        return tasks.splits_line(self.name, self.sizes, self.carved)
+        """The three splits up front (splits.splits_line)."""
+        return splits.splits_line(self.name, self.sizes, self.carved)
 
 
 @cache
 def _code() -> str:
-    return hashlib.sha256(Path(tasks.__file__).read_bytes()).hexdigest()
+    """The code that reads and splits a task: its modules' bytes."""
+    mods = (tasks, splits, hfdata)
+    return hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in mods)).hexdigest()
 
 
 def task_facts(cfg: TaskConfig, cache_dir: str = "") -> TaskFacts:
     """The task's facts: kept ones when the file, the config and the split's code are the same,
     else from load_task (kept for next time; a cache that cannot be written is no error)."""
-    source = sha256_file(tasks.source_path(cfg))
+    source = tasks.source_digest(cfg)
     digest = hashlib.sha256(
         json.dumps([dataclasses.asdict(cfg), source, _code()], sort_keys=True).encode()
     ).hexdigest()

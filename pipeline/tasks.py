@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import importlib.util
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -19,8 +18,11 @@ from typing import Any
 from pipeline.answers import choice_index
 from pipeline.config import ConfigError, TaskConfig, expand
 from pipeline.config.task import OLMO_TASKS
+from pipeline.hfdata import extract, load_hf
+from pipeline.hfdata import source_digest as hf_digest
 from pipeline.paths import DATA_DIR
 from pipeline.records import DataError, parse_line, read_jsonl, sha256_file
+from pipeline.splits import hash01, in_eval, validation_split, validation_words
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -55,12 +57,6 @@ class Task:
             "validation": len(self.validation),
             "eval": len(self.eval),
         }
-
-
-def splits_line(name: str, sizes: dict[str, int], carved: str) -> str:
-    """The three splits up front: `task arith: train 400 · validation 84 · eval 300 (...)`."""
-    three = " · ".join(f"{k} {sizes[k]:,}" for k in ("train", "validation", "eval"))
-    return f"task {name}: {three}" + (f" ({carved})" if carved else "")
 
 
 # --- sources -------------------------------------------------------------------------------------
@@ -157,34 +153,51 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _load_jsonl(
-    path: Path, columns: dict[str, str], answer_type: str, split_by: str
-) -> list[Question]:
-    """Questions from a JSONL file; every row is checked and a bad one named by file:line.
+def _load_jsonl(path: Path, cfg: TaskConfig, answer_type: str) -> list[Question]:
+    """Questions from a JSONL file; every row is checked and a bad one named by file:line."""
+    rows = (
+        (f"{path}:{n}", f"line {n}", f"{path.stem}-{n}", row) for n, row in _numbered_rows(path)
+    )
+    out = _questions(rows, cfg, answer_type)
+    if not out:
+        raise DataError(f"{path}: no questions (the file has no rows)")
+    return out
 
-    Two rows asking the same question (same text and choices) are refused with both line
-    numbers: the teacher would see one prompt for both, so their samples could not be told
-    apart, and differing golds mean one of them is wrong."""
+
+def _questions(
+    rows: Iterable[tuple[str, str, str, dict[str, Any]]], cfg: TaskConfig, answer_type: str
+) -> list[Question]:
+    """Each (where, place, default id, row) as a Question, its gold read by task.answer_rule
+    (`where` names the row in an error, `place` in another row's: "line 4").
+
+    Two rows asking the same question (same text and choices) are refused with both places:
+    the teacher would see one prompt for both, so their samples could not be told apart, and
+    differing golds mean one of them is wrong."""
     col = {"id": "id", "question": "question", "answer": "answer", "choices": "choices"}
-    col.update(columns)
+    col.update(cfg.columns)
     out = []
-    id_line: dict[str, int] = {}
-    text_line: dict[tuple[str, tuple[str, ...]], int] = {}
-    for lineno, row in _numbered_rows(path):
-        where = f"{path}:{lineno}"
-        q = _question(row, col, answer_type, split_by, where, f"{path.stem}-{lineno}")
-        if q.id in id_line:
-            raise DataError(f"{where}: duplicate id '{q.id}' (first on line {id_line[q.id]})")
-        id_line[q.id] = lineno
-        same = text_line.setdefault((q.question.strip(), q.choices), lineno)
-        if same != lineno:
+    id_at: dict[str, str] = {}
+    text_at: dict[tuple[str, tuple[str, ...]], str] = {}
+    for where, place, dflt, row in rows:
+        if cfg.answer_rule and isinstance(row.get(col["answer"]), str):
+            gold = extract(cfg.answer_rule, row[col["answer"]])
+            if gold is None:
+                raise DataError(
+                    f"{where}: task.answer_rule {cfg.answer_rule} finds no answer in field "
+                    f"'{col['answer']}'; fix the row or the rule"
+                )
+            row = {**row, col["answer"]: gold}
+        q = _question(row, col, answer_type, cfg.split_by, where, dflt)
+        if q.id in id_at:
+            raise DataError(f"{where}: duplicate id '{q.id}' (first on {id_at[q.id]})")
+        id_at[q.id] = place
+        same = text_at.setdefault((q.question.strip(), q.choices), place)
+        if same != place:
             raise DataError(
-                f"{where}: the same question as line {same}; the teacher would see one prompt "
+                f"{where}: the same question as {same}; the teacher would see one prompt "
                 "for two questions: remove one of them, or make them differ"
             )
         out.append(q)
-    if not out:
-        raise DataError(f"{path}: no questions (the file has no rows)")
     return out
 
 
@@ -263,24 +276,70 @@ def source_path(cfg: TaskConfig) -> Path:
     return path
 
 
-def _resolve_source(cfg: TaskConfig) -> tuple[str, list[Question], Path]:
+@dataclass(frozen=True)
+class _Source:
+    name: str
+    questions: list[Question]
+    digest: str  # what keys the task: Task.source_hash
+    where: str  # the source, for messages
+    eval_ids: frozenset[str] | None = None  # the dataset's own eval split, when it has one
+    eval_words: str = ""  # how that split was chosen
+
+
+def source_digest(cfg: TaskConfig) -> str:
+    """What keys the task's data, without reading its questions where that can be helped."""
+    kind, _, arg = cfg.source.partition(":")
+    if kind == "hf":
+        return hf_digest(arg)
+    return sha256_file(source_path(cfg))
+
+
+def _resolve_source(cfg: TaskConfig) -> _Source:
     kind, _, arg = cfg.source.partition(":")
     if kind == "olmo":
         qs, path = _load_olmo(arg)
         if cfg.answer_type:
             qs = [dataclasses.replace(q, answer_type=cfg.answer_type) for q in qs]
-        return arg, qs, path
+        return _Source(arg, qs, sha256_file(path), str(path))
+    if kind == "hf":
+        return _load_hf(cfg, arg)
     path = source_path(cfg)
     default_type = (cfg.answer_type or "numeric") if kind == "bundled" else cfg.answer_type
-    return path.stem, _load_jsonl(path, dict(cfg.columns), default_type, cfg.split_by), path
+    return _Source(path.stem, _load_jsonl(path, cfg, default_type), sha256_file(path), str(path))
 
 
-def _hash01(text: str) -> float:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
-
-
-def _in_eval(group: str, fraction: float, seed: int) -> bool:
-    return _hash01(f"{seed}:{group}") < fraction
+def _load_hf(cfg: TaskConfig, arg: str) -> _Source:
+    """A Hugging Face dataset's questions: its own train and eval splits when it has them
+    (task.splits, or train and test), else every row of its one split (or of train)."""
+    data = load_hf(arg)
+    names = list(data.splits)
+    train = cfg.splits.get("train", "train" if "train" in names else names[0])
+    own_eval = cfg.splits.get("eval", "test" if {"train", "test"} <= set(names) else "")
+    for role, split in (("train", train), ("eval", own_eval)):
+        if split and split not in data.splits:
+            raise DataError(
+                f"task.splits.{role}: hf:{arg} has no split {split!r} (splits: {', '.join(names)})"
+            )
+    used = [train, own_eval] if own_eval else [train]
+    rows = (
+        (f"hf:{arg}[{split}] row {i}", f"row {i} of {split}", f"{split}-{i}", row)
+        for split in used
+        for i, row in enumerate(data.splits[split])
+    )
+    questions = _questions(rows, cfg, cfg.answer_type)
+    if not questions:
+        raise DataError(f"task.source: hf:{arg}: split {train!r} has no rows")
+    if not own_eval:
+        return _Source(data.name, questions, data.digest, f"hf:{arg}")
+    evals = frozenset(q.id for q in questions[len(data.splits[train]) :])
+    return _Source(
+        data.name,
+        questions,
+        data.digest,
+        f"hf:{arg}",
+        evals,
+        f"eval: the dataset's {own_eval} split",
+    )
 
 
 def load_task(cfg: TaskConfig) -> Task:
@@ -291,18 +350,24 @@ def load_task(cfg: TaskConfig) -> Task:
 @cache
 def _load_task_cached(cfg_json: str) -> Task:
     cfg = TaskConfig(**json.loads(cfg_json))
-    name, questions, path = _resolve_source(cfg)
-    held_out = [_in_eval(q.group or q.id, cfg.eval_fraction, cfg.seed) for q in questions]
+    src = _resolve_source(cfg)
+    name, questions = src.name, src.questions
+    if src.eval_ids is None:
+        held_out = [in_eval(q.group or q.id, cfg.eval_fraction, cfg.seed) for q in questions]
+        how = f"eval: {cfg.eval_fraction:.0%} of the groups by {cfg.split_by or 'question'}"
+    else:  # the dataset's own: its eval split is eval, whatever shares a group with it
+        held_out = [q.id in src.eval_ids for q in questions]
+        how = src.eval_words
     # Hash order, not file order, so a capped subset is a fair sample and growing the cap
     # only adds questions (their samples are then the only new work).
     order = sorted(
-        range(len(questions)), key=lambda i: _hash01(f"{cfg.seed}:order:{questions[i].id}")
+        range(len(questions)), key=lambda i: hash01(f"{cfg.seed}:order:{questions[i].id}")
     )
     train = [questions[i] for i in order if not held_out[i]]
     held = [questions[i] for i in order if held_out[i]]
-    train, validation, small = _validation_split(train, cfg)
-    carved = [f"eval: {cfg.eval_fraction:.0%} of the groups by {cfg.split_by or 'question'}"]
-    carved.append(_validation_words(cfg, len(train) + len(validation), small))
+    train, validation, small = validation_split(train, cfg)
+    carved = [how]
+    carved.append(validation_words(cfg, len(train) + len(validation), small))
     if cfg.max_train and len(train) > cfg.max_train:
         carved.append(f"task.max_train keeps {cfg.max_train:,} of {len(train):,}")
         train = train[: cfg.max_train]
@@ -312,7 +377,7 @@ def _load_task_cached(cfg_json: str) -> Task:
     for split, qs in (("train", train), ("eval", held)):
         if not qs:
             raise DataError(
-                f"{path}: the {split} split is empty ({len(questions)} questions in "
+                f"{src.where}: the {split} split is empty ({len(questions)} questions in "
                 f"{len({q.group for q in questions})} split group(s), task.eval_fraction="
                 f"{cfg.eval_fraction}); add questions or change task.eval_fraction"
             )
@@ -326,64 +391,4 @@ def _load_task_cached(cfg_json: str) -> Task:
             raise DataError(
                 f"{fewshot_path}:{i}: a worked example needs 'question' and 'rationale'"
             )
-    return Task(name, train, held, sha256_file(path), fewshot, validation, "; ".join(carved), small)
-
-
-# A validation split never takes more than this share of the train split's questions: on a
-# small task the floor (task.min_validation) gives way. Below MIN_VALIDATION questions a
-# validation accuracy moves in steps of 20 points or more and picks nothing: no split then.
-VALIDATION_SHARE = 0.25
-MIN_VALIDATION = 5
-
-
-def _validation_split(
-    train: list[Question], cfg: TaskConfig
-) -> tuple[list[Question], list[Question], str]:
-    """(train, validation, small): whole groups of the train split, in hash order, held out
-    until they are `validation_fraction` of its groups and hold `min_validation` questions (the
-    floor), the last group always left to train; validation is capped at `max_validation`.
-    Questions of a held-out group beyond the cap are in neither: a group is never split. The
-    floor never takes validation past VALIDATION_SHARE of the questions, and a validation of
-    fewer than MIN_VALIDATION questions is none; `small` says which of the two bound ("")."""
-    if not cfg.validation_fraction:
-        return train, [], ""
-    groups = sorted(
-        {q.group or q.id for q in train}, key=lambda g: _hash01(f"{cfg.seed}:validation:{g}")
-    )
-    size: dict[str, int] = {}
-    for q in train:
-        size[q.group or q.id] = size.get(q.group or q.id, 0) + 1
-    taken: set[str] = set()
-    count, small = 0, ""
-    for g in groups[:-1]:
-        if len(taken) >= cfg.validation_fraction * len(groups):
-            if count >= cfg.min_validation:
-                break
-            if count + size[g] > VALIDATION_SHARE * len(train):
-                small = "share"  # the floor gives way
-                break
-        taken.add(g)
-        count += size[g]
-    validation = [q for q in train if (q.group or q.id) in taken][: cfg.max_validation]
-    if len(validation) < MIN_VALIDATION:
-        return train, [], "none"
-    return [q for q in train if (q.group or q.id) not in taken], validation, small
-
-
-def _validation_words(cfg: TaskConfig, train: int, small: str) -> str:
-    """How validation was carved from the `train` questions of the train split, in words."""
-    if not cfg.validation_fraction:
-        return "no validation split (task.validation_fraction: 0)"
-    if small == "none":
-        return (
-            f"no validation split: {train} train questions are too few to spare "
-            f"{MIN_VALIDATION} (at most {VALIDATION_SHARE:.0%} of them); the student trains "
-            "without one"
-        )
-    words = f"validation: {cfg.validation_fraction:.0%} of the train split's groups"
-    if small == "share":
-        return (
-            f"{words}; task.min_validation {cfg.min_validation} gave way: validation takes at "
-            f"most {VALIDATION_SHARE:.0%} of the train split's {train} questions"
-        )
-    return f"{words}, at least {cfg.min_validation} questions"
+    return Task(name, train, held, src.digest, fewshot, validation, "; ".join(carved), small)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,11 +25,26 @@ COLUMN_FIELDS = ("id", "question", "answer", "choices")
 class TaskConfig:
     source: str = knob(
         "bundled:arith",
-        doc="bundled:NAME (data/NAME.jsonl), olmo:gsm8k|csqa|arc_easy|arc_challenge, or jsonl:PATH",
+        doc="bundled:NAME (data/NAME.jsonl), olmo:gsm8k|csqa|arc_easy|arc_challenge, jsonl:PATH, "
+        "or hf:DATASET (a Hub id with an optional :config, a save_to_disk dir, a parquet, JSON "
+        "lines or CSV file: pipeline/hfdata.py)",
     )
     columns: dict[str, str] = knob(
         factory=dict,
-        doc="for bundled/jsonl: map our fields (id, question, answer, choices) to your column names",
+        doc="for bundled/jsonl/hf: map our fields (id, question, answer, choices) to your column "
+        "names",
+    )
+    splits: dict[str, str] = knob(
+        factory=dict,
+        doc="for hf: the dataset's splits to use as train and eval ({train: train, eval: test}); "
+        "{} = its train and test splits when it has both, else the split rule carves them",
+        key_when_set=True,
+    )
+    answer_rule: str = knob(
+        "",
+        doc="how the gold answer is read from the answer column: '' as it is; gsm8k after the "
+        "last '####'; boxed the last \\boxed{}; regex:PATTERN its group 1",
+        key_when_set=True,
     )
     answer_type: AnswerType = knob(
         "", doc="how answers are checked: numeric, choice or exact; '' = the source's default"
@@ -60,10 +76,12 @@ class TaskConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         kind, sep, arg = self.source.partition(":")
-        if not sep or not arg or kind not in ("bundled", "jsonl", "olmo"):
+        if not sep or not arg or kind not in ("bundled", "jsonl", "olmo", "hf"):
             raise ConfigError(
-                f"{self.source!r}: expected bundled:NAME, jsonl:PATH or olmo:NAME", "source"
+                f"{self.source!r}: expected bundled:NAME, jsonl:PATH, olmo:NAME or hf:DATASET",
+                "source",
             )
+        self._check_hf(kind)
         if kind == "bundled" and not (DATA_DIR / f"{arg}.jsonl").is_file():
             known = ", ".join(sorted(p.stem for p in DATA_DIR.glob("*.jsonl")))
             raise ConfigError(f"no bundled task {arg!r} (bundled: {known})", "source")
@@ -91,3 +109,22 @@ class TaskConfig:
         for k, v in self.columns.items():
             if not v:
                 raise ConfigError("empty column name", f"columns.{k}")
+
+    def _check_hf(self, kind: str) -> None:
+        """splits and answer_rule: their form, before any data is read."""
+        if self.splits and kind != "hf":
+            raise ConfigError("applies to hf: sources (a dataset's own splits)", "splits")
+        for name in set(self.splits) - {"train", "eval"}:
+            raise ConfigError("name the dataset's split for train or eval", f"splits.{name}")
+        for name, split in self.splits.items():
+            if not split:
+                raise ConfigError("empty split name", f"splits.{name}")
+        rule = self.answer_rule
+        if rule in ("", "gsm8k", "boxed"):
+            return
+        if not rule.startswith("regex:"):
+            raise ConfigError(f"{rule!r}: give gsm8k, boxed or regex:PATTERN", "answer_rule")
+        try:
+            re.compile(rule.removeprefix("regex:"))
+        except re.error as e:
+            raise ConfigError(f"{rule!r}: not a regular expression ({e})", "answer_rule") from None

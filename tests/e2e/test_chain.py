@@ -429,3 +429,39 @@ def test_seeds_run_the_chain_per_seed_and_share_what_does_not_depend_on_it(chain
     md = (seeds_dir / "seeds.md").read_text()
     assert "mean over 3 run(s)" in md and "student vs base (exact McNemar, per run;" in md
     assert "mean over 3 run(s)" in r.stdout  # the summary is printed
+
+
+def test_the_chain_runs_on_a_hugging_face_dataset(chain: dict, tmp_path: Path) -> None:
+    """task.source hf: a DatasetDict as save_to_disk writes it, its own test split as eval,
+    golds after GSM8K's '####' (issue 47): generate -> filter -> train -> eval end to end; the
+    task's splits are said first."""
+    import datasets
+
+    rows = [
+        {"q": f"What is {a} + {b}?", "sol": f"{a} + {b} = {a + b}\n#### {a + b}"}
+        for a in range(1, 9)
+        for b in range(1, 5)
+    ]
+    path = tmp_path / "hf_arith"
+    datasets.DatasetDict(
+        train=datasets.Dataset.from_list(rows[:24]), test=datasets.Dataset.from_list(rows[24:])
+    ).save_to_disk(str(path))
+    r = run_cli(
+        "run",
+        *chain["overrides"],
+        "run=hf",
+        f"task.source=hf:{path}",
+        "task.columns={question: q, answer: sol}",
+        "task.answer_rule=gsm8k",
+        "task.answer_type=numeric",
+        "task.split_by=",  # the default config's split field; the dataset has its own splits
+        "eval.models=[teacher,student]",
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "task hf_arith: train 16 · validation 6 · eval 8 (eval: the dataset's test split" in (
+        r.stdout
+    )
+    metrics = json.loads(
+        next((chain["runs"].parent / "hf").glob("eval/*/metrics.json")).read_text()
+    )
+    assert metrics["questions"] == 8 and set(metrics["per_model"]) == {"teacher", "student"}

@@ -10,7 +10,8 @@ from pipeline.config import ConfigError, TaskConfig
 from pipeline.paths import ROOT
 from pipeline.prompts import render_messages
 from pipeline.records import DataError
-from pipeline.tasks import _inline_choices, load_task, splits_line
+from pipeline.splits import splits_line
+from pipeline.tasks import _inline_choices, load_task
 
 
 def test_bundled_split_by_fact_shares_no_fact_and_is_deterministic():
