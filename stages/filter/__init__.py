@@ -38,6 +38,7 @@ from stages.filter.hub import export  # noqa: F401 - the stage's part of `distil
 from stages.filter.passes import Decided, Outcome, decide, outcomes
 from stages.filter.report import Tally, rates_of, write_report
 from stages.filter.report import report as build_report
+from stages.shared.advice import advice_lines
 from stages.shared.cards import dataset_card
 from stages.shared.layout import (
     CARD,
@@ -119,6 +120,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         "teachers": report["teachers"],
         "pass_rate": {k: v for k, v in report["pass_rate"].items() if k != "per_question"},
         "seconds": round(time.monotonic() - t0, 2),
+        "advice": report["advice"],
         **traces,
         **({"logprobs": soft_stats} if soft_stats else {}),
     }
@@ -219,4 +221,4 @@ def summary(stats: dict[str, Any], out: Path) -> str:
             f"samples with a trace: {r['with_trace']:,} ({where}); never closed: {r['unclosed']:,}"
         )
     lines.append(f"training set: {out / KEPT}")
-    return "\n".join(lines)
+    return "\n".join(lines + advice_lines(stats.get("advice", [])))

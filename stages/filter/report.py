@@ -17,6 +17,7 @@ from pipeline.reasoning import Convention
 from pipeline.records import atomic_open
 from pipeline.tasks import Task
 from stages.filter.passes import Decided, Outcome, rate
+from stages.shared.advice import filter_advice
 
 PER_QUESTION = "\u0000per_question\u0000"  # where write_report puts the questions' rates
 SCORED = ("tokens", "repetition", "reasoning_words", "answer_words")  # histograms of scores
@@ -98,6 +99,7 @@ def report(cfg: Config, task: Task, d: Decided, tally: Tally) -> dict[str, Any]:
     for t, v in out["teachers"].items():
         v["tokens"] = token_report(tally.tokens.get(t, _tokens()), v["kept"])
     out["pass_rate"] = _pass_rate_report([d.overall_of(q) for q in d.counts])
+    out["advice"] = filter_advice(cfg, out)
     if d.traces["with_trace"]:  # a teacher without traces gets the report it always had
         out["reasoning"] = {
             "mode": Convention.of(cfg.lead_teacher()).mode,

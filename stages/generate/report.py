@@ -14,6 +14,7 @@ from pipeline.taskfacts import task_facts
 from stages.generate.plan import estimate
 from stages.generate.selected import Selected, Sums
 from stages.generate.strategy import Rounds, TeacherPlan, cap
+from stages.shared.advice import advice_lines, generate_advice
 from stages.shared.layout import SAMPLES
 from stages.shared.softlabels import Store
 
@@ -56,6 +57,7 @@ def run_stats(
         "generation_seconds": round(gen_seconds, 2),
         "tokens_per_second": round(t.new_completion / gen_seconds, 1) if gen_seconds else None,
         "truncation_rate": round(t.truncated / t.samples, 4),
+        "advice": generate_advice(cfg, t.truncated / t.samples if t.samples else 0.0),
         "strategy": cfg.generate.strategy,
         "teachers": teachers,
         "questions_verified": len({q for r in done for q, c in r.tally.count.items() if c}),
@@ -201,4 +203,4 @@ def summary(stats: dict[str, Any], out: Path) -> str:
     for url, e in (stats.get("endpoints") or {}).items():  # redacted URLs
         lines.append(f"endpoint {url}: {e['served']} served, {e['failures']} failures")
     lines.append(f"samples file       {out / SAMPLES}")
-    return "\n".join(lines)
+    return "\n".join(lines + advice_lines(stats.get("advice", [])))

@@ -198,8 +198,15 @@ whole); {report.get("reasons", {}).get("contaminated", 0)} samples matched and w
 
 - generate key `{keys["generate"]}`, filter key `{keys["filter"]}`: rerunning distill with
   the same config and data gives these keys and these rows.
-"""
+{_advice_section(report.get("advice") or [])}"""
     return render(meta, body)
+
+
+def _advice_section(advice: list[str]) -> str:
+    """The card's last words: what the numbers above suggest trying (stages/shared/advice.py)."""
+    if not advice:
+        return ""
+    return "\n## Advice\n\n" + "".join(f"- {a}\n" for a in advice)
 
 
 def _served_line(stats: dict[str, Any]) -> str:

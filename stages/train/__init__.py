@@ -41,6 +41,7 @@ from pipeline.paths import ROOT, accelerate_config_file, shipped_accelerate_name
 from pipeline.ports import free_port
 from pipeline.records import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.stage import ExtraInput, KeyParts, RunContext
+from stages.shared.advice import advice_lines
 from stages.shared.cards import model_card
 from stages.shared.layout import CARD, KEPT, LOSS_PLOT, MODEL, TRAIN_LOG, TRAIN_STATS, VALIDATION
 from stages.train.checkpoints import checkpoint_step, last_checkpoint
@@ -241,5 +242,6 @@ def summary(stats: dict[str, Any], out: Path) -> str:
             + (f" at {sps:.2f} s/step" if sps else "")
             + (f", final loss {loss:.4f}" if isinstance(loss, float) else ""),
             f"student: {out / 'model'}",
+            *advice_lines(stats.get("advice", [])),
         ]
     )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.config import Config
 from pipeline.hardware import detect, native_bf16
 from pipeline.records import atomic_write_json
+from stages.shared.advice import train_advice
 from stages.shared.layout import TRAIN_STATS
 from stages.train.args import quiet_libraries, sft_config
 from stages.train.checkpoints import checkpoint_step, last_checkpoint, prune_checkpoints
@@ -199,6 +200,7 @@ def _finish(cfg: Config, student: Path, tok, out: Path, state, validator, stats:
     losses = write_logs(state.log_history, out)
     stats["final_loss"] = losses[-1]["loss"] if losses else None
     stats |= select(validator, cfg, out, state.global_step)
+    stats["advice"] = train_advice(cfg, stats.get("validation") or [])
     finalize_model(student, tok, out, cfg.train.lora.enabled)
     if validator is not None:
         validator.drop_weights()
