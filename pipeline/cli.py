@@ -28,6 +28,8 @@ COMMANDS_HELP = {
     "export": "copy the run's dataset (parquet + card) and student (+ card) to --to DIR",
     "slurm": "write (--submit: submit) sbatch scripts: generate as a Slurm job array of "
     "shards then the merge, or train across nodes",
+    "init": "write a commented starting config for a task source (--source hf:... or "
+    "jsonl:..., --to FILE): columns, answer rule and splits read from the data",
 }
 
 
@@ -70,6 +72,9 @@ def parser() -> argparse.ArgumentParser:
             )
         if name == "export":
             _export_options(p)
+        if name == "init":
+            p.add_argument("--source", required=True, help="hf:DATASET or jsonl:PATH")
+            p.add_argument("--to", required=True, help="the config file to write (a new one)")
         if name == "plan":
             p.add_argument(
                 "--pilot",
@@ -78,14 +83,14 @@ def parser() -> argparse.ArgumentParser:
                 metavar="N",
                 help="questions to ask per teacher when the pool holds fewer (0: never ask)",
             )
-        if name not in ("config", "export", "slurm", "plan"):
+        if name not in ("config", "export", "slurm", "plan", "init"):
             p.add_argument(
                 "--verify",
                 action="store_true",
                 help="also compare every output's sha256 with its manifest"
                 + ("" if name == "status" else " (a stage whose files differ is rebuilt)"),
             )
-        if name not in ("status", "config", "export", "slurm", "plan"):
+        if name not in ("status", "config", "export", "slurm", "plan", "init"):
             p.add_argument(
                 "--force", action="store_true", help=f"rerun {name} even if it is cached"
             )
@@ -224,6 +229,11 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.command == "slurm":
         return _slurm(cfg, args)
+    if args.command == "init":
+        from pipeline.starter import write_starter
+
+        print(write_starter(args.source, args.to))
+        return 0
     if args.command == "plan":
         from pipeline.runner import cost_plan
 
