@@ -45,6 +45,14 @@ class FilterConfig:
         doc="word n-gram size for eval-set overlap (shorter eval questions count whole)",
         ge=1,
     )
+    decontam_template: int = knob(
+        0,
+        doc="an eval n-gram that this many train questions or more also hold is the task's "
+        "template text, not a leak (1: any train question; the training prompts hold it "
+        "anyway): it does not count as overlap. 0 = every n-gram counts, as before",
+        ge=0,
+        key_when_set=True,
+    )
     selection: Literal["all", "best", "balanced"] = knob(
         "all",
         doc="all: every kept sample; best: the best-scored one per question (best-of-n); "

@@ -6,7 +6,7 @@ rejected, with its reason."""
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,8 @@ class Context:
     questions: dict[str, Question]
     eval_ngrams: dict[tuple[str, ...], str]
     eval_lengths: set[int] = field(default_factory=set)
+    template: set[tuple[str, ...]] = field(default_factory=set)  # eval n-grams train shares
+    template_only: int = 0  # samples whose only overlap was template text
     reasoning: Mode = "auto"
     tags: tuple[str, str] = TAGS
     part: Split = Split(None, "", True, "none")
@@ -155,6 +157,12 @@ def check_decontaminate(r: dict, ctx: Context) -> Verdict:
         if (g := tuple(toks[i : i + n])) in ctx.eval_ngrams
     }
     if not hits:
+        if ctx.template and any(
+            tuple(toks[i : i + n]) in ctx.template
+            for i in range(len(toks))
+            for n in ctx.eval_lengths
+        ):
+            ctx.template_only += 1  # counted for the report, never a drop
         return Verdict(True, None, {"contaminated": False})
     gram = min(hits)
     detail = {"match": " ".join(gram), "eval_question": ctx.eval_ngrams[gram]}
@@ -229,16 +237,32 @@ def _in_turn(ranked: list[Candidate]) -> list[Candidate]:
     return [v[i] for i in range(turns) for v in by_t.values() if i < len(v)]
 
 
-def eval_ngrams(eval_qs: list[Question], cfg: FilterConfig) -> dict[tuple[str, ...], str]:
-    """The eval questions' word n-grams, each naming its question: what decontamination seeks."""
-    out: dict[tuple[str, ...], str] = {}
-    if "decontaminate" in cfg.checks:
-        for q in eval_qs:
-            toks = words(q.question)
-            # A question shorter than n counts whole, so a verbatim leak is never missed.
-            for g in ngrams(toks, min(cfg.decontam_n, len(toks))):
-                out.setdefault(g, q.id)
-    return out
+Grams = dict[tuple[str, ...], str]
+
+
+def eval_ngrams(
+    eval_qs: list[Question], cfg: FilterConfig, train_qs: Iterable[Question] = ()
+) -> tuple[Grams, set[tuple[str, ...]]]:
+    """The eval questions' word n-grams, each naming its question: what decontamination seeks;
+    and, set apart from them, the task's template: those that filter.decontam_template train
+    questions or more also hold (a question's template is shared by design, a leak is not)."""
+    out: Grams = {}
+    if "decontaminate" not in cfg.checks:
+        return out, set()
+    for q in eval_qs:
+        toks = words(q.question)
+        # A question shorter than n counts whole, so a verbatim leak is never missed.
+        for g in ngrams(toks, min(cfg.decontam_n, len(toks))):
+            out.setdefault(g, q.id)
+    if not cfg.decontam_template or not out:
+        return out, set()
+    lengths = {len(g) for g in out}
+    shared: Counter = Counter()
+    for q in train_qs:  # each train question counts a gram once
+        toks = words(q.question)
+        shared.update({g for n in lengths for g in _windows(toks, n) if g in out})
+    template = {g for g, c in shared.items() if c >= cfg.decontam_template}
+    return {g: q for g, q in out.items() if g not in template}, template
 
 
 def to_sft_row(r: dict, q: Question, s: dict, cfg: Config, part: Split | None = None) -> dict:

@@ -62,6 +62,8 @@ class Decided:
     numbers: dict[str, int] = field(default_factory=dict)  # teacher -> its no. in counts
     traces: Counter = field(default_factory=Counter)  # with_trace, unclosed, source:<where>
     identities: dict[str, str] = field(default_factory=dict)  # teacher -> identity
+    # decontamination's template: eval n-grams set aside, samples whose only overlap they were
+    template: dict[str, int] = field(default_factory=dict)
     low: float = 0.0  # filter.min_pass_rate: below it too_hard, above the upper bound too_easy
 
     @property
@@ -111,10 +113,20 @@ def decide(
     bounds: bool,
 ) -> Decided:
     """Every sample's fate (see the module's doc); with `bounds`, the pass-rate bounds first."""
-    grams = eval_ngrams(eval_qs, cfg)
-    ctx = Context(cfg, questions, grams, {len(g) for g in grams}, reasoning.mode, reasoning.tags)
+    grams, template = eval_ngrams(eval_qs, cfg, questions.values())
+    lengths = {len(g) for g in grams} | {len(g) for g in template}
+    ctx = Context(
+        cfg,
+        questions,
+        grams,
+        lengths,
+        template=template,
+        reasoning=reasoning.mode,
+        tags=reasoning.tags,
+    )
     d = Decided(list(cfg.checks), low=cfg.min_pass_rate)
     _first_pass(source, ctx, reasoning, d)
+    d.template = {"ngrams": len(template), "samples": ctx.template_only}
     if bounds and (cfg.min_pass_rate > 0 or cfg.max_pass_rate < 1):
         for i, q in enumerate(d.question):
             if not cfg.min_pass_rate <= d.overall_of(q) <= cfg.max_pass_rate:

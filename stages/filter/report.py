@@ -93,6 +93,13 @@ def report(cfg: Config, task: Task, d: Decided, tally: Tally) -> dict[str, Any]:
             "kept_per_question": dict(sorted(Counter(tally.kept_per_question.values()).items())),
         },
         "contamination_matches": tally.matches,
+        # eval n-grams the train questions share (the task's template), set aside, and the
+        # samples whose only overlap with eval was such text: kept, counted here
+        "decontamination": {
+            "contaminated": tally.reasons.get("contaminated", 0),
+            "template_ngrams": d.template.get("ngrams", 0),
+            "template_only_samples": d.template.get("samples", 0),
+        },
     }
     out["teachers"] = _teacher_report(d, tally)
     out["tokens"] = token_report(_sum_tokens(tally.tokens.values()), kept)

@@ -191,7 +191,9 @@ Questions with a kept sample: {report.get("questions_with_kept", 0)} of
 
 Every sample (question and teacher text) was checked against the {questions["eval"]} held-out
 eval questions of the same task by word {f.decontam_n}-grams (a shorter eval question counts
-whole); {report.get("reasons", {}).get("contaminated", 0)} samples matched and were dropped.
+whole); {report.get("reasons", {}).get("contaminated", 0)} samples matched and were dropped.{
+        _template_words(report, f.decontam_template)
+    }
 {"" if "decontaminate" in f.checks else "**The decontaminate check was not run.**"}
 
 ## Lineage
@@ -200,6 +202,18 @@ whole); {report.get("reasons", {}).get("contaminated", 0)} samples matched and w
   the same config and data gives these keys and these rows.
 {_advice_section(report.get("advice") or [])}"""
     return render(meta, body)
+
+
+def _template_words(report: dict[str, Any], at: int) -> str:
+    """What decontamination set aside as the task's template (filter.decontam_template)."""
+    if not at:
+        return ""
+    d = report.get("decontamination") or {}
+    return (
+        f" {d.get('template_ngrams', 0)} eval n-grams that {at} or more train questions also "
+        "hold were set aside as the task's template, not a leak; "
+        f"{d.get('template_only_samples', 0)} samples overlapped eval only through them and were kept."
+    )
 
 
 def _advice_section(advice: list[str]) -> str:

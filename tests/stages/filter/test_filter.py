@@ -420,3 +420,45 @@ def test_pass_rate_bounds_drop_too_easy_and_too_hard_questions(tmp_path: Path) -
         )
         if bounds:
             assert stats["reasons"]["too_easy"] == 2 and stats["reasons"]["too_hard"] == 2
+
+
+def test_decontamination_tells_the_tasks_template_from_a_leak() -> None:
+    """A templated task (issue 47): every train and eval question is one sentence with other
+    numbers, so 8-grams of the template reach from a sample's own question into eval's. Every
+    n-gram counted, samples that restate their question are dropped as contaminated; with the
+    template set aside (an eval n-gram a train question holds) none is, while a sample with an
+    eval question pasted into it still is."""
+    from pipeline.reasoning import Convention
+    from pipeline.tasks import Question
+    from stages.filter.passes import decide, filter_records
+
+    def q(qid: str, a: int, b: int) -> Question:
+        text = f"A box holds {a} pencils. Tom adds {b} pencils to the box. How many pencils are in the box?"
+        return Question(qid, text, str(a + b))
+
+    train = {f"t{i}": q(f"t{i}", i, 3) for i in range(1, 7)}
+    evals = [q("e1", 9, 3), q("e2", 8, 5)]
+    rows = [
+        {
+            "id": f"s{k}",
+            "question_id": qid,
+            "gold": tq.answer,
+            "answer_type": "numeric",
+            "completion": f"Tom adds 3 pencils to the box. So {tq.answer}.\nAnswer: {tq.answer}",
+            "finish_reason": "stop",
+            "usage": {"completion_tokens": 12},
+        }
+        for k, (qid, tq) in enumerate(train.items())
+    ]
+    leak = dict(rows[0], id="leak", completion=f"As in: {evals[1].question}\nAnswer: 4")
+    rows.append(leak)
+    checks = "filter.checks=[format, correct, decontaminate]"
+    every = _cfg(checks, "filter.decontam_n=8")
+    _, dropped, _ = filter_records(rows, every, train, evals)
+    assert {r["id"] for r in dropped} == {r["id"] for r in rows}  # every one "contaminated"
+    aside = _cfg(checks, "filter.decontam_n=8", "filter.decontam_template=1")
+    kept, dropped, _ = filter_records(rows, aside, train, evals)
+    assert [r["id"] for r in dropped] == ["leak"] and dropped[0]["reason"] == "contaminated"
+    assert len(kept) == 6
+    d = decide(lambda: rows, aside, train, evals, Convention(), bounds=False)
+    assert d.template["ngrams"] > 0 and d.template["samples"] == 6
