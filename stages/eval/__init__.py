@@ -61,7 +61,7 @@ from stages.eval.report import (
 )
 from stages.shared.cards import parse, render, with_metrics
 from stages.shared.layout import ACCURACY_PLOT, CARD, CARDS, METRICS, MODEL, PREDICTIONS, REPORT_MD
-from stages.shared.spend import SPEND, ledger, run_budget, spent
+from stages.shared.spend import SPEND, charging, spent
 
 NAME = "eval"
 VERSION = 2  # 2: cards/<student>/README.md, each evaluated student's card with its scores
@@ -184,7 +184,7 @@ def _predictions(cfg: Config, muts: list, out: Path) -> tuple[list[dict], dict[s
     planned = [Todo(m, req, q) for m in muts for req, q in m.requests]
     with (
         RecordLog.open(pred_path, check_prediction, "answers", fsync_every=16) as log,
-        ledger(out) as paid,
+        charging(cfg, out) as charge,
     ):
         have = log.rows
         todo = [t for t in planned if not answers(have.get(t.request.id), t.model, t.request)]
@@ -197,12 +197,10 @@ def _predictions(cfg: Config, muts: list, out: Path) -> tuple[list[dict], dict[s
             f"here, {len(todo) - len(missing)} reused from other eval keys and runs, {len(missing)} to ask",
             flush=True,
         )
-        budget = run_budget(cfg) if missing else None
-        asked = ask_models(cfg, missing, out, log, budget, paid)
+        asked = ask_models(cfg, missing, out, log, charge)
     if asked.failures:
         raise failed("requests", asked.failures, len(asked.new), pred_path)
-    if budget is not None and budget.held:
-        raise budget.reached(cfg.budget, "answers", len(asked.new), pred_path)
+    charge.stop("answers", len(asked.new), pred_path)
     counts = {
         "requested": len(missing),
         "reused": len(planned) - len(todo),

@@ -45,7 +45,7 @@ from stages.shared.softlabels import (
     vocab_hash,
     vocab_hash_of,
 )
-from stages.shared.spend import ledger, run_budget
+from stages.shared.spend import charging
 
 DRAFT_SCORES = "draft_scores.jsonl"
 DRAFT_STORE = "draft_scores.logprobs.bin"  # the rows' numbers, in the soft-label store's format
@@ -167,8 +167,7 @@ def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, 
 
             how, desc = settings_from(cfg.eval), f"draft scores: {spec.label}"
             paying = spec.label == TEACHER  # the students score their own drafts, free
-            budget = run_budget(cfg) if paying else None
-            with ledger(out) if paying else nullcontext() as paid:
+            with charging(cfg, out) if paying else nullcontext() as charge:
                 asked = ask_into_log(
                     spec,
                     reqs,
@@ -178,13 +177,13 @@ def estimate(cfg: Config, muts: list, rows: list[dict], out: Path) -> dict[str, 
                     out / "logs",
                     unit="answer",
                     desc=desc,
-                    admit=budget.admit if budget is not None else None,
-                    paid=paid,
+                    admit=charge.admit if charge is not None else None,
+                    paid=charge.paid if charge is not None else None,
                 )
             if asked.failures:
                 raise failed("draft scores", asked.failures, len(asked.new), path)
-            if budget is not None and budget.held:
-                raise budget.reached(cfg.budget, "draft scores", len(asked.new), path)
+            if charge is not None:
+                charge.stop("draft scores", len(asked.new), path)
         vocab = _vocab_size(t_dir, tok)
 
         def scores(who: str, identity: str, ds: list[Draft]) -> list[tuple[Any, Any]]:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from pipeline.ask import AskStats, ModelSpec, settings_from
 from pipeline.asklog import Asked, RecordLog, ask_into_log
-from pipeline.budget import Budget, Calls
+from pipeline.budget import Calls
 from pipeline.calls import Completion, Request, sampling_dict
 from pipeline.config import Config
 from pipeline.models import (
@@ -45,7 +45,7 @@ from stages.eval.identity import messages as probe_messages
 from stages.eval.identity import probe_questions
 from stages.shared.layout import MODEL, PREDICTIONS
 from stages.shared.models import local_model, student_spec, teacher_spec
-from stages.shared.spend import Paid
+from stages.shared.spend import Charge
 
 # Which input holds each trained model (as <input>/model).
 TRAINED_INPUT = {
@@ -252,22 +252,21 @@ def ask_models(
     todo: list[Todo],
     out: Path,
     log: RecordLog,
-    budget: Budget | None = None,
-    paid: Paid | None = None,
+    charge: Charge | None = None,
 ) -> Asked:
     """Ask each model for its missing answers, one served model at a time (each is started,
     asked and stopped before the next loads). Models that are the same weights served the same
     way (the teacher and the base student of a self-distillation) share one server: their
     prompts differ, their weights do not. The teacher's calls are admitted by the run's
-    `budget` and recorded by `paid` (stages/shared/spend.py); the others are the run's own
-    engines, free. Returns what was asked, summed over the groups."""
+    budget and recorded in the ledger (`charge`: stages/shared/spend.py); the others are the
+    run's own engines, free. Returns what was asked, summed over the groups."""
     groups: dict[ModelSpec, list[Todo]] = {}
     for item in todo:
         groups.setdefault(_served_as(item.model.spec), []).append(item)
     total = Asked()
     total.stats = AskStats("eval")
     for mine in groups.values():
-        got = _ask_group(cfg, mine, out, log, budget, paid)
+        got = _ask_group(cfg, mine, out, log, charge)
         total.new += got.new
         total.failures += got.failures
         total.tokens += got.tokens
@@ -293,8 +292,7 @@ def _ask_group(
     mine: list[Todo],
     out: Path,
     log: RecordLog,
-    budget: Budget | None,
-    paid: Paid | None,
+    charge: Charge | None,
 ) -> Asked:
     labels = list(dict.fromkeys(t.model.label for t in mine))
     spec = mine[0].model.spec
@@ -306,8 +304,8 @@ def _ask_group(
         return by_id[req.id].model.label == TEACHER
 
     def paid_teacher(c: Completion) -> None:
-        if paid is not None and by_id[c.id].model.label == TEACHER:
-            paid(c)
+        if charge is not None and by_id[c.id].model.label == TEACHER:
+            charge.paid(c)
 
     return ask_into_log(
         spec,
@@ -318,7 +316,7 @@ def _ask_group(
         out / "logs" / labels[0],
         current=lambda req, row: answers(row, by_id[req.id].model, req),
         unit="q",
-        admit=(lambda reqs: budget.admit(reqs, teachers)) if budget is not None else None,
+        admit=(lambda reqs: charge.admit(reqs, teachers)) if charge is not None else None,
         paid=paid_teacher,
     )
 

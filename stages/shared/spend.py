@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from pipeline.asklog import RecordLog
 from pipeline.budget import Budget
-from pipeline.calls import Completion
-from pipeline.config import Config, expand
+from pipeline.calls import Completion, Request
+from pipeline.config import Config
 from pipeline.records import good_rows
+from pipeline.runner import run_dir
 
 SPEND = "spend.jsonl"
 Paid = Callable[[Completion], None]
@@ -37,10 +39,6 @@ def check_spend(row: dict[str, Any]) -> str | None:
         if not isinstance(row.get(name), int):
             return f"field {name!r} is not an integer"
     return None
-
-
-def run_dir(cfg: Config) -> Path:
-    return expand(cfg.runs_dir, "runs_dir") / cfg.run
 
 
 def ledger_usages(run: Path) -> Iterator[dict[str, Any]]:
@@ -100,3 +98,39 @@ def ledger(where: Path, fsync_every: int = 16) -> Iterator[Paid]:
             )
 
         yield paid
+
+
+@dataclass
+class Charge:
+    """One stage's teacher calls under the run's budget, as every paying stage asks: `admit`
+    picks what may be sent (ask_into_log's admit; the budget is read from the run's logs when
+    a call first needs it), `paid` records each answer in the ledger, and `stop` ends the stage
+    with BudgetReached where the budget held a call back."""
+
+    cfg: Config
+    paid: Paid
+    budget: Budget | None = None
+    _read: bool = False
+
+    def admit(
+        self, reqs: list[Request], charged: Callable[[Request], bool] | None = None
+    ) -> list[Request]:
+        if not reqs or not self.cfg.budget.active:
+            return reqs
+        if not self._read:
+            self.budget, self._read = run_budget(self.cfg), True
+        assert self.budget is not None  # an active budget
+        return self.budget.admit(reqs, charged)
+
+    def stop(self, what: str, new: int, path: Path) -> None:
+        """Raise BudgetReached when the budget held back any call: `new` answers of `what`
+        were asked and kept in `path`."""
+        if self.budget is not None and self.budget.held:
+            raise self.budget.reached(self.cfg.budget, what, new, path)
+
+
+@contextlib.contextmanager
+def charging(cfg: Config, where: Path) -> Iterator[Charge]:
+    """The ledger in `where`, open, with the run's budget: a paying stage's asking."""
+    with ledger(where) as paid:
+        yield Charge(cfg, paid)

@@ -50,7 +50,7 @@ from pipeline.tasks import Question, load_task
 from stages.shared.layout import MODEL, ROUNDS, shared_dir
 from stages.shared.models import local_model, student_spec, teacher_spec
 from stages.shared.softlabels import Meta, Store, TokenLogprobs, ref_problem, vocab_hash_of
-from stages.shared.spend import SPEND, ledger, run_budget, spent
+from stages.shared.spend import SPEND, charging, spent
 from stages.shared.verify import gold_of, grade_row
 from stages.train.logs import log_line
 from stages.train.losses.policy import reverse_kl_estimate
@@ -199,11 +199,10 @@ def scores(cfg: Config, pair: Pair, qs: list[Question], rows: dict, rd: Path) ->
 
     spec = teacher_spec(cfg, cfg.teacher, "teacher", max_logprobs=op.k)
     path = rd / "scores.jsonl"
-    budget = run_budget(cfg)
     with (
         store,
         RecordLog.open(path, check, "scores", before_sync=store.sync) as log,
-        ledger(rd) as paid,
+        charging(cfg, rd) as charge,
     ):
         settings = settings_from(cfg.generate)  # not `how`: that holds each request's alignment
         asked = ask_into_log(
@@ -215,13 +214,12 @@ def scores(cfg: Config, pair: Pair, qs: list[Question], rows: dict, rd: Path) ->
             rd / "logs",
             unit="sample",
             desc="teacher scores",
-            admit=budget.admit if budget is not None else None,
-            paid=paid,
+            admit=charge.admit,
+            paid=charge.paid,
         )
         if asked.failures:
             raise failed("teacher scores", asked.failures, len(asked.new), path)
-        if budget is not None and budget.held:
-            raise budget.reached(cfg.budget, "teacher scores", len(asked.new), path)
+        charge.stop("teacher scores", len(asked.new), path)
         out = {}
         for req in reqs:
             _, tl = store.read(log.rows[req.id]["logprobs"]["sha"])
