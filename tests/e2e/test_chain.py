@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import hfforms
 import pytest
 from conftest import ROOT, run_cli
+from hfforms import hub_cache
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +48,7 @@ def chain(tiny_model: Path, tiny_teacher: Path, tmp_path_factory: pytest.TempPat
 
 
 CAPPED = "filter.per_question_cap=1"
+STAGES = ("generate", "filter", "train", "eval")
 
 
 def _manifests(runs: Path) -> dict[str, list[dict]]:
@@ -431,38 +434,57 @@ def test_seeds_run_the_chain_per_seed_and_share_what_does_not_depend_on_it(chain
     assert "mean over 3 run(s)" in r.stdout  # the summary is printed
 
 
-def test_the_chain_runs_on_a_hugging_face_dataset(chain: dict, tmp_path: Path) -> None:
-    """task.source hf: a DatasetDict as save_to_disk writes it, its own test split as eval,
-    golds after GSM8K's '####' (issue 47): generate -> filter -> train -> eval end to end; the
-    task's splits are said first."""
-    import datasets
-
+def test_the_chain_runs_on_a_hugging_face_dataset_in_each_form(chain: dict, tmp_path: Path) -> None:
+    """task.source hf: the same rows as save_to_disk writes them, as parquet and as JSON lines
+    files named by split, and as a Hub dataset's cache read with HF_HUB_OFFLINE=1 (issue 47):
+    generate -> filter -> train -> eval end to end on each, its own test split as eval, golds
+    after GSM8K's '####', the splits said first. Each form is its own task key, so every stage
+    runs again; the run's pool and eval answers are shared, so the forms after the first ask
+    the teacher nothing and their student (the same rows, the same seed) answers from the
+    first's answers: a form read differently would show as new questions asked."""
     rows = [
-        {"q": f"What is {a} + {b}?", "sol": f"{a} + {b} = {a + b}\n#### {a + b}"}
+        {"id": f"a{a}b{b}", "q": f"What is {a} + {b}?", "sol": f"{a} + {b} = {a + b}\n#### {a + b}"}
         for a in range(1, 9)
         for b in range(1, 5)
     ]
-    path = tmp_path / "hf_arith"
-    datasets.DatasetDict(
-        train=datasets.Dataset.from_list(rows[:24]), test=datasets.Dataset.from_list(rows[24:])
-    ).save_to_disk(str(path))
-    r = run_cli(
-        "run",
-        *chain["overrides"],
-        "run=hf",
-        f"task.source=hf:{path}",
-        "task.columns={question: q, answer: sol}",
-        "task.answer_rule=gsm8k",
-        "task.answer_type=numeric",
-        "task.split_by=",  # the default config's split field; the dataset has its own splits
-        "train.validate=false",  # the chain is what is tested here: no engine start it needs not
-        "eval.models=[student]",
-    )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "task hf_arith: train 16 · validation 6 · eval 8 (eval: the dataset's test split" in (
-        r.stdout
-    )
-    metrics = json.loads(
-        next((chain["runs"].parent / "hf").glob("eval/*/metrics.json")).read_text()
-    )
-    assert metrics["questions"] == 8 and set(metrics["per_model"]) == {"student"}
+    splits = {"train": rows[:24], "test": rows[24:]}
+    # not "arith": a task named so would take the bundled task's worked example (data/fewshot)
+    cache = hub_cache(tmp_path / "hub", splits, name="hf_arith")
+    forms = {
+        "save_to_disk": f"hf:{hfforms.saved(tmp_path / 'hf_arith', splits)}",
+        "parquet": f"hf:{hfforms.data_files(tmp_path / 'pq' / 'hf_arith', splits, '.parquet')}",
+        "jsonl": f"hf:{hfforms.data_files(tmp_path / 'js' / 'hf_arith', splits, '.jsonl')}",
+        "hub": "hf:me/hf_arith:main",
+    }
+    runs = chain["runs"].parent / "hf"
+    for form, source in forms.items():
+        r = run_cli(
+            "run",
+            *chain["overrides"],
+            "run=hf",
+            f"task.source={source}",
+            "task.columns={id: id, question: q, answer: sol}",
+            "task.answer_rule=gsm8k",
+            "task.answer_type=numeric",
+            "task.split_by=",  # the default config's split field; the dataset has its own splits
+            "train.validate=false",  # the chain is what is tested here: no engine start it needs not
+            "eval.models=[student]",
+            env={"HF_DATASETS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
+        )
+        assert r.returncode == 0, form + r.stdout[-3000:] + r.stderr[-3000:]
+        assert (
+            "task hf_arith: train 16 · validation 6 · eval 8 (eval: the dataset's test split"
+            in r.stdout
+        ), form
+        assert _status_lines(r.stdout) == dict.fromkeys(STAGES, "ran"), form
+        gen, ev = (_newest(runs, stage) for stage in ("generate", "eval"))
+        metrics = json.loads((ev.parent / "metrics.json").read_text())
+        assert metrics["questions"] == 8 and set(metrics["per_model"]) == {"student"}, form
+        if form != "save_to_disk":  # the same questions: nothing new asked of either model
+            gen_stats, ev_stats = (json.loads(m.read_text())["stats"] for m in (gen, ev))
+            assert gen_stats["requested"] == 0 and gen_stats["reused"] == 32, form
+            assert ev_stats["requested"] == 0 and ev_stats["reused_from_other_keys"] == 8, form
+
+
+def _newest(runs: Path, stage: str) -> Path:
+    return max(runs.glob(f"{stage}/*/manifest.json"), key=lambda p: p.stat().st_mtime)

@@ -6,13 +6,13 @@ task.answer_rule; a bad id, split or column is one line."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import datasets
 import pytest
 from conftest import run_cli
+from hfforms import hub_cache, saved
 
 from pipeline.config import ConfigError, TaskConfig, load_config
 from pipeline.hfdata import extract, load_hf
@@ -44,12 +44,7 @@ def _fresh() -> None:
 
 
 def _saved(tmp_path: Path) -> Path:
-    path = tmp_path / "my_task"
-    datasets.DatasetDict(
-        train=datasets.Dataset.from_list(_rows(40)),
-        test=datasets.Dataset.from_list(_rows(12, start=1000)),
-    ).save_to_disk(str(path))
-    return path
+    return saved(tmp_path / "my_task", {"train": _rows(40), "test": _rows(12, start=1000)})
 
 
 def test_a_saved_dataset_uses_its_own_train_and_test_splits(tmp_path: Path) -> None:
@@ -85,31 +80,9 @@ def test_a_data_file_of_one_split_is_carved_by_the_rule(tmp_path: Path, suffix: 
     assert all(q.answer == str(int(q.id[1:]) + 2) for q in task.train)
 
 
-def _hub_cache(root: Path) -> None:
-    """The datasets cache a `load_dataset("me/arith", "main")` with the network leaves."""
-    files = root / "files"
-    files.mkdir(parents=True)
-    for split, rows in (("train", _rows(30)), ("test", _rows(8, start=500))):
-        datasets.Dataset.from_list(rows).to_parquet(str(files / f"{split}.parquet"))
-    built = root / "built"
-    datasets.load_dataset(
-        "parquet",
-        data_files={s: str(files / f"{s}.parquet") for s in ("train", "test")},
-        cache_dir=str(built),
-    )
-    src = next(built.glob("parquet/default-*/0.0.0/*/"))
-    dst = root / "cache" / "me___arith" / "main" / "0.0.0" / src.name
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        shutil.copy(f, dst / f.name.replace("parquet-", "arith-"))
-    info = json.loads((dst / "dataset_info.json").read_text())
-    info |= {"config_name": "main", "dataset_name": "arith"}
-    (dst / "dataset_info.json").write_text(json.dumps(info))
-
-
 def test_a_hub_dataset_is_read_offline_from_the_cache(tmp_path: Path, monkeypatch) -> None:
-    _hub_cache(tmp_path)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    cache = hub_cache(tmp_path, {"train": _rows(30), "test": _rows(8, start=500)})
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     task = load_task(_cfg("hf:me/arith:main"))
     assert {q.id for q in task.eval} == {f"q{i}" for i in range(500, 508)}
