@@ -46,12 +46,11 @@ class FilterConfig:
         ge=1,
     )
     decontam_template: int = knob(
-        0,
+        1,
         doc="an eval n-gram that this many train questions or more also hold is the task's "
         "template text, not a leak (1: any train question; the training prompts hold it "
-        "anyway): it does not count as overlap. 0 = every n-gram counts, as before",
+        "anyway): it does not count as overlap. 0 = every n-gram counts (before issue 47)",
         ge=0,
-        key_when_set=True,
     )
     selection: Literal["all", "best", "balanced"] = knob(
         "all",

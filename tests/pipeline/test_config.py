@@ -182,7 +182,7 @@ def test_the_default_run_is_the_main_job_and_the_ablation_extends_it(deep_tiny: 
     assert default.eval.models == ["teacher", "base", "student"]
     ablation = load_config(shipped_config("answer_only"), models)
     assert ablation.eval.models == ["teacher", "base", "student", "student_answer_only"]
-    assert ablation.filter.decontam_n == default.filter.decontam_n == 18  # merged, not replaced
+    assert ablation.filter.per_question_cap == default.filter.per_question_cap == 4  # merged
     a, b = plan(default, "eval"), plan(ablation, "eval")
     assert {s: a[s].key for s in ("generate", "filter", "train")} == {
         s: b[s].key for s in ("generate", "filter", "train")
@@ -565,12 +565,14 @@ def test_status_shows_the_stages_it_can_key(tmp_path: Path) -> None:
 # distillation sections on by default (eval.draft on 100 questions, eval.identity) moved eval.
 # The default run as the user's main job (issue 42: eval of teacher, base and student; the
 # ablation, drafts and identity in configs of their own) moved eval, and batches grouped by
-# length (train.group_by_length) moved train and eval.
+# length (train.group_by_length) moved train and eval. Decontamination that sets the task's
+# template aside by default (filter.decontam_template, issue 47; the bundled decontam_n 18 gone)
+# moved filter, train and eval.
 DEFAULT_KEYS = {
     "generate": "4e4b5d3027c0acb0272b3d5c687987208ccc808eb66591fcb412f65f15d4cdff",
-    "filter": "4826d166dd376fcc577b58d83bee1618ff7354a0385ef6eceb3606a9e081305b",
-    "train": "c744cb6b914d874569f2ad5bb02537544e35589d504e51c052c86728b7d1e5ec",
-    "eval": "bf1017eb538ad1e8a54ffcb14e9e6c097869f999e6bd005c1dea87c97045dfbb",
+    "filter": "d85d4a7c67222d12b4151782f0c98f36f699def996eb8ab132673bea1bb41715",
+    "train": "b88dbc93af6b22d9a61067ef3003602bd6e48436f422d43fe880f9bf67448368",
+    "eval": "777103ae8ee9ae0c9282ac56643c8b000531a8ec6fc8a8588ac14ccb9aba5dec",
 }
 
 

@@ -453,10 +453,10 @@ def test_decontamination_tells_the_tasks_template_from_a_leak() -> None:
     leak = dict(rows[0], id="leak", completion=f"As in: {evals[1].question}\nAnswer: 4")
     rows.append(leak)
     checks = "filter.checks=[format, correct, decontaminate]"
-    every = _cfg(checks, "filter.decontam_n=8")
+    every = _cfg(checks, "filter.decontam_n=8", "filter.decontam_template=0")  # before issue 47
     _, dropped, _ = filter_records(rows, every, train, evals)
     assert {r["id"] for r in dropped} == {r["id"] for r in rows}  # every one "contaminated"
-    aside = _cfg(checks, "filter.decontam_n=8", "filter.decontam_template=1")
+    aside = _cfg(checks, "filter.decontam_n=8")  # the default sets the template aside
     kept, dropped, _ = filter_records(rows, aside, train, evals)
     assert [r["id"] for r in dropped] == ["leak"] and dropped[0]["reason"] == "contaminated"
     assert len(kept) == 6

@@ -1,7 +1,8 @@
 """Every train objective's keys, pinned as the DEFAULT_KEYS of tests/pipeline/test_config.py pin
 the default run's: a refactor of how an objective declares its key parts, extra inputs, locks
 and files must keep every key (a moved key orphans every cached run of that objective).
-Computed on the code before the objectives became a registry (issue 44)."""
+Computed on the code before the objectives became a registry (issue 44); moved only by the
+default decontamination that sets the task's template aside (issue 47)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from pipeline.config import load_config, shipped_config
 from pipeline.runner import plan, unique
 
 GENERATE = "4e4b5d3027c0acb0272b3d5c687987208ccc808eb66591fcb412f65f15d4cdff"
-FILTER = "4826d166dd376fcc577b58d83bee1618ff7354a0385ef6eceb3606a9e081305b"
-SFT_TRAIN = "c744cb6b914d874569f2ad5bb02537544e35589d504e51c052c86728b7d1e5ec"
+FILTER = "d85d4a7c67222d12b4151782f0c98f36f699def996eb8ab132673bea1bb41715"
+SFT_TRAIN = "b88dbc93af6b22d9a61067ef3003602bd6e48436f422d43fe880f9bf67448368"
 KD_GENERATE = "1fe9ff871096d868d0b834a3ef62044d141da7141fd2f5e7bac1759073f4e4e4"
-KD_FILTER = "685dccc5e0cff1142b08de97bf21d296e2a7a002c40ad0c939ed46a71f35c3d7"
+KD_FILTER = "faed47512db8560af635f391e5fd4dc2aef0d60c549a3da18b596aaa0df28376"
 
 OBJECTIVE_KEYS = {
     "kd": (
@@ -24,8 +25,8 @@ OBJECTIVE_KEYS = {
         {
             "generate": KD_GENERATE,
             "filter": KD_FILTER,
-            "train": "1ce1446dee61e0d410267f60413fa1df2498ab0c7d55d18ed6772a01b3f4acdc",
-            "eval": "53fd0f4c46b599687a32dd4ee628bf867a15db05c7dc32117df62d1bed31eb5c",
+            "train": "0dcd1df50a09cb09be7372038980dd9172c100b2f6e9a3b2fbd6ef50ab16160d",
+            "eval": "683aa9f26d6a3ca28400b05079bdbee6b6af11b7e2593fce1b1d4b14b3471ddc",
         },
     ),
     "kd_jsd_bucket": (
@@ -38,8 +39,8 @@ OBJECTIVE_KEYS = {
         {
             "generate": KD_GENERATE,
             "filter": KD_FILTER,
-            "train": "efd7056a8ba998b649523aa2b0b4fe507223b8b42817ff92a45a01b9b0673a9c",
-            "eval": "5b87a8666bfa6413bc8baa3f49c43cb629183293bb0ebba53e2154c6604084a3",
+            "train": "f4ef10c344310759fd78da7d60e7ba1f8290d19440f3b0954dd8a436d252a0e5",
+            "eval": "620e726b3b53993cb3213226699b67723b20de324b74a63a8dbf41658e847e17",
         },
     ),
     "onpolicy": (
@@ -48,8 +49,8 @@ OBJECTIVE_KEYS = {
             "generate": GENERATE,
             "filter": FILTER,
             "sft/train": SFT_TRAIN,
-            "train": "40f9e3eebb2bccb4b7790e064b3cf0f1fc50cf37d9e101eb58304057b66bb561",
-            "eval": "960d6abe6551e542d796039df89edea2339528bd052a67f08e921ffc71060279",
+            "train": "213a6be257933fd3ea931f1c08e4516038a637b46bf3d03c31e9f3b01b1da3c0",
+            "eval": "ea69f9496cccc6d27c4d57999173fa5c4fe9a7e55dcc53eeb1eba3ae00615a80",
         },
     ),
     "onpolicy_base_topk": (
@@ -57,8 +58,8 @@ OBJECTIVE_KEYS = {
         {
             "generate": GENERATE,
             "filter": FILTER,
-            "train": "09c218c10af84462d7fe4f99889377682ef1073bd14e6f5bc780978c3b82c9f5",
-            "eval": "0e5f3ae9e511dfbdd18ec1dc3e7b4924f7dc79d423b1ede37a9f6c63196c6c34",
+            "train": "7990db8cc274800a998b7d7d31f10710133c610251de3041124b61c28f70f7a3",
+            "eval": "bba2e1f6a2435bda3f2728c8c75c9521e7dffb7423e72b2c6d40dd4802612838",
         },
     ),
     "features": (
@@ -66,8 +67,8 @@ OBJECTIVE_KEYS = {
         {
             "generate": GENERATE,
             "filter": FILTER,
-            "train": "762e38192383a8bedc4bcc065714f7433526d697df6e643ae85244d18dc6c444",
-            "eval": "bd92e60ad5fd807cfd1512df32d768552130409ddab1486bee0e10bff15aae9a",
+            "train": "c81578415821d7c1b6a40744a8f9b55019852edd3d144f54dde7a39292c2ffb6",
+            "eval": "ac883f0eb65c781128ed36103d3da48b0e4c63727b0eaba19b313abf4adf4896",
         },
     ),
     "features_trained": (
@@ -76,8 +77,8 @@ OBJECTIVE_KEYS = {
             "generate": GENERATE,
             "filter": FILTER,
             "full/train": SFT_TRAIN,
-            "train": "b5ed0d3f64785857e2d568030c9864213f9c942c1f95667ccf84a4120d6b44ba",
-            "eval": "33c12fa42c53d0e924e47a9eba22d16dd4f4dd2c4f7f0a55ae65cae9f0319425",
+            "train": "d9e16f7b3cd8a4fa5da6db45d2bf712f3644060bdce6cb03dbcd7e4947f7a8f4",
+            "eval": "b3d0dfb6ea8580221c0137bd5b1f204ce4d475a288612b07e67c8a977f603bc6",
         },
     ),
     "cut": (
@@ -85,8 +86,8 @@ OBJECTIVE_KEYS = {
         {
             "generate": GENERATE,
             "filter": FILTER,
-            "train": "3a99da90264e17773b7e40c1fae3182e4a49e8c2150e34e28a9122ebc3f96263",
-            "eval": "03a269df91902f5cfe736e13f0337dff470860b1a057e56567863e36811568e6",
+            "train": "a214b1c0b026654b6e645cfb5f051e00fae2119422fab393ca639d42aed83e6a",
+            "eval": "9924ff36268d669bc42a065efd997a594a2606eae026196b695649d487af806b",
         },
     ),
 }
