@@ -121,7 +121,25 @@ class TrainConfig:
     # learning rate, epochs and select as measured on the bundled task and ARC-Easy (README,
     # "Defaults that fit"): two epochs with the better validated epoch kept
     learning_rate: float = knob(1e-4, doc="peak learning rate", gt=0, le=1)
-    epochs: float = knob(2.0, doc="passes over the kept samples", gt=0)
+    epochs: float | Literal["auto"] = knob(
+        2.0,
+        doc="passes over the kept samples; auto: validate at each epoch's end and stop once "
+        "validation accuracy has not risen beyond noise for train.patience epochs, at most "
+        "train.max_epochs (the learning-rate schedule spans max_epochs; the best measured "
+        "epoch is kept)",
+        gt=0,
+    )
+    max_epochs: int = knob(
+        5, doc="epochs: auto: the most epochs it trains", ge=1, key_when_set=True
+    )
+    patience: int = knob(
+        1,
+        doc="epochs: auto: stop after this many epochs without a rise beyond noise (the 95% "
+        "interval's half-width on the validation questions, or on their split groups when "
+        "fewer)",
+        ge=1,
+        key_when_set=True,
+    )
     max_steps: int = knob(
         -1, doc="optimizer steps; overrides epochs when > 0; -1 = use epochs", ge=-1
     )
@@ -230,6 +248,8 @@ class TrainConfig:
         expand(self.student, "student")
         if self.max_steps == 0:
             raise ConfigError("0 steps; give a positive number, or -1 to use epochs", "max_steps")
+        if self.epochs == "auto":
+            self._check_auto()
         if self.objective == "kd" and self.answer_only:
             raise ConfigError(
                 "kd learns the teacher's distributions along its own text; answer_only has "
@@ -289,6 +309,20 @@ class TrainConfig:
         or it is a teacher in the loop."""
         feats = self.objective == "features" and TRAINED in self.features.teachers
         return feats or (self.cut.active and self.cut.source == TRAINED)
+
+    def _check_auto(self) -> None:
+        """epochs: auto stops by validation accuracy measured at each epoch's end."""
+        why = ""
+        if self.max_steps > 0:
+            why = "train.max_steps fixes the length; set it to -1, or give a number of epochs"
+        elif not self.validate:
+            why = "it stops by validation accuracy: set train.validate: true, or give a number"
+        elif self.validate_every:
+            why = "it validates at each epoch's end: set train.validate_every: 0"
+        elif self.select != "best":
+            why = "it keeps the best measured epoch: set train.select: best"
+        if why:
+            raise ConfigError(f"auto: {why}", "epochs")
 
     def _check_machines(self) -> None:
         """Several machines: accelerate, a rendezvous, a rank among them, whole processes."""

@@ -51,15 +51,22 @@ def filter_advice(cfg: Config, report: dict[str, Any]) -> list[str]:
 
 
 def train_advice(cfg: Config, validation: list[dict[str, Any]]) -> list[str]:
-    """A student still improving at its last validation: more epochs may pay."""
+    """A student still improving at its last validation: more epochs may pay (under epochs:
+    auto, only when it ran out of train.max_epochs)."""
     if len(validation) < 2 or cfg.train.max_steps > 0:
         return []
     last, before = validation[-1]["accuracy"], validation[-2]["accuracy"]
     if last <= before or last < max(v["accuracy"] for v in validation):
         return []
+    t = cfg.train
+    if t.epochs == "auto" and validation[-1]["epoch"] < t.max_epochs:
+        return []  # the rule stopped it: the rise was within noise
+    knob = (
+        f"train.max_epochs, {t.max_epochs}" if t.epochs == "auto" else f"train.epochs, {t.epochs:g}"
+    )
     return [
         f"the student was still improving at its last validation ({before:.1%} -> "
-        f"{last:.1%}): more epochs may pay (train.epochs, {cfg.train.epochs:g} now)"
+        f"{last:.1%}): more epochs may pay ({knob} now)"
     ]
 
 

@@ -323,6 +323,12 @@ def _selection(stats: dict[str, Any]) -> str:
             if acc is not None
             else "These are the last step's weights (train.select: last)."
         )
+    auto = stats.get("epochs_auto")
+    if auto:  # train.epochs: auto: how many ran and why it stopped
+        why += (
+            f" It trained {auto['ran']:g} epochs of at most {auto['max_epochs']} (train.epochs: "
+            f"auto): {auto['why'] or 'the schedule ran to its end'}."
+        )
     table = _table(rows, ("step", "epoch", "validation accuracy"))
     return (
         f"## Selection\n\nMeasured on the {n} validation questions (held out of train before "

@@ -8,16 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import Config
+from stages.train.epochs import planned_epochs
 
 
-def sft_config(cfg: Config, out: Path, *, use_cpu: bool, bf16: bool):
+def sft_config(cfg: Config, out: Path, *, use_cpu: bool, bf16: bool, epochs: float | None = None):
+    """`epochs`: what the schedule spans (stages/train/epochs.py: planned_epochs; by default
+    as without a validation split)."""
     from trl import SFTConfig
 
     t = cfg.train
     return SFTConfig(
         output_dir=str(out / "checkpoints"),
         learning_rate=t.learning_rate,
-        num_train_epochs=t.epochs,
+        num_train_epochs=planned_epochs(cfg, validating=False) if epochs is None else epochs,
         max_steps=t.max_steps if t.max_steps > 0 else -1,
         per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,

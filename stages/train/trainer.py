@@ -21,6 +21,7 @@ from stages.shared.layout import TRAIN_STATS
 from stages.train.args import quiet_libraries, sft_config
 from stages.train.checkpoints import checkpoint_step, last_checkpoint, prune_checkpoints
 from stages.train.cut import cut_layers, student_dir
+from stages.train.epochs import EpochStop, auto, planned_epochs
 from stages.train.finalize import finalize_model
 from stages.train.logs import log_line, write_logs
 from stages.train.objectives import objective_of
@@ -146,10 +147,11 @@ def _train_prepared(
         f"{prepared.stats['examples']} examples, {prepared.stats['trained_tokens']} trained tokens "
         f"(mean length {prepared.stats['mean_tokens']}, max {prepared.stats['max_tokens']})"
     )
-    trainer, counter, bf16 = _make_trainer(cfg, student, tok, prepared.rows, out, prepared.soft)
     validator = Validator.of(cfg, out, tok)
-    if validator is not None:
-        trainer.add_callback(validation_callback(validator, cfg.train.validate_every))
+    stop, epochs = _epochs(cfg, validator)
+    trainer, counter, bf16 = _make_trainer(
+        cfg, student, tok, prepared.rows, out, prepared.soft, epochs=epochs, validator=validator
+    )
     ckpt = last_checkpoint(out / "checkpoints")
     resumed_from = checkpoint_step(ckpt)
     if ckpt is not None:
@@ -189,14 +191,33 @@ def _train_prepared(
         "num_processes": trainer.accelerator.num_processes,
         **({"cut_layers": cut_layers(cfg)} if cfg.train.cut.active else {}),
     }
+    if stop is not None:
+        stats |= stop.stats(stats["epochs"])
     if trainer.is_world_process_zero():
         _finish(cfg, student, tok, out, state, validator, stats)
     trainer.accelerator.wait_for_everyone()
     return stats
 
 
+def _epochs(cfg: Config, validator: Validator | None) -> tuple[EpochStop | None, float]:
+    """The stop rule of epochs: auto (None otherwise) and the epochs the schedule spans."""
+    stop = EpochStop.of(cfg, validator.questions if validator is not None else [])
+    epochs = planned_epochs(cfg, validator is not None)
+    if auto(cfg):
+        log_line(
+            f"epochs: auto, up to {epochs:g} as validation decides"
+            if stop is not None
+            else f"epochs: auto without a validation split: {epochs:g} epochs"
+        )
+    if validator is not None:
+        validator.stop = stop
+    return stop, epochs
+
+
 def _finish(cfg: Config, student: Path, tok, out: Path, state, validator, stats: dict) -> None:
     """Rank 0, after training: the logs, the selected weights as out/model, the stats."""
+    if stats.get("epochs_auto", {}).get("why"):
+        log_line(stats["epochs_auto"]["why"])
     losses = write_logs(state.log_history, out)
     stats["final_loss"] = losses[-1]["loss"] if losses else None
     stats |= select(validator, cfg, out, state.global_step)
@@ -213,7 +234,15 @@ def _finish(cfg: Config, student: Path, tok, out: Path, state, validator, stats:
 
 
 def _make_trainer(
-    cfg: Config, student: Path, tok, rows: Dataset, out: Path, soft: Table | None = None
+    cfg: Config,
+    student: Path,
+    tok,
+    rows: Dataset,
+    out: Path,
+    soft: Table | None = None,
+    *,
+    epochs: float | None = None,
+    validator: Validator | None = None,
 ):
     """The SFTTrainer over the pre-flighted rows with the objective's loss (its `kept` part,
     stages/train/objectives/), its batches counted for padding; `soft`: the soft-label table of
@@ -228,7 +257,7 @@ def _make_trainer(
     if loss is None:
         raise TrainError(f"train.objective {cfg.train.objective} does not train over kept rows")
     cls = loss.trainer_class(use_cpu)
-    args = sft_config(cfg, out, use_cpu=use_cpu, bf16=bf16)
+    args = sft_config(cfg, out, use_cpu=use_cpu, bf16=bf16, epochs=epochs)
     dataset = loss.configure(cfg, args, rows)
     try:
         trainer = cls(
@@ -246,6 +275,8 @@ def _make_trainer(
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; ours logs to a file
+    if validator is not None:
+        trainer.add_callback(validation_callback(validator, cfg.train.validate_every))
     loss.attach(cfg, trainer, soft, bf16)
     counter = PaddingCounter(trainer.data_collator)
     trainer.data_collator = counter

@@ -37,6 +37,7 @@ from pipeline.tasks import Question, load_task
 from stages.shared.layout import MODEL, VALIDATION
 from stages.shared.models import student_spec
 from stages.shared.verify import gold_of, grade_row
+from stages.train.epochs import EpochStop
 from stages.train.logs import log_line
 
 RESULTS = VALIDATION  # one line per measurement, in the stage dir
@@ -54,6 +55,7 @@ class Validator:
     questions: list[Question] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0  # spent measuring in this process (the step time leaves it out)
+    stop: EpochStop | None = None  # epochs: auto's rule, which ends training by these results
 
     @classmethod
     def of(cls, cfg: Config, out: Path, tok: Any) -> Validator | None:
@@ -185,13 +187,27 @@ def _append_result(path: Path, result: dict[str, Any]) -> None:
 def validation_callback(validator: Validator, every: int):
     """A TrainerCallback measuring at each epoch's end (every == 0) or every `every` steps,
     after the last step, and, on a resumed run, at the step it resumed from if that step's
-    measurement was cut short. Rank 0 measures; the other ranks wait at their next collective."""
+    measurement was cut short. Rank 0 measures; the other ranks wait at their next collective.
+    With the validator's `stop` (epochs: auto) it ends training when the rule says so after an
+    epoch's measurement; a run resumed after that verdict trains up to the same step and stops
+    there (from a checkpoint at that very step, one step more: select: best puts the best in
+    place)."""
     from transformers import TrainerCallback
+
+    stop = validator.stop
 
     def due(state) -> bool:
         if every:
             return state.global_step % every == 0
         return float(state.epoch or 0).is_integer()
+
+    def stopping(state, control) -> None:
+        if stop is None:
+            return
+        if stop.step is None:
+            stop.check(validator.results)
+        if stop.step is not None and state.global_step >= stop.step:
+            control.should_training_stop = True
 
     class Validate(TrainerCallback):
         def _measure(self, state, model) -> None:
@@ -204,19 +220,37 @@ def validation_callback(validator: Validator, every: int):
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             if state.global_step and due(state):
                 self._measure(state, model)
+            stopping(state, control)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if every and due(state):
                 self._measure(state, model)
+            if stop is not None and stop.step is not None and state.global_step >= stop.step:
+                control.should_training_stop = True
 
         def on_epoch_end(self, args, state, control, model=None, **kwargs):
-            if not every:
+            if not every and not control.should_training_stop:
                 self._measure(state, model)
+                if stop is not None:
+                    _share_results(validator, state)
+                stopping(state, control)
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
             self._measure(state, model)
 
     return Validate()
+
+
+def _share_results(validator: Validator, state) -> None:
+    """Under several processes rank 0 measures: the others wait for it, then read what it
+    wrote, so that every rank stops at the same step."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    if not state.is_world_process_zero:
+        validator.results = _read_results(validator.out / RESULTS)
 
 
 ARGS_FILE = "training_args.bin"

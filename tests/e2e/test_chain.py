@@ -297,20 +297,45 @@ def test_interrupt_during_train_resumes_from_checkpoint(chain: dict):
     assert manifest["stats"]["steps"] == 400
 
 
-def test_new_student_on_cached_dataset_starts_no_server(chain: dict, tmp_path: Path):
+def test_new_student_on_cached_dataset_starts_no_server_and_stops_by_validation(
+    chain: dict, tmp_path: Path
+):
+    """A new student on the cached dataset: no teacher. It trains with train.epochs: auto
+    (issue 48) at a learning rate too small to move it, so its validation accuracy stays where
+    it was: after epoch 1 and epoch 2 without a rise the rule stops it (patience 1), two epochs
+    into a schedule that spans max_epochs 4, and the card says why."""
     from tiny_model import build_tiny_model
 
     other = build_tiny_model(tmp_path / "other-student", seed=7)
-    r = run_cli("train", *chain["overrides"], f"train.student={other}")
+    auto = ["train.max_steps=-1", "train.epochs=auto", "train.max_epochs=4"]
+    r = run_cli(
+        "train", *chain["overrides"], f"train.student={other}", *auto, "train.learning_rate=1e-9"
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     assert _status_lines(r.stdout) == {"generate": "cached", "filter": "cached", "train": "ran"}
     assert "teacher: starting" not in r.stdout + r.stderr  # no teacher (validation: the student)
     trains = _manifests(chain["runs"])["train"]
     newest = trains[-1]
-    assert newest["stats"]["steps"] == 6
     filt = _manifests(chain["runs"])["filter"]
     assert newest["inputs"]["filter"] in {m["key"] for m in filt}
     assert len({m["key"] for m in trains}) == len(trains)  # a new dir keyed by the student
+    stats = newest["stats"]
+    measured = stats["validation"]
+    assert [v["epoch"] for v in measured] == [1.0, 2.0], measured
+    assert measured[0]["accuracy"] == measured[1]["accuracy"]
+    assert stats["epochs"] == 2.0 and stats["steps"] == measured[1]["step"]
+    assert (
+        stats["epochs_auto"]["ran"] == 2.0
+        and "not risen beyond noise" in (stats["epochs_auto"]["why"])
+    )
+    tdir = next(chain["runs"].glob(f"train/{newest['key'][:12]}"))
+    # the schedule spans 4 epochs: halfway through, the cosine is still near half its peak
+    lrs = [json.loads(x).get("learning_rate") for x in (tdir / "train_log.jsonl").open()]
+    last = [x for x in lrs if x is not None][-1]
+    assert 0.3e-9 < last < 0.7e-9, lrs
+    assert "It trained 2 epochs of at most 4 (train.epochs: auto)" in (
+        (tdir / "model" / "README.md").read_text()
+    )
 
 
 def test_accelerate_two_processes_through_cli(chain: dict):
