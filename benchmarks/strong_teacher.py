@@ -1,0 +1,119 @@
+"""The strong-teacher benchmark (issue 48): a teacher about four times as accurate as its
+student, on this machine. The teacher is the bundled default run's distilled student, asked
+zero-shot; the student is the base SmolLM2-135M-Instruct; the task is the bundled one
+(pipeline/configs/strong_teacher.yaml).
+
+    .venv/bin/python benchmarks/strong_teacher.py                     # today's defaults
+    .venv/bin/python benchmarks/strong_teacher.py --arm auto train.epochs=auto \\
+        --arm onpolicy train.objective=onpolicy --seeds 42 7 13
+
+First `distill train` of the default config (cached after `./distill run`) gives the teacher's
+weights. Then for each arm (`defaults`, the configured settings, always first) and seed S:
+`distill eval --config strong_teacher.yaml teacher.model=... generate.sampling.seed=S
+train.seed=S` plus the arm's overrides, so each seed draws its own teacher samples and trains
+its own student, as `distill seeds` does. It prints per arm and seed the student's and the
+teacher's accuracy on the same held-out questions (Wilson 95% intervals), the student's share
+of its teacher's accuracy, the teacher tokens the student cost (generate's selection and any
+on-policy scores) and the exact McNemar test against the first arm; then each arm's mean and
+spread over the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from common import correct_by_question, distill, stage_dir, stage_stats
+
+CONFIG = Path(__file__).resolve().parents[1] / "pipeline" / "configs" / "strong_teacher.yaml"
+
+
+def teacher_weights() -> Path:
+    """The default run's student: trained (or found cached) now."""
+    distill("train")
+    return stage_dir("train", []) / "model"
+
+
+def teacher_tokens(overrides: list[str]) -> int:
+    """Teacher tokens (prompt + completion) the student cost: generate's selection and the
+    on-policy rounds' scores, when there are any."""
+    gen = stage_stats(stage_dir("generate", overrides, CONFIG))
+    train = stage_stats(stage_dir("train", overrides, CONFIG))
+    spend = train.get("teacher_spend") or {}
+    return (
+        gen["prompt_tokens"]
+        + gen["completion_tokens"]
+        + spend.get("prompt_tokens", 0)
+        + spend.get("completion_tokens", 0)
+    )
+
+
+def main() -> None:
+    from stages.eval.metrics import mcnemar_exact, wilson_interval
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--arm", nargs="+", action="append", default=[], help="NAME overrides...")
+    p.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 13])
+    args = p.parse_args()
+    teacher = teacher_weights()
+    print(f"teacher: {teacher}", flush=True)
+    arms = {"defaults": [], **{name: extra for name, *extra in args.arm}}
+    got: dict[str, dict[int, dict]] = {arm: {} for arm in arms}
+    for seed in args.seeds:
+        for arm, extra in arms.items():
+            o = [
+                f"teacher.model={teacher}",
+                f"generate.sampling.seed={seed}",
+                f"train.seed={seed}",
+                *extra,
+            ]
+            distill("eval", "--config", str(CONFIG), *o)
+            ev = stage_dir("eval", o, CONFIG)
+            s, t = correct_by_question(ev), correct_by_question(ev, "teacher")
+            row = {"student": s, "teacher": t, "tokens": teacher_tokens(o)}
+            got[arm][seed] = row
+            print(f"seed {seed} {arm}: {_line(row, wilson_interval)}", flush=True)
+    print(f"\nstrong teacher, seeds {args.seeds}")
+    for arm, extra in arms.items():
+        rows = list(got[arm].values())
+        acc = [100 * _acc(r["student"]) for r in rows]
+        share = [100 * _acc(r["student"]) / _acc(r["teacher"]) for r in rows]
+        print(
+            f"{arm} ({' '.join(extra) or 'the configured settings'}): student mean "
+            f"{statistics.fmean(acc):.1f}% (sd {_sd(acc):.1f}, range {min(acc):.1f}-"
+            f"{max(acc):.1f}), share of teacher {statistics.fmean(share):.1f}% (sd "
+            f"{_sd(share):.1f}), teacher tokens {statistics.fmean(r['tokens'] for r in rows):,.0f}"
+        )
+    for arm in list(arms)[1:]:
+        tests = []
+        for seed in args.seeds:
+            a, b = got["defaults"][seed]["student"], got[arm][seed]["student"]
+            qs = sorted(a)
+            m = mcnemar_exact([b[q] for q in qs], [a[q] for q in qs])
+            tests.append(f"seed {seed}: {m['b10']} vs {m['b01']}, p = {m['p_value']:.2g}")
+        print(
+            f"{arm} vs defaults, exact McNemar (only {arm} right vs only defaults): {'; '.join(tests)}"
+        )
+
+
+def _acc(r: dict[str, bool]) -> float:
+    return sum(r.values()) / len(r)
+
+
+def _sd(xs: list[float]) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def _line(row: dict, wilson) -> str:
+    cells = []
+    for who in ("student", "teacher"):
+        r = row[who]
+        lo, hi = wilson(sum(r.values()), len(r))
+        cells.append(f"{who} {100 * _acc(r):.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]")
+    share = 100 * _acc(row["student"]) / _acc(row["teacher"])
+    return f"{', '.join(cells)}; share {share:.1f}%; teacher tokens {row['tokens']:,}"
+
+
+if __name__ == "__main__":
+    main()
