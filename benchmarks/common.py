@@ -54,3 +54,16 @@ def correct_by_question(eval_dir: Path, model: str = "student") -> dict[str, boo
 def stage_stats(d: Path) -> dict:
     """The manifest stats of the stage in `d`."""
     return json.loads((d / "manifest.json").read_text())["stats"]
+
+
+def mcnemar_per_seed(first: dict[int, dict[str, bool]], other: dict[int, dict[str, bool]]) -> str:
+    """Per seed, the exact McNemar test of `other` against `first` on the same questions
+    (question id -> right), as 'seed S: only-other vs only-first, p = P'."""
+    from stages.eval.metrics import mcnemar_exact
+
+    tests = []
+    for seed, a in first.items():
+        b, qs = other[seed], sorted(a)
+        t = mcnemar_exact([b[q] for q in qs], [a[q] for q in qs])
+        tests.append(f"seed {seed}: {t['b10']} vs {t['b01']}, p = {t['p_value']:.2g}")
+    return "; ".join(tests)

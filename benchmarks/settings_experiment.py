@@ -24,12 +24,12 @@ import argparse
 import statistics
 from pathlib import Path
 
-from common import correct_by_question, distill, stage_dir
+from common import correct_by_question, distill, mcnemar_per_seed, stage_dir
 
 
 def main() -> None:
     from pipeline.config import shipped_config
-    from stages.eval.metrics import mcnemar_exact, wilson_interval
+    from stages.eval.metrics import wilson_interval
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="default", help="a shipped config name, or a YAML path")
@@ -64,15 +64,9 @@ def main() -> None:
             f"range {min(accs):.1f}-{max(accs):.1f}; per seed {'; '.join(cells)}"
         )
     for arm in list(arms)[1:]:
-        tests = []
-        for seed in args.seeds:
-            a, b = got["a"][seed], got[arm][seed]
-            qs = sorted(a)
-            t = mcnemar_exact([b[q] for q in qs], [a[q] for q in qs])
-            tests.append(f"seed {seed}: {t['b10']} vs {t['b01']}, p = {t['p_value']:.2g}")
         print(
             f"{arm} vs a, exact McNemar (questions only {arm} got right vs only a): "
-            f"{'; '.join(tests)}"
+            f"{mcnemar_per_seed(got['a'], got[arm])}"
         )
 
 

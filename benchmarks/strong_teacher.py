@@ -24,7 +24,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from common import correct_by_question, distill, stage_dir, stage_stats
+from common import correct_by_question, distill, mcnemar_per_seed, stage_dir, stage_stats
 
 CONFIG = Path(__file__).resolve().parents[1] / "pipeline" / "configs" / "strong_teacher.yaml"
 
@@ -50,7 +50,7 @@ def teacher_tokens(overrides: list[str]) -> int:
 
 
 def main() -> None:
-    from stages.eval.metrics import mcnemar_exact, wilson_interval
+    from stages.eval.metrics import wilson_interval
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--arm", nargs="+", action="append", default=[], help="NAME overrides...")
@@ -86,14 +86,11 @@ def main() -> None:
             f"{_sd(share):.1f}), teacher tokens {statistics.fmean(r['tokens'] for r in rows):,.0f}"
         )
     for arm in list(arms)[1:]:
-        tests = []
-        for seed in args.seeds:
-            a, b = got["defaults"][seed]["student"], got[arm][seed]["student"]
-            qs = sorted(a)
-            m = mcnemar_exact([b[q] for q in qs], [a[q] for q in qs])
-            tests.append(f"seed {seed}: {m['b10']} vs {m['b01']}, p = {m['p_value']:.2g}")
+        first = {seed: r["student"] for seed, r in got["defaults"].items()}
+        mine = {seed: r["student"] for seed, r in got[arm].items()}
         print(
-            f"{arm} vs defaults, exact McNemar (only {arm} right vs only defaults): {'; '.join(tests)}"
+            f"{arm} vs defaults, exact McNemar (only {arm} right vs only defaults): "
+            f"{mcnemar_per_seed(first, mine)}"
         )
 
 
