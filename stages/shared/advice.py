@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.config import Config
+from stages.shared.intervals import noise
 
 COPIES = 0.20  # of the samples dropped as exact or near copies of their question's others
 NEVER_SOLVED = 0.20  # of the questions, no sample of which verified
@@ -50,13 +51,16 @@ def filter_advice(cfg: Config, report: dict[str, Any]) -> list[str]:
     return out[:MOST]
 
 
-def train_advice(cfg: Config, validation: list[dict[str, Any]]) -> list[str]:
+def train_advice(cfg: Config, validation: list[dict[str, Any]], units: int = 0) -> list[str]:
     """A student still improving at its last validation: more epochs may pay (under epochs:
-    auto, only when it ran out of train.max_epochs)."""
+    auto, only when it ran out of train.max_epochs). With `units`, what the validation split
+    resolves (stages/train/epochs.py: units_of), a rise within noise says nothing."""
     if len(validation) < 2 or cfg.train.max_steps > 0:
         return []
     last, before = validation[-1]["accuracy"], validation[-2]["accuracy"]
     if last <= before or last < max(v["accuracy"] for v in validation):
+        return []
+    if units and last - before <= noise(before, units):
         return []
     t = cfg.train
     if t.epochs == "auto" and validation[-1]["epoch"] < t.max_epochs:

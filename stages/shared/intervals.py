@@ -17,3 +17,10 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     center = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
     return (max(0.0, center - half), min(1.0, center + half))
+
+
+def noise(accuracy: float, units: int) -> float:
+    """Half the 95% Wilson interval's width at `accuracy` on `units` independent units: what a
+    change in accuracy must exceed to count (train.epochs: auto, the epochs advice)."""
+    lo, hi = wilson_interval(round(accuracy * units), units)
+    return (hi - lo) / 2

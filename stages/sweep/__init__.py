@@ -25,7 +25,7 @@ from pipeline.errors import UserError
 from pipeline.records import atomic_write_json, atomic_write_text
 from pipeline.stage import ExtraInput, KeyParts, RunContext
 from pipeline.tasks import load_task
-from stages.shared.intervals import wilson_interval
+from stages.shared.intervals import noise
 
 NAME = "sweep"
 VERSION = 1
@@ -162,8 +162,7 @@ def _margin(result: dict[str, Any]) -> str:
     by_id = {r["trial"]: r for r in result["trials"]}
     best, next_ = by_id[ranking[0]], by_id[ranking[1]]
     lead = best["mean"] - next_["mean"]
-    lo, hi = wilson_interval(round(best["mean"] * units), units)
-    half = (hi - lo) / 2
+    half = noise(best["mean"], units)
     on = (
         f"{n} questions"
         if units == n

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import Config
-from stages.shared.intervals import wilson_interval
+from stages.shared.intervals import noise
 
 AUTO_WITHOUT_VALIDATION = 2.0  # the fixed default before auto, measured over 3 seeds
 
@@ -33,16 +33,15 @@ def planned_epochs(cfg: Config, validating: bool) -> float:
     return float(t.max_epochs) if validating else AUTO_WITHOUT_VALIDATION
 
 
+def units_of(questions: list[Any]) -> int:
+    """What a validation split resolves: its questions, or its split groups when fewer."""
+    return min(len(questions), len({q.group or q.id for q in questions}))
+
+
 @dataclass(frozen=True)
 class Verdict:
     stop: bool
     why: str  # in words, for the log, the stats and the model card
-
-
-def noise(accuracy: float, units: int) -> float:
-    """Half the 95% Wilson interval's width at `accuracy` on `units` independent units."""
-    lo, hi = wilson_interval(round(accuracy * units), units)
-    return (hi - lo) / 2
 
 
 def verdict(results: list[dict[str, Any]], units: int, patience: int, most: int) -> Verdict:
@@ -86,8 +85,7 @@ class EpochStop:
         """None unless epochs: auto with a validation split."""
         if not auto(cfg) or not questions:
             return None
-        units = min(len(questions), len({q.group or q.id for q in questions}))
-        return cls(units, cfg.train.patience, cfg.train.max_epochs)
+        return cls(units_of(questions), cfg.train.patience, cfg.train.max_epochs)
 
     def check(self, results: list[dict[str, Any]]) -> Verdict:
         """The verdict on the epoch-end measurements among `results` (the last one's step is

@@ -21,7 +21,7 @@ from stages.shared.layout import TRAIN_STATS
 from stages.train.args import quiet_libraries, sft_config
 from stages.train.checkpoints import checkpoint_step, last_checkpoint, prune_checkpoints
 from stages.train.cut import cut_layers, student_dir
-from stages.train.epochs import EpochStop, auto, planned_epochs
+from stages.train.epochs import EpochStop, auto, planned_epochs, units_of
 from stages.train.finalize import finalize_model
 from stages.train.logs import log_line, write_logs
 from stages.train.objectives import objective_of
@@ -221,7 +221,8 @@ def _finish(cfg: Config, student: Path, tok, out: Path, state, validator, stats:
     losses = write_logs(state.log_history, out)
     stats["final_loss"] = losses[-1]["loss"] if losses else None
     stats |= select(validator, cfg, out, state.global_step)
-    stats["advice"] = train_advice(cfg, stats.get("validation") or [])
+    units = units_of(validator.questions) if validator is not None else 0
+    stats["advice"] = train_advice(cfg, stats.get("validation") or [], units)
     finalize_model(student, tok, out, cfg.train.lora.enabled)
     if validator is not None:
         validator.drop_weights()

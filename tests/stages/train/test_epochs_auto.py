@@ -8,7 +8,8 @@ import pytest
 from pipeline.config import ConfigError, load_config
 from pipeline.tasks import Question
 from stages.shared.advice import train_advice
-from stages.train.epochs import EpochStop, noise, planned_epochs, verdict
+from stages.shared.intervals import noise
+from stages.train.epochs import EpochStop, planned_epochs, verdict
 
 
 def _m(*accs: float) -> list[dict]:
