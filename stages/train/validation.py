@@ -201,12 +201,16 @@ def validation_callback(validator: Validator, every: int):
             return state.global_step % every == 0
         return float(state.epoch or 0).is_integer()
 
+    def reached(state) -> bool:
+        """The rule has said stop, at this step or before it."""
+        return stop is not None and stop.step is not None and state.global_step >= stop.step
+
     def stopping(state, control) -> None:
         if stop is None:
             return
         if stop.step is None:
             stop.check(validator.results)
-        if stop.step is not None and state.global_step >= stop.step:
+        if reached(state):
             control.should_training_stop = True
 
     class Validate(TrainerCallback):
@@ -225,7 +229,7 @@ def validation_callback(validator: Validator, every: int):
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if every and due(state):
                 self._measure(state, model)
-            if stop is not None and stop.step is not None and state.global_step >= stop.step:
+            if reached(state):  # a resumed run, up to the step the rule stopped at
                 control.should_training_stop = True
 
         def on_epoch_end(self, args, state, control, model=None, **kwargs):
