@@ -130,3 +130,9 @@ class GenerateConfig:
                 "or lower n",
                 "max_samples",
             )
+        if self.sampling.temperature == 0 and self.n > 1:
+            raise ConfigError(
+                f"{self.n} samples at temperature 0 (greedy) would be one text {self.n} times, "
+                "and vLLM refuses them: set generate.n: 1 or raise the temperature",
+                "sampling.temperature",
+            )
