@@ -82,6 +82,14 @@ class GenerateConfig:
         ge=1,
         key_when_set=True,
     )
+    reheat: float = knob(
+        0.0,
+        doc="adaptive: a question whose round drew a repeat (a text it drew before, or a "
+        "verified near copy) asks its next rounds this much hotter, at most 3 steps (0 = off)",
+        ge=0,
+        le=2,
+        key_when_set=True,
+    )
     combine: Literal["cascade", "all"] = knob(
         "cascade",
         doc="with teachers: cascade = in order, a question goes to the next teacher only while it "
@@ -133,6 +141,12 @@ class GenerateConfig:
         if self.sampling.temperature == 0 and self.n > 1:
             raise ConfigError(
                 f"{self.n} samples at temperature 0 (greedy) would be one text {self.n} times, "
-                "and vLLM refuses them: set generate.n: 1 or raise the temperature",
+                "and vLLM refuses them: set generate.n: 1 (with strategy adaptive and reheat: "
+                "greedy first, hotter after a repeat) or raise the temperature",
                 "sampling.temperature",
+            )
+        if self.reheat and self.strategy != "adaptive":
+            raise ConfigError(
+                "reheat raises the temperature of later rounds; only strategy adaptive has them",
+                "reheat",
             )

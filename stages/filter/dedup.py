@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from stages.shared.verify import normalize_text, text_digest
+from stages.shared.verify import normalize_text, shingles, text_digest
 
 __all__ = [
     "NearIndex",
@@ -26,6 +26,7 @@ __all__ = [
     "lsh_bands",
     "near_duplicates",
     "normalize_text",
+    "shingles",
 ]
 
 
@@ -53,15 +54,6 @@ def first_of(first: dict, key: Hashable, i: int) -> int | None:
     what an exact dedup holds is one digest per kept text (filter's passes use it too)."""
     j = first.setdefault(key, i)
     return None if j == i else j
-
-
-def shingles(text: str, k: int) -> list[str]:
-    """Word k-grams of the normalized text; a text shorter than k is one shingle of all its
-    words, an empty text has none."""
-    words = normalize_text(text).split()
-    if len(words) <= k:
-        return [" ".join(words)] if words else []
-    return list(map(" ".join, zip(*(words[j:] for j in range(k)), strict=False)))
 
 
 def lsh_bands(threshold: float, num_perm: int) -> int:

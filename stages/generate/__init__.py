@@ -56,7 +56,14 @@ from stages.generate.report import (
     store_stats,
     summary,  # noqa: F401 - the stage's console summary
 )
-from stages.generate.samples import Planned, calls, check_sample, plan_samples, record
+from stages.generate.samples import (
+    Planned,
+    Sampler,
+    calls,
+    check_sample,
+    plan_samples,
+    record,
+)
 from stages.generate.selected import Selected
 from stages.generate.shards import (
     Shard,
@@ -68,10 +75,10 @@ from stages.generate.shards import (
 )
 from stages.generate.strategy import (
     Rounds,
-    Tally,
     TeacherPlan,
     cap,
     sent_on,
+    tally,
     teacher_rounds,
 )
 from stages.shared.layout import ERRORS, POOL, POOL_LOCK, POOL_STORE, SAMPLES, shared_dir
@@ -211,11 +218,13 @@ def _ask_all(
     convention = Convention.of(cfg.lead_teacher())
     got = Generated()
     budget = run_budget(cfg, (r["usage"] for r in have.values()))
-    shared = Tally(convention)
+    shared = tally(cfg, convention)
     cascade = cfg.generate.combine == "cascade"
     for plan in plans:
         sent = sent_on(cfg, questions, shared) if cascade and plan.index else questions
-        rounds = teacher_rounds(cfg, plan, sent, have, shared if cascade else Tally(convention))
+        rounds = teacher_rounds(
+            cfg, plan, sent, have, shared if cascade else tally(cfg, convention)
+        )
         first = rounds.next()
         if first:
             more = rounds.next
@@ -246,7 +255,7 @@ def teacher_plans(cfg: Config, held: Container[str] = ()) -> list[TeacherPlan]:
         by_q: dict[str, list[Planned]] = {}
         for p in plan_samples(cfg, identity, t, cap(cfg), held):
             by_q.setdefault(p.question.id, []).append(p)
-        out.append(TeacherPlan(i, label, t, identity, by_q))
+        out.append(TeacherPlan(i, label, t, identity, by_q, Sampler.of(cfg, identity, t)))
     seen: dict[str, str] = {}
     for tp in out:
         first = next(iter(tp.samples.values()))[0].request.id if tp.samples else ""
@@ -295,11 +304,10 @@ def _ask_teacher(
     soft labels (with a store) to the store first."""
     g = cfg.generate
     meta = _soft_label_meta(cfg) if store else None
-    by_id = {p.request.id: p for ps in plan.samples.values() for p in ps}
 
     def row(c: Completion) -> dict[str, Any]:
         ref = store.append(c.id, meta, soft_labels(c, meta.k)) if store and meta else None
-        return record(by_id[c.id], c, plan.label, plan.identity, ref)
+        return record(plan.find(c.id), c, plan.label, plan.identity, ref)
 
     lone = len(cfg.teacher_list()) == 1
     spec = teacher_spec(

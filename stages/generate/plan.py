@@ -9,7 +9,10 @@ Per teacher, from the plan generate itself would follow (stages/generate/strateg
 - tokens: the held samples' own usage, plus for each sample still to ask the mean prompt and
   completion tokens per sample of this teacher's held samples. The completion figure carries
   two standard errors of the mean over questions (samples of one question are not
-  independent), with the share of those samples that verify.
+  independent), with the share of those samples that verify;
+- likely (adaptive; not a cascade's later teachers): the draws and the questions never solved to
+  expect between the best and worst case, from each question's rate of counted samples in the pool
+  (stages/generate/expected.py).
 
 Where the pool holds samples of fewer than `pilot` of a teacher's questions, the pilot asks that
 teacher for the first round of `pilot` questions spread evenly through the train split: samples
@@ -28,6 +31,7 @@ from typing import Any
 from pipeline.budget import usd
 from pipeline.config import Config
 from pipeline.reasoning import Convention
+from stages.generate.expected import Expected, expected
 from stages.generate.samples import Planned, prompt_tokens_of
 from stages.generate.strategy import TeacherPlan, cap
 from stages.shared.verify import verified
@@ -75,6 +79,7 @@ class Estimate:
     completion_per_sample: float  # their means
     prompt_per_sample: float
     verified_share: float | None  # of the basis samples
+    expected: Expected | None = None  # adaptive: the likely draws (stages/generate/expected.py)
 
 
 def estimate(
@@ -124,6 +129,7 @@ def estimate(
         completion_per_sample=mean_c,
         prompt_per_sample=mean_p,
         verified_share=sum(u[3] for u in used.values()) / len(used) if used else None,
+        expected=None if later else expected(cfg, tp, questions, have),
     )
 
 
@@ -162,6 +168,8 @@ def render(cfg: Config, estimates: list[Estimate], questions: int, piloted: int)
             f"{e.completion_per_sample:,.1f} completion and {e.prompt_per_sample:,.1f} prompt "
             f"tokens per sample, {100 * share:.0f}% verified"
         )
+        if e.expected:
+            lines.append(_likely(e, e.expected))
         for t, part in zip(totals, (e.prompt, e.completion), strict=True):
             t[0] += part[0]
             t[1] += part[1]
@@ -176,6 +184,16 @@ def render(cfg: Config, estimates: list[Estimate], questions: int, piloted: int)
         if lo is not None and hi is not None:
             lines.append(f"cost at budget's prices: {_span((lo, hi), '${:,.2f}')}")
     return "\n".join(lines)
+
+
+def _likely(e: Estimate, x: Expected) -> str:
+    ask = max(0.0, x.samples - e.held[1])
+    return (
+        f"  likely: about {x.samples:,.0f} samples ({ask:,.0f} to ask, about "
+        f"{ask * e.completion_per_sample:,.0f} completion tokens) and {x.unsolved:,.1f} "
+        f"question(s) never solved, if each question's samples count (verified, not a copy) at "
+        f"its rate in the pool ({x.basis_questions:,} questions; the others at their mean)"
+    )
 
 
 def plan_totals(

@@ -61,7 +61,27 @@ def run_stats(
         "strategy": cfg.generate.strategy,
         "teachers": teachers,
         "questions_verified": len({q for r in done for q, c in r.tally.count.items() if c}),
+        **(distinct_stats(done) if cfg.generate.strategy == "adaptive" else {}),
         **asked,
+    }
+
+
+UNSOLVED_SHOWN = 20  # unsolved question ids the stats list; the count is whole
+
+
+def distinct_stats(done: list[Rounds]) -> dict[str, Any]:
+    """Adaptive sampling's yield: distinct verified samples, the copies among the verified
+    (exact or near, as the tally counted them), the samples asked hotter, and the questions
+    no teacher solved within its cap: reported, and asked no more than the cap."""
+    tallies = list({id(r.tally): r.tally for r in done}.values())  # a cascade shares one
+    questions = list(dict.fromkeys(q for r in done for q in r.questions))
+    unsolved = [q for q in questions if not any(t.count[q] for t in tallies)]
+    return {
+        "distinct_verified": sum(sum(t.count.values()) for t in tallies),
+        "copies": sum(sum(t.copies.values()) for t in tallies),
+        "hotter_samples": sum(r.hotter() for r in done),
+        "unsolved": len(unsolved),
+        "unsolved_questions": sorted(unsolved)[:UNSOLVED_SHOWN],
     }
 
 
@@ -159,6 +179,19 @@ def store_stats(picked: Selected, store: Store) -> dict[str, Any]:
     }
 
 
+def distinct_line(stats: dict[str, Any]) -> str:
+    """Adaptive sampling's yield in one line (distinct_stats)."""
+    line = (
+        f"distinct verified  {stats['distinct_verified']:,} ({stats['copies']:,} copies "
+        f"not counted, {stats['hotter_samples']:,} samples asked hotter)"
+    )
+    n = stats["unsolved"]
+    if n:
+        shown = ", ".join(stats["unsolved_questions"][:5]) + (", ..." if n > 5 else "")
+        line += f"; {n:,} question(s) never solved within the cap, not asked again: {shown}"
+    return line
+
+
 def summary(stats: dict[str, Any], out: Path) -> str:
     tps = stats.get("tokens_per_second")
     lines = [
@@ -190,6 +223,8 @@ def summary(stats: dict[str, Any], out: Path) -> str:
                 f"({per if per is not None else '-'} completion tokens each)"
             )
         lines.append(f"questions with a verified sample: {stats.get('questions_verified', 0):,}")
+    if "distinct_verified" in stats:
+        lines.append(distinct_line(stats))
     soft = stats.get("logprobs")
     if soft:
         lines.append(

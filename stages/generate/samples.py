@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Container
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pipeline.calls import Completion, Request, sampling_dict
@@ -57,6 +58,64 @@ def check_sample(row: dict[str, Any]) -> str | None:
     return problem
 
 
+@dataclass(frozen=True)
+class Sampler:
+    """How one teacher is asked for any sample of any question: its prompts and its sampling.
+    `planned` gives sample i of a question at the configured temperature, or hotter (adaptive
+    sampling's reheat, stages/generate/strategy.py): a hotter sample is another sample, with its
+    own id and seed, so a pool holds both without one passing for the other."""
+
+    identity: str
+    teacher: TeacherConfig
+    shots: list
+    sampling: dict[str, Any]
+
+    @classmethod
+    def of(cls, cfg: Config, identity: str, teacher: TeacherConfig | None = None) -> Sampler:
+        teacher = teacher or cfg.teacher
+        g = cfg.generate
+        # With soft labels, their k and mode are part of the sampling: such a sample is another
+        # sample (another id), one that carries its teacher distributions.
+        sampling = sampling_dict(
+            g.sampling, keep_empty_stop=True, logprobs=g.logprobs, logprobs_mode=g.logprobs_mode
+        )
+        return cls(
+            identity, teacher, fewshot_examples(load_task(cfg.task), teacher.fewshot), sampling
+        )
+
+    def messages(self, q: Question) -> list[dict]:
+        return teacher_messages(self.teacher, q, self.shots)
+
+    def planned(
+        self,
+        q: Question,
+        indices: range,
+        held: Container[str] = (),
+        messages: list[dict] | None = None,
+        temperature: float | None = None,
+    ) -> list[Planned]:
+        """Samples `indices` of question `q`; those in `held` without their prompts (module
+        doc of plan_samples)."""
+        messages = messages if messages is not None else self.messages(q)
+        sampling = self.sampling
+        if temperature is not None and temperature != sampling["temperature"]:
+            sampling = {**sampling, "temperature": round(temperature, 6)}
+        base = int(sha256_text(canonical_json([self.identity, messages, sampling]))[:8], 16)
+        base &= 0x3FFFFFFF  # room for + i within a signed 32-bit seed
+        out = []
+        for i in indices:
+            sid = sha256_text(canonical_json([self.identity, messages, sampling, i, SEEDS]))[:32]
+            if sid in held:
+                out.append(Planned(Request([sid], [], self.sampling), q, i))
+                continue
+            req_sampling = {**sampling, "seed": base + i}
+            req_sampling.pop("logprobs_mode", None)  # the engine's setting, not the request's
+            if not req_sampling["stop"]:
+                del req_sampling["stop"]
+            out.append(Planned(Request([sid], messages, req_sampling), q, i))
+        return out
+
+
 def plan_samples(
     cfg: Config,
     identity: str,
@@ -70,19 +129,11 @@ def plan_samples(
 
     A sample in `held` (the pool) is never asked, so its request keeps its id only: no prompt
     or sampling per sample, which is most of what a plan of a million samples would hold."""
-    teacher = teacher or cfg.teacher
-    task = load_task(cfg.task)
-    shots = fewshot_examples(task, teacher.fewshot)
-    g = cfg.generate
-    # With soft labels, their k and mode are part of the sampling: such a sample is another
-    # sample (another id), one that carries its teacher distributions.
-    sampling = sampling_dict(
-        g.sampling, keep_empty_stop=True, logprobs=g.logprobs, logprobs_mode=g.logprobs_mode
-    )
+    sampler = Sampler.of(cfg, identity, teacher)
     out = []
     asked_by: dict[bytes, str] = {}  # by the prompt's digest: a prompt is KBs, a digest 32 bytes
-    for q in task.train:
-        messages = teacher_messages(teacher, q, shots)
+    for q in load_task(cfg.task).train:
+        messages = sampler.messages(q)
         prompt = canonical_json(messages)
         other = asked_by.setdefault(hashlib.sha256(prompt.encode()).digest(), q.id)
         if other != q.id:  # their samples would share ids: one question would be lost
@@ -90,18 +141,7 @@ def plan_samples(
                 f"questions '{other}' and '{q.id}' give the teacher the same prompt; "
                 "make them differ or remove one"
             )
-        base = int(sha256_text(canonical_json([identity, messages, sampling]))[:8], 16)
-        base &= 0x3FFFFFFF  # room for + i within a signed 32-bit seed
-        for i in range(count or cfg.generate.n):
-            sid = sha256_text(canonical_json([identity, messages, sampling, i, SEEDS]))[:32]
-            if sid in held:
-                out.append(Planned(Request([sid], [], sampling), q, i))
-                continue
-            req_sampling = {**sampling, "seed": base + i}
-            req_sampling.pop("logprobs_mode", None)  # the engine's setting, not the request's
-            if not req_sampling["stop"]:
-                del req_sampling["stop"]
-            out.append(Planned(Request([sid], messages, req_sampling), q, i))
+        out += sampler.planned(q, range(count or cfg.generate.n), held, messages)
     return out
 
 

@@ -33,6 +33,15 @@ def normalize_text(s: str) -> str:
     return " ".join(s.split())
 
 
+def shingles(text: str, k: int) -> list[str]:
+    """Word k-grams of the normalized text; a text shorter than k is one shingle of all its
+    words, an empty text has none."""
+    words = normalize_text(text).split()
+    if len(words) <= k:
+        return [" ".join(words)] if words else []
+    return list(map(" ".join, zip(*(words[j:] for j in range(k)), strict=False)))
+
+
 def text_digest(text: str) -> bytes:
     return hashlib.blake2b(
         normalize_text(text).encode("utf-8", "surrogatepass"), digest_size=16

@@ -119,25 +119,47 @@ def test_resumed_adaptive_run_is_the_uninterrupted_one(adaptive_killed: dict) ->
     assert st["requested"] == st["samples"]  # cold: it paid for exactly its selection
 
 
+def _counted(rs: list[dict], conv: Convention) -> tuple[list[int], list[bool], list[bool]]:
+    """A question's samples in order: distinct verified samples so far after each; whether each
+    is a verified copy (exact, or near as the filter's defaults find it: Jaccard 0.8 on 5-word
+    shingles); and whether each is a repeat for reheat (a text drawn before, or such a copy)."""
+    from stages.filter.dedup import near_duplicates
+
+    seen: dict[bytes, str] = {}
+    drawn: set[bytes] = set()
+    counted, copy, repeat = [], [], []
+    for r in rs:
+        text = inline_text(conv.split(r), conv.tags)
+        dup = verified(r, conv) and (
+            text_digest(text) in seen
+            or near_duplicates([*seen.values(), text], shingle=5)[-1] is not None
+        )
+        if verified(r, conv) and not dup:
+            seen[text_digest(text)] = text
+        counted.append(len(seen))
+        copy.append(dup)
+        repeat.append(dup or text_digest(text) in drawn)
+        drawn.add(text_digest(text))
+    return counted, copy, repeat
+
+
 def test_adaptive_stops_each_question_by_the_rule(adaptive_killed: dict) -> None:
     """Rounds of 2: a question goes on only while it has fewer than 2 distinct verified samples
-    and fewer than 8 samples; its samples are indices 0..k-1."""
+    (not exact copies, and not near ones as the filter's near_dedup finds them) and fewer than 8
+    samples; its samples are indices 0..k-1."""
     rows = _samples(adaptive_killed["cold"])
     conv = Convention()
     by_q: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_q[r["question_id"]].append(r)
     assert len(by_q) == QUESTIONS
-    stopped_early = ran_out = 0
+    stopped_early = ran_out = copies = distinct = 0
     for q, rs in by_q.items():
         idx = [r["sample_index"] for r in rs]
         assert idx == list(range(len(rs))), q
-        seen: set[bytes] = set()
-        counted = []
-        for r in rs:
-            if verified(r, conv):
-                seen.add(text_digest(inline_text(conv.split(r), conv.tags)))
-            counted.append(len(seen))
+        counted, copy, _ = _counted(rs, conv)
+        copies += sum(copy)
+        distinct += counted[-1]
         rounds = [counted[i] for i in range(1, len(rs), 2)]  # after each round
         assert all(c < 2 for c in rounds[:-1]), f"{q} went on after reaching the target"
         assert rounds[-1] >= 2 or len(rs) == 8, f"{q} stopped short of target and cap"
@@ -148,6 +170,37 @@ def test_adaptive_stops_each_question_by_the_rule(adaptive_killed: dict) -> None
     t = next(iter(st["teachers"].values()))
     assert t["rounds"] == 4 and t["samples"] == len(rows)
     assert t["verified"] == sum(verified(r, conv) for r in rows)
+    assert (st["copies"], st["distinct_verified"]) == (copies, distinct)
+    assert st["unsolved"] == sum(not any(verified(r, conv) for r in rs) for rs in by_q.values())
+
+
+def test_reheat_asks_a_question_that_drew_a_copy_hotter(models: dict) -> None:
+    """generate.reheat on the real engine, greedy first: rounds of 1 at temperature 0 give a
+    question the same text again, so its next round is asked 0.5 hotter (the pool rows carry
+    the raised temperature, one step per round that drew a repeat, three at most) and the stats
+    count those samples. (A replay asking nothing: tests/stages/generate/test_strategy.py.)"""
+    ov = _ov(
+        models,
+        "reheat",
+        *ADAPTIVE,
+        "generate.n=1",
+        "generate.sampling.temperature=0",
+        "generate.reheat=0.5",
+    )
+    _ok(run_cli("generate", *ov))
+    conv = Convention()
+    by_q: dict[str, list[dict]] = defaultdict(list)
+    for r in _samples(ov):
+        by_q[r["question_id"]].append(r)
+    hot = 0
+    for q, rs in by_q.items():
+        _, _, repeat = _counted(rs, conv)
+        for k, r in enumerate(rs):
+            steps = min(3, sum(repeat[:k]))
+            assert r["sampling"]["temperature"] == 0.5 * steps, (q, k)
+            hot += steps > 0
+    st = _manifest(ov)["stats"]
+    assert st["hotter_samples"] == hot > 0
 
 
 def test_adaptive_samples_are_the_fixed_run_s_samples(models: dict, adaptive_killed: dict) -> None:

@@ -372,6 +372,7 @@ def test_stage_dir_is_under_run_and_uses_key_prefix() -> None:
         ("generate.logprobs=-1", "generate.logprobs", ">= 0"),
         ("generate.logprobs_mode=logits", "generate.logprobs_mode", "'raw', 'processed'"),
         ("generate.sampling.temperature=0", "generate.sampling.temperature", "one text 4 times"),
+        ("generate.reheat=0.3", "generate.reheat", "only strategy adaptive"),
         ("train.objective=kd", "train.objective", "set generate.logprobs"),
         ("train.objective=distill", "train.objective", "'sft', 'kd'"),
         ("train.kd.alpha=1.5", "train.kd.alpha", "<= 1"),

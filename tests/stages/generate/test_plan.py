@@ -149,3 +149,42 @@ def test_the_plan_sets_the_later_stages_calls_beside_generates_against_the_run_b
     # completion: 200-400 + 680 -> at most 1,080 > 1,000 but 200 fits: it may stop
     assert lines[3].endswith("(generate 200-400, later at most 680) may stop at it")
     assert lines[4].endswith("(generate 9,000-12,000, later at most 22,000) fits")
+
+
+def test_expected_draws_are_the_hand_computed_ones() -> None:
+    from stages.generate.expected import expected_draws
+
+    assert expected_draws(1.0, 4, 2, 16) == (4.0, 0.0)  # the first round meets the target
+    assert expected_draws(0.0, 4, 2, 16) == (16.0, 1.0)  # to the cap, never solved
+    # rounds of 2, target 2, cap 4, p = 1/2: round 1 always (2 draws); it ends with 0, 1 or 2
+    # counted at 1/4, 1/2, 1/4, so round 2 is drawn with 3/4 (1.5 draws); none counted in
+    # either round: 1/4 * 1/4
+    draws, none = expected_draws(0.5, 2, 2, 4)
+    assert math.isclose(draws, 3.5) and math.isclose(none, 1 / 16)
+
+
+def test_the_plan_expects_adaptive_draws_from_each_question_s_counted_rate() -> None:
+    from stages.generate.expected import expected_draws
+
+    cfg = load_config(
+        None, ["generate.strategy=adaptive", "generate.n=2", "generate.max_samples=6"]
+    )
+    have = _pool(
+        _row("easy-0", 10),
+        _row("easy-1", 10, text="So seven.\nAnswer: 7"),  # two counted: rate (2 + .5) / 3
+        _row("copies-0", 10),
+        _row("copies-1", 10),  # a copy: one counted, rate (1 + .5) / 3
+    )
+    e = estimate(cfg, _plan(cfg), QUESTIONS, have)
+    easy, copies = (expected_draws(r, 2, 2, 6) for r in (2.5 / 3, 1.5 / 3))
+    mix = [(a + b) / 2 for a, b in zip(easy, copies, strict=True)]  # "hard": none held
+    assert e.expected is not None and e.expected.basis_questions == 2
+    assert math.isclose(e.expected.samples, easy[0] + copies[0] + mix[0])
+    assert math.isclose(e.expected.unsolved, easy[1] + copies[1] + mix[1])
+    text = render(cfg, [e], 3, 0)
+    assert (
+        f"likely: about {e.expected.samples:,.0f} samples ({e.expected.samples - 4:,.0f} to ask"
+        in text
+    )
+    fixed = estimate(load_config(None, ["generate.n=2"]), _plan(cfg), QUESTIONS, have)
+    assert fixed.expected is None and "likely" not in render(cfg, [fixed], 3, 0)
