@@ -145,6 +145,12 @@ class GenerateConfig:
                 "greedy first, hotter after a repeat) or raise the temperature",
                 "sampling.temperature",
             )
+        if self.reheat and self.logprobs and self.logprobs_mode == "processed":
+            raise ConfigError(
+                "soft labels after the sampling temperature carry one temperature, and reheat "
+                "asks some samples hotter: use logprobs_mode raw (temperature 1) or no reheat",
+                "reheat",
+            )
         if self.reheat and self.strategy != "adaptive":
             raise ConfigError(
                 "reheat raises the temperature of later rounds; only strategy adaptive has them",

@@ -373,6 +373,16 @@ def test_stage_dir_is_under_run_and_uses_key_prefix() -> None:
         ("generate.logprobs_mode=logits", "generate.logprobs_mode", "'raw', 'processed'"),
         ("generate.sampling.temperature=0", "generate.sampling.temperature", "one text 4 times"),
         ("generate.reheat=0.3", "generate.reheat", "only strategy adaptive"),
+        (
+            (
+                "generate.strategy=adaptive",
+                "generate.reheat=0.3",
+                "generate.logprobs=20",
+                "generate.logprobs_mode=processed",
+            ),
+            "generate.reheat",
+            "use logprobs_mode raw",
+        ),
         ("train.objective=kd", "train.objective", "set generate.logprobs"),
         ("train.objective=distill", "train.objective", "'sft', 'kd'"),
         ("train.kd.alpha=1.5", "train.kd.alpha", "<= 1"),
