@@ -74,6 +74,7 @@ def main() -> None:
             row = {"student": s, "teacher": t, "tokens": teacher_tokens(o)}
             got[arm][seed] = row
             print(f"seed {seed} {arm}: {_line(row, wilson_interval)}", flush=True)
+            print(f"  data: {_data(o)}", flush=True)
     print(f"\nstrong teacher, seeds {args.seeds}")
     for arm, extra in arms.items():
         rows = list(got[arm].values())
@@ -92,6 +93,24 @@ def main() -> None:
             f"{arm} vs defaults, exact McNemar (only {arm} right vs only defaults): "
             f"{mcnemar_per_seed(first, mine)}"
         )
+
+
+def _data(overrides: list[str]) -> str:
+    """What the student learned from: generate's samples (and, for adaptive sampling, its
+    distinct verified samples, copies, hotter samples and unsolved questions), filter's kept
+    samples, and the epochs and steps train ran."""
+    gen = stage_stats(stage_dir("generate", overrides, CONFIG))
+    kept = stage_stats(stage_dir("filter", overrides, CONFIG)).get("kept")
+    train = stage_stats(stage_dir("train", overrides, CONFIG))
+    yield_ = (
+        f" ({gen['distinct_verified']:,} distinct verified, {gen['copies']:,} copies, "
+        f"{gen['hotter_samples']:,} hotter, {gen['unsolved']} unsolved)"
+        if "distinct_verified" in gen
+        else ""
+    )
+    auto = train.get("epochs_auto")
+    epochs = f"; epochs: {auto}" if auto else ""
+    return f"{gen['samples']:,} samples{yield_}, {kept} kept, {train.get('steps')} steps{epochs}"
 
 
 def _acc(r: dict[str, bool]) -> float:
