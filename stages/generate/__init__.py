@@ -252,10 +252,11 @@ def teacher_plans(cfg: Config, held: Container[str] = ()) -> list[TeacherPlan]:
     out = []
     for i, (t, label) in enumerate(zip(cfg.teacher_list(), cfg.teacher_labels(), strict=True)):
         identity = teacher_identity(t, cfg.cache_dir)
+        sampler = Sampler.of(cfg, identity, t)
         by_q: dict[str, list[Planned]] = {}
-        for p in plan_samples(cfg, identity, t, cap(cfg), held):
+        for p in plan_samples(cfg, identity, t, cap(cfg), held, sampler):
             by_q.setdefault(p.question.id, []).append(p)
-        out.append(TeacherPlan(i, label, t, identity, by_q, Sampler.of(cfg, identity, t)))
+        out.append(TeacherPlan(i, label, t, identity, by_q, sampler))
     seen: dict[str, str] = {}
     for tp in out:
         first = next(iter(tp.samples.values()))[0].request.id if tp.samples else ""

@@ -122,14 +122,16 @@ def plan_samples(
     teacher: TeacherConfig | None = None,
     count: int = 0,
     held: Container[str] = (),
+    sampler: Sampler | None = None,
 ) -> list[Planned]:
     """The first `count` samples (0: generate.n) of every question from `teacher` (default:
     the teacher), each with its id and its own seed: sample i is the same sample whatever the
     count, so a larger n, or another round of adaptive sampling, only adds samples.
 
     A sample in `held` (the pool) is never asked, so its request keeps its id only: no prompt
-    or sampling per sample, which is most of what a plan of a million samples would hold."""
-    sampler = Sampler.of(cfg, identity, teacher)
+    or sampling per sample, which is most of what a plan of a million samples would hold.
+    `sampler`: `teacher`'s, when the caller keeps one (Sampler.of otherwise)."""
+    sampler = sampler or Sampler.of(cfg, identity, teacher)
     out = []
     asked_by: dict[bytes, str] = {}  # by the prompt's digest: a prompt is KBs, a digest 32 bytes
     for q in load_task(cfg.task).train:

@@ -48,8 +48,8 @@ class Near:
     num_perm: int
 
     def signature(self, text: str) -> Any:
-        """The text's MinHash values (a numpy array), or None for a text with no shingle."""
-        import numpy as np
+        """The text's MinHash (rensa's, seeded as the filter's), or None for a text with no
+        shingle."""
         from rensa import RMinHash
 
         grams = shingles(text, self.shingle)
@@ -57,10 +57,10 @@ class Near:
             return None
         m = RMinHash(num_perm=self.num_perm, seed=0)
         m.update(grams)
-        return np.asarray(m.digest(), dtype=np.uint64)
+        return m
 
     def close(self, a: Any, b: Any) -> bool:
-        return float((a == b).mean()) >= self.threshold
+        return a.jaccard(b) >= self.threshold  # the estimate the filter's near_dedup compares
 
 
 @dataclass
@@ -85,13 +85,16 @@ class Tally:
     signatures: dict[str, list[Any]] = field(default_factory=dict)
 
     def add(self, row: dict[str, Any]) -> None:
+        ok = verified(row, self.convention)
+        if not ok and self.drawn is None:
+            return  # without reheat an unverified sample changes nothing: its text is not read
         text = inline_text(self.convention.split(row), self.convention.tags)
         q = row["question_id"]
         key = q.encode("utf-8", "surrogatepass") + b"\0" + text_digest(text)
         again = self.drawn is not None and key in self.drawn
         if self.drawn is not None:
             self.drawn.add(key)
-        if not verified(row, self.convention):
+        if not ok:
             if again:
                 self.repeats[q] += 1
             return
@@ -203,7 +206,8 @@ class Rounds:
                 take = self._take(q, range(d, min(d + self.size, self.cap)))
                 self.drawn[q] = d + len(take)
                 self.pending += take
-            self.repeats_before = {q: self.tally.repeats[q] for q in active}
+            if self.reheat:  # a million questions' counts each round only when they decide
+                self.repeats_before = {q: self.tally.repeats[q] for q in active}
             self.used += self.pending
             self.rounds += 1
             missing = [p for p in self.pending if p.request.id not in self.have]
@@ -212,8 +216,6 @@ class Rounds:
 
     def _warm(self) -> None:
         """A question whose round just consumed drew a repeat takes a reheat step."""
-        if not self.reheat:
-            return
         for q, before in self.repeats_before.items():
             if self.tally.repeats[q] > before:
                 self.heat[q] = min(REHEATS, self.heat.get(q, 0) + 1)
