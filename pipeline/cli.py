@@ -1,5 +1,5 @@
-"""`distill`: one subcommand per stage, plus `run`, `status`, `config`, `plan`, `export` and
-`slurm`.
+"""`distill`: one subcommand per stage, plus `run`, `status`, `report`, `config`, `plan`,
+`export`, `slurm` and `init`.
 
 Only argparse, yaml and the config dataclasses are imported here: `distill --help` stays fast
 and never imports torch or vLLM. Stage code is imported when a stage actually runs.
@@ -20,6 +20,8 @@ from pipeline.errors import Stopped, UserError
 COMMANDS_HELP = {
     "run": "generate -> filter -> train -> eval, skipping what is cached",
     "status": "show every stage of a run: complete / partial / corrupt / missing / stale",
+    "report": "write the run's report: one self-contained HTML file (chain, filter funnel, "
+    "sample browser, training curves, eval) at runs/<run>/report.html; `run` writes it too",
     "config": "print every config field: type, default, value, whether it is in a key, doc",
     "plan": "what the run's teacher calls will be and cost, before it asks: generate's samples, "
     "expected prompt and completion tokens and cost per teacher, from the pool or a pilot "
@@ -83,14 +85,14 @@ def parser() -> argparse.ArgumentParser:
                 metavar="N",
                 help="questions to ask per teacher when the pool holds fewer (0: never ask)",
             )
-        if name not in ("config", "export", "slurm", "plan", "init"):
+        if name not in ("config", "export", "slurm", "plan", "init", "report"):
             p.add_argument(
                 "--verify",
                 action="store_true",
                 help="also compare every output's sha256 with its manifest"
                 + ("" if name == "status" else " (a stage whose files differ is rebuilt)"),
             )
-        if name not in ("status", "config", "export", "slurm", "plan", "init"):
+        if name not in ("status", "config", "export", "slurm", "plan", "init", "report"):
             p.add_argument(
                 "--force", action="store_true", help=f"rerun {name} even if it is cached"
             )
@@ -257,6 +259,8 @@ def _main(args: argparse.Namespace) -> int:
 
         report.print_status(cfg, status(cfg, verify=args.verify))
         return 0
+    if args.command == "report":
+        return _report(cfg)
     from pipeline.runner import run_chain
 
     target = "eval" if args.command == "run" else args.command
@@ -267,7 +271,30 @@ def _main(args: argparse.Namespace) -> int:
         cfg, target, force=args.force, verify=args.verify, on_result=report.print_stage_line
     )
     report.print_summary(cfg, results, time.monotonic() - t0)
+    if args.command == "run":
+        _run_report(cfg)
     return 0
+
+
+def _report(cfg: Config) -> int:
+    from pipeline.htmlreport import write_report
+
+    path = write_report(cfg)
+    print(f"report: {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+def _run_report(cfg: Config) -> None:
+    """The report at the end of `distill run`: the run's work is done and on disk, so a report
+    that cannot be written (a full disk, a damaged file) is one line, never a failed run."""
+    from pipeline import htmlreport
+
+    try:
+        path = htmlreport.write_report(cfg)
+    except Exception as e:  # whatever went wrong, the run itself succeeded
+        print(f"report not written: {e}", file=sys.stderr)
+        return
+    print(f"report: {path}")
 
 
 def _slurm(cfg: Config, args: argparse.Namespace) -> int:
