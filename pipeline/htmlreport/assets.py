@@ -92,7 +92,7 @@ JS = """
     for (const r of S.reasons.slice(1)) kind.append(node("option", "rejected: " + r));
     teacher.append(node("option", "all teachers"));
     for (const t of S.teachers) teacher.append(node("option", t));
-    let lower = null;
+    let lower = null, qlower = null;  // lower-cased texts, made on the first text search
     function status(i) { return S.r[i] === 0 ? "kept" : "rejected: " + S.reasons[S.r[i]]; }
     function table(body, rows) {
       const t = node("table"), head = node("tr");
@@ -129,7 +129,10 @@ JS = """
         cand = qs.flatMap((q) => byQ.get(q) || []);
         if (qIndex.has(qid)) question(qIndex.get(qid));
       }
-      if (text && !lower) lower = S.x.map((x) => x.toLowerCase());
+      if (text && !lower) {
+        lower = S.x.map((x) => x.toLowerCase());
+        qlower = S.qtext.map((x) => x.toLowerCase());
+      }
       const hits = [];
       const each = cand || Array.from({ length: n }, (_, i) => i);
       for (const i of each) {
@@ -137,7 +140,7 @@ JS = """
         if (k === 2 && S.r[i] === 0) continue;
         if (k > 2 && S.r[i] !== k - 2) continue;
         if (t >= 0 && S.t[i] !== t) continue;
-        if (text && !lower[i].includes(text) && !S.qtext[S.q[i]].toLowerCase().includes(text)) continue;
+        if (text && !lower[i].includes(text) && !qlower[S.q[i]].includes(text)) continue;
         hits.push(i);
       }
       paged(el("s-results"), hits, table, "no sample matches");
@@ -167,5 +170,7 @@ JS = """
       }
     }, "no such question");
   }
+  // when the page became usable, for whoever measures it (a headless browser reads the DOM)
+  document.body.dataset.readyMs = String(Math.round(performance.now()));
 })();
 """.replace("__PAGE_ROWS__", str(PAGE_ROWS))

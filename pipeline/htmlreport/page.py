@@ -109,7 +109,7 @@ def _payload(data: RunData) -> str:
 
 
 def _section(key: str, title: str, inner: str, data: RunData) -> str:
-    note = data.notes.get(key)
+    note = data.notes.get(key) or ("" if inner else "no data")
     if note:
         inner = f'<p class="notrun">not run: {e(note)}</p>'
     return f'<section id="{key}"><h2>{e(title)}</h2>{inner}</section>'

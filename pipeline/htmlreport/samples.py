@@ -119,8 +119,21 @@ def jsonl(path: Path) -> Iterator[dict[str, Any]]:
 def read_samples(d: Path) -> Samples:
     """kept.jsonl then rejected.jsonl (each rejected sample under its reason)."""
     s = Samples()
-    for row in jsonl(d / "kept.jsonl"):
-        s.add(row, KEPT)
-    for row in jsonl(d / "rejected.jsonl"):
-        s.add(row, str(row.get("reason") or "rejected"))
+    for name in ("kept.jsonl", "rejected.jsonl"):
+        path = d / name
+        if not path.is_file():
+            continue
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                if len(s.question) >= MAX_SAMPLES:  # past the cap a line is counted, not parsed
+                    s.total += bool(line.strip())
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:  # a torn line: the rest of the file is still shown
+                    continue
+                if isinstance(row, dict):
+                    s.add(
+                        row, KEPT if name == "kept.jsonl" else str(row.get("reason") or "rejected")
+                    )
     return s

@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
+import pipeline.htmlreport.samples as samples_module
 from pipeline import cli
 from pipeline.cache import write_manifest
 from pipeline.config import Config, load_config
 from pipeline.htmlreport import SIZE_BOUND_100K, gather, render, report_path
-from pipeline.htmlreport.collect import RunData, read_funnel
+from pipeline.htmlreport.collect import RunData, collect, read_funnel, read_training
 from pipeline.htmlreport.embed import script_json, unpack
 from pipeline.htmlreport.samples import read_samples
 from pipeline.runner import plan
@@ -434,3 +435,42 @@ def test_100k_samples_stay_under_the_stated_size_bound(tmp_path):
     s = payload(html)["samples"]
     assert len(s["x"]) == 100_000 and s["qid"][s["q"][99_999]] == "q-024999"
     print(f"100k samples: {size:,} bytes in {seconds:.1f} s")
+
+
+def test_a_file_that_cannot_be_read_is_a_note_not_a_crash(tmp_path):
+    """A stage complete by its manifest whose file is damaged all the same: that section says
+    why it is empty, the others are shown."""
+    cfg, _ = make_run(tmp_path)
+    stages = gather(cfg).stages
+    eval_dir = next(s.dir for s in stages if s.label == "eval")
+    assert eval_dir is not None
+    (eval_dir / "metrics.json").write_text("{not json")
+    data = collect("default", stages, {})  # the states as read before the damage
+    assert data.eval is None and "could not read eval" in data.notes["eval"]
+    assert data.funnel is not None and data.training is not None
+    assert "could not read eval" in render(data)
+
+
+def test_samples_past_the_cap_are_counted_not_embedded(tmp_path, monkeypatch):
+    d = tmp_path / "filter"
+    synthetic_filter_dir(d, 30)
+    monkeypatch.setattr(samples_module, "MAX_SAMPLES", 12)
+    s = read_samples(d)
+    assert s.total == 30 and len(s.question) == len(s.text) == 12
+    html = render(RunData("r", [], {}, samples=s))
+    assert "30 samples" in html and "12 embedded" in html
+
+
+def test_onpolicy_rounds_are_plotted_by_round(tmp_path):
+    d = tmp_path / "train"
+    d.mkdir()
+    rounds = [{"round": r, "loss": 0.5 / r, "reverse_kl": 0.2 / r, "steps": 4} for r in (1, 2, 3)]
+    _jsonl(d / "train_log.jsonl", rounds)
+    val = [{"step": r, "epoch": r, "accuracy": a, "n": 20} for r, a in ((1, 0.6), (3, 0.7))]
+    _jsonl(d / "validation.jsonl", val)
+    stats = {"objective": "onpolicy", "select": "best", "selected_step": 3}
+    (d / "train_stats.json").write_text(json.dumps(stats | {"selected_validation_accuracy": 0.7}))
+    t = read_training(d)
+    assert t.x == "round" and [c.name for c in t.curves] == ["loss", "reverse_kl"]
+    assert t.curves[1].points == [(1.0, 0.2), (2.0, 0.1), (3.0, 0.2 / 3)]
+    assert t.selected == 3.0 and "round 3 has the highest validation accuracy" in t.why
