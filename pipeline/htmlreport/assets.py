@@ -127,8 +127,13 @@ JS = """
       if (qid) {
         const qs = qIndex.has(qid) ? [qIndex.get(qid)] : S.qid.flatMap((id, i) => id.includes(qid) ? [i] : []);
         cand = qs.flatMap((q) => byQ.get(q) || []);
-        if (qIndex.has(qid)) question(qIndex.get(qid));
+        if (qIndex.has(qid)) {  // one question: its page holds every sample, no list below
+          question(qIndex.get(qid));
+          el("s-results").replaceChildren();
+          return;
+        }
       }
+      el("s-question").replaceChildren();
       if (text && !lower) {
         lower = S.x.map((x) => x.toLowerCase());
         qlower = S.qtext.map((x) => x.toLowerCase());
