@@ -75,6 +75,7 @@ def test_run_end_to_end_then_cached_then_filter_change(chain: dict):
     r = run_cli("run", *chain["overrides"])
     assert r.returncode == 0, r.stderr[-4000:]
     assert _status_lines(r.stdout) == {s: "ran" for s in ("generate", "filter", "train", "eval")}
+    assert (chain["runs"] / "report.html").is_file() and "report: " in r.stdout
     ms = _manifests(chain["runs"])
     assert set(ms) == {"generate", "filter", "train", "eval"}
     gen, filt, ev = (ms[s][0] for s in ("generate", "filter", "eval"))
@@ -121,6 +122,49 @@ def test_run_end_to_end_then_cached_then_filter_change(chain: dict):
         "train": "ran",
         "eval": "ran",
     }
+
+
+def _jsonl_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_the_report_opens_in_a_real_browser_and_shows_the_run(chain: dict, tmp_path: Path):
+    """The report of the chain above, in headless Chromium: no console error, and each section
+    holds what the stage dirs hold. `run` wrote one for each config; the capped run came last,
+    so `distill report` writes the uncapped config's again, from the cache."""
+    from browser import opened, screenshots, table
+
+    r = run_cli("report", *chain["overrides"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    ms = _manifests(chain["runs"])
+    (filt,) = [m for m in ms["filter"] if m["config"]["filter"]["per_question_cap"] != 1]
+    (ev,) = [m for m in ms["eval"] if m["inputs"]["filter"] == filt["key"]]
+    fdir, edir = chain["runs"] / "filter" / filt["key"], chain["runs"] / "eval" / ev["key"]
+    funnel = json.loads((fdir / "report.json").read_text())
+    metrics = json.loads((edir / "metrics.json").read_text())
+    with opened(chain["runs"] / "report.html") as (page, errors):
+        rows = {row[0]: row[1] for row in table(page, "#funnel")[1:]}
+        want = {"samples in": funnel["input"], **funnel["reasons"], "kept": funnel["kept"]}
+        assert rows == {k: f"{v:,}" for k, v in want.items()}
+
+        cells = {row[0]: row for row in table(page, "#eval")[1:]}
+        assert set(cells) == set(metrics["per_model"])
+        for name, m in metrics["per_model"].items():
+            assert cells[name][1] == f"{100 * m['accuracy']:.1f}%"
+            assert cells[name][3] == f"{m['correct']}/{m['n']}"
+
+        # a question id typed in the search box opens its page: every sample written for it
+        written = _jsonl_rows(fdir / "kept.jsonl") + _jsonl_rows(fdir / "rejected.jsonl")
+        qid = written[-1]["question_id"]
+        page.fill("#s-qid", qid)
+        page.wait_for_selector("#s-question h3")
+        assert page.text_content("#s-question h3") == f"question {qid}"
+        shown = table(page, "#s-question")[1:]
+        assert len(shown) == sum(w["question_id"] == qid for w in written) > 0
+        assert {row[0] for row in shown} == {qid}
+        shots = screenshots(page, tmp_path)
+        assert errors == []
+    assert [p.read_bytes()[:4] for p in shots] == [b"\x89PNG"] * 5
 
 
 def _card(path: Path) -> dict:

@@ -25,6 +25,7 @@ from pipeline.htmlreport.embed import script_json, unpack
 from pipeline.htmlreport.samples import read_samples
 from pipeline.runner import plan
 
+OPEN_100K_S = 20  # seconds: the 100,000-sample report, opened and ready in the browser
 EVIL = "</script><script>alert(1)</script><!-- "
 PROMPT = 'Solve the problem step by step. Finish with a line of the form "Answer: <number>".'
 TEACHERS = ("smollm2-135m", "big<b>teacher")  # the second name is markup: it must be escaped
@@ -421,13 +422,22 @@ def synthetic_filter_dir(d: Path, n: int, seed: int = 0) -> None:
     (d / "report.json").write_text(json.dumps(report))
 
 
-def test_100k_samples_stay_under_the_stated_size_bound(tmp_path):
-    d = tmp_path / "filter"
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The report of 100,000 synthetic samples (25,000 questions), written to disk."""
+    d = tmp_path_factory.mktemp("big") / "filter"
     synthetic_filter_dir(d, 100_000)
     t0 = time.monotonic()
     data = RunData("big", [], {}, funnel=read_funnel(d), samples=read_samples(d))
     html = render(data)
     seconds = time.monotonic() - t0
+    path = d.parent / "report.html"
+    path.write_text(html)
+    return {"data": data, "html": html, "seconds": seconds, "path": path}
+
+
+def test_100k_samples_stay_under_the_stated_size_bound(big):
+    html, seconds, data = big["html"], big["seconds"], big["data"]
     size = len(html.encode())
     assert data.samples is not None and len(data.samples.question) == 100_000
     assert size < SIZE_BOUND_100K, f"{size:,} bytes"
@@ -435,6 +445,23 @@ def test_100k_samples_stay_under_the_stated_size_bound(tmp_path):
     s = payload(html)["samples"]
     assert len(s["x"]) == 100_000 and s["qid"][s["q"][99_999]] == "q-024999"
     print(f"100k samples: {size:,} bytes in {seconds:.1f} s")
+
+
+def test_100k_samples_open_in_a_real_browser_within_the_bound(big):
+    """The bound (OPEN_100K_S, stated in docs/guides/report.md): the page decompresses and
+    shows its first page of 100,000 samples in about 1.5 s on 2 cores, 20 s is room for a
+    busy machine; a question id finds its 4 samples among them."""
+    from browser import opened
+
+    t0 = time.monotonic()
+    with opened(big["path"], timeout_s=OPEN_100K_S) as (page, errors):
+        opened_s = time.monotonic() - t0
+        assert page.text_content("#s-results .pager span") == "1-50 of 100,000"
+        page.fill("#s-qid", "q-024999")
+        page.wait_for_selector("#s-question h3")
+        assert len(page.query_selector_all("#s-question tr")) == 1 + 4
+        assert errors == []
+    assert opened_s < OPEN_100K_S, f"{opened_s:.1f} s"
 
 
 def test_a_file_that_cannot_be_read_is_a_note_not_a_crash(tmp_path):
