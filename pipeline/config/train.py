@@ -5,6 +5,7 @@ features (train.features) are in pipeline/config/cut.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from importlib.util import find_spec
 from typing import Literal
 
 from pipeline.config.cut import TRAINED, CutConfig, FeaturesConfig
@@ -214,6 +215,15 @@ class TrainConfig:
         "for a full fine-tune) after a successful train stage; false = delete checkpoints/",
     )
     logging_steps: int = runtime(5, doc="log the loss every N steps", ge=1)
+    # Where the numbers go changes no weights: runtime, so no train key (nor on-policy's
+    # chain of rounds) moves with it.
+    report_to: Literal["none", "tensorboard", "trackio", "wandb", "mlflow"] = runtime(
+        "none",
+        doc="an experiment tracker that gets what training logs (loss, validation accuracy, "
+        "on-policy rounds), its run named `<run>-train-<stage key>`: tensorboard writes into "
+        "the stage dir's tracker/; trackio, wandb and mlflow go where their own environment "
+        "variables say; each is an extra: pip install 'distill[NAME]'",
+    )
     launcher: Literal["none", "accelerate"] = runtime(
         "none", doc="none: train in this process; accelerate: `accelerate launch`"
     )
@@ -282,6 +292,7 @@ class TrainConfig:
             except UnicodeDecodeError:
                 raise ConfigError(f"{p} is not UTF-8 text", "chat_template") from None
         self._check_machines()
+        self._check_tracker()
         if self.accelerate_config:
             expand(self.accelerate_config, "accelerate_config")  # a bad ~user is its own error
             if accelerate_config_file(self.accelerate_config) is None:
@@ -323,6 +334,18 @@ class TrainConfig:
             why = "it keeps the best measured epoch: set train.select: best"
         if why:
             raise ConfigError(f"auto: {why}", "epochs")
+
+    def _check_tracker(self) -> None:
+        """A tracker is an optional extra: one line at load, not a traceback once the student
+        is in memory. Each tracker's module and extra share its name; found, not imported
+        (wandb and mlflow take seconds)."""
+        name = self.report_to
+        if name != "none" and find_spec(name) is None:
+            raise ConfigError(
+                f"{name} needs the Python package {name!r}, which is not installed: "
+                f"pip install 'distill[{name}]'",
+                "report_to",
+            )
 
     def _check_machines(self) -> None:
         """Several machines: accelerate, a rendezvous, a rank among them, whole processes."""

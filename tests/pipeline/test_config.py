@@ -391,6 +391,11 @@ def test_stage_dir_is_under_run_and_uses_key_prefix() -> None:
         ("train.kd.tail=drop", "train.kd.tail", "'renormalize', 'bucket'"),
         ("train.kd.jsd_beta=1", "train.kd.jsd_beta", "< 1"),
         (
+            "train.report_to=csv",
+            "train.report_to",
+            "'csv' is not one of 'none', 'tensorboard', 'trackio', 'wandb', 'mlflow'",
+        ),
+        (
             ("generate.logprobs=20", "train.objective=kd", "train.answer_only=true"),
             "train.objective",
             "answer_only has none",
