@@ -19,6 +19,8 @@ Outputs in `out/`:
   train_log.jsonl    one line per logging step (step, epoch, loss, learning_rate, grad_norm)
   loss.png           the loss curve
   train_stats.json   the stats run() returns
+  tracker/           TensorBoard's event files (train.report_to: tensorboard;
+                     stages/train/tracking.py)
 
 A rerun after a kill resumes from the newest usable checkpoint and ends at the same step;
 `--force` starts from the base student again.

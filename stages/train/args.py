@@ -10,10 +10,28 @@ from pathlib import Path
 from pipeline.config import Config
 from stages.train.epochs import planned_epochs
 
+PROJECT = "distill"  # trackio groups runs by project (train.report_to); the others ignore it
 
-def sft_config(cfg: Config, out: Path, *, use_cpu: bool, bf16: bool, epochs: float | None = None):
+
+def run_name(cfg: Config, out: Path) -> str:
+    """The tracker's run (train.report_to): `<run>-train-<key>`, the stage dir `out` being
+    named by the stage's key."""
+    return f"{cfg.run}-train-{Path(out).name}"
+
+
+def sft_config(
+    cfg: Config,
+    out: Path,
+    *,
+    use_cpu: bool,
+    bf16: bool,
+    epochs: float | None = None,
+    report: bool = True,
+):
     """`epochs`: what the schedule spans (stages/train/epochs.py: planned_epochs; by default
-    as without a validation split)."""
+    as without a validation split). `report`: to train.report_to, as a run named after the
+    stage dir `out` (run_name; stages/train/tracking.py); false for a trainer that is not the stage's
+    run (an on-policy round's update)."""
     from trl import SFTConfig
 
     t = cfg.train
@@ -43,7 +61,9 @@ def sft_config(cfg: Config, out: Path, *, use_cpu: bool, bf16: bool, epochs: flo
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=2,
-        report_to="none",
+        report_to=t.report_to if report else "none",
+        run_name=run_name(cfg, out),
+        project=PROJECT,
         disable_tqdm=True,  # our own bar (_progress_callback); the Trainer's printer is removed
         ddp_find_unused_parameters=False,
         model_init_kwargs={"dtype": "float32"},  # fp32 master weights; bf16 is autocast

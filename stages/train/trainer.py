@@ -27,6 +27,7 @@ from stages.train.logs import log_line, write_logs
 from stages.train.objectives import objective_of
 from stages.train.preflight import preflight
 from stages.train.prepared import Table, TrainError
+from stages.train.tracking import place_trackers
 from stages.train.validation import Validator, select, validation_callback
 
 if TYPE_CHECKING:
@@ -277,7 +278,9 @@ def _make_trainer(
 
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; ours logs to a file
     if validator is not None:
-        trainer.add_callback(validation_callback(validator, cfg.train.validate_every))
+        every = cfg.train.validate_every
+        trainer.add_callback(validation_callback(validator, every, trainer.callback_handler))
+    place_trackers(trainer, out)  # after ours: they see the validation logged at a step
     loss.attach(cfg, trainer, soft, bf16)
     counter = PaddingCounter(trainer.data_collator)
     trainer.data_collator = counter

@@ -184,14 +184,14 @@ def _append_result(path: Path, result: dict[str, Any]) -> None:
         log.write({"id": f"step-{result['step']:06d}", **result})
 
 
-def validation_callback(validator: Validator, every: int):
+def validation_callback(validator: Validator, every: int, handler: Any):
     """A TrainerCallback measuring at each epoch's end (every == 0) or every `every` steps,
     after the last step, and, on a resumed run, at the step it resumed from if that step's
     measurement was cut short. Rank 0 measures; the other ranks wait at their next collective.
-    With the validator's `stop` (epochs: auto) it ends training when the rule says so after an
-    epoch's measurement; a run resumed after that verdict trains up to the same step and stops
-    there (from a checkpoint at that very step, one step more: select: best puts the best in
-    place)."""
+    It is logged as the loss is (history, each callback's on_log: train.log, the tracker). With
+    `stop` (epochs: auto) it ends training when the rule says so after an epoch's measurement;
+    a run resumed after that verdict trains up to the same step and stops there (from a
+    checkpoint at that very step, one step more: select: best puts the best in place)."""
     from transformers import TrainerCallback
 
     stop = validator.stop
@@ -214,33 +214,34 @@ def validation_callback(validator: Validator, every: int):
             control.should_training_stop = True
 
     class Validate(TrainerCallback):
-        def _measure(self, state, model) -> None:
+        def _measure(self, args, state, control, model) -> None:
             if state.is_world_process_zero and not validator.measured(state.global_step):
                 r = validator.measure(model, state.global_step, state.epoch or 0)
-                state.log_history.append(
-                    {"step": r["step"], "epoch": r["epoch"], "validation_accuracy": r["accuracy"]}
-                )
+                logs = {"epoch": r["epoch"], "validation_accuracy": r["accuracy"]}
+                state.log_history.append({"step": r["step"], **logs})
+                # not handler.on_log: it clears should_log, and this step's loss would be lost
+                handler.call_event("on_log", args, state, control, logs=logs)
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             if state.global_step and due(state):
-                self._measure(state, model)
+                self._measure(args, state, control, model)
             stopping(state, control)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if every and due(state):
-                self._measure(state, model)
+                self._measure(args, state, control, model)
             if reached(state):  # a resumed run, up to the step the rule stopped at
                 control.should_training_stop = True
 
         def on_epoch_end(self, args, state, control, model=None, **kwargs):
             if not every and not control.should_training_stop:
-                self._measure(state, model)
+                self._measure(args, state, control, model)
                 if stop is not None:
                     _share_results(validator, state)
                 stopping(state, control)
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
-            self._measure(state, model)
+            self._measure(args, state, control, model)
 
     return Validate()
 

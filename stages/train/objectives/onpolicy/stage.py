@@ -19,6 +19,7 @@ from stages.train.cut import student_dir
 from stages.train.logs import log_line
 from stages.train.objectives.onpolicy.rounds import run_rounds
 from stages.train.objectives.onpolicy.update import place_model
+from stages.train.tracking import report_rounds
 
 SFT_INPUT = "sft"  # the extra input holding the SFT student of the same config
 PER_ROUND = (
@@ -55,6 +56,7 @@ def train_onpolicy(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     log_line(f"the student of {which} of {len(rounds)} rounds is the stage's model")
     per_round = [{k: r[k] for k in PER_ROUND if k in r} for r in rounds]
     atomic_write_jsonl(out / TRAIN_LOG, per_round)
+    report_rounds(cfg, out, per_round)
     validation = [
         {
             "step": r["round"],

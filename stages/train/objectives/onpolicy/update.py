@@ -83,7 +83,8 @@ def update(
     rows, table = update_rows(tok, rollouts, {k: v["advantages"] for k, v in scored.items()})
     use_cpu = not torch.cuda.is_available()
     bf16 = bool(cfg.train.bf16 and native_bf16(gpu=not use_cpu))
-    args = sft_config(cfg, rd, use_cpu=use_cpu, bf16=bf16)
+    # not the stage's run (its steps restart each round): the stage reports the rounds
+    args = sft_config(cfg, rd, use_cpu=use_cpu, bf16=bf16, report=False)
     args.learning_rate, args.num_train_epochs, args.max_steps = op.learning_rate, 1.0, -1
     args.seed, args.data_seed = cfg.train.seed + r, cfg.train.seed + r
     args.save_strategy, args.remove_unused_columns, args.packing = "no", False, False
