@@ -118,6 +118,8 @@ class EvalData:
     mcnemar: list[McNemar]
     # (right model, wrong model) -> questions: teacher right & student wrong, and the reverse
     disagreements: dict[tuple[str, str], list[Disagreement]]
+    # report.md's sections for what eval measured beyond accuracy, when it did: (heading, lines)
+    extras: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
 @dataclass
@@ -281,7 +283,26 @@ def read_eval(d: Path) -> EvalData:
     names = [r.name for r in models]
     pairs = [("teacher", "student"), ("student", "teacher")]
     pairs = [p for p in pairs if set(p) <= set(names)]
-    return EvalData(str(m.get("task", "")), models, tests, _disagreements(d, pairs))
+    extras = _extras(d / "report.md")
+    return EvalData(str(m.get("task", "")), models, tests, _disagreements(d, pairs), extras)
+
+
+# The headings eval's report.md gives its optional parts (stages/eval/report.py: render_report).
+EXTRAS = ("Reasoning traces", "As a speculative-decoding draft", "Identity")
+
+
+def _extras(path: Path) -> list[tuple[str, list[str]]]:
+    """The draft, identity and reasoning-trace parts of eval's report.md, as eval wrote them:
+    read from its text rather than recomputed from metrics.json, so the two never disagree."""
+    if not path.is_file():
+        return []
+    out: list[tuple[str, list[str]]] = []
+    for line in path.read_text().splitlines():
+        if line.startswith(EXTRAS):
+            out.append((line, []))
+        elif out and line.startswith("- "):
+            out[-1][1].append(line[2:])
+    return out
 
 
 def _model_row(name: str, v: dict[str, Any]) -> ModelRow:

@@ -261,6 +261,10 @@ def _eval(data: RunData) -> str:
             ["pair (a vs b)", "right for a only", "right for b only", "n", "p"], tests, {1, 2, 3, 4}
         ),
     ]
+    for head, lines in ev.extras:  # drafts, identity, traces: when eval measured them
+        inner.append(
+            f"<p><b>{e(head)}</b></p><ul>{''.join(f'<li>{e(x)}</li>' for x in lines)}</ul>"
+        )
     for (right, wrong), found in ev.disagreements.items():
         inner.append(f"<h3>{e(right)} right, {e(wrong)} wrong: {len(found):,} questions</h3>")
         inner.append(f'<div id="cmp-{e(right)}-{e(wrong)}" class="needs-data">loading...</div>')

@@ -318,6 +318,28 @@ def test_eval_disagreements_hold_both_answers(full):
     assert "teacher right, student wrong: 1 questions" in html
 
 
+def test_drafts_and_identity_are_shown_as_eval_wrote_them(tmp_path):
+    """What eval measured beyond accuracy (here a draft estimate) comes from its report.md,
+    rendered by eval's own render_report: a heading eval renames fails here, not silently."""
+    from pipeline.htmlreport.collect import read_eval
+    from stages.eval.report import render_report
+
+    d = tmp_path / "eval"
+    _eval(d)
+    plain = METRICS | {"questions": 6, "sampling": {"temperature": 0.0, "max_tokens": 64}}
+    metrics = plain | {"draft": {"student": {"not_estimated": "no <b>scores</b> kept"}}}
+    (d / "report.md").write_text(render_report(metrics))
+    ev = read_eval(d)
+    assert [h.split(" (")[0] for h, _ in ev.extras] == [
+        "As a speculative-decoding draft for the teacher"
+    ]
+    assert ev.extras[0][1] == ["student: not estimated (no <b>scores</b> kept)"]
+    html = render(RunData("r", [], {}, eval=ev))
+    assert "<li>student: not estimated (no &lt;b&gt;scores&lt;/b&gt; kept)</li>" in html
+    (d / "report.md").write_text(render_report(plain))  # a run without them shows none
+    assert read_eval(d).extras == []
+
+
 def test_teacher_text_cannot_break_out_of_the_page(full):
     _, made, html = full
     # the only script elements are the page's own three, each closed once
