@@ -115,10 +115,15 @@ def _section(key: str, title: str, inner: str, data: RunData) -> str:
     return f'<section id="{key}"><h2>{e(title)}</h2>{inner}</section>'
 
 
+def _spend(st: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's teacher_spend (train and eval pay the teacher there), or nothing."""
+    return st["teacher_spend"] if isinstance(st.get("teacher_spend"), dict) else {}
+
+
 def _stage_tokens(s: StageInfo) -> str:
     """The tokens the stage's manifest counts: the teacher's, or the trained ones."""
     st = s.stats
-    spend = st.get("teacher_spend") if isinstance(st.get("teacher_spend"), dict) else {}
+    spend = _spend(st)
     p = st.get("prompt_tokens", spend.get("prompt_tokens"))
     c = st.get("completion_tokens", spend.get("completion_tokens"))
     parts = []
@@ -131,8 +136,7 @@ def _stage_tokens(s: StageInfo) -> str:
 
 def _stage_cost(s: StageInfo) -> str:
     st = s.stats
-    spend = st.get("teacher_spend") if isinstance(st.get("teacher_spend"), dict) else {}
-    usd = st.get("usd", spend.get("usd"))
+    usd = st.get("usd", _spend(st).get("usd"))
     return "-" if usd is None else f"${usd:,.4f}"
 
 

@@ -6,11 +6,12 @@ sample points at its question, teacher and reason by index."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipeline.records import log_lines, parse_line, scan_file
 
 MAX_CHARS = 4000  # a sample's text is cut here in the report (the files keep all of it)
 MAX_SAMPLES = 200_000  # samples embedded at most; the rest are counted, not shown
@@ -103,17 +104,14 @@ def completion_text(completion: Any) -> str:
 
 
 def jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """The rows of a JSONL file; a line that is not JSON (a torn last line) is skipped."""
+    """The rows of a JSONL file as a stream, read as the run's logs are (pipeline/records.py:
+    bytes split at \\n only, hostile JSON refused); a line that is not a row (a torn last line)
+    is skipped. No `id` is asked for: kept.jsonl's rows have none."""
     if not path.is_file():
         return
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except ValueError:  # a torn line: the rest of the file is still shown
-                continue
-            if isinstance(row, dict):
-                yield row
+    for line in scan_file(path, None):
+        if line.problem is None and line.row is not None:
+            yield line.row
 
 
 def read_samples(d: Path) -> Samples:
@@ -123,17 +121,14 @@ def read_samples(d: Path) -> Samples:
         path = d / name
         if not path.is_file():
             continue
-        with path.open(encoding="utf-8") as f:
-            for line in f:
+        with open(path, "rb") as f:
+            for _, _, raw, _ in log_lines(f):
                 if len(s.question) >= MAX_SAMPLES:  # past the cap a line is counted, not parsed
-                    s.total += bool(line.strip())
+                    s.total += bool(raw.strip())
                     continue
                 try:
-                    row = json.loads(line)
+                    row = parse_line(raw)
                 except ValueError:  # a torn line: the rest of the file is still shown
                     continue
-                if isinstance(row, dict):
-                    s.add(
-                        row, KEPT if name == "kept.jsonl" else str(row.get("reason") or "rejected")
-                    )
+                s.add(row, KEPT if name == "kept.jsonl" else str(row.get("reason") or "rejected"))
     return s
