@@ -33,8 +33,12 @@ def build_tiny_model(
     vocab: int = 512,
     seed: int = 0,
     think_tags: bool = False,
+    end_of_turn: str = "<|im_end|>",
 ) -> Path:
     """Write a tokenizer and a random Qwen2 causal LM to `out`; return `out`.
+
+    `end_of_turn`: the special token that closes a chat turn and stops the model (another one,
+    such as Llama 3's "<|eot_id|>", makes a teacher of another chat family).
 
     `think_tags`: `<think>` and `</think>` are added tokens (not special ones, which vLLM would
     skip when it detokenizes), as in reasoning models; vLLM's reasoning parsers look them up."""
@@ -46,7 +50,7 @@ def build_tiny_model(
     if (out / "config.json").exists() and (out / "tokenizer.json").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    specials = ["<|endoftext|>", "<|im_start|>", end_of_turn]
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -60,7 +64,7 @@ def build_tiny_model(
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=None,
-        eos_token="<|im_end|>",
+        eos_token=end_of_turn,
         pad_token="<|endoftext|>",
         unk_token=None,
     )
@@ -68,7 +72,7 @@ def build_tiny_model(
         from tokenizers import AddedToken
 
         fast.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TAGS])
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = CHAT_TEMPLATE.replace("<|im_end|>", end_of_turn)
     fast.save_pretrained(out)
 
     torch.manual_seed(seed)
@@ -81,7 +85,7 @@ def build_tiny_model(
         num_key_value_heads=1,
         max_position_embeddings=2048,
         tie_word_embeddings=True,
-        eos_token_id=fast.convert_tokens_to_ids("<|im_end|>"),
+        eos_token_id=fast.convert_tokens_to_ids(end_of_turn),
         pad_token_id=fast.convert_tokens_to_ids("<|endoftext|>"),
         bos_token_id=None,
         torch_dtype="float32",

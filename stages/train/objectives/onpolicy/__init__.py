@@ -1,7 +1,8 @@
 """train.objective: onpolicy: the student writes, the teacher scores every token it wrote, the
 student learns from its own text, in rounds (train.onpolicy). stage.py is the train stage's part,
-rounds.py the rounds, parts.py the asking, align.py the cross-tokenizer credit, update.py the
-learning (the loss is stages/train/losses/policy.py's, or with loss: topk the divergence's).
+rounds.py the rounds, parts.py the asking, align.py the cross-tokenizer credit (crossvocab.py
+its end of turn), update.py the learning (the loss is stages/train/losses/policy.py's, or with
+loss: topk the divergence's).
 
 Its rounds live beside the train key dirs (layout.ROUNDS), shared by every train key of the run
 and under its lock; its key holds what the rounds ask with (the teacher, both prompts, the
@@ -20,7 +21,7 @@ from pipeline.prompts import template_bytes
 from pipeline.stage import ExtraInput, KeyParts
 from stages.shared.layout import ROUNDS, ROUNDS_LOCK, shared_dir
 from stages.train.objectives.objective import Objective
-from stages.train.objectives.onpolicy.rounds import teacher_calls
+from stages.train.objectives.onpolicy.rounds import SCORING, teacher_calls
 from stages.train.objectives.onpolicy.stage import SFT_INPUT, train_onpolicy
 
 
@@ -38,6 +39,7 @@ def key_parts(cfg: Config) -> KeyParts:
         # select: best counts the SFT start as round 0: a dir cached before that chose among
         # the rounds only, and must not pass for one that did
         "select_from": "start and rounds",
+        "scoring": SCORING,
         "templates": template_bytes(cfg.teacher.template) + template_bytes(cfg.student_template),
     }
     return KeyParts(config=config, extra=extra)

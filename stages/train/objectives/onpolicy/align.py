@@ -30,7 +30,8 @@ non-overlapping and cover the text; a token that decodes to no whole character (
 token holding the first byte of a multi-byte character) has an empty span (start == end).
 Special tokens decode to their text: a completion ending in the student's end-of-sequence token
 ("<|im_end|>") hands that text to the teacher, which reads it as plain characters unless it has
-the same special token, so drop it from the ids before aligning and credit it apart.
+the same special token, so drop it from the ids before aligning and credit it apart (crossvocab.py
+does: it scores it as the teacher's own end of turn).
 """
 
 from __future__ import annotations

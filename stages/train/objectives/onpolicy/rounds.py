@@ -54,7 +54,7 @@ from stages.shared.spend import SPEND, charging, spent
 from stages.shared.verify import gold_of, grade_row
 from stages.train.logs import log_line
 from stages.train.losses.policy import reverse_kl_estimate
-from stages.train.objectives.onpolicy import align
+from stages.train.objectives.onpolicy import crossvocab
 from stages.train.objectives.onpolicy.parts import (
     advantages,
     check_rollout,
@@ -66,6 +66,9 @@ from stages.train.objectives.onpolicy.parts import (
 from stages.train.prepared import TrainError
 
 ROUND_FILE = "round.json"
+# How a round scores: rounds cached when a student's end-of-turn token reached a teacher of
+# another vocabulary as plain text (crossvocab.py) must not pass for rounds scored right
+SCORING = "the student's end of turn scored as the teacher's own"
 HINT = "\n\n(Only you see this: the correct final answer is {answer}.)"
 
 
@@ -77,6 +80,7 @@ class Pair:
     teacher_tok: Any
     teacher_identity: str
     same_vocab: bool
+    teacher_end: int | None = None  # the teacher's end-of-turn token (crossvocab.py)
 
 
 def chain_key(cfg: Config, input_keys: dict[str, str], teacher_identity: str) -> str:
@@ -85,6 +89,7 @@ def chain_key(cfg: Config, input_keys: dict[str, str], teacher_identity: str) ->
     # select picks among finished rounds; it changes no round
     train = semantic(dataclasses.replace(cfg.train, onpolicy=op), exclude=("student", "select"))
     parts = [input_keys, train, teacher_identity, semantic(cfg.teacher), cfg.student_template]
+    parts.append(SCORING)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -160,14 +165,13 @@ def _score_request(pair: Pair, prompt: list[int], row: dict, k: int) -> tuple[Re
     if pair.same_vocab:
         sid = score_id(row["id"], pair.teacher_identity, prompt, k)
         return same_vocab_score(sid, prompt, row, k), {}
-    s_ids = list(row["completion_ids"])
-    text = align.decoded_text(pair.student_tok, s_ids)
-    t_ids, t_spans = align.teacher_tokens(pair.teacher_tok, text)
-    if not t_ids:
+    how = crossvocab.cross_score(
+        pair.student_tok, pair.teacher_tok, pair.teacher_end, list(row["completion_ids"])
+    )
+    if not how.ids:
         return None
-    sid = score_id(row["id"], pair.teacher_identity, prompt + t_ids, k)
-    how = {"t_ids": t_ids, "t_spans": t_spans, "s_ids": s_ids}
-    return score_request(sid, prompt + t_ids, len(prompt), k), how
+    sid = score_id(row["id"], pair.teacher_identity, prompt + how.ids, k)
+    return score_request(sid, prompt + how.ids, len(prompt), k), {"cross": how}
 
 
 def scores(cfg: Config, pair: Pair, qs: list[Question], rows: dict, rd: Path) -> dict:
@@ -236,14 +240,9 @@ def _advantages(pair: Pair, row: dict, tl: TokenLogprobs, how: dict) -> dict[str
             "top": (tl.top_ids, tl.top_logprobs),
             "teacher_tokens": len(teacher),
         }
-    spans = align.char_spans(pair.student_tok, how["s_ids"])
-    a = align.align(
-        spans,
-        how["t_spans"],
-        pair.student_tok.convert_ids_to_tokens(how["s_ids"]),
-        pair.teacher_tok.convert_ids_to_tokens(how["t_ids"]),
+    got = crossvocab.cross_advantages(
+        pair.student_tok, pair.teacher_tok, how["cross"], row["logprobs"], teacher
     )
-    got = align.span_advantages(a, row["logprobs"], teacher)
     return {"advantages": got, "top": None, "teacher_tokens": len(teacher)}
 
 
@@ -292,7 +291,8 @@ def load_pair(cfg: Config, student: Path) -> Pair:
             "train.onpolicy.loss: topk compares the teacher's top-k token by token, and the "
             "student's vocabulary is another one; use loss: reverse_kl"
         )
-    return Pair(s_tok, t_tok, teacher_identity(t, cfg.cache_dir), same)
+    end = None if same else crossvocab.end_of_turn(t_tok)
+    return Pair(s_tok, t_tok, teacher_identity(t, cfg.cache_dir), same, end)
 
 
 def round_dir(out: Path, chain: str, r: int) -> Path:
