@@ -7,6 +7,7 @@ train_stats.json. matplotlib is imported by the plot."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.records import atomic_write_json, atomic_write_jsonl
 from pipeline.stage import RunContext
+from pipeline.tasks import load_task
 from stages.shared.layout import LOSS_PLOT, MODEL, TRAIN_LOG, TRAIN_STATS, VALIDATION
 from stages.train.cut import student_dir
 from stages.train.logs import log_line
@@ -48,6 +50,7 @@ def train_onpolicy(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     t0 = time.monotonic()
     out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
+    log_line(round_cost(cfg, len(load_task(cfg.task).train)))
     rounds = run_rounds(cfg, out, start_model(cfg, ctx), ctx.input_keys)
     measured = [r for r in rounds if r.get("validation_accuracy") is not None]
     chosen = choose(rounds, _start_round(cfg, ctx), cfg.train.select)
@@ -89,6 +92,21 @@ def train_onpolicy(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     }
     atomic_write_json(out / TRAIN_STATS, stats)
     return stats
+
+
+def round_cost(cfg: Config, train_questions: int) -> str:
+    """The stage's opening line: what a round asks for, and how many optimizer steps its update
+    takes (the Trainer's: batches of train.batch_size, train.grad_accum of them a step)."""
+    op, t = cfg.train.onpolicy, cfg.train
+    questions = min(op.questions, train_questions)
+    rollouts = questions * op.n
+    steps = math.ceil(math.ceil(rollouts / t.batch_size) / t.grad_accum)
+    return (
+        f"on-policy: {op.rounds} rounds, each {questions} questions x {op.n} = {rollouts} "
+        f"student rollouts of at most {op.max_tokens} tokens and {rollouts} teacher scores, then "
+        f"an update of {steps} steps of {t.batch_size * t.grad_accum} rollouts at learning rate "
+        f"{op.learning_rate}"
+    )
 
 
 def choose(rounds: list[dict], start: list[dict], select: str) -> dict[str, Any]:
