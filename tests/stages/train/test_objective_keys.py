@@ -2,7 +2,9 @@
 the default run's: a refactor of how an objective declares its key parts, extra inputs, locks
 and files must keep every key (a moved key orphans every cached run of that objective).
 Computed on the code before the objectives became a registry (issue 44); moved only by the
-default decontamination that sets the task's template aside (issue 47)."""
+default decontamination that sets the task's template aside (issue 47), and for onpolicy by
+scoring a student's end of turn as the teacher's own (issue 50: rounds cached across
+vocabularies before it taught the student never to stop)."""
 
 from __future__ import annotations
 
@@ -49,8 +51,8 @@ OBJECTIVE_KEYS = {
             "generate": GENERATE,
             "filter": FILTER,
             "sft/train": SFT_TRAIN,
-            "train": "213a6be257933fd3ea931f1c08e4516038a637b46bf3d03c31e9f3b01b1da3c0",
-            "eval": "ea69f9496cccc6d27c4d57999173fa5c4fe9a7e55dcc53eeb1eba3ae00615a80",
+            "train": "395e7c24dec3cbfd62e86a67989afb11f174323e4f86ba2cbab86ac937cf8ce3",
+            "eval": "f4495b3225a710b61532a7e7359e361fa5247a1c3ff0118a832b57ddfdb9f84b",
         },
     ),
     "onpolicy_base_topk": (
@@ -58,8 +60,8 @@ OBJECTIVE_KEYS = {
         {
             "generate": GENERATE,
             "filter": FILTER,
-            "train": "7990db8cc274800a998b7d7d31f10710133c610251de3041124b61c28f70f7a3",
-            "eval": "bba2e1f6a2435bda3f2728c8c75c9521e7dffb7423e72b2c6d40dd4802612838",
+            "train": "52db10ac6185d5ed937f5a90c350db4b81a31bd9ad2729f53585d80f269ef935",
+            "eval": "eaab5e6205bc7943b2cbba95d1fbeeee869ecc51484f3f714c52582af49336a2",
         },
     ),
     "features": (
@@ -107,9 +109,9 @@ def test_onpolicy_keeps_its_rounds_chain_lock_and_start() -> None:
 
     cfg = load_config(shipped_config("default"), ["train.objective=onpolicy"])
     chain = chain_key(cfg, {"filter": "f" * 64, "sft": "s" * 64}, "teacher-identity")
-    assert chain == "4b96e8a0895a234e2d34e619db709c322c48c82861210443860ce0e24de985a6"
+    assert chain == "49376b7097ca825204123338ec933b72018e799e59cd64bbd1734bd2a06a6bbc"
     out = Path("/r/train/abc")
-    assert round_dir(out, chain, 3) == Path("/r/train/onpolicy/4b96e8a0895a234e/round-003")
+    assert round_dir(out, chain, 3) == Path("/r/train/onpolicy/49376b7097ca8252/round-003")
     assert train.locks(cfg, out) == [Path("/r/train/onpolicy/.rounds.lock")]
     sft = [(x.label, x.stage, x.cfg.train.objective) for x in train.extra_inputs(cfg)]
     assert sft == [("sft", "train", "sft")]
