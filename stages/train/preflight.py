@@ -22,6 +22,7 @@ from typing import Any
 
 from pipeline.models import has_chat_template
 from pipeline.records import DataError, read_jsonl
+from stages.train.chat import short, stop_token_ids
 from stages.train.objectives import OBJECTIVES
 from stages.train.prepared import IGNORE, Prepared, TrainError, write_rows
 from stages.train.traces import in_form, trace_form, trace_problem
@@ -98,18 +99,6 @@ def load_tokenizer(student: Path, chat_template_file: str = ""):
     return tok
 
 
-def stop_token_ids(tok, student: Path | None = None) -> set[int]:
-    """The tokenizer's EOS plus the generation config's eos ids (what vLLM stops on)."""
-    ids = {tok.eos_token_id}
-    gen = Path(student) / "generation_config.json" if student else None
-    if gen is not None and gen.is_file():
-        import json
-
-        eos = json.loads(gen.read_text()).get("eos_token_id")
-        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    return {i for i in ids if i is not None}
-
-
 # --- tokenization (mirrors trl.SFTTrainer._prepare_dataset for conversational rows) ---------
 
 
@@ -164,9 +153,8 @@ def checked_row(
     try:
         ids, labels, prompt_len, is_prefix = tokenize_row(tok, row)
     except (TemplateError, ValueError, TypeError, KeyError, IndexError) as e:
-        why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
         raise TrainError(
-            f"example {i}: the student's chat template cannot render it ({why}); fix the "
+            f"example {i}: the student's chat template cannot render it ({short(e)}); fix the "
             "template or give train.chat_template one that works"
         ) from None
     problem = check_mask(ids, labels, prompt_len)

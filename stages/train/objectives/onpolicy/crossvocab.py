@@ -12,6 +12,10 @@ one). So the end is matched as what it means: the student's ending token is scor
 teacher's own end of turn, the token its chat template writes after an assistant message, and
 the text before it is aligned by characters. A teacher whose template writes no special token
 there has no end to compare with: the student's ending token gets advantage 0.
+
+A rollout ended its turn when its last id is one the student stops on (`stops`: the eos and the
+generation config's eos ids, stages/train/chat.py `stop_token_ids`, what vLLM stops on),
+not any special token: a rollout cut at max_tokens on another special token did not end.
 """
 
 from __future__ import annotations
@@ -62,10 +66,15 @@ class CrossScore:
 
 
 def cross_score(
-    student_tok: Any, teacher_tok: Any, teacher_end: int | None, ids: list[int]
+    student_tok: Any,
+    stops: frozenset[int],
+    teacher_tok: Any,
+    teacher_end: int | None,
+    ids: list[int],
 ) -> CrossScore:
-    """The teacher's side of a rollout whose ids are `ids` (the student's, as sampled)."""
-    ended = bool(ids) and is_special(student_tok, ids[-1])
+    """The teacher's side of a rollout whose ids are `ids` (the student's, as sampled); `stops`
+    are the ids the student stops on."""
+    ended = bool(ids) and ids[-1] in stops
     body = list(ids[:-1]) if ended else list(ids)
     t_ids, t_spans = align.teacher_tokens(teacher_tok, align.decoded_text(student_tok, body))
     end = "none" if not ended else "scored" if teacher_end is not None else "unscored"

@@ -52,6 +52,7 @@ from stages.shared.models import local_model, student_spec, teacher_spec
 from stages.shared.softlabels import Meta, Store, TokenLogprobs, ref_problem, vocab_hash_of
 from stages.shared.spend import SPEND, charging, spent
 from stages.shared.verify import gold_of, grade_row
+from stages.train.chat import short, stop_token_ids
 from stages.train.logs import log_line
 from stages.train.losses.policy import reverse_kl_estimate
 from stages.train.objectives.onpolicy import crossvocab
@@ -80,7 +81,8 @@ class Pair:
     teacher_tok: Any
     teacher_identity: str
     same_vocab: bool
-    teacher_end: int | None = None  # the teacher's end-of-turn token (crossvocab.py)
+    student_stops: frozenset[int]  # the ids the student stops on (chat.stop_token_ids)
+    teacher_end: int | None  # the teacher's end-of-turn token (crossvocab.py); None: one vocab
 
 
 def chain_key(cfg: Config, input_keys: dict[str, str], teacher_identity: str) -> str:
@@ -166,7 +168,11 @@ def _score_request(pair: Pair, prompt: list[int], row: dict, k: int) -> tuple[Re
         sid = score_id(row["id"], pair.teacher_identity, prompt, k)
         return same_vocab_score(sid, prompt, row, k), {}
     how = crossvocab.cross_score(
-        pair.student_tok, pair.teacher_tok, pair.teacher_end, list(row["completion_ids"])
+        pair.student_tok,
+        pair.student_stops,
+        pair.teacher_tok,
+        pair.teacher_end,
+        list(row["completion_ids"]),
     )
     if not how.ids:
         return None
@@ -291,8 +297,23 @@ def load_pair(cfg: Config, student: Path) -> Pair:
             "train.onpolicy.loss: topk compares the teacher's top-k token by token, and the "
             "student's vocabulary is another one; use loss: reverse_kl"
         )
-    end = None if same else crossvocab.end_of_turn(t_tok)
-    return Pair(s_tok, t_tok, teacher_identity(t, cfg.cache_dir), same, end)
+    stops = frozenset(stop_token_ids(s_tok, student))
+    end = None if same else _teacher_end(t_tok)
+    return Pair(s_tok, t_tok, teacher_identity(t, cfg.cache_dir), same, stops, end)
+
+
+def _teacher_end(tok: Any) -> int | None:
+    """crossvocab.end_of_turn, as one line naming the key when the teacher's chat template
+    cannot render an answer: before any rollout is paid for, not at the first score."""
+    from jinja2 import TemplateError
+
+    try:
+        return crossvocab.end_of_turn(tok)
+    except (TemplateError, ValueError, TypeError, KeyError, IndexError) as e:
+        raise TrainError(
+            f"teacher.model: its chat template cannot render an answer ({short(e)}); the rounds "
+            "score the student's text in it, so fix the template in its tokenizer_config.json"
+        ) from None
 
 
 def round_dir(out: Path, chain: str, r: int) -> Path:

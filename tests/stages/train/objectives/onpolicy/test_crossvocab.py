@@ -7,6 +7,7 @@ with "<|im_end|>" (SmolLM2's and Qwen's), the teacher with "<|eot_id|>" (Llama 3
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,11 @@ from stages.train.objectives.onpolicy.crossvocab import (
 )
 
 TEXT = "We compute 3 + 4 = 7.\nAnswer: 7"
+
+
+def _stops(tok: Any) -> frozenset[int]:
+    """What the tiny student stops on: its eos, "<|im_end|>" (chat.stop_token_ids)."""
+    return frozenset({tok.eos_token_id})
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +55,7 @@ def test_the_students_end_reaches_the_teacher_as_its_own_end_of_turn(toks) -> No
     s, t = toks
     im_end, eot = s.convert_tokens_to_ids("<|im_end|>"), t.convert_tokens_to_ids("<|eot_id|>")
     body = s.encode(TEXT, add_special_tokens=False)
-    how = cross_score(s, t, eot, [*body, im_end])
+    how = cross_score(s, _stops(s), t, eot, [*body, im_end])
     assert how.end == "scored" and how.body == body and how.ids[-1] == eot
     assert t.decode(how.ids[:-1]) == TEXT  # the teacher reads the text, then its own end
     pieces = "".join(t.convert_ids_to_tokens(how.ids))
@@ -67,16 +73,47 @@ def test_the_students_end_reaches_the_teacher_as_its_own_end_of_turn(toks) -> No
 def test_a_rollout_cut_short_has_no_end_to_score(toks) -> None:
     s, t = toks
     body = s.encode(TEXT, add_special_tokens=False)
-    how = cross_score(s, t, t.convert_tokens_to_ids("<|eot_id|>"), body)
+    how = cross_score(s, _stops(s), t, t.convert_tokens_to_ids("<|eot_id|>"), body)
     assert how.end == "none" and how.body == body and t.decode(how.ids) == TEXT
     adv = cross_advantages(s, t, how, [-1.0] * len(body), [-0.5] * len(how.ids))
     assert math.fsum(adv) == pytest.approx(-0.5 * len(how.ids) + len(body))
 
 
+def test_a_rollout_cut_on_a_special_token_it_does_not_stop_on_did_not_end(toks) -> None:
+    """Only an id the student stops on ends its turn: a rollout cut at max_tokens on another
+    special token ("<|im_start|>") is scored as text, its last token included, with no end."""
+    s, t = toks
+    body = [*s.encode(TEXT, add_special_tokens=False), s.convert_tokens_to_ids("<|im_start|>")]
+    how = cross_score(s, _stops(s), t, t.convert_tokens_to_ids("<|eot_id|>"), body)
+    assert how.end == "none" and how.body == body
+    assert t.convert_tokens_to_ids("<|eot_id|>") not in how.ids
+
+
+def test_a_teacher_whose_template_cannot_render_an_answer_is_one_line(tmp_path: Path) -> None:
+    """load_pair fails before any rollout, naming teacher.model, not with a jinja traceback."""
+    from tiny_model import build_tiny_model
+
+    from pipeline.config import load_config, shipped_config
+    from stages.train.objectives.onpolicy.rounds import load_pair
+    from stages.train.prepared import TrainError
+
+    student = build_tiny_model(tmp_path / "student", layers=1)
+    teacher = build_tiny_model(tmp_path / "teacher", layers=1, vocab=400)
+    conf = teacher / "tokenizer_config.json"
+    got = json.loads(conf.read_text())
+    got["chat_template"] = "{{ raise_exception('this template takes no assistant turn') }}"
+    conf.write_text(json.dumps(got))
+    for extra in ("chat_template.jinja", "chat_template.json"):  # where else it may be kept
+        (teacher / extra).unlink(missing_ok=True)
+    cfg = load_config(shipped_config("default"), [f"teacher.model={teacher}"])
+    with pytest.raises(TrainError, match=r"^teacher.model: its chat template cannot render an "):
+        load_pair(cfg, student)
+
+
 def test_a_teacher_without_an_end_of_turn_gives_the_students_end_no_credit(toks) -> None:
     s, t = toks
     body = s.encode(TEXT, add_special_tokens=False)
-    how = cross_score(s, t, None, [*body, s.convert_tokens_to_ids("<|im_end|>")])
+    how = cross_score(s, _stops(s), t, None, [*body, s.convert_tokens_to_ids("<|im_end|>")])
     assert how.end == "unscored" and t.decode(how.ids) == TEXT
     adv = cross_advantages(s, t, how, [-1.0] * (len(body) + 1), [-0.5] * len(how.ids))
     assert adv[-1] == 0.0 and len(adv) == len(body) + 1
@@ -96,6 +133,6 @@ def test_smollm2_against_another_chat_family(toks, tmp_path: Path) -> None:
     _, t = toks
     assert end_of_turn(s) == s.convert_tokens_to_ids("<|im_end|>") == 2
     body = s.encode("So 125 - 37 = 88.\nAnswer: 88", add_special_tokens=False)
-    how = cross_score(s, t, end_of_turn(t), [*body, 2])
+    how = cross_score(s, frozenset({2}), t, end_of_turn(t), [*body, 2])
     assert isinstance(how, CrossScore) and how.ids[-1] == t.convert_tokens_to_ids("<|eot_id|>")
     assert t.decode(how.ids[:-1]) == "So 125 - 37 = 88.\nAnswer: 88"

@@ -21,6 +21,14 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
 
+def _logprobs(lm, tok, messages: list[dict], ids: list[int]) -> list[float]:
+    """`lm`'s logprob of each of `ids` after the chat prompt `messages`."""
+    prompt = prompt_ids(tok, messages)
+    with torch.no_grad():
+        lp = lm(torch.tensor([prompt + ids])).logits[0].float().log_softmax(-1)
+    return [float(lp[len(prompt) + j - 1, t]) for j, t in enumerate(ids)]
+
+
 def _rollouts(tok, lm) -> list[dict]:
     """Two rollouts of different lengths with the model's own logprobs (ratio 1)."""
     out = []
@@ -28,11 +36,8 @@ def _rollouts(tok, lm) -> list[dict]:
         [("3 + 4 ?", "Step 1 : 3 + 4 = 7 . Answer : 7"), ("9 - 2 ?", "7")]
     ):
         messages = render_messages("student_zeroshot.j2", Question(f"q{i}", q, "7"))
-        prompt = prompt_ids(tok, messages)
         ids = tok(text, add_special_tokens=False)["input_ids"]
-        with torch.no_grad():
-            lp = lm(torch.tensor([prompt + ids])).logits[0].float().log_softmax(-1)
-        own = [float(lp[len(prompt) + j - 1, t]) for j, t in enumerate(ids)]
+        own = _logprobs(lm, tok, messages, ids)
         out.append({"id": f"r{i}", "messages": messages, "completion_ids": ids, "logprobs": own})
     return out
 
@@ -99,14 +104,7 @@ def test_the_round_loss_is_the_advantage_weighted_likelihood(tiny_model: Path, t
 
 def _own_logprobs(lm, tok, rollouts: list[dict]) -> list[float]:
     """`lm`'s logprob of each completion token of `rollouts`, after its prompt, in order."""
-    out = []
-    for r in rollouts:
-        prompt = prompt_ids(tok, r["messages"])
-        ids = r["completion_ids"]
-        with torch.no_grad():
-            lp = lm(torch.tensor([prompt + ids])).logits[0].float().log_softmax(-1)
-        out += [float(lp[len(prompt) + j - 1, t]) for j, t in enumerate(ids)]
-    return out
+    return [lp for r in rollouts for lp in _logprobs(lm, tok, r["messages"], r["completion_ids"])]
 
 
 def test_one_update_step_lowers_the_reverse_kl_measured_on_its_batch(
