@@ -290,12 +290,13 @@ def _answers_in_vllm(model_dir: Path, tmp: Path) -> None:
 
 
 def test_interrupt_during_train_resumes_from_checkpoint(chain: dict):
-    # No validation here: 200 steps are 29 epochs of 7 steps, a vLLM start at each one's end.
-    # Steps enough that the Ctrl-C lands long before the last (0.2 s a step here); `train`, not
-    # `run`: the answer-only student's 200 steps and eval would test nothing more.
+    # No validation here: 50 steps are 8 epochs of 7 steps, a vLLM start at each one's end.
+    # Steps enough that the Ctrl-C, sent within 0.2 s of the first checkpoint (step 5), lands
+    # long before the last (0.2 s a step alone, and a checkpoint every 5); `train`, not `run`:
+    # the answer-only student's steps and eval would test nothing more.
     overrides = [
         *chain["overrides"],
-        "train.max_steps=200",
+        "train.max_steps=50",
         "train.save_steps=5",
         "train.validate=false",
     ]
@@ -338,7 +339,7 @@ def test_interrupt_during_train_resumes_from_checkpoint(chain: dict):
     assert lines == {"generate": "cached", "filter": "cached", "train": "ran"}
     manifest = json.loads((train_dir / "manifest.json").read_text())
     assert manifest["stats"]["resumed_from_step"] >= 5
-    assert manifest["stats"]["steps"] == 200
+    assert manifest["stats"]["steps"] == 50
 
 
 def test_new_student_on_cached_dataset_starts_no_server_and_stops_by_validation(
