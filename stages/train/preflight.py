@@ -22,7 +22,7 @@ from typing import Any
 
 from pipeline.models import has_chat_template
 from pipeline.records import DataError, read_jsonl
-from stages.train.chat import short, stop_token_ids
+from stages.train.chat import short, stop_token_ids, template_errors
 from stages.train.objectives import OBJECTIVES
 from stages.train.prepared import IGNORE, Prepared, TrainError, write_rows
 from stages.train.traces import in_form, trace_form, trace_problem
@@ -148,11 +148,9 @@ def checked_row(
     """(input_ids, labels, prompt_is_prefix) of example `i`, or TrainError: a loss mask that is
     empty or covers the prompt, a reasoning trace the template drops, repeats, reorders or
     leaves untrained, or a completion that does not end with the student's EOS."""
-    from jinja2 import TemplateError
-
     try:
         ids, labels, prompt_len, is_prefix = tokenize_row(tok, row)
-    except (TemplateError, ValueError, TypeError, KeyError, IndexError) as e:
+    except template_errors() as e:
         raise TrainError(
             f"example {i}: the student's chat template cannot render it ({short(e)}); fix the "
             "template or give train.chat_template one that works"

@@ -52,7 +52,7 @@ from stages.shared.models import local_model, student_spec, teacher_spec
 from stages.shared.softlabels import Meta, Store, TokenLogprobs, ref_problem, vocab_hash_of
 from stages.shared.spend import SPEND, charging, spent
 from stages.shared.verify import gold_of, grade_row
-from stages.train.chat import short, stop_token_ids
+from stages.train.chat import short, stop_token_ids, template_errors
 from stages.train.logs import log_line
 from stages.train.losses.policy import reverse_kl_estimate
 from stages.train.objectives.onpolicy import crossvocab
@@ -305,11 +305,9 @@ def load_pair(cfg: Config, student: Path) -> Pair:
 def _teacher_end(tok: Any) -> int | None:
     """crossvocab.end_of_turn, as one line naming the key when the teacher's chat template
     cannot render an answer: before any rollout is paid for, not at the first score."""
-    from jinja2 import TemplateError
-
     try:
         return crossvocab.end_of_turn(tok)
-    except (TemplateError, ValueError, TypeError, KeyError, IndexError) as e:
+    except template_errors() as e:
         raise TrainError(
             f"teacher.model: its chat template cannot render an answer ({short(e)}); the rounds "
             "score the student's text in it, so fix the template in its tokenizer_config.json"
