@@ -298,19 +298,24 @@ def load_pair(cfg: Config, student: Path) -> Pair:
             "student's vocabulary is another one; use loss: reverse_kl"
         )
     stops = frozenset(stop_token_ids(s_tok, student))
-    end = None if same else _teacher_end(t_tok)
+    end = _teacher_template(cfg, t_tok, same)
     return Pair(s_tok, t_tok, teacher_identity(t, cfg.cache_dir), same, stops, end)
 
 
-def _teacher_end(tok: Any) -> int | None:
-    """crossvocab.end_of_turn, as one line naming the key when the teacher's chat template
-    cannot render an answer: before any rollout is paid for, not at the first score."""
+def _teacher_template(cfg: Config, tok: Any, same: bool) -> int | None:
+    """The teacher's chat template rendered as scoring renders it, a prompt of the task (and,
+    another vocabulary, an answer: crossvocab.end_of_turn, returned): one line naming the key
+    when it cannot, before any rollout is paid for, not a jinja traceback at the first score."""
+    task = load_task(cfg.task)
     try:
-        return crossvocab.end_of_turn(tok)
+        for q in task.train[:1]:
+            prompt_ids(tok, teacher_prompt(cfg, q, fewshot_examples(task, cfg.teacher.fewshot)))
+        return None if same else crossvocab.end_of_turn(tok)
     except template_errors() as e:
         raise TrainError(
-            f"teacher.model: its chat template cannot render an answer ({short(e)}); the rounds "
-            "score the student's text in it, so fix the template in its tokenizer_config.json"
+            f"teacher.model: its chat template cannot render a prompt or an answer ({short(e)}); "
+            "the rounds score the student's text in it, so fix the template in its "
+            "tokenizer_config.json"
         ) from None
 
 

@@ -89,8 +89,20 @@ def test_a_rollout_cut_on_a_special_token_it_does_not_stop_on_did_not_end(toks) 
     assert t.convert_tokens_to_ids("<|eot_id|>") not in how.ids
 
 
-def test_a_teacher_whose_template_cannot_render_an_answer_is_one_line(tmp_path: Path) -> None:
-    """load_pair fails before any rollout, naming teacher.model, not with a jinja traceback."""
+@pytest.mark.parametrize(
+    "vocab, template",
+    [
+        (400, "{{ raise_exception('this template takes no assistant turn') }}"),
+        # the student's own vocabulary: no answer is rendered at load, only scoring's prompt
+        (None, "{% for m in messages %}{{ m['content'] | no_such_filter }}{% endfor %}"),
+    ],
+    ids=["another-vocab", "same-vocab"],
+)
+def test_a_teacher_whose_template_cannot_render_is_one_line(
+    tmp_path: Path, vocab: int | None, template: str
+) -> None:
+    """load_pair fails before any rollout, naming teacher.model, not with a jinja traceback
+    at the first score (a same-vocabulary teacher's was one, until its prompt was rendered)."""
     from tiny_model import build_tiny_model
 
     from pipeline.config import load_config, shipped_config
@@ -98,15 +110,18 @@ def test_a_teacher_whose_template_cannot_render_an_answer_is_one_line(tmp_path: 
     from stages.train.prepared import TrainError
 
     student = build_tiny_model(tmp_path / "student", layers=1)
-    teacher = build_tiny_model(tmp_path / "teacher", layers=1, vocab=400)
+    teacher = build_tiny_model(
+        tmp_path / "teacher", layers=1, **({"vocab": vocab} if vocab else {})
+    )
     conf = teacher / "tokenizer_config.json"
     got = json.loads(conf.read_text())
-    got["chat_template"] = "{{ raise_exception('this template takes no assistant turn') }}"
+    got["chat_template"] = template
     conf.write_text(json.dumps(got))
     for extra in ("chat_template.jinja", "chat_template.json"):  # where else it may be kept
         (teacher / extra).unlink(missing_ok=True)
     cfg = load_config(shipped_config("default"), [f"teacher.model={teacher}"])
-    with pytest.raises(TrainError, match=r"^teacher.model: its chat template cannot render an "):
+    words = r"^teacher.model: its chat template cannot render a prompt or an answer \("
+    with pytest.raises(TrainError, match=words):
         load_pair(cfg, student)
 
 
