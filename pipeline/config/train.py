@@ -126,8 +126,8 @@ class TrainConfig:
         2.0,
         doc="passes over the kept samples; auto: validate at each epoch's end and stop once "
         "validation accuracy has not risen beyond noise for train.patience epochs, at most "
-        "train.max_epochs (the learning-rate schedule spans max_epochs; the best measured "
-        "epoch is kept)",
+        "train.max_epochs (each epoch is its own cosine to zero, so the student is annealed "
+        "wherever it stops; the best measured epoch is kept)",
         gt=0,
     )
     max_epochs: int = knob(
@@ -332,6 +332,8 @@ class TrainConfig:
             why = "it validates at each epoch's end: set train.validate_every: 0"
         elif self.select != "best":
             why = "it keeps the best measured epoch: set train.select: best"
+        elif self.lr_scheduler != "cosine":
+            why = "each epoch is its own cosine to zero: set train.lr_scheduler: cosine"
         if why:
             raise ConfigError(f"auto: {why}", "epochs")
 

@@ -231,6 +231,12 @@ def _served_line(stats: dict[str, Any]) -> str:
     return f"\n- Served by distill in {stats['dtype']} ({stats.get('dtype_why', '')})."
 
 
+def _schedule(tr: Any, stats: dict[str, Any]) -> str:
+    if stats.get("epochs_auto"):  # stages/train/epochs.py: validated, so annealed each epoch
+        return f"cosine to zero in each epoch, warmup {tr.warmup_ratio} of the first"
+    return f"{tr.lr_scheduler}, warmup {tr.warmup_ratio}"
+
+
 def _precision(asked: bool, stats: dict[str, Any]) -> str:
     """What the student trained in, as the train stage recorded it, and on what."""
     used = "bf16 autocast" if stats.get("bf16") else "float32"
@@ -257,7 +263,7 @@ def model_card(
         meta["license"] = MODEL_LICENSES[tr.student]
     hyper = [
         ("objective", tr.objective + detail),
-        ("learning rate", f"{tr.learning_rate} ({tr.lr_scheduler}, warmup {tr.warmup_ratio})"),
+        ("learning rate", f"{tr.learning_rate} ({_schedule(tr, stats)})"),
         ("epochs / max steps", f"{tr.epochs} / {tr.max_steps}"),
         ("batch size x grad accum", f"{tr.batch_size} x {tr.grad_accum}"),
         ("max length", f"{tr.max_length} ({tr.overlong})"),

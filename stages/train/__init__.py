@@ -71,6 +71,8 @@ def key_parts(cfg: Config) -> KeyParts:
     extra = {"student_identity": identity_of(t.student, cfg.cache_dir, key="train.student")}
     if t.chat_template:  # the config checked that the file exists
         extra["chat_template"] = sha256_file(Path(t.chat_template).expanduser())
+    if t.epochs == "auto":  # not the students of auto's first schedule, one cosine over all
+        extra["schedule"] = "cosine to zero in each epoch"
     config: dict[str, Any] = {"train": semantic(t, exclude=("student",))}
     own = objective_of(cfg).key_parts(cfg)
     return KeyParts(config={**config, **own.config}, extra={**extra, **own.extra})

@@ -21,7 +21,7 @@ from stages.shared.layout import TRAIN_STATS
 from stages.train.args import quiet_libraries, sft_config
 from stages.train.checkpoints import checkpoint_step, last_checkpoint, prune_checkpoints
 from stages.train.cut import cut_layers, student_dir
-from stages.train.epochs import EpochStop, auto, planned_epochs, units_of
+from stages.train.epochs import EpochStop, anneal_each_epoch, auto, planned_epochs, units_of
 from stages.train.finalize import finalize_model
 from stages.train.logs import log_line, write_logs
 from stages.train.objectives import objective_of
@@ -153,6 +153,8 @@ def _train_prepared(
     trainer, counter, bf16 = _make_trainer(
         cfg, student, tok, prepared.rows, out, prepared.soft, epochs=epochs, validator=validator
     )
+    if stop is not None:  # epochs: auto may stop at any epoch's end: anneal at each one
+        anneal_each_epoch(trainer, epochs, cfg.train.warmup_ratio)
     ckpt = last_checkpoint(out / "checkpoints")
     resumed_from = checkpoint_step(ckpt)
     if ckpt is not None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError, load_config, shipped_config
+from pipeline.runner import plan, unique
 from pipeline.tasks import Question
 from stages.shared.advice import train_advice
 from stages.shared.intervals import noise
-from stages.train.epochs import EpochStop, planned_epochs, verdict
+from stages.train.epochs import EpochStop, each_epoch_cosine, planned_epochs, verdict
 
 
 def _m(*accs: float) -> list[dict]:
@@ -58,6 +59,18 @@ def test_the_schedule_spans_max_epochs_and_without_validation_two():
     assert EpochStop.of(load_config(None), [Question("q", "?", "1")]) is None  # fixed epochs
 
 
+def test_each_epoch_anneals_to_zero_and_restarts_at_the_peak():
+    # 100 steps an epoch, warmup 0.05 of the first; f(s) is the rate of step s + 1
+    f = each_epoch_cosine(100, 0.05)
+    assert [f(0), f(1), f(5)] == [0.0, 0.2, 1.0]
+    for end in (100, 200, 300):  # each epoch's last step is annealed, wherever training stops
+        assert f(end - 1) < 1e-3
+        assert f(end) == 1.0  # the next epoch starts again at the peak
+        cycle = [f(s) for s in range(end, end + 100)]
+        assert cycle == sorted(cycle, reverse=True)
+    assert f(150) == pytest.approx(0.5)  # halfway through the second epoch's cosine
+
+
 @pytest.mark.parametrize(
     "overrides, words",
     [
@@ -65,6 +78,7 @@ def test_the_schedule_spans_max_epochs_and_without_validation_two():
         (["train.max_steps=10"], "train.max_steps fixes the length"),
         (["train.validate_every=5"], "set train.validate_every: 0"),
         (["train.select=last"], "set train.select: best"),
+        (["train.lr_scheduler=linear"], "set train.lr_scheduler: cosine"),
     ],
 )
 def test_auto_needs_validation_at_epoch_ends_in_one_line(overrides, words):
@@ -82,3 +96,17 @@ def test_advice_under_auto_only_when_max_epochs_ran_out():
     assert "train.max_epochs, 3 now" in line
     (fixed,) = train_advice(load_config(None), _m(0.4, 0.7))
     assert "train.epochs, 2 now" in fixed
+
+
+def test_a_student_of_autos_first_schedule_is_not_reused():
+    """epochs: auto first spanned one cosine over max_epochs (its students stopped unannealed);
+    their train key is not this schedule's, and the default's key has not moved."""
+    keys = {}
+    for extra in ([], ["train.epochs=auto"]):
+        plans = unique(plan(load_config(shipped_config("default"), extra), "train"))
+        keys[bool(extra)] = next(p.key for p in plans if p.name == "train")
+    assert keys[False] == "b88dbc93af6b22d9a61067ef3003602bd6e48436f422d43fe880f9bf67448368"
+    assert keys[True] not in (
+        "8e6c313ff8dd04807e91fe12a080ae73647f37c63dff777ff77df76b4cbb46d0",  # one cosine
+        keys[False],
+    )
