@@ -153,8 +153,6 @@ def _train_prepared(
     trainer, counter, bf16 = _make_trainer(
         cfg, student, tok, prepared.rows, out, prepared.soft, epochs=epochs, validator=validator
     )
-    if stop is not None:  # epochs: auto may stop at any epoch's end: anneal at each one
-        anneal_each_epoch(trainer, epochs, cfg.train.warmup_ratio)
     ckpt = last_checkpoint(out / "checkpoints")
     resumed_from = checkpoint_step(ckpt)
     if ckpt is not None:
@@ -282,6 +280,8 @@ def _make_trainer(
     if validator is not None:
         every = cfg.train.validate_every
         trainer.add_callback(validation_callback(validator, every, trainer.callback_handler))
+        if validator.stop is not None:  # epochs: auto may stop at any epoch's end: anneal there
+            anneal_each_epoch(trainer, float(args.num_train_epochs), cfg.train.warmup_ratio)
     place_trackers(trainer, out)  # after ours: they see the validation logged at a step
     loss.attach(cfg, trainer, soft, bf16)
     counter = PaddingCounter(trainer.data_collator)
