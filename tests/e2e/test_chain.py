@@ -351,9 +351,9 @@ def test_new_student_on_cached_dataset_starts_no_server_and_stops_by_validation(
     at each epoch's end, and the card says why."""
     from tiny_model import build_tiny_model
 
-    other = build_tiny_model(tmp_path / "other-student", seed=7)
     from stages.train.epochs import each_epoch_cosine
 
+    other = build_tiny_model(tmp_path / "other-student", seed=7)
     auto = [
         "train.max_steps=-1",
         "train.epochs=auto",
