@@ -6,12 +6,17 @@ zero-shot; the student is the base SmolLM2-135M-Instruct; the task is the bundle
     .venv/bin/python benchmarks/strong_teacher.py                     # today's defaults
     .venv/bin/python benchmarks/strong_teacher.py --arm auto train.epochs=auto \\
         --arm onpolicy train.objective=onpolicy --seeds 42 7 13
+    .venv/bin/python benchmarks/strong_teacher.py --teacher crossvocab \\
+        --arm onpolicy train.objective=onpolicy          # issue 50: another tokenizer
+    .venv/bin/python benchmarks/strong_teacher.py --teacher crossvocab --set task.max_train=40 \\
+        --arm onpolicy train.objective=onpolicy          # ... a student far from its teacher
 
 First `distill train` of the default config (cached after `./distill run`) gives the teacher's
-weights. Then for each arm (`defaults`, the configured settings, always first) and seed S:
-`distill eval --config strong_teacher.yaml teacher.model=... generate.sampling.seed=S
-train.seed=S` plus the arm's overrides, so each seed draws its own teacher samples and trains
-its own student, as `distill seeds` does. It prints per arm and seed the student's and the
+weights (`--teacher crossvocab`: a tiny teacher of another tokenizer, built once, issue 50).
+Then for each arm (`defaults`, the configured settings, always first) and seed S: `distill eval
+--config strong_teacher.yaml teacher.model=... generate.sampling.seed=S train.seed=S` plus
+`--set`'s overrides and the arm's, so each seed draws its own teacher samples and trains its
+own student, as `distill seeds` does. It prints per arm and seed the student's and the
 teacher's accuracy on the same held-out questions (Wilson 95% intervals), the student's share
 of its teacher's accuracy, the teacher tokens the student cost (generate's selection and any
 on-policy scores) and the exact McNemar test against the first arm; then each arm's mean and
@@ -24,15 +29,43 @@ import argparse
 import statistics
 from pathlib import Path
 
-from common import correct_by_question, distill, mcnemar_per_seed, stage_dir, stage_stats
+from common import ROOT, correct_by_question, distill, mcnemar_per_seed, stage_dir, stage_stats
 
-CONFIG = Path(__file__).resolve().parents[1] / "pipeline" / "configs" / "strong_teacher.yaml"
+CONFIG = ROOT / "pipeline" / "configs" / "strong_teacher.yaml"
+CROSSVOCAB_STEPS = 2000
 
 
-def teacher_weights() -> Path:
-    """The default run's student: trained (or found cached) now."""
+def teacher_weights(which: str) -> Path:
+    """`default`: the default run's student, trained (or found cached) now. `crossvocab`: a
+    teacher of another tokenizer and chat family (issue 50), built once (crossvocab_teacher)."""
+    if which == "crossvocab":
+        return crossvocab_teacher(ROOT / "runs" / "crossvocab-teacher")
     distill("train")
     return stage_dir("train", []) / "model"
+
+
+def crossvocab_teacher(out: Path) -> Path:
+    """A Qwen2 of 3 layers (hidden 192) with its own 1,000-token BPE, learned from the task's
+    questions and worked answers, and Llama 3's `<|eot_id|>` ending its turns, trained from random
+    weights by plain torch on every bundled question's worked answer, zero-shot
+    (tests/tiny_model.py: STEPS steps of 8, the rate annealed), so that it knows every fact, the
+    held-out ones too: a teacher that answers nearly all of them, whose tokens are not SmolLM2's.
+    Seeded: the same weights each time on one machine."""
+    from tiny_model import arith_answers, build_tiny_model, build_tiny_teacher
+
+    answers, _ = arith_answers()
+    base = build_tiny_model(
+        out.with_name(out.name + "-base"),
+        layers=3,
+        hidden=192,
+        vocab=1000,
+        seed=1,
+        end_of_turn="<|eot_id|>",
+        corpus=[f"{q.question}\n{done}" for q, done in answers],
+    )
+    return build_tiny_teacher(
+        out, base, steps=CROSSVOCAB_STEPS, seed=1, one_shot=False, anneal=True, log_every=100
+    )
 
 
 def teacher_tokens(overrides: list[str]) -> int:
@@ -55,8 +88,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--arm", nargs="+", action="append", default=[], help="NAME overrides...")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 13])
+    p.add_argument("--set", nargs="+", default=[], help="overrides every arm gets, defaults too")
+    p.add_argument(
+        "--teacher",
+        choices=["default", "crossvocab"],
+        default="default",
+        help="default: the default run's student; crossvocab: a tiny teacher of another "
+        "tokenizer and chat family that knows every fact (issue 50)",
+    )
     args = p.parse_args()
-    teacher = teacher_weights()
+    teacher = teacher_weights(args.teacher)
     print(f"teacher: {teacher}", flush=True)
     arms = {"defaults": [], **{name: extra for name, *extra in args.arm}}
     got: dict[str, dict[int, dict]] = {arm: {} for arm in arms}
@@ -66,6 +107,7 @@ def main() -> None:
                 f"teacher.model={teacher}",
                 f"generate.sampling.seed={seed}",
                 f"train.seed={seed}",
+                *args.set,
                 *extra,
             ]
             distill("eval", "--config", str(CONFIG), *o)
@@ -76,6 +118,8 @@ def main() -> None:
             print(f"seed {seed} {arm}: {_line(row, wilson_interval)}", flush=True)
             print(f"  data: {_data(o)}", flush=True)
     print(f"\nstrong teacher, seeds {args.seeds}")
+    if args.set:
+        print(f"every arm: {' '.join(args.set)}")
     for arm, extra in arms.items():
         rows = list(got[arm].values())
         acc = [100 * _acc(r["student"]) for r in rows]
@@ -110,7 +154,21 @@ def _data(overrides: list[str]) -> str:
     )
     auto = train.get("epochs_auto")
     epochs = f"; epochs: {auto}" if auto else ""
+    rounds = train.get("rounds") or []
+    if rounds:  # on-policy: how the student moved toward the teacher, round by round
+        kl = ", ".join(f"{r['reverse_kl']:.3f}" for r in rounds)
+        ok = ", ".join(f"{100 * r['verified']:.0f}%" for r in rounds)
+        val = ", ".join(_pct(r.get("validation_accuracy")) for r in rounds)
+        epochs += (
+            f"; rounds: reverse KL {kl}; verified rollouts {ok}; validation {val}; "
+            f"kept step {train.get('selected_step')} (validation "
+            f"{_pct(train.get('selected_validation_accuracy'))})"
+        )
     return f"{gen['samples']:,} samples{yield_}, {kept} kept, {train.get('steps')} steps{epochs}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def _acc(r: dict[str, bool]) -> float:

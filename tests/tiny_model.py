@@ -34,11 +34,15 @@ def build_tiny_model(
     seed: int = 0,
     think_tags: bool = False,
     end_of_turn: str = "<|im_end|>",
+    corpus: list[str] | None = None,
 ) -> Path:
     """Write a tokenizer and a random Qwen2 causal LM to `out`; return `out`.
 
     `end_of_turn`: the special token that closes a chat turn and stops the model (another one,
     such as Llama 3's "<|eot_id|>", makes a teacher of another chat family).
+
+    `corpus`: the texts the BPE learns its merges from (default: a few task-like words, so
+    that most words are several tokens); a task's own texts make most words one token.
 
     `think_tags`: `<think>` and `</think>` are added tokens (not special ones, which vLLM would
     skip when it detokenizes), as in reasoning models; vLLM's reasoning parsers look them up."""
@@ -60,7 +64,7 @@ def build_tiny_model(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator([_CORPUS_WORDS] * 50, trainer=trainer)
+    tok.train_from_iterator(corpus or [_CORPUS_WORDS] * 50, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=None,
@@ -116,13 +120,44 @@ def reasoning_rationale(question: str, fact: str, answer: str) -> str:
     return f"{THINK_TAGS[0]}\n{steps}\n{THINK_TAGS[1]}\n\nAnswer: {answer}"
 
 
+def arith_answers(rationale=arith_rationale) -> tuple[list, list]:
+    """Every bundled arithmetic question with its worked answer `rationale(question, fact,
+    answer)`, in the order they had before the validation split (so a teacher trained on them is
+    the same teacher each time), and the task's one-shot example."""
+    import json as _json
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    from pipeline.config import TaskConfig
+    from pipeline.tasks import load_task
+
+    task = load_task(
+        TaskConfig(
+            source="bundled:arith", split_by="fact", eval_fraction=0.3, validation_fraction=0
+        )
+    )
+    facts = {r["id"]: r["fact"] for r in map(_json.loads, (root / "data/arith.jsonl").open())}
+    answers = [(q, rationale(q.question, facts[q.id], q.answer)) for q in task.train + task.eval]
+    return answers, task.fewshot[:1]
+
+
 def build_tiny_teacher(
-    out: Path, base: Path, *, steps: int = 150, seed: int = 0, rationale=arith_rationale
+    out: Path,
+    base: Path,
+    *,
+    steps: int = 150,
+    seed: int = 0,
+    rationale=arith_rationale,
+    one_shot: bool = True,
+    anneal: bool = False,
+    log_every: int = 0,
 ) -> Path:
     """The tiny model after a short plain-torch SFT on bundled arithmetic, so that it answers in
     format and is often right: a cheap stand-in for a real teacher that filter will keep.
-    `rationale(question, fact, answer)` is the text it learns to write."""
-    import json as _json
+    `rationale(question, fact, answer)` is the text it learns to write; `one_shot`: it also
+    learns the teacher's one-shot prompt (False: only the zero-shot one, half the tokens);
+    `anneal`: the rate warms up over 100 steps and falls linearly to zero (False: constant), which
+    a teacher trained to near-perfect needs; `log_every`: print the loss every that many steps."""
     import shutil
 
     import torch
@@ -131,41 +166,36 @@ def build_tiny_teacher(
     out = Path(out)
     if (out / "config.json").exists():
         return out
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root))
-    from pipeline.config import TaskConfig
+    answers, shots = arith_answers(rationale)  # puts the repo on sys.path
     from pipeline.prompts import render_messages
-    from pipeline.tasks import load_task
 
-    # Every question, in the order they had before the validation split: the same teacher.
-    task = load_task(
-        TaskConfig(
-            source="bundled:arith", split_by="fact", eval_fraction=0.3, validation_fraction=0
-        )
-    )
-    facts = {r["id"]: r["fact"] for r in map(_json.loads, (root / "data/arith.jsonl").open())}
-    shots = task.fewshot[:1]
     tok = AutoTokenizer.from_pretrained(base)
     texts = []
-    for q in task.train + task.eval:
-        done = rationale(q.question, facts[q.id], q.answer)
-        for fs in ([], shots):  # the student's zero-shot prompt and the teacher's one-shot one
+    for q, done in answers:
+        # The student's zero-shot prompt and the teacher's one-shot one.
+        for fs in ([], shots) if one_shot else ([],):
             msgs = render_messages("student_zeroshot.j2", q, fewshot=fs)
             msgs.append({"role": "assistant", "content": done})
             texts.append(tok.apply_chat_template(msgs, tokenize=False))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rate = (lambda s: min(1, (s + 1) / 100) * max(0.0, 1 - s / steps)) if anneal else None
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, rate) if rate else None
     rng = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         idx = torch.randint(len(texts), (8,), generator=rng).tolist()
         batch = tok([texts[i] for i in idx], return_tensors="pt", padding=True)
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         loss = model(**batch, labels=labels).loss
         loss.backward()
         opt.step()
+        if sched:
+            sched.step()
         opt.zero_grad()
+        if log_every and step % log_every == 0:
+            print(f"teacher step {step}/{steps}: loss {loss.item():.3f}", flush=True)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
