@@ -8,7 +8,7 @@ zero-shot; the student is the base SmolLM2-135M-Instruct; the task is the bundle
         --arm onpolicy train.objective=onpolicy --seeds 42 7 13
     .venv/bin/python benchmarks/strong_teacher.py --teacher crossvocab \\
         --arm onpolicy train.objective=onpolicy          # issue 50: another tokenizer
-    .venv/bin/python benchmarks/strong_teacher.py --teacher crossvocab --set task.max_train=40 \\
+    .venv/bin/python benchmarks/strong_teacher.py --teacher crossvocab --set task.max_train=64 \\
         --arm onpolicy train.objective=onpolicy          # ... a student far from its teacher
 
 First `distill train` of the default config (cached after `./distill run`) gives the teacher's
