@@ -263,11 +263,18 @@ def _why(stats: dict[str, Any], x: str, val: list[tuple[float, float]]) -> str:
     acc = stats.get("selected_validation_accuracy")
     acc_text = f"validation accuracy {acc:.3f}" if isinstance(acc, (int, float)) else "unmeasured"
     if rule == "best":
-        return (
+        why = (
             f"select: best — {x} {sel} has the highest validation accuracy of the "
             f"{len(val)} measured ({acc_text}; the earliest of equals)"
         )
-    return f"select: {rule or 'last'} — the last {x}, {sel} ({acc_text})"
+    else:
+        why = f"select: {rule or 'last'} — the last {x}, {sel} ({acc_text})"
+    auto = stats.get("epochs_auto")
+    if isinstance(auto, dict):  # train.epochs: auto (stages/train/epochs.py): how many, and why
+        stop = auto.get("why") or "the schedule ran to its end"
+        ran, most = _fact(auto.get("ran")), auto.get("max_epochs")
+        why += f"; trained {ran} epochs of at most {most} (train.epochs: auto): {stop}"
+    return why
 
 
 def read_eval(d: Path) -> EvalData:

@@ -523,3 +523,20 @@ def test_onpolicy_rounds_are_plotted_by_round(tmp_path):
     assert t.x == "round" and [c.name for c in t.curves] == ["loss", "reverse_kl"]
     assert t.curves[1].points == [(1.0, 0.2), (2.0, 0.1), (3.0, 0.2 / 3)]
     assert t.selected == 3.0 and "round 3 has the highest validation accuracy" in t.why
+
+
+def test_epochs_auto_says_how_many_epochs_ran_and_why_it_stopped(tmp_path):
+    d = tmp_path / "train"
+    d.mkdir()
+    _jsonl(d / "train_log.jsonl", [{"step": s, "loss": 1.0 / s} for s in (5, 10, 15)])
+    val = [{"step": s, "epoch": s / 5, "accuracy": a, "n": 37} for s, a in ((5, 0.43), (10, 0.62))]
+    _jsonl(d / "validation.jsonl", val)
+    why = "validation accuracy has not risen beyond noise (±15.6 points) for 1 epoch(s) since 2"
+    stats = {"select": "best", "selected_step": 10, "selected_validation_accuracy": 0.62}
+    stats["epochs_auto"] = {"ran": 3.0, "max_epochs": 5, "why": why}  # as train writes it
+    (d / "train_stats.json").write_text(json.dumps(stats))
+    t = read_training(d)
+    assert "step 10 has the highest validation accuracy" in t.why
+    assert f"trained 3 epochs of at most 5 (train.epochs: auto): {why}" in t.why
+    html = render(RunData("r", [], {}, training=t))
+    assert "trained 3 epochs of at most 5" in html
