@@ -24,10 +24,11 @@ from common import ROOT
 
 
 def round_advantages(rd: Path, cfg, student: Path) -> list[tuple[float, str, str]]:
-    """(advantage, student token's text, rollout's completion) for every scored token."""
+    """(advantage, student token's text, rollout's completion) for every scored token, by the
+    round's own functions (stages/train/objectives/onpolicy/rounds.py), so the figures are the
+    round's: the scoring request's alignment, then the advantages read from the scores."""
     from stages.shared.softlabels import Store
-    from stages.train.objectives.onpolicy import crossvocab, rounds
-    from stages.train.objectives.onpolicy.parts import advantages
+    from stages.train.objectives.onpolicy import rounds
 
     pair = rounds.load_pair(cfg, student)
     rows = {r["id"]: r for r in map(json.loads, (rd / "rollouts.jsonl").open())}
@@ -35,20 +36,10 @@ def round_advantages(rd: Path, cfg, student: Path) -> list[tuple[float, str, str
     out = []
     for s in map(json.loads, (rd / "scores.jsonl").open()):
         row = rows[s["rollout_id"]]
-        teacher = [float(x) for x in store.read(s["logprobs"]["sha"])[1].logprobs]
-        if pair.same_vocab:
-            got = advantages(row, teacher)
-        else:
-            how = crossvocab.cross_score(
-                pair.student_tok,
-                pair.student_stops,
-                pair.teacher_tok,
-                pair.teacher_end,
-                list(row["completion_ids"]),
-            )
-            got = crossvocab.cross_advantages(
-                pair.student_tok, pair.teacher_tok, how, row["logprobs"], teacher
-            )
+        # A one-token stand-in prompt: only the request's alignment (`how`) is wanted here.
+        _, how = rounds._score_request(pair, [0], row, cfg.train.onpolicy.k)
+        _, tl = store.read(s["logprobs"]["sha"])
+        got = rounds._advantages(pair, row, tl, how)["advantages"]
         texts = [pair.student_tok.decode([i]) for i in row["completion_ids"]]
         out += [(a, t, row["completion"]) for a, t in zip(got, texts, strict=True)]
     return out
