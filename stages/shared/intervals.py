@@ -16,7 +16,9 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     denom = 1 + z2 / n
     center = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return (max(0.0, center - half), min(1.0, center + half))
+    # it holds p, as it does in exact arithmetic: at k = n rounding gave 0.9999999999999999
+    # at n = 300, and the eval's plot refused the negative error bar
+    return (min(p, max(0.0, center - half)), max(p, min(1.0, center + half)))
 
 
 def noise(accuracy: float, units: int) -> float:

@@ -38,6 +38,16 @@ def test_wilson_edges():
         wilson_interval(11, 10)
 
 
+def test_wilson_interval_holds_its_proportion_at_every_n():
+    """At k = n = 300 the bound came out 0.9999999999999999, under the accuracy it bounds (a
+    student that answered every held-out question), and the eval's plot stopped on it."""
+    for n in range(1, 1001):
+        for k in (0, n // 3, n):
+            lo, hi = wilson_interval(k, n)
+            assert lo <= k / n <= hi, (k, n, lo, hi)
+        assert wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0
+
+
 def test_wilson_contains_estimate_and_shrinks_with_n():
     for k, n in [(1, 3), (5, 12), (50, 100), (999, 1000)]:
         lo, hi = wilson_interval(k, n)
