@@ -16,6 +16,15 @@ from pipeline.config import Config, describe
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+def epochs_auto_text(auto: dict[str, Any]) -> str:
+    """How many epochs train.epochs: auto ran and why it stopped (stages/train/epochs.py's
+    `epochs_auto` stats), in the words the model card and the HTML report both use."""
+    ran = auto.get("ran")
+    ran_text = f"{ran:g}" if isinstance(ran, (int, float)) else str(ran)
+    stop = auto.get("why") or "the schedule ran to its end"
+    return f"trained {ran_text} epochs of at most {auto.get('max_epochs')} (train.epochs: auto): {stop}"
+
+
 def _fmt_rows(rows: dict[str, int]) -> str:
     return ", ".join(f"{k.removesuffix('.jsonl')} {v:,}" for k, v in rows.items()) or "-"
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.htmlreport.samples import Samples, cut, jsonl, last_user, read_samples
+from pipeline.report import epochs_auto_text
 
 MAIN = ("generate", "filter", "train", "eval")  # the stages whose outputs have a section
 
@@ -271,9 +272,7 @@ def _why(stats: dict[str, Any], x: str, val: list[tuple[float, float]]) -> str:
         why = f"select: {rule or 'last'} — the last {x}, {sel} ({acc_text})"
     auto = stats.get("epochs_auto")
     if isinstance(auto, dict):  # train.epochs: auto (stages/train/epochs.py): how many, and why
-        stop = auto.get("why") or "the schedule ran to its end"
-        ran, most = _fact(auto.get("ran")), auto.get("max_epochs")
-        why += f"; trained {ran} epochs of at most {most} (train.epochs: auto): {stop}"
+        why += "; " + epochs_auto_text(auto)
     return why
 
 

@@ -18,6 +18,7 @@ import yaml
 from pipeline.config import Config
 from pipeline.models import SMOLLM2
 from pipeline.prompts import template_bytes
+from pipeline.report import epochs_auto_text
 from stages.shared.layout import KEPT
 
 # What distill knows of the licenses of the tasks it reads and the weights it ships.
@@ -331,10 +332,7 @@ def _selection(stats: dict[str, Any]) -> str:
         )
     auto = stats.get("epochs_auto")
     if auto:  # train.epochs: auto: how many ran and why it stopped
-        why += (
-            f" It trained {auto['ran']:g} epochs of at most {auto['max_epochs']} (train.epochs: "
-            f"auto): {auto['why'] or 'the schedule ran to its end'}."
-        )
+        why += f" It {epochs_auto_text(auto)}."
     table = _table(rows, ("step", "epoch", "validation accuracy"))
     return (
         f"## Selection\n\nMeasured on the {n} validation questions (held out of train before "
