@@ -25,8 +25,8 @@ from common import ROOT
 
 def round_advantages(rd: Path, cfg, student: Path) -> list[tuple[float, str, str]]:
     """(advantage, student token's text, rollout's completion) for every scored token, by the
-    round's own functions (stages/train/objectives/onpolicy/rounds.py), so the figures are the
-    round's: the scoring request's alignment, then the advantages read from the scores."""
+    round's own function (stages/train/objectives/onpolicy/rounds.py rollout_advantages), so
+    the figures are the round's."""
     from stages.shared.softlabels import Store
     from stages.train.objectives.onpolicy import rounds
 
@@ -36,10 +36,8 @@ def round_advantages(rd: Path, cfg, student: Path) -> list[tuple[float, str, str
     out = []
     for s in map(json.loads, (rd / "scores.jsonl").open()):
         row = rows[s["rollout_id"]]
-        # A one-token stand-in prompt: only the request's alignment (`how`) is wanted here.
-        _, how = rounds._score_request(pair, [0], row, cfg.train.onpolicy.k)
         _, tl = store.read(s["logprobs"]["sha"])
-        got = rounds._advantages(pair, row, tl, how)["advantages"]
+        got = rounds.rollout_advantages(pair, row, tl)["advantages"]
         texts = [pair.student_tok.decode([i]) for i in row["completion_ids"]]
         out += [(a, t, row["completion"]) for a, t in zip(got, texts, strict=True)]
     return out

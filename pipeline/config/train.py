@@ -99,7 +99,8 @@ class OnPolicyConfig:
         "reverse_kl",
         doc="reverse_kl: advantage = teacher logprob - student logprob of each sampled token, "
         "importance-sampled against the rollout; topk: reverse KL to the teacher on its top k "
-        "at each position (one vocabulary only)",
+        "at each position (another vocabulary: its top k carried to the student's tokens of the "
+        "same text where one token on each side covers the same text)",
     )
     teacher_hint: Literal["none", "answer"] = knob(
         "none",

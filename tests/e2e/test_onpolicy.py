@@ -12,6 +12,9 @@ import pytest
 from conftest import kill_cli_when, run_cli
 
 pytestmark = pytest.mark.slow
+# nats/token the cross-tokenizer topk rounds' KL must fall by, round 1 to round 2 (measured
+# 0.79 and 0.66 in two runs; a round's estimate spreads by about 0.1)
+KL_FALL = 0.3
 
 
 def _overrides(tmp: Path, student: Path, teacher: Path) -> list[str]:
@@ -101,7 +104,13 @@ def test_a_teacher_of_another_chat_family_does_not_teach_the_student_never_to_st
     1.67, 1.74 -> 1.60), by about one standard deviation of a round's estimate (~0.1 at 128
     rollouts); with 16 rollouts a question and 8 steps a round it rose at one seed of three
     (1.72 -> 2.03). The rollouts' seeds follow the test's tmp paths, so a fall this small
-    cannot be held to a test: it is not asserted here."""
+    cannot be held to a test: it is not asserted for this loss.
+
+    With loss topk (the teacher's top k carried onto the student's tokens of the same text,
+    crossvocab.cross_top) the same rounds compare distributions, not one sampled token: the KL
+    fell 2.38 -> 1.58 and 2.24 -> 1.58 in two runs (the reverse_kl rounds beside them: 2.15 ->
+    1.85 and 2.33 -> 1.57), and the fall is asserted with KL_FALL to spare. Before topk crossed
+    vocabularies this run was refused."""
     from tiny_model import build_tiny_model, build_tiny_teacher
 
     base = build_tiny_model(tmp_path / "eot-base", vocab=400, seed=1, end_of_turn="<|eot_id|>")
@@ -128,8 +137,14 @@ def test_a_teacher_of_another_chat_family_does_not_teach_the_student_never_to_st
     for rd in sorted((tmp_path / "runs/default/train/onpolicy").glob("*/round-*")):
         ended = [json.loads(x)["finish_reason"] == "stop" for x in (rd / "rollouts.jsonl").open()]
         assert 3 * sum(ended) >= len(ended), f"{rd.name}: {sum(ended)} of {len(ended)} ended"
+    # loss topk: the teacher's top k carried onto the student's tokens of the same text
     r = run_cli("train", *overrides, "train.onpolicy.loss=topk")
-    assert r.returncode == 2 and "topk" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "the teacher's top k reaches" in r.stdout
+    _, stats = _stage(tmp_path / "runs")
+    kl = [x["reverse_kl"] for x in stats["rounds"]]
+    assert all(x["topk_share"] > 0.5 for x in stats["rounds"]), stats["rounds"]
+    assert kl[1] < kl[0] - KL_FALL, kl
 
 
 def _rows(path: Path) -> list[str]:

@@ -22,8 +22,10 @@ shared evenly by its student tokens. What this loses against the same-vocabulary
 
 - inside a span of several student tokens the credit is spread evenly, not given per token
   (which of them the teacher disliked is not known);
-- the teacher's top-k alternatives name tokens of another vocabulary, so they cannot be compared
-  with the student's token by token: only the sampled-token advantage exists across tokenizers.
+- the teacher's top-k alternatives name tokens of another vocabulary: loss topk carries them
+  onto the student tokens that write the same text, and only where one token on each side covers
+  the same text after the same text (crossvocab.py cross_top); elsewhere only the sampled-token
+  advantage exists across tokenizers.
 
 Every text position is a character (a Python str index). Spans are [start, end), contiguous,
 non-overlapping and cover the text; a token that decodes to no whole character (a byte-level

@@ -16,14 +16,23 @@ there has no end to compare with: the student's ending token gets advantage 0.
 A rollout ended its turn when its last id is one the student stops on (`stops`: the eos and the
 generation config's eos ids, stages/train/chat.py `stop_token_ids`, what vLLM stops on),
 not any special token: a rollout cut at max_tokens on another special token did not end.
+
+With loss topk the teacher's top k at each of its positions is carried onto the student's
+vocabulary by text (vocab_map, cross_top): where a student token and a teacher token are a
+group of one each in the alignment, the teacher's alternatives become the student tokens that
+write the same text, its end of turn the student's. The round's `topk_share` says how many of
+the student's tokens that reaches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stages.train.objectives.onpolicy import align
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _MARK = "Answer: 7"  # an assistant message's text, to find what the template writes after it
 
@@ -89,16 +98,107 @@ def cross_advantages(
     (0 when unscored). `student` and `teacher` are the logprobs of the rollout's ids and of
     `how.ids`."""
     n, m = len(how.body), len(how.spans)
-    spans = align.char_spans(student_tok, how.body)
-    a = align.align(
-        spans,
-        how.spans,
-        student_tok.convert_ids_to_tokens(how.body),
-        teacher_tok.convert_ids_to_tokens(how.ids[:m]),
-    )
-    got = align.span_advantages(a, student[:n], teacher[:m])
+    got = align.span_advantages(alignment(student_tok, teacher_tok, how), student[:n], teacher[:m])
     if how.end == "scored":
         got.append(teacher[m] - student[n])
     elif how.end == "unscored":
         got.append(0.0)
     return got
+
+
+def alignment(student_tok: Any, teacher_tok: Any, how: CrossScore) -> align.Alignment:
+    """The student's body and the teacher's tokens of it, grouped by the text they cover."""
+    return align.align(
+        align.char_spans(student_tok, how.body),
+        how.spans,
+        student_tok.convert_ids_to_tokens(how.body),
+        teacher_tok.convert_ids_to_tokens(how.ids[: len(how.spans)]),
+    )
+
+
+def token_text(tokenizer: Any, token_id: int) -> str | None:
+    """The text an ordinary token writes where it stands inside a text, leading space included;
+    None for a special token and for one that is no whole text (a byte of a split character)."""
+    if is_special(tokenizer, token_id):
+        return None
+    text = tokenizer.decode(
+        [token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    # SentencePiece writes a word's space as "▁" and drops it when the token starts the text
+    if isinstance(piece, str) and piece.startswith("\u2581") and not text.startswith(" "):
+        text = " " + text
+    return text if text and "\ufffd" not in text else None
+
+
+def vocab_map(student_tok: Any, teacher_tok: Any) -> dict[int, int]:
+    """Teacher token id -> the student token that writes the same text (the lowest id where
+    several do), for every ordinary teacher token that has one."""
+    by_text: dict[str, int] = {}
+    for i in range(len(student_tok)):
+        text = token_text(student_tok, i)
+        if text is not None and text not in by_text:
+            by_text[text] = i
+    out = {}
+    for i in range(len(teacher_tok)):
+        text = token_text(teacher_tok, i)
+        if text is not None and text in by_text:
+            out[i] = by_text[text]
+    return out
+
+
+def cross_top(
+    a: align.Alignment,
+    how: CrossScore,
+    top_ids: np.ndarray,
+    top_logprobs: np.ndarray,
+    mapped: dict[int, int],
+    student_end: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's top k per student token, in student ids: ([n, k] int32, [n, k] float32),
+    n the rollout's tokens, padded with FLOOR (stages/shared/softlabels.py).
+
+    A student token gets the teacher's top k where it and one teacher token cover the same text
+    after the same text (a group of one token on each side): each alternative the teacher names
+    is carried to the student token that writes the same text (`mapped`, vocab_map), and
+    alternatives that reach one student token are summed; those with none are left out, so
+    their mass is in the rest (the loss's bucket). An ending token scored as the teacher's end
+    of turn gets the teacher's top k there, its end of turn carried to `student_end` (the
+    rollout's ending id). Everywhere else, inside a group of several tokens on either side, the
+    teacher's alternatives are alternatives to another span of text: the row is all padding.
+    The teacher's probability of a token is not its probability of every text that starts
+    with it; this is the price of two vocabularies, as the sampled-token advantage's even share
+    inside a span is."""
+    import numpy as np
+
+    from stages.shared.softlabels import FLOOR
+
+    n, m, k = len(how.body), len(how.spans), top_ids.shape[1]
+    rows = n + (how.end != "none")
+    ids, lps = np.zeros((rows, k), np.int32), np.full((rows, k), FLOOR, np.float32)
+    pairs = [
+        (s0, t0)
+        for (s0, s1), (t0, t1) in zip(a.student_groups, a.teacher_groups, strict=True)
+        if s1 - s0 == 1 and t1 - t0 == 1
+    ]
+    ends = {} if student_end is None or how.end != "scored" else {how.ids[m]: student_end}
+    if ends:
+        pairs.append((n, m))
+    for s, t in pairs:
+        got: dict[int, float] = {}
+        for tid, lp in zip(top_ids[t].tolist(), top_logprobs[t].tolist(), strict=True):
+            sid = ends.get(tid, mapped.get(tid)) if s == n else mapped.get(tid)
+            if sid is None or lp <= FLOOR / 2:
+                continue
+            got[sid] = float(np.logaddexp(got[sid], lp)) if sid in got else lp
+        for j, (sid, lp) in enumerate(got.items()):
+            ids[s, j], lps[s, j] = sid, lp
+    return ids, lps
+
+
+def top_share(top_logprobs: list[np.ndarray]) -> float:
+    """The share of rollout tokens (rows of cross_top's logprobs) that have a teacher top k."""
+    from stages.shared.softlabels import FLOOR
+
+    covered = sum(int((t[:, 0] > FLOOR / 2).sum()) for t in top_logprobs)
+    return round(covered / max(1, sum(len(t) for t in top_logprobs)), 4)

@@ -83,6 +83,8 @@ class Pair:
     same_vocab: bool
     student_stops: frozenset[int]  # the ids the student stops on (chat.stop_token_ids)
     teacher_end: int | None  # the teacher's end-of-turn token (crossvocab.py); None: one vocab
+    # loss topk across vocabularies: teacher id -> the student id of the same text
+    mapped: dict[int, int] | None = None
 
 
 def chain_key(cfg: Config, input_keys: dict[str, str], teacher_identity: str) -> str:
@@ -159,25 +161,31 @@ def teacher_calls(cfg: Config) -> list[Calls]:
     return [Calls("train: on-policy teacher scores", calls, prompt, calls)]
 
 
-def _score_request(pair: Pair, prompt: list[int], row: dict, k: int) -> tuple[Request, dict] | None:
-    """The scoring request for one rollout, and how to read its answer back per student token;
-    None for a rollout with nothing to score (no tokens, or no teacher tokens for its text)."""
+def _score_request(pair: Pair, prompt: list[int], row: dict, k: int) -> Request | None:
+    """The scoring request for one rollout; None for a rollout with nothing to score (no
+    tokens, or no teacher tokens for its text)."""
     if not row["completion_ids"]:
         return None
     if pair.same_vocab:
-        sid = score_id(row["id"], pair.teacher_identity, prompt, k)
-        return same_vocab_score(sid, prompt, row, k), {}
-    how = crossvocab.cross_score(
+        return same_vocab_score(
+            score_id(row["id"], pair.teacher_identity, prompt, k), prompt, row, k
+        )
+    ids = _cross(pair, row).ids
+    if not ids:
+        return None
+    sid = score_id(row["id"], pair.teacher_identity, prompt + ids, k)
+    return score_request(sid, prompt + ids, len(prompt), k)
+
+
+def _cross(pair: Pair, row: dict) -> crossvocab.CrossScore:
+    """What a teacher of another vocabulary reads of a rollout (crossvocab.cross_score)."""
+    return crossvocab.cross_score(
         pair.student_tok,
         pair.student_stops,
         pair.teacher_tok,
         pair.teacher_end,
         list(row["completion_ids"]),
     )
-    if not how.ids:
-        return None
-    sid = score_id(row["id"], pair.teacher_identity, prompt + how.ids, k)
-    return score_request(sid, prompt + how.ids, len(prompt), k), {"cross": how}
 
 
 def scores(cfg: Config, pair: Pair, qs: list[Question], rows: dict, rd: Path) -> dict:
@@ -188,15 +196,14 @@ def scores(cfg: Config, pair: Pair, qs: list[Question], rows: dict, rd: Path) ->
     task = load_task(cfg.task)
     shots = fewshot_examples(task, cfg.teacher.fewshot)
     by_q = {q.id: q for q in qs}
-    reqs, how, of = [], {}, {}
+    reqs, of = [], {}
     for row in rows.values():
         prompt = prompt_ids(pair.teacher_tok, teacher_prompt(cfg, by_q[row["question_id"]], shots))
-        got = _score_request(pair, prompt, row, op.k)
-        if got is None:  # nothing to learn from: left out of the update
+        req = _score_request(pair, prompt, row, op.k)
+        if req is None:  # nothing to learn from: left out of the update
             continue
-        req, h = got
         reqs.append(req)
-        how[req.id], of[req.id] = h, row["id"]
+        of[req.id] = row["id"]
     store = Store.open(rd / "scores.logprobs.bin")
     meta = Meta(op.k, 1.0, "raw", vocab_hash_of(pair.teacher_tok))
 
@@ -214,7 +221,7 @@ def scores(cfg: Config, pair: Pair, qs: list[Question], rows: dict, rd: Path) ->
         RecordLog.open(path, check, "scores", before_sync=store.sync) as log,
         charging(cfg, rd) as charge,
     ):
-        settings = settings_from(cfg.generate)  # not `how`: that holds each request's alignment
+        settings = settings_from(cfg.generate)
         asked = ask_into_log(
             spec,
             reqs,
@@ -234,11 +241,14 @@ def scores(cfg: Config, pair: Pair, qs: list[Question], rows: dict, rd: Path) ->
         for req in reqs:
             _, tl = store.read(log.rows[req.id]["logprobs"]["sha"])
             row = rows[of[req.id]]
-            out[row["id"]] = _advantages(pair, row, tl, how[req.id])
+            out[row["id"]] = rollout_advantages(pair, row, tl)
         return out
 
 
-def _advantages(pair: Pair, row: dict, tl: TokenLogprobs, how: dict) -> dict[str, Any]:
+def rollout_advantages(pair: Pair, row: dict, tl: TokenLogprobs) -> dict[str, Any]:
+    """What the update reads of the teacher's scores `tl` of one rollout: per student token its
+    advantage, the teacher's top k in student ids (None where the loss does not compare them),
+    and the teacher's token count."""
     teacher = [float(x) for x in tl.logprobs]
     if pair.same_vocab:
         return {
@@ -246,10 +256,16 @@ def _advantages(pair: Pair, row: dict, tl: TokenLogprobs, how: dict) -> dict[str
             "top": (tl.top_ids, tl.top_logprobs),
             "teacher_tokens": len(teacher),
         }
+    cross = _cross(pair, row)
     got = crossvocab.cross_advantages(
-        pair.student_tok, pair.teacher_tok, how["cross"], row["logprobs"], teacher
+        pair.student_tok, pair.teacher_tok, cross, row["logprobs"], teacher
     )
-    return {"advantages": got, "top": None, "teacher_tokens": len(teacher)}
+    top = None
+    if pair.mapped is not None:
+        a = crossvocab.alignment(pair.student_tok, pair.teacher_tok, cross)
+        end = row["completion_ids"][-1] if cross.end == "scored" else None
+        top = crossvocab.cross_top(a, cross, tl.top_ids, tl.top_logprobs, pair.mapped, end)
+    return {"advantages": got, "top": top, "teacher_tokens": len(teacher)}
 
 
 def measure_rollouts(cfg: Config, rows: dict, qs: list[Question], scored: dict) -> dict:
@@ -276,7 +292,8 @@ def measure_rollouts(cfg: Config, rows: dict, qs: list[Question], scored: dict) 
 
 
 def load_pair(cfg: Config, student: Path) -> Pair:
-    """The student's and teacher's tokenizers; topk needs one vocabulary."""
+    """The student's and teacher's tokenizers, and for loss topk across vocabularies the map
+    of the teacher's tokens onto the student's (crossvocab.vocab_map)."""
     from transformers import AutoTokenizer
 
     from pipeline.models import teacher_identity
@@ -292,14 +309,11 @@ def load_pair(cfg: Config, student: Path) -> Pair:
     s_tok = AutoTokenizer.from_pretrained(student)
     t_tok = AutoTokenizer.from_pretrained(t_dir)
     same = vocab_hash_of(s_tok) == vocab_hash_of(t_tok)
-    if not same and cfg.train.onpolicy.loss == "topk":
-        raise TrainError(
-            "train.onpolicy.loss: topk compares the teacher's top-k token by token, and the "
-            "student's vocabulary is another one; use loss: reverse_kl"
-        )
     stops = frozenset(stop_token_ids(s_tok, student))
     end = _teacher_template(cfg, t_tok, same)
-    return Pair(s_tok, t_tok, teacher_identity(t, cfg.cache_dir), same, stops, end)
+    topk = not same and cfg.train.onpolicy.loss == "topk"
+    mapped = crossvocab.vocab_map(s_tok, t_tok) if topk else None
+    return Pair(s_tok, t_tok, teacher_identity(t, cfg.cache_dir), same, stops, end, mapped)
 
 
 def _teacher_template(cfg: Config, tok: Any, same: bool) -> int | None:
@@ -346,9 +360,13 @@ def run_round(cfg: Config, r: int, student: Path, rd: Path, chain: str, pair: Pa
     scored = scores(cfg, pair, qs, rows, rd)
     seconds["scores"] = time.monotonic() - t0
     stats = measure_rollouts(cfg, rows, qs, scored)
+    reach = ""
+    if pair.mapped is not None:  # loss topk across vocabularies: the tokens it reaches
+        stats["topk_share"] = crossvocab.top_share([s["top"][1] for s in scored.values()])
+        reach = f"; the teacher's top k reaches {stats['topk_share']:.0%} of the student's tokens"
     log_line(
         f"round {r}: reverse KL {stats['reverse_kl']}, correct {stats['correct']}, "
-        f"verified {stats['verified']}"
+        f"verified {stats['verified']}{reach}"
     )
     t0 = time.monotonic()
     upd = read_update(rd)

@@ -34,6 +34,7 @@ PER_ROUND = (
     "rollouts",
     "rollout_tokens",
     "scored_tokens",
+    "topk_share",
     "steps",
     "seconds",
 )
