@@ -8,6 +8,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,20 @@ def tiny_teacher(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     from tiny_model import build_tiny_teacher
 
     return build_tiny_teacher(tmp_path_factory.mktemp("teacher") / "teacher", tiny_model)
+
+
+@pytest.fixture(scope="module")
+def cross_toks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """(student, teacher) tokenizers of two tiny models with other vocabularies and chat
+    families: the student ends turns with "<|im_end|>" (SmolLM2's), the teacher with
+    "<|eot_id|>" (Llama 3's). Per module: a test may change one and put it back."""
+    from tiny_model import build_tiny_model
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("cross-toks")
+    student = build_tiny_model(root / "student", layers=1)
+    teacher = build_tiny_model(root / "teacher", layers=1, vocab=400, end_of_turn="<|eot_id|>")
+    return AutoTokenizer.from_pretrained(student), AutoTokenizer.from_pretrained(teacher)
 
 
 def run_cli(*args: str, timeout: float = 900, env: dict | None = None):

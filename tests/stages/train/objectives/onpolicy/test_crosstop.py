@@ -7,7 +7,6 @@ teacher's writes " mar" + "bles", and the student ends turns with "<|im_end|>", 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pytest
@@ -24,27 +23,16 @@ from stages.train.objectives.onpolicy.crossvocab import (
 TEXT = "Tom has 5 more marbles than Sara"
 
 
-@pytest.fixture(scope="module")
-def toks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    from tiny_model import build_tiny_model
-    from transformers import AutoTokenizer
-
-    root = tmp_path_factory.mktemp("crosstop")
-    student = build_tiny_model(root / "student", layers=1)
-    teacher = build_tiny_model(root / "teacher", layers=1, vocab=400, end_of_turn="<|eot_id|>")
-    return AutoTokenizer.from_pretrained(student), AutoTokenizer.from_pretrained(teacher)
-
-
-def test_the_vocabulary_map_joins_tokens_that_write_the_same_text(toks) -> None:
-    s, t = toks
+def test_the_vocabulary_map_joins_tokens_that_write_the_same_text(cross_toks) -> None:
+    s, t = cross_toks
     mapped = vocab_map(s, t)
     assert mapped and all(token_text(t, a) == token_text(s, b) for a, b in mapped.items())
     assert t.convert_tokens_to_ids("<|eot_id|>") not in mapped  # special: never by its text
     assert mapped[t.convert_tokens_to_ids("Ġhas")] == s.convert_tokens_to_ids("Ġhas")
 
 
-def test_the_teachers_top_k_in_student_ids_by_hand(toks) -> None:
-    s, t = toks
+def test_the_teachers_top_k_in_student_ids_by_hand(cross_toks) -> None:
+    s, t = cross_toks
     mapped = vocab_map(s, t)
     im_end, eot = s.convert_tokens_to_ids("<|im_end|>"), t.convert_tokens_to_ids("<|eot_id|>")
     body = s.encode(TEXT, add_special_tokens=False)

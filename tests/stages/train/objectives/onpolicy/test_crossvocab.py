@@ -29,19 +29,8 @@ def _stops(tok: Any) -> frozenset[int]:
     return frozenset({tok.eos_token_id})
 
 
-@pytest.fixture(scope="module")
-def toks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    from tiny_model import build_tiny_model
-    from transformers import AutoTokenizer
-
-    root = tmp_path_factory.mktemp("crossvocab")
-    student = build_tiny_model(root / "student", layers=1)
-    teacher = build_tiny_model(root / "teacher", layers=1, vocab=400, end_of_turn="<|eot_id|>")
-    return AutoTokenizer.from_pretrained(student), AutoTokenizer.from_pretrained(teacher)
-
-
-def test_end_of_turn_is_the_token_the_chat_template_writes_after_an_answer(toks) -> None:
-    s, t = toks
+def test_end_of_turn_is_the_token_the_chat_template_writes_after_an_answer(cross_toks) -> None:
+    s, t = cross_toks
     assert end_of_turn(s) == s.convert_tokens_to_ids("<|im_end|>")
     assert end_of_turn(t) == t.convert_tokens_to_ids("<|eot_id|>")
     t.chat_template = "{% for m in messages %}{{ m['content'] }}\n\n{% endfor %}"
@@ -51,8 +40,8 @@ def test_end_of_turn_is_the_token_the_chat_template_writes_after_an_answer(toks)
         t.chat_template = s.chat_template.replace("<|im_end|>", "<|eot_id|>")
 
 
-def test_the_students_end_reaches_the_teacher_as_its_own_end_of_turn(toks) -> None:
-    s, t = toks
+def test_the_students_end_reaches_the_teacher_as_its_own_end_of_turn(cross_toks) -> None:
+    s, t = cross_toks
     im_end, eot = s.convert_tokens_to_ids("<|im_end|>"), t.convert_tokens_to_ids("<|eot_id|>")
     body = s.encode(TEXT, add_special_tokens=False)
     how = cross_score(s, _stops(s), t, eot, [*body, im_end])
@@ -70,8 +59,8 @@ def test_the_students_end_reaches_the_teacher_as_its_own_end_of_turn(toks) -> No
     assert math.fsum(adv[:-1]) == pytest.approx(math.fsum(teacher[:-1]) - math.fsum(student[:-1]))
 
 
-def test_a_rollout_cut_short_has_no_end_to_score(toks) -> None:
-    s, t = toks
+def test_a_rollout_cut_short_has_no_end_to_score(cross_toks) -> None:
+    s, t = cross_toks
     body = s.encode(TEXT, add_special_tokens=False)
     how = cross_score(s, _stops(s), t, t.convert_tokens_to_ids("<|eot_id|>"), body)
     assert how.end == "none" and how.body == body and t.decode(how.ids) == TEXT
@@ -79,10 +68,10 @@ def test_a_rollout_cut_short_has_no_end_to_score(toks) -> None:
     assert math.fsum(adv) == pytest.approx(-0.5 * len(how.ids) + len(body))
 
 
-def test_a_rollout_cut_on_a_special_token_it_does_not_stop_on_did_not_end(toks) -> None:
+def test_a_rollout_cut_on_a_special_token_it_does_not_stop_on_did_not_end(cross_toks) -> None:
     """Only an id the student stops on ends its turn: a rollout cut at max_tokens on another
     special token ("<|im_start|>") is scored as text, its last token included, with no end."""
-    s, t = toks
+    s, t = cross_toks
     body = [*s.encode(TEXT, add_special_tokens=False), s.convert_tokens_to_ids("<|im_start|>")]
     how = cross_score(s, _stops(s), t, t.convert_tokens_to_ids("<|eot_id|>"), body)
     assert how.end == "none" and how.body == body
@@ -125,8 +114,8 @@ def test_a_teacher_whose_template_cannot_render_is_one_line(
         load_pair(cfg, student)
 
 
-def test_a_teacher_without_an_end_of_turn_gives_the_students_end_no_credit(toks) -> None:
-    s, t = toks
+def test_a_teacher_without_an_end_of_turn_gives_the_students_end_no_credit(cross_toks) -> None:
+    s, t = cross_toks
     body = s.encode(TEXT, add_special_tokens=False)
     how = cross_score(s, _stops(s), t, None, [*body, s.convert_tokens_to_ids("<|im_end|>")])
     assert how.end == "unscored" and t.decode(how.ids) == TEXT
@@ -134,7 +123,7 @@ def test_a_teacher_without_an_end_of_turn_gives_the_students_end_no_credit(toks)
     assert adv[-1] == 0.0 and len(adv) == len(body) + 1
 
 
-def test_smollm2_against_another_chat_family(toks, tmp_path: Path) -> None:
+def test_smollm2_against_another_chat_family(cross_toks, tmp_path: Path) -> None:
     """The real SmolLM2 tokenizer (merges, digits one by one, "Ġ" spaces) as the student, where
     one is cached; the student's real end id (2) becomes the teacher's end token."""
     from transformers import AutoTokenizer
@@ -145,7 +134,7 @@ def test_smollm2_against_another_chat_family(toks, tmp_path: Path) -> None:
     if not cached:
         pytest.skip("no SmolLM2 tokenizer cached (scripts/setup.sh converts one)")
     s = AutoTokenizer.from_pretrained(cached[0].parent)
-    _, t = toks
+    _, t = cross_toks
     assert end_of_turn(s) == s.convert_tokens_to_ids("<|im_end|>") == 2
     body = s.encode("So 125 - 37 = 88.\nAnswer: 88", add_special_tokens=False)
     how = cross_score(s, frozenset({2}), t, end_of_turn(t), [*body, 2])
