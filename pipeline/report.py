@@ -22,7 +22,8 @@ def epochs_auto_text(auto: dict[str, Any]) -> str:
     ran = auto.get("ran")
     ran_text = f"{ran:g}" if isinstance(ran, (int, float)) else str(ran)
     stop = auto.get("why") or "the schedule ran to its end"
-    return f"trained {ran_text} epochs of at most {auto.get('max_epochs')} (train.epochs: auto): {stop}"
+    most = auto.get("max_epochs")
+    return f"trained {ran_text} epochs of at most {most} (train.epochs: auto): {stop}"
 
 
 def _fmt_rows(rows: dict[str, int]) -> str:
