@@ -83,8 +83,7 @@ class Pair:
     same_vocab: bool
     student_stops: frozenset[int]  # the ids the student stops on (chat.stop_token_ids)
     teacher_end: int | None  # the teacher's end-of-turn token (crossvocab.py); None: one vocab
-    # loss topk across vocabularies: teacher id -> the student id of the same text
-    mapped: dict[int, int] | None = None
+    mapped: dict[int, int] | None = None  # loss topk, another vocab: teacher id -> student id
 
 
 def chain_key(cfg: Config, input_keys: dict[str, str], teacher_identity: str) -> str:
@@ -167,9 +166,8 @@ def _score_request(pair: Pair, prompt: list[int], row: dict, k: int) -> Request 
     if not row["completion_ids"]:
         return None
     if pair.same_vocab:
-        return same_vocab_score(
-            score_id(row["id"], pair.teacher_identity, prompt, k), prompt, row, k
-        )
+        sid = score_id(row["id"], pair.teacher_identity, prompt, k)
+        return same_vocab_score(sid, prompt, row, k)
     ids = _cross(pair, row).ids
     if not ids:
         return None
