@@ -40,8 +40,13 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # local_files_only: the GGUF is on disk, and transformers writes the flag into
+    # tokenizer_config.json, which the model's identity hashes: left to the environment
+    # (HF_HUB_OFFLINE) it gave the same weights two identities and every key built on them
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, local_files_only=True
+    )
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

@@ -23,3 +23,26 @@ def test_bundled_weights_convert_once_with_one_console_line(tmp_path, capfd):
     assert local_model("smollm2-135m", str(tmp_path)) == path  # once: no second conversion
     again = capfd.readouterr()
     assert again.out == "" and again.err == ""
+    # the same weights are the same model wherever they were converted: transformers writes
+    # the hub's offline flag into tokenizer_config.json, and the tests run offline where a
+    # user's shell may not (it gave the bundled model two identities, and every key built on
+    # it two values)
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.models import model_identity
+
+    online = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
+    code = "import sys; from stages.shared.models import local_model; local_model('smollm2-135m', sys.argv[1])"
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "online")],
+        env=online,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    other = local_model("smollm2-135m", str(tmp_path / "online"))
+    assert model_identity(other) == model_identity(path)
