@@ -7,6 +7,7 @@ estimate on its own batch, raising the tokens the teacher prefers above those it
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -107,13 +108,21 @@ def _own_logprobs(lm, tok, rollouts: list[dict]) -> list[float]:
     return [lp for r in rollouts for lp in _logprobs(lm, tok, r["messages"], r["completion_ids"])]
 
 
-def test_one_update_step_lowers_the_reverse_kl_measured_on_its_batch(
+def test_one_update_step_lowers_the_rounds_loss_on_its_batch(
     tiny_model: Path, tiny_teacher: Path, tmp_path
 ) -> None:
     """Issue 50, by hand: the advantages are a trained teacher's logprobs minus the student's on
     the student's own tokens; one optimizer step of the round's trainer on that batch must lower
-    the per-token reverse-KL estimate the rounds report (mean student minus teacher logprob) on
-    the same tokens, and raise the tokens the teacher prefers more than those it does not."""
+    the round's loss on it (-mean of A_t * exp(new_t - rollout_t), stages/train/losses/policy.py)
+    and raise the tokens the teacher prefers more than those it does not.
+
+    It asserted that the step lowers the reverse-KL estimate the rounds report (mean student
+    minus teacher logprob) on the same tokens. That is not what the step descends: the loss
+    weights each token's logprob by its advantage, the estimate sums them unweighted, and on
+    another 2-core Xeon's tiny pair (the same seeds) one step raised the estimate at every
+    rate tried (0.2545 -> 0.264 at 1e-4, 0.296 at 1e-3, 0.328 at 2e-3) while it passed on the
+    first. The KL the rounds measure is tested where it is a claim, over rounds, in
+    tests/e2e/test_onpolicy.py."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
@@ -135,8 +144,12 @@ def test_one_update_step_lowers_the_reverse_kl_measured_on_its_batch(
     def kl(own: list[float]) -> float:
         return sum(s - t for s, t in zip(own, scored, strict=True)) / len(own)
 
+    def loss(own: list[float]) -> float:
+        terms = zip(own, before, table.advantages, strict=True)
+        return -sum(math.exp(n - o) * float(a) for n, o, a in terms) / len(own)
+
     assert kl(before) > 0.1  # the trained teacher is not the random student
-    assert kl(after) < kl(before), (kl(before), kl(after))
+    assert loss(after) < loss(before), (loss(before), loss(after))
     moved = [a - b for a, b in zip(after, before, strict=True)]
     up = [m for m, a in zip(moved, table.advantages, strict=True) if a > 0]
     down = [m for m, a in zip(moved, table.advantages, strict=True) if a < 0]
