@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
+from pipeline.models import model_identity
 from stages.shared.models import local_model
 
 pytestmark = pytest.mark.slow
@@ -27,16 +31,13 @@ def test_bundled_weights_convert_once_with_one_console_line(tmp_path, capfd):
     # the hub's offline flag into tokenizer_config.json, and the tests run offline where a
     # user's shell may not (it gave the bundled model two identities, and every key built on
     # it two values)
-    import os
-    import subprocess
-    import sys
-
-    from pipeline.models import model_identity
-
     online = {
         k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     }
-    code = "import sys; from stages.shared.models import local_model; local_model('smollm2-135m', sys.argv[1])"
+    code = (
+        "import sys; from stages.shared.models import local_model; "
+        "local_model('smollm2-135m', sys.argv[1])"
+    )
     r = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "online")],
         env=online,
