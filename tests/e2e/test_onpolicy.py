@@ -13,7 +13,7 @@ from conftest import kill_cli_when, run_cli
 
 pytestmark = pytest.mark.slow
 # nats/token the cross-tokenizer topk rounds' KL must fall by, round 1 to round 2 (measured
-# 0.79 and 0.66 in two runs; a round's estimate spreads by about 0.1)
+# 0.79, 0.66 and 0.63 in three runs; a round's estimate spreads by about 0.1)
 KL_FALL = 0.3
 
 
@@ -108,8 +108,9 @@ def test_a_teacher_of_another_chat_family_does_not_teach_the_student_never_to_st
 
     With loss topk (the teacher's top k carried onto the student's tokens of the same text,
     crossvocab.cross_top) the same rounds compare distributions, not one sampled token: the KL
-    fell 2.38 -> 1.58 and 2.24 -> 1.58 in two runs (the reverse_kl rounds beside them: 2.15 ->
-    1.85 and 2.33 -> 1.57), and the fall is asserted with KL_FALL to spare. Before topk crossed
+    fell 2.38 -> 1.58, 2.24 -> 1.58 and 2.31 -> 1.69 in three runs, and the fall is asserted
+    with KL_FALL to spare; the reverse_kl rounds beside them fell 2.15 -> 1.85, 2.33 -> 1.57 and
+    2.48 -> 1.45, so on this tiny pair the two losses are not told apart. Before topk crossed
     vocabularies this run was refused."""
     from tiny_model import build_tiny_model, build_tiny_teacher
 
