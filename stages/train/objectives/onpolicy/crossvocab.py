@@ -91,14 +91,14 @@ def cross_score(
 
 
 def cross_advantages(
-    student_tok: Any, teacher_tok: Any, how: CrossScore, student: list[float], teacher: list[float]
+    a: align.Alignment, how: CrossScore, student: list[float], teacher: list[float]
 ) -> list[float]:
-    """Per student token: the aligned text's advantages (align.span_advantages), then for an
-    ending token the teacher's logprob of its own end of turn minus the student's of its own
-    (0 when unscored). `student` and `teacher` are the logprobs of the rollout's ids and of
-    `how.ids`."""
+    """Per student token: the aligned text's advantages (align.span_advantages on `a`, the
+    alignment of `how`), then for an ending token the teacher's logprob of its own end of turn
+    minus the student's of its own (0 when unscored). `student` and `teacher` are the logprobs
+    of the rollout's ids and of `how.ids`."""
     n, m = len(how.body), len(how.spans)
-    got = align.span_advantages(alignment(student_tok, teacher_tok, how), student[:n], teacher[:m])
+    got = align.span_advantages(a, student[:n], teacher[:m])
     if how.end == "scored":
         got.append(teacher[m] - student[n])
     elif how.end == "unscored":

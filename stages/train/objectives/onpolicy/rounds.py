@@ -255,12 +255,10 @@ def rollout_advantages(pair: Pair, row: dict, tl: TokenLogprobs) -> dict[str, An
             "teacher_tokens": len(teacher),
         }
     cross = _cross(pair, row)
-    got = crossvocab.cross_advantages(
-        pair.student_tok, pair.teacher_tok, cross, row["logprobs"], teacher
-    )
+    a = crossvocab.alignment(pair.student_tok, pair.teacher_tok, cross)  # once, for both
+    got = crossvocab.cross_advantages(a, cross, row["logprobs"], teacher)
     top = None
     if pair.mapped is not None:
-        a = crossvocab.alignment(pair.student_tok, pair.teacher_tok, cross)
         end = row["completion_ids"][-1] if cross.end == "scored" else None
         top = crossvocab.cross_top(a, cross, tl.top_ids, tl.top_logprobs, pair.mapped, end)
     return {"advantages": got, "top": top, "teacher_tokens": len(teacher)}

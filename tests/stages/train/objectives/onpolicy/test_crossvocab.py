@@ -16,6 +16,7 @@ import pytest
 
 from stages.train.objectives.onpolicy.crossvocab import (
     CrossScore,
+    alignment,
     cross_advantages,
     cross_score,
     end_of_turn,
@@ -53,7 +54,7 @@ def test_the_students_end_reaches_the_teacher_as_its_own_end_of_turn(cross_toks)
     # by hand: student logprobs of its ids, teacher logprobs of its ids
     student = [-0.1 * (i + 1) for i in range(len(body))] + [-0.3]
     teacher = [-0.05 * (i + 1) for i in range(len(how.ids) - 1)] + [-0.2]
-    adv = cross_advantages(s, t, how, student, teacher)
+    adv = cross_advantages(alignment(s, t, how), how, student, teacher)
     assert len(adv) == len(body) + 1
     assert adv[-1] == pytest.approx(-0.2 - -0.3)  # end against end, nothing else
     assert math.fsum(adv[:-1]) == pytest.approx(math.fsum(teacher[:-1]) - math.fsum(student[:-1]))
@@ -64,7 +65,7 @@ def test_a_rollout_cut_short_has_no_end_to_score(cross_toks) -> None:
     body = s.encode(TEXT, add_special_tokens=False)
     how = cross_score(s, _stops(s), t, t.convert_tokens_to_ids("<|eot_id|>"), body)
     assert how.end == "none" and how.body == body and t.decode(how.ids) == TEXT
-    adv = cross_advantages(s, t, how, [-1.0] * len(body), [-0.5] * len(how.ids))
+    adv = cross_advantages(alignment(s, t, how), how, [-1.0] * len(body), [-0.5] * len(how.ids))
     assert math.fsum(adv) == pytest.approx(-0.5 * len(how.ids) + len(body))
 
 
@@ -119,7 +120,9 @@ def test_a_teacher_without_an_end_of_turn_gives_the_students_end_no_credit(cross
     body = s.encode(TEXT, add_special_tokens=False)
     how = cross_score(s, _stops(s), t, None, [*body, s.convert_tokens_to_ids("<|im_end|>")])
     assert how.end == "unscored" and t.decode(how.ids) == TEXT
-    adv = cross_advantages(s, t, how, [-1.0] * (len(body) + 1), [-0.5] * len(how.ids))
+    adv = cross_advantages(
+        alignment(s, t, how), how, [-1.0] * (len(body) + 1), [-0.5] * len(how.ids)
+    )
     assert adv[-1] == 0.0 and len(adv) == len(body) + 1
 
 
