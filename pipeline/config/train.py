@@ -89,6 +89,14 @@ class OnPolicyConfig:
     n: int = knob(2, doc="student samples per question per round (temperature 1)", ge=1)
     max_tokens: int = knob(128, doc="the most tokens a rollout may have", ge=1)
     learning_rate: float = knob(1e-5, doc="peak learning rate of each round's update", gt=0, le=1)
+    batch: int = knob(
+        0,
+        doc="rollouts per optimizer step of a round's update (its steps: questions x n / "
+        "batch); 0 = train.batch_size x train.grad_accum, as SFT's. Its own knob so the "
+        "rounds' batch moves without moving the SFT start",
+        ge=0,
+        key_when_set=True,  # keys made before it existed stay as they were
+    )
     k: int = knob(
         5,
         doc="the teacher's top-k kept per scored token (loss topk compares on it)",
@@ -277,6 +285,14 @@ class TrainConfig:
                 "features trains the full student on the kept text; set train.lora.enabled "
                 "and train.answer_only to false",
                 "objective",
+            )
+        b = self.onpolicy.batch
+        if b > self.batch_size and b % self.batch_size:
+            raise ConfigError(
+                f"{b} rollouts a step is not a multiple of train.batch_size "
+                f"({self.batch_size}), the batches the update accumulates; give one, or at "
+                "most train.batch_size",
+                "onpolicy.batch",
             )
         if self.objective == "onpolicy" and self.answer_only:
             raise ConfigError(

@@ -119,7 +119,7 @@ def test_a_teacher_of_another_chat_family_does_not_teach_the_student_never_to_st
     overrides = [
         *_overrides(tmp_path, tiny_teacher, teacher),
         "task.validation_fraction=0",  # no validation: the rounds' KL is what is measured
-        "train.grad_accum=8",
+        "train.onpolicy.batch=32",  # the rounds' own batch: 8 of train.batch_size's 4 a step
         "train.onpolicy.start=base",
         "train.onpolicy.questions=16",
         "train.onpolicy.n=8",

@@ -20,7 +20,7 @@ from stages.shared.layout import LOSS_PLOT, MODEL, TRAIN_LOG, TRAIN_STATS, VALID
 from stages.train.cut import student_dir
 from stages.train.logs import log_line
 from stages.train.objectives.onpolicy.rounds import run_rounds
-from stages.train.objectives.onpolicy.update import place_model
+from stages.train.objectives.onpolicy.update import place_model, update_batches
 from stages.train.tracking import report_rounds
 
 SFT_INPUT = "sft"  # the extra input holding the SFT student of the same config
@@ -97,15 +97,16 @@ def train_onpolicy(cfg: Config, ctx: RunContext) -> dict[str, Any]:
 
 def round_cost(cfg: Config, train_questions: int) -> str:
     """The stage's opening line: what a round asks for, and how many optimizer steps its update
-    takes (the Trainer's: batches of train.batch_size, train.grad_accum of them a step)."""
-    op, t = cfg.train.onpolicy, cfg.train
+    takes (the Trainer's: batches of `per` rollouts, `accum` of them a step)."""
+    op = cfg.train.onpolicy
     questions = min(op.questions, train_questions)
     rollouts = questions * op.n
-    steps = math.ceil(math.ceil(rollouts / t.batch_size) / t.grad_accum)
+    per, accum = update_batches(cfg.train)
+    steps = math.ceil(math.ceil(rollouts / per) / accum)
     return (
         f"on-policy: {op.rounds} rounds, each {questions} questions x {op.n} = {rollouts} "
         f"student rollouts of at most {op.max_tokens} tokens and {rollouts} teacher scores, then "
-        f"an update of {steps} steps of {t.batch_size * t.grad_accum} rollouts at learning rate "
+        f"an update of {steps} steps of {per * accum} rollouts at learning rate "
         f"{op.learning_rate}"
     )
 

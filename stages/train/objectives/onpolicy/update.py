@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.calls import prompt_ids
 from pipeline.config import Config, KDConfig
+from pipeline.config.train import TrainConfig
 from pipeline.hardware import native_bf16
 from pipeline.records import atomic_write_json
 from stages.shared.layout import MODEL
@@ -29,6 +30,16 @@ if TYPE_CHECKING:
     import numpy as np
 
 UPDATE_FILE = "update.json"
+
+
+def update_batches(t: TrainConfig) -> tuple[int, int]:
+    """(rollouts a batch, batches a step) of a round's update: train.onpolicy.batch, else
+    SFT's train.batch_size and train.grad_accum (the config checked batch's multiple)."""
+    b = t.onpolicy.batch
+    if not b:
+        return t.batch_size, t.grad_accum
+    per = min(b, t.batch_size)
+    return per, b // per
 
 
 @dataclass
@@ -87,6 +98,7 @@ def update(
     args = sft_config(cfg, rd, use_cpu=use_cpu, bf16=bf16, report=False)
     args.learning_rate, args.num_train_epochs, args.max_steps = op.learning_rate, 1.0, -1
     args.seed, args.data_seed = cfg.train.seed + r, cfg.train.seed + r
+    args.per_device_train_batch_size, args.gradient_accumulation_steps = update_batches(cfg.train)
     args.save_strategy, args.remove_unused_columns, args.packing = "no", False, False
     topk = op.loss == "topk"
     cls = kd_trainer_class() if topk else onpolicy_trainer_class()

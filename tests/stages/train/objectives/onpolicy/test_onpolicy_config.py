@@ -46,12 +46,37 @@ def test_what_the_rounds_ask_with_is_in_the_key(change: str) -> None:
         (["train.answer_only=true"], "train.objective"),
         (["train.onpolicy.loss=kl"], "train.onpolicy.loss"),
         (["train.onpolicy.rounds=0"], "train.onpolicy.rounds"),
+        (["train.onpolicy.batch=12"], "train.onpolicy.batch"),  # 8 a batch: 12 is no multiple
     ],
 )
 def test_what_onpolicy_cannot_do_is_refused_where_the_config_is_built(overrides, key) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(shipped_config("default"), ["train.objective=onpolicy", *overrides])
     assert str(e.value).startswith(key) and "\n" not in str(e.value)
+
+
+def test_the_rounds_batch_moves_without_moving_the_sft_start() -> None:
+    """train.onpolicy.batch is the rounds' own: the SFT start keeps its key (train.grad_accum,
+    SFT's, would move it), the on-policy stage's key moves, and the opening line and the update
+    count its steps: 64 questions x 2 rollouts in steps of 32 is 4, of 4 (one batch of 4) 32."""
+    from stages.train.objectives.onpolicy.stage import round_cost
+    from stages.train.objectives.onpolicy.update import update_batches
+
+    start = _plans("train.objective=onpolicy")
+    for batch in ("train.onpolicy.batch=32", "train.onpolicy.batch=4"):
+        moved = _plans("train.objective=onpolicy", batch)
+        assert moved["sft/train"].key == start["sft/train"].key
+        assert moved["train"].key != start["train"].key
+    assert _plans("train.objective=onpolicy", "train.grad_accum=4")["sft/train"].key != (
+        start["sft/train"].key
+    )
+    cfg = load_config(shipped_config("default"), ["train.objective=onpolicy"])
+    assert update_batches(cfg.train) == (8, 1)  # 0: SFT's batches
+    assert "an update of 16 steps of 8 rollouts" in round_cost(cfg, 400)
+    for batch, batches, line in [(32, (8, 4), "4 steps of 32"), (4, (4, 1), "32 steps of 4")]:
+        cfg = load_config(shipped_config("default"), [f"train.onpolicy.batch={batch}"])
+        assert update_batches(cfg.train) == batches
+        assert f"an update of {line} rollouts" in round_cost(cfg, 400)
 
 
 def test_no_eval_question_reaches_a_teacher_prompt() -> None:
