@@ -202,3 +202,12 @@ def top_share(top_logprobs: list[np.ndarray]) -> float:
 
     covered = sum(int((t[:, 0] > FLOOR / 2).sum()) for t in top_logprobs)
     return round(covered / max(1, sum(len(t) for t in top_logprobs)), 4)
+
+
+def reach_text(share: float) -> str:
+    """The round line's words on top_share; under half, what to do about it (every other token
+    adds nothing to loss topk, where reverse_kl credits all of them through the alignment)."""
+    text = f"; the teacher's top k reaches {share:.0%} of the student's tokens"
+    if share < 0.5:
+        text += " (under half: train.onpolicy.loss=reverse_kl learns from all of them)"
+    return text

@@ -359,7 +359,7 @@ def run_round(cfg: Config, r: int, student: Path, rd: Path, chain: str, pair: Pa
     reach = ""
     if pair.mapped is not None:  # loss topk across vocabularies: the tokens it reaches
         stats["topk_share"] = crossvocab.top_share([s["top"][1] for s in scored.values()])
-        reach = f"; the teacher's top k reaches {stats['topk_share']:.0%} of the student's tokens"
+        reach = crossvocab.reach_text(stats["topk_share"])
     log_line(
         f"round {r}: reverse KL {stats['reverse_kl']}, correct {stats['correct']}, "
         f"verified {stats['verified']}{reach}"

@@ -16,6 +16,7 @@ from stages.train.objectives.onpolicy.crossvocab import (
     alignment,
     cross_score,
     cross_top,
+    reach_text,
     token_text,
     vocab_map,
 )
@@ -76,3 +77,12 @@ def test_a_row_of_padding_adds_no_loss_and_no_gradient() -> None:
         logits, top_ids, top_lp, KDConfig(alpha=1.0, divergence="reverse", tail="bucket")
     ).backward()
     assert logits.grad[1].abs().max() == 0 and logits.grad[0].abs().max() > 0
+
+
+def test_the_round_line_says_what_to_do_when_the_top_k_reaches_under_half() -> None:
+    """loss topk is the default: where the vocabularies cut the text apart, most of the student's
+    tokens have no top k, and the round's line names the loss that learns from them all."""
+    assert reach_text(0.996) == "; the teacher's top k reaches 100% of the student's tokens"
+    low = reach_text(0.42)
+    assert low.startswith("; the teacher's top k reaches 42% of the student's tokens (under half")
+    assert "train.onpolicy.loss=reverse_kl" in low
