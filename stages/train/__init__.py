@@ -73,8 +73,13 @@ def key_parts(cfg: Config) -> KeyParts:
         extra["chat_template"] = sha256_file(Path(t.chat_template).expanduser())
     if t.epochs == "auto":  # not the students of auto's first schedule, one cosine over all
         extra["schedule"] = "cosine to zero in each epoch"
-    config: dict[str, Any] = {"train": semantic(t, exclude=("student",))}
-    own = objective_of(cfg).key_parts(cfg)
+    train = semantic(t, exclude=("student",))
+    objective = objective_of(cfg)
+    if objective.keyed_section:  # as a setting given would be keyed: such keys stay as they were
+        section = objective.keyed_section
+        train[section] = semantic(getattr(t, section))
+    config: dict[str, Any] = {"train": train}
+    own = objective.key_parts(cfg)
     return KeyParts(config={**config, **own.config}, extra={**extra, **own.extra})
 
 

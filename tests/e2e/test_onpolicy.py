@@ -127,7 +127,7 @@ def test_a_teacher_of_another_chat_family_does_not_teach_the_student_never_to_st
         "train.onpolicy.learning_rate=0.0003",
         "train.onpolicy.rounds=2",
     ]
-    r = run_cli("train", *overrides)
+    r = run_cli("train", *overrides, "train.onpolicy.loss=reverse_kl")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     cost = "= 128 student rollouts of at most 24 tokens and 128 teacher scores, then an update "
     assert cost + "of 4 steps of 32 rollouts at learning rate 0.0003" in r.stdout, r.stdout[:2000]
@@ -138,8 +138,9 @@ def test_a_teacher_of_another_chat_family_does_not_teach_the_student_never_to_st
     for rd in sorted((tmp_path / "runs/default/train/onpolicy").glob("*/round-*")):
         ended = [json.loads(x)["finish_reason"] == "stop" for x in (rd / "rollouts.jsonl").open()]
         assert 3 * sum(ended) >= len(ended), f"{rd.name}: {sum(ended)} of {len(ended)} ended"
-    # loss topk: the teacher's top k carried onto the student's tokens of the same text
-    r = run_cli("train", *overrides, "train.onpolicy.loss=topk")
+    # loss topk (the default): the teacher's top k carried onto the student's tokens of the
+    # same text
+    r = run_cli("train", *overrides)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "the teacher's top k reaches" in r.stdout
     _, stats = _stage(tmp_path / "runs")

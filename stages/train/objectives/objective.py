@@ -79,6 +79,10 @@ class Objective:
     # what its output depends on beyond the train section and the student: merged into the
     # train stage's key parts
     key_parts: Callable[[Config], KeyParts] = no_key_parts
+    # its train section (train.<section>) keyed whole, at its defaults too: a section is keyed
+    # only where set, so that other objectives' keys never moved with it, which leaves its
+    # defaults' values out of this objective's key; one whose default changes needs them in
+    keyed_section: str = ""
     # another keyed train run it starts from (the train stage's name is passed in)
     extra_inputs: Callable[[Config, str], list[ExtraInput]] = no_extra_inputs
     # lock files besides the stage dir's own, taken before anything is changed

@@ -4,7 +4,9 @@ and files must keep every key (a moved key orphans every cached run of that obje
 Computed on the code before the objectives became a registry (issue 44); moved only by the
 default decontamination that sets the task's template aside (issue 47), and for onpolicy by
 scoring a student's end of turn as the teacher's own (issue 50: rounds cached across
-vocabularies before it taught the student never to stop)."""
+vocabularies before it taught the student never to stop), and when loss topk became its default
+(issue 50: the default's key now holds the rounds' settings, so a stage trained under the old
+default, reverse_kl, is not taken for one of the new; one named reverse_kl trains anew)."""
 
 from __future__ import annotations
 
@@ -51,8 +53,9 @@ OBJECTIVE_KEYS = {
             "generate": GENERATE,
             "filter": FILTER,
             "sft/train": SFT_TRAIN,
-            "train": "395e7c24dec3cbfd62e86a67989afb11f174323e4f86ba2cbab86ac937cf8ce3",
-            "eval": "f4495b3225a710b61532a7e7359e361fa5247a1c3ff0118a832b57ddfdb9f84b",
+            # loss topk's (the same as train.onpolicy.loss=topk's before it was the default)
+            "train": "85a7f43a748bfa3000b7f7e521b86b66163760511f3b94b41978adb84ef260b5",
+            "eval": "14e658fe4835776bb7fec30fee839e04f412169c0db356c384a0095cda626a82",
         },
     ),
     "onpolicy_base_topk": (
@@ -103,15 +106,16 @@ def test_every_objective_keeps_its_keys(name: str) -> None:
 
 
 def test_onpolicy_keeps_its_rounds_chain_lock_and_start() -> None:
-    """The rounds' chain key (rounds cached under it) and their place beside the train keys."""
+    """The rounds' chain key (rounds cached under it; loss topk's, as when it was named before
+    it was the default) and their place beside the train keys."""
     from stages import train
     from stages.train.objectives.onpolicy.rounds import chain_key, round_dir
 
     cfg = load_config(shipped_config("default"), ["train.objective=onpolicy"])
     chain = chain_key(cfg, {"filter": "f" * 64, "sft": "s" * 64}, "teacher-identity")
-    assert chain == "49376b7097ca825204123338ec933b72018e799e59cd64bbd1734bd2a06a6bbc"
+    assert chain == "bb300b9bf123d85778bba822db510687197f0b1b3bfa8d5c91b0ea01eaab0e7d"
     out = Path("/r/train/abc")
-    assert round_dir(out, chain, 3) == Path("/r/train/onpolicy/49376b7097ca8252/round-003")
+    assert round_dir(out, chain, 3) == Path("/r/train/onpolicy/bb300b9bf123d857/round-003")
     assert train.locks(cfg, out) == [Path("/r/train/onpolicy/.rounds.lock")]
     sft = [(x.label, x.stage, x.cfg.train.objective) for x in train.extra_inputs(cfg)]
     assert sft == [("sft", "train", "sft")]

@@ -62,6 +62,6 @@ def test_the_model_cards_objective_line_is_what_it_was() -> None:
     assert OBJECTIVES["sft"].card(t) == "" and OBJECTIVES["features"].card(t) == ""
     assert OBJECTIVES["kd"].card(t) == " (alpha 0.5, T 1.0, forward)"
     assert OBJECTIVES["onpolicy"].card(t) == (
-        " (4 rounds from sft: 64 questions x 2 samples a round, loss reverse_kl, learning rate "
+        " (4 rounds from sft: 64 questions x 2 samples a round, loss topk, learning rate "
         "1e-05, top-5, teacher hint none; a round per 'step' below)"
     )

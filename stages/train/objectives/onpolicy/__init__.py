@@ -71,6 +71,9 @@ def card(t: TrainConfig) -> str:
 OBJECTIVE = Objective(
     name="onpolicy",
     key_parts=key_parts,
+    # when loss's default became topk (issue 50), a stage trained under reverse_kl, the old
+    # default, would otherwise have passed for one of the new
+    keyed_section="onpolicy",
     extra_inputs=extra_inputs,
     locks=locks,
     shared=(ROUNDS,),

@@ -79,6 +79,24 @@ def test_the_rounds_batch_moves_without_moving_the_sft_start() -> None:
         assert f"an update of {line} rollouts" in round_cost(cfg, 400)
 
 
+def test_the_onpolicy_key_holds_its_settings_at_their_defaults_too() -> None:
+    """train.onpolicy is keyed only where set (other objectives' keys never moved with it), which
+    left the defaults' values out of the onpolicy key: when loss's default became topk a stage
+    trained under reverse_kl would have passed for it. The key holds the section whole; a
+    setting given keeps the key it had before (the default's is the same as naming topk)."""
+    from stages.train import key_parts
+
+    cfg = load_config(shipped_config("default"), ["train.objective=onpolicy"])
+    assert key_parts(cfg).config["train"]["onpolicy"]["loss"] == "topk"
+    sft = load_config(shipped_config("default"))
+    assert "onpolicy" not in key_parts(sft).config["train"]  # the default run's key as it was
+    default = _plans("train.objective=onpolicy")["train"].key
+    assert default == _plans("train.objective=onpolicy", "train.onpolicy.loss=topk")["train"].key
+    assert (
+        default != _plans("train.objective=onpolicy", "train.onpolicy.loss=reverse_kl")["train"].key
+    )
+
+
 def test_no_eval_question_reaches_a_teacher_prompt() -> None:
     """Every round's questions are train questions, and the teacher's scoring prompt (its worked
     example and, with teacher_hint, the gold answer) holds no eval question."""
